@@ -1,0 +1,76 @@
+//! Basalt's HTTP API: Appwrite-compatible REST routes over axum.
+//!
+//! **Invariant:** handlers never touch storage. They parse and authorise, then call the
+//! narrow [`Backend`]: writes become replicated commands, reads go through a linearizable
+//! barrier and a read-only [`StateReader`].
+
+mod auth;
+mod databases;
+mod error;
+mod operator;
+mod params;
+mod render;
+
+use axum::Router;
+use model::reader::StateReader;
+use model::{Command, Outcome};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use auth::ALL_SCOPES;
+pub use error::ApiError;
+
+pub const APPWRITE_VERSION: &str = "1.9.6";
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the cluster could not serve a request right now (answered with a 503).
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+/// What the API needs from the node: replicated writes, linearizable reads, and status.
+pub trait Backend: Send + Sync + 'static {
+    /// Proposes a command through Raft; resolves once it is committed and applied.
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, Unavailable>>;
+    /// Returns once local reads reflect every write acknowledged before the call.
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), Unavailable>>;
+    fn reader(&self) -> &dyn StateReader;
+    /// SHA-256 (hex) of the operator's root key.
+    fn root_key_sha256(&self) -> &str;
+    /// `basalt cluster status` as JSON.
+    fn cluster_status(&self) -> serde_json::Value;
+    /// Ready: a leader is known.
+    fn ready(&self) -> bool;
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Every route under `/v1`, with the shared middleware stack.
+pub fn router(backend: Arc<dyn Backend>) -> Router {
+    let state = AppState { backend };
+    Router::new()
+        .merge(operator::router())
+        .merge(databases::router(databases::Flavor::Legacy))
+        .merge(databases::router(databases::Flavor::Tables))
+        .fallback(error::not_found)
+        .layer(axum::middleware::map_response(error::ensure_content_type))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+        .layer(tower_http::cors::CorsLayer::very_permissive())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    backend: Arc<dyn Backend>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(backend))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

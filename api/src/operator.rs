@@ -1,0 +1,198 @@
+//! Operator and probe routes: projects and API keys (root key), cluster status, health.
+
+use crate::auth::{authorize, require_root, sha256_hex, ALL_SCOPES};
+use crate::error::ApiError;
+use crate::params::{new_id, now_ms, Req};
+use crate::{AppState, APPWRITE_VERSION};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use model::schema::{ApiKey, Project};
+use model::time::format_ms;
+use model::{id, Command, Error, ErrorCode, Outcome};
+use serde_json::{json, Value as Json};
+
+type Reply = Result<Response, ApiError>;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/ping", get(|| async { "Pong!" }))
+        .route("/v1/health/version", get(version))
+        .route("/v1/health", get(health))
+        .route("/v1/projects", post(create_project).get(list_projects))
+        .route(
+            "/v1/projects/{project}/keys",
+            post(create_key).get(list_keys),
+        )
+        .route("/v1/cluster/status", get(cluster_status))
+}
+
+fn reply(status: StatusCode, body: Json) -> Reply {
+    Ok((
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=UTF-8",
+        )],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+async fn version() -> Reply {
+    reply(StatusCode::OK, json!({ "version": APPWRITE_VERSION }))
+}
+
+async fn health(State(s): State<AppState>, req: Req) -> Reply {
+    let started = std::time::Instant::now();
+    s.backend.read_barrier().await?;
+    authorize(&s, &req, &["health.read"])?;
+    reply(
+        StatusCode::OK,
+        json!({ "name": "database", "ping": started.elapsed().as_millis() as u64, "status": "pass" }),
+    )
+}
+
+fn project_json(p: &Project) -> Json {
+    json!({
+        "$id": p.id, "name": p.name,
+        "$createdAt": format_ms(p.created_at), "$updatedAt": format_ms(p.updated_at),
+    })
+}
+
+fn key_json(k: &ApiKey, secret: Option<&str>) -> Json {
+    json!({
+        "$id": k.id, "name": k.name,
+        "$createdAt": format_ms(k.created_at), "$updatedAt": format_ms(k.updated_at),
+        "expire": k.expire.map(format_ms).unwrap_or_default(),
+        "scopes": k.scopes,
+        "secret": secret.unwrap_or(""),
+        "accessedAt": "", "sdks": [],
+    })
+}
+
+async fn propose(s: &AppState, cmd: Command) -> Result<Outcome, ApiError> {
+    match s.backend.write(cmd).await? {
+        Outcome::Failed(e) => Err(ApiError(e)),
+        o => Ok(o),
+    }
+}
+
+async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let id = req.id_req("projectId")?;
+    if id == "console" {
+        return Err(ApiError::new(
+            ErrorCode::ProjectReserved,
+            "The project ID is reserved. Please choose another project ID.",
+        ));
+    }
+    let now = now_ms();
+    let project = Project {
+        id,
+        name: req.text_req("name", 128)?,
+        created_at: now,
+        updated_at: now,
+    };
+    match propose(&s, Command::CreateProject { project }).await? {
+        Outcome::Project(p) => reply(StatusCode::CREATED, project_json(&p)),
+        o => Err(ApiError(Error::new(
+            ErrorCode::GeneralServerError,
+            format!("unexpected outcome {o:?}"),
+        ))),
+    }
+}
+
+async fn list_projects(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    s.backend.read_barrier().await?;
+    let projects = s.backend.reader().list_projects()?;
+    reply(
+        StatusCode::OK,
+        json!({ "total": projects.len(), "projects": projects.iter().map(project_json).collect::<Vec<_>>() }),
+    )
+}
+
+/// A fresh API key secret: Appwrite's `standard_` prefix and 256 hex characters.
+fn new_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 128];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let mut s = String::from("standard_");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+async fn create_key(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let project = req.path("project");
+    id::check("projectId", &project)?;
+    let scopes = match req.strings_opt("scopes")? {
+        Some(list) => {
+            if let Some(bad) = list.iter().find(|sc| !ALL_SCOPES.contains(&sc.as_str())) {
+                return Err(ApiError(Error::invalid(format!(
+                    "Invalid `scopes` param: unknown scope \"{bad}\""
+                ))));
+            }
+            list
+        }
+        None => {
+            return Err(ApiError(Error::invalid(
+                "Param \"scopes\" is not optional.",
+            )))
+        }
+    };
+    let expire = match req.str_opt("expire")? {
+        Some(e) if !e.is_empty() => Some(model::time::parse_ms(&e).ok_or_else(|| {
+            ApiError(Error::invalid(
+                "Invalid `expire` param: Value must be valid date",
+            ))
+        })?),
+        _ => None,
+    };
+    let key_id = match req.str_opt("keyId")? {
+        Some(k) if k != id::UNIQUE => {
+            id::check("keyId", &k)?;
+            k
+        }
+        _ => new_id(),
+    };
+    let secret = new_secret();
+    let now = now_ms();
+    let key = ApiKey {
+        id: key_id,
+        project,
+        name: req.str_opt("name")?.unwrap_or_else(|| "key".into()),
+        scopes,
+        expire,
+        secret_sha256: sha256_hex(&secret),
+        created_at: now,
+        updated_at: now,
+    };
+    match propose(&s, Command::CreateKey { key }).await? {
+        Outcome::Key(k) => reply(StatusCode::CREATED, key_json(&k, Some(&secret))),
+        o => Err(ApiError(Error::new(
+            ErrorCode::GeneralServerError,
+            format!("unexpected outcome {o:?}"),
+        ))),
+    }
+}
+
+async fn list_keys(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    s.backend.read_barrier().await?;
+    let keys = s.backend.reader().list_keys(&req.path("project"))?;
+    reply(
+        StatusCode::OK,
+        json!({ "total": keys.len(), "keys": keys.iter().map(|k| key_json(k, None)).collect::<Vec<_>>() }),
+    )
+}
+
+async fn cluster_status(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    reply(StatusCode::OK, s.backend.cluster_status())
+}

@@ -1,0 +1,23 @@
+//! Shared domain types for Basalt: ids, values, schema, documents, queries, permissions,
+//! the replicated `Command` and its `Outcome`, and Appwrite's error codes.
+//!
+//! **Invariant:** nothing here reads a clock or a random source; every type that travels in
+//! the Raft log serialises without `deserialize_any` (bincode-safe).
+
+pub mod command;
+pub mod error;
+pub mod id;
+pub mod permission;
+pub mod query;
+pub mod reader;
+pub mod schema;
+pub mod time;
+pub mod value;
+
+pub use command::{Command, DocOp, DocTarget, Outcome};
+pub use error::{Error, ErrorCode};
+pub use schema::{
+    ApiKey, AttrKind, Attribute, Collection, Database, Document, Index, IndexKind, Order, Project,
+    Transaction,
+};
+pub use value::Value;

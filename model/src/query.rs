@@ -1,0 +1,804 @@
+//! Appwrite queries: the JSON strings the SDKs' `Query.*` helpers build, parsed into a typed
+//! form, validated against a collection's schema, and evaluated against documents.
+
+use crate::error::{Error, Result};
+use crate::schema::{AttrKind, Collection, Document, IndexKind, Order};
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+pub const MAX_QUERIES: usize = 100;
+pub const MAX_QUERY_LEN: usize = 4096;
+pub const MAX_LIMIT: u64 = 5000;
+pub const DEFAULT_LIMIT: u64 = 25;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Equal,
+    NotEqual,
+    LessThan,
+    LessThanEqual,
+    GreaterThan,
+    GreaterThanEqual,
+    StartsWith,
+    EndsWith,
+    NotStartsWith,
+    NotEndsWith,
+    Contains,
+    NotContains,
+    Search,
+    NotSearch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Filter {
+    Cmp {
+        attr: String,
+        op: CmpOp,
+        values: Vec<Value>,
+    },
+    Between {
+        attr: String,
+        lo: Value,
+        hi: Value,
+        negate: bool,
+    },
+    IsNull(String),
+    IsNotNull(String),
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Cursor {
+    After(String),
+    Before(String),
+}
+
+/// One parsed query.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    Filter(Filter),
+    Select(Vec<String>),
+    OrderBy(String, Order),
+    OrderRandom,
+    Limit(u64),
+    Offset(u64),
+    Cursor(Cursor),
+}
+
+/// A list request, assembled from its queries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub filters: Vec<Filter>,
+    pub select: Option<Vec<String>>,
+    pub orders: Vec<(String, Order)>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+    pub cursor: Option<Cursor>,
+}
+
+fn invalid(msg: impl std::fmt::Display) -> Error {
+    Error::query(format!("Invalid query: {msg}"))
+}
+
+impl Query {
+    /// Parses one query string as the SDKs send it.
+    pub fn parse(s: &str) -> Result<Query> {
+        if s.len() > MAX_QUERY_LEN {
+            return Err(invalid(format!(
+                "Query is longer than {MAX_QUERY_LEN} characters"
+            )));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|_| invalid(format!("Syntax error: {s}")))?;
+        Query::from_json(&v)
+    }
+
+    fn from_json(v: &serde_json::Value) -> Result<Query> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| invalid("Query must be an object"))?;
+        let method = obj
+            .get("method")
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| invalid("Query method is missing"))?;
+        let attr = match obj.get("attribute") {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(_) => return Err(invalid("Query attribute must be a string")),
+        };
+        let raw_values: Vec<serde_json::Value> = match obj.get("values") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            Some(other) => vec![other.clone()],
+        };
+        let values = || -> Result<Vec<Value>> {
+            raw_values
+                .iter()
+                .map(|v| {
+                    Value::from_json(v)
+                        .ok_or_else(|| invalid(format!("Invalid value for {method}")))
+                })
+                .collect()
+        };
+        let need_attr = || -> Result<String> {
+            if attr.is_empty() {
+                Err(invalid(format!("{method} queries require an attribute")))
+            } else {
+                Ok(attr.clone())
+            }
+        };
+        let cmp = |op: CmpOp| -> Result<Query> {
+            let values = values()?;
+            if values.is_empty() {
+                return Err(invalid(format!(
+                    "{method} queries require at least one value"
+                )));
+            }
+            if values.len() > MAX_QUERIES {
+                return Err(invalid(format!(
+                    "{method} queries accept at most {MAX_QUERIES} values"
+                )));
+            }
+            Ok(Query::Filter(Filter::Cmp {
+                attr: need_attr()?,
+                op,
+                values,
+            }))
+        };
+        let single_int = || -> Result<u64> {
+            match raw_values.as_slice() {
+                [n] => n
+                    .as_u64()
+                    .ok_or_else(|| invalid(format!("{method} must be a non-negative integer"))),
+                _ => Err(invalid(format!("{method} queries take exactly one value"))),
+            }
+        };
+        let nested = || -> Result<Vec<Filter>> {
+            if raw_values.is_empty() {
+                return Err(invalid(format!("{method} queries require nested queries")));
+            }
+            raw_values
+                .iter()
+                .map(|q| {
+                    let q = match q {
+                        serde_json::Value::String(s) => Query::parse(s)?,
+                        other => Query::from_json(other)?,
+                    };
+                    match q {
+                        Query::Filter(f) => Ok(f),
+                        _ => Err(invalid(format!(
+                            "{method} queries may only contain filters"
+                        ))),
+                    }
+                })
+                .collect()
+        };
+        let between = |negate: bool| -> Result<Query> {
+            let mut v = values()?;
+            if v.len() != 2 {
+                return Err(invalid(format!("{method} queries take exactly two values")));
+            }
+            let hi = v.pop().unwrap_or(Value::Null);
+            let lo = v.pop().unwrap_or(Value::Null);
+            Ok(Query::Filter(Filter::Between {
+                attr: need_attr()?,
+                lo,
+                hi,
+                negate,
+            }))
+        };
+        let date_cmp = |field: &str, op: CmpOp| -> Result<Query> {
+            let v = values()?;
+            if v.len() != 1 {
+                return Err(invalid(format!("{method} queries take exactly one value")));
+            }
+            Ok(Query::Filter(Filter::Cmp {
+                attr: field.to_string(),
+                op,
+                values: v,
+            }))
+        };
+        let date_between = |field: &str| -> Result<Query> {
+            let mut v = values()?;
+            if v.len() != 2 {
+                return Err(invalid(format!("{method} queries take exactly two values")));
+            }
+            let hi = v.pop().unwrap_or(Value::Null);
+            let lo = v.pop().unwrap_or(Value::Null);
+            Ok(Query::Filter(Filter::Between {
+                attr: field.to_string(),
+                lo,
+                hi,
+                negate: false,
+            }))
+        };
+        Ok(match method {
+            "equal" => cmp(CmpOp::Equal)?,
+            "notEqual" => cmp(CmpOp::NotEqual)?,
+            "lessThan" => cmp(CmpOp::LessThan)?,
+            "lessThanEqual" => cmp(CmpOp::LessThanEqual)?,
+            "greaterThan" => cmp(CmpOp::GreaterThan)?,
+            "greaterThanEqual" => cmp(CmpOp::GreaterThanEqual)?,
+            "startsWith" => cmp(CmpOp::StartsWith)?,
+            "endsWith" => cmp(CmpOp::EndsWith)?,
+            "notStartsWith" => cmp(CmpOp::NotStartsWith)?,
+            "notEndsWith" => cmp(CmpOp::NotEndsWith)?,
+            "contains" | "containsAny" => cmp(CmpOp::Contains)?,
+            "notContains" => cmp(CmpOp::NotContains)?,
+            "search" => cmp(CmpOp::Search)?,
+            "notSearch" => cmp(CmpOp::NotSearch)?,
+            "between" => between(false)?,
+            "notBetween" => between(true)?,
+            "isNull" => Query::Filter(Filter::IsNull(need_attr()?)),
+            "isNotNull" => Query::Filter(Filter::IsNotNull(need_attr()?)),
+            "and" => Query::Filter(Filter::And(nested()?)),
+            "or" => Query::Filter(Filter::Or(nested()?)),
+            "createdBefore" => date_cmp("$createdAt", CmpOp::LessThan)?,
+            "createdAfter" => date_cmp("$createdAt", CmpOp::GreaterThan)?,
+            "createdBetween" => date_between("$createdAt")?,
+            "updatedBefore" => date_cmp("$updatedAt", CmpOp::LessThan)?,
+            "updatedAfter" => date_cmp("$updatedAt", CmpOp::GreaterThan)?,
+            "updatedBetween" => date_between("$updatedAt")?,
+            "select" => {
+                let mut names = Vec::new();
+                for v in &raw_values {
+                    match v.as_str() {
+                        Some(s) if !s.is_empty() => names.push(s.to_string()),
+                        _ => return Err(invalid("select values must be attribute names")),
+                    }
+                }
+                if names.is_empty() {
+                    return Err(invalid("select queries require at least one attribute"));
+                }
+                Query::Select(names)
+            }
+            "orderAsc" => Query::OrderBy(attr_or_sequence(&attr), Order::Asc),
+            "orderDesc" => Query::OrderBy(attr_or_sequence(&attr), Order::Desc),
+            "orderRandom" => Query::OrderRandom,
+            "limit" => {
+                let n = single_int()?;
+                if n > MAX_LIMIT {
+                    return Err(invalid(format!(
+                        "Invalid limit: Value must be a valid range between 0 and {MAX_LIMIT}"
+                    )));
+                }
+                Query::Limit(n)
+            }
+            "offset" => Query::Offset(single_int()?),
+            "cursorAfter" | "cursorBefore" => {
+                let id = match raw_values.as_slice() {
+                    [serde_json::Value::String(s)] if crate::id::is_valid(s) => s.clone(),
+                    _ => {
+                        return Err(invalid(
+                            "Invalid cursor: Cursor must be a valid document ID",
+                        ))
+                    }
+                };
+                if method == "cursorAfter" {
+                    Query::Cursor(Cursor::After(id))
+                } else {
+                    Query::Cursor(Cursor::Before(id))
+                }
+            }
+            other => return Err(invalid(format!("Query method not valid: {other}"))),
+        })
+    }
+}
+
+fn attr_or_sequence(attr: &str) -> String {
+    if attr.is_empty() {
+        "$sequence".to_string()
+    } else {
+        attr.to_string()
+    }
+}
+
+impl Spec {
+    /// Parses the `queries[]` of a list request.
+    pub fn parse(queries: &[String]) -> Result<Spec> {
+        if queries.len() > MAX_QUERIES {
+            return Err(Error::invalid(format!(
+                "Invalid `queries` param: Value must a valid array no longer than {MAX_QUERIES} items"
+            )));
+        }
+        let mut spec = Spec::default();
+        for q in queries {
+            match Query::parse(q)? {
+                Query::Filter(f) => spec.filters.push(f),
+                Query::Select(s) => spec.select.get_or_insert_with(Vec::new).extend(s),
+                Query::OrderBy(a, o) => spec.orders.push((a, o)),
+                Query::OrderRandom => {
+                    return Err(invalid("orderRandom is not supported by this server"))
+                }
+                Query::Limit(n) => spec.limit = Some(n),
+                Query::Offset(n) => spec.offset = n,
+                Query::Cursor(c) => {
+                    if spec.cursor.is_some() {
+                        return Err(invalid("Cannot use multiple cursor queries"));
+                    }
+                    spec.cursor = Some(c)
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Checks every attribute the queries name against the schema and normalises values
+    /// (datetimes to canonical UTC) so evaluation compares like with like.
+    pub fn validate(&mut self, coll: &Collection) -> Result<()> {
+        for f in &mut self.filters {
+            validate_filter(f, coll)?;
+        }
+        for (attr, _) in &self.orders {
+            if system_kind(attr).is_none() {
+                let a = coll
+                    .attribute(attr)
+                    .ok_or_else(|| invalid(format!("Attribute not found in schema: {attr}")))?;
+                if a.array {
+                    return Err(invalid(format!(
+                        "Cannot order by attribute \"{attr}\" because it is an array"
+                    )));
+                }
+            }
+        }
+        if let Some(sel) = &self.select {
+            for attr in sel {
+                if attr != "*"
+                    && system_kind(attr).is_none()
+                    && !is_meta(attr)
+                    && coll.attribute(attr).is_none()
+                {
+                    return Err(invalid(format!("Attribute not found in schema: {attr}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Does `doc` pass every filter?
+    pub fn matches(&self, doc: &Document) -> bool {
+        self.filters.iter().all(|f| f.matches(doc))
+    }
+
+    /// Compares two documents in the requested order, `$sequence` breaking ties.
+    pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
+        for (attr, order) in &self.orders {
+            let o = a.get(attr).total_cmp(&b.get(attr));
+            let o = match order {
+                Order::Asc => o,
+                Order::Desc => o.reverse(),
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        let tie = a.sequence.cmp(&b.sequence);
+        match self.orders.last() {
+            Some((_, Order::Desc)) => tie.reverse(),
+            _ => tie,
+        }
+    }
+}
+
+fn is_meta(attr: &str) -> bool {
+    matches!(
+        attr,
+        "$permissions" | "$collectionId" | "$tableId" | "$databaseId"
+    )
+}
+
+/// The kind of a system attribute usable in filters and orders.
+fn system_kind(attr: &str) -> Option<AttrKind> {
+    match attr {
+        "$id" => Some(AttrKind::String),
+        "$sequence" => Some(AttrKind::Integer),
+        "$createdAt" | "$updatedAt" => Some(AttrKind::Datetime),
+        _ => None,
+    }
+}
+
+fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
+    match f {
+        Filter::And(fs) | Filter::Or(fs) => {
+            for f in fs {
+                validate_filter(f, coll)?;
+            }
+            Ok(())
+        }
+        Filter::IsNull(attr) | Filter::IsNotNull(attr) => lookup(coll, attr).map(|_| ()),
+        Filter::Between { attr, lo, hi, .. } => {
+            let (kind, array) = lookup(coll, attr)?;
+            if array {
+                return Err(invalid(format!(
+                    "Cannot query between on attribute \"{attr}\" because it is an array."
+                )));
+            }
+            normalize_value(lo, kind, attr)?;
+            normalize_value(hi, kind, attr)
+        }
+        Filter::Cmp { attr, op, values } => {
+            let (kind, array) = lookup(coll, attr)?;
+            let array_ok = matches!(op, CmpOp::Contains | CmpOp::NotContains);
+            if array && !array_ok {
+                return Err(invalid(format!(
+                    "Cannot query {} on attribute \"{attr}\" because it is an array.",
+                    op_name(*op)
+                )));
+            }
+            match op {
+                CmpOp::StartsWith
+                | CmpOp::EndsWith
+                | CmpOp::NotStartsWith
+                | CmpOp::NotEndsWith
+                | CmpOp::Search
+                | CmpOp::NotSearch
+                    if !kind.is_string() =>
+                {
+                    return Err(invalid(format!(
+                        "Cannot query {} on attribute \"{attr}\" because it is not a string.",
+                        op_name(*op)
+                    )))
+                }
+                CmpOp::Contains | CmpOp::NotContains if !array && !kind.is_string() => {
+                    return Err(invalid(format!(
+                        "Cannot query contains on attribute \"{attr}\" because it is not an array or string."
+                    )))
+                }
+                CmpOp::Search | CmpOp::NotSearch => {
+                    let indexed = coll.indexes.iter().any(|i| {
+                        i.kind == IndexKind::Fulltext && i.attributes.len() == 1 && i.attributes[0] == *attr
+                    });
+                    if !indexed {
+                        return Err(invalid(format!(
+                            "Searching by attribute \"{attr}\" requires a fulltext index."
+                        )));
+                    }
+                }
+                _ => {}
+            }
+            for v in values {
+                normalize_value(v, kind, attr)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lookup(coll: &Collection, attr: &str) -> Result<(AttrKind, bool)> {
+    if let Some(k) = system_kind(attr) {
+        return Ok((k, false));
+    }
+    coll.attribute(attr)
+        .map(|a| (a.kind, a.array))
+        .ok_or_else(|| invalid(format!("Attribute not found in schema: {attr}")))
+}
+
+fn normalize_value(v: &mut Value, kind: AttrKind, attr: &str) -> Result<()> {
+    let bad = || invalid(format!("Query value is invalid for attribute \"{attr}\""));
+    match (kind, &*v) {
+        (_, Value::Null) => Ok(()),
+        (AttrKind::Integer | AttrKind::Float, Value::Int(_) | Value::Float(_)) => Ok(()),
+        (AttrKind::Boolean, Value::Bool(_)) => Ok(()),
+        (AttrKind::Datetime, Value::Str(s)) => {
+            *v = Value::Str(crate::time::normalize(s).ok_or_else(bad)?);
+            Ok(())
+        }
+        (k, Value::Str(_)) if k.is_string() => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+fn op_name(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Equal => "equal",
+        CmpOp::NotEqual => "notEqual",
+        CmpOp::LessThan => "lessThan",
+        CmpOp::LessThanEqual => "lessThanEqual",
+        CmpOp::GreaterThan => "greaterThan",
+        CmpOp::GreaterThanEqual => "greaterThanEqual",
+        CmpOp::StartsWith => "startsWith",
+        CmpOp::EndsWith => "endsWith",
+        CmpOp::NotStartsWith => "notStartsWith",
+        CmpOp::NotEndsWith => "notEndsWith",
+        CmpOp::Contains => "contains",
+        CmpOp::NotContains => "notContains",
+        CmpOp::Search => "search",
+        CmpOp::NotSearch => "notSearch",
+    }
+}
+
+/// Splits text into lower-case word tokens, as the fulltext index stores them.
+pub fn tokens(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.to_lowercase())
+        .collect()
+}
+
+/// Fulltext match, with MariaDB boolean-mode semantics as Appwrite uses them: any word
+/// matches, and the last word of the search also matches as a prefix.
+pub fn search_matches(text: &str, search: &str) -> bool {
+    let q = tokens(search);
+    let doc = tokens(text);
+    q.iter().enumerate().any(|(i, t)| {
+        let prefix = i + 1 == q.len();
+        doc.iter()
+            .any(|d| d == t || (prefix && d.starts_with(t.as_str())))
+    })
+}
+
+impl Filter {
+    pub fn matches(&self, doc: &Document) -> bool {
+        match self {
+            Filter::And(fs) => fs.iter().all(|f| f.matches(doc)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(doc)),
+            Filter::IsNull(a) => doc.get(a).is_null(),
+            Filter::IsNotNull(a) => !doc.get(a).is_null(),
+            Filter::Between {
+                attr,
+                lo,
+                hi,
+                negate,
+            } => {
+                let v = doc.get(attr);
+                if v.is_null() {
+                    return false;
+                }
+                let inside =
+                    v.total_cmp(lo) != Ordering::Less && v.total_cmp(hi) != Ordering::Greater;
+                inside != *negate
+            }
+            Filter::Cmp { attr, op, values } => {
+                let v = doc.get(attr);
+                if v.is_null() {
+                    return false;
+                }
+                cmp_matches(&v, *op, values)
+            }
+        }
+    }
+}
+
+fn cmp_matches(v: &Value, op: CmpOp, values: &[Value]) -> bool {
+    let any = |f: &dyn Fn(&Value) -> bool| values.iter().any(f);
+    let s = v.as_str().unwrap_or("");
+    match op {
+        CmpOp::Equal => any(&|q| v.loose_eq(q)),
+        CmpOp::NotEqual => !any(&|q| v.loose_eq(q)),
+        CmpOp::LessThan => any(&|q| v.total_cmp(q) == Ordering::Less),
+        CmpOp::LessThanEqual => any(&|q| v.total_cmp(q) != Ordering::Greater),
+        CmpOp::GreaterThan => any(&|q| v.total_cmp(q) == Ordering::Greater),
+        CmpOp::GreaterThanEqual => any(&|q| v.total_cmp(q) != Ordering::Less),
+        CmpOp::StartsWith => any(&|q| q.as_str().is_some_and(|q| s.starts_with(q))),
+        CmpOp::EndsWith => any(&|q| q.as_str().is_some_and(|q| s.ends_with(q))),
+        CmpOp::NotStartsWith => !any(&|q| q.as_str().is_some_and(|q| s.starts_with(q))),
+        CmpOp::NotEndsWith => !any(&|q| q.as_str().is_some_and(|q| s.ends_with(q))),
+        CmpOp::Contains => contains(v, values),
+        CmpOp::NotContains => !contains(v, values),
+        CmpOp::Search => any(&|q| q.as_str().is_some_and(|q| search_matches(s, q))),
+        CmpOp::NotSearch => !any(&|q| q.as_str().is_some_and(|q| search_matches(s, q))),
+    }
+}
+
+fn contains(v: &Value, values: &[Value]) -> bool {
+    match v {
+        Value::Array(items) => values.iter().any(|q| items.iter().any(|i| i.loose_eq(q))),
+        Value::Str(s) => values
+            .iter()
+            .any(|q| q.as_str().is_some_and(|q| s.contains(q))),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn doc(pairs: &[(&str, Value)]) -> Document {
+        Document {
+            id: "d1".into(),
+            sequence: 7,
+            created_at: 1767225600000,
+            updated_at: 1767225600000,
+            permissions: vec![],
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn check(query: &str, d: &Document, expect: bool) {
+        let q = Query::parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        match q {
+            Query::Filter(f) => assert_eq!(f.matches(d), expect, "{query}"),
+            other => panic!("{query} parsed to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let d = doc(&[
+            ("name", Value::Str("Ada Lovelace".into())),
+            ("age", Value::Int(36)),
+            ("score", Value::Float(9.5)),
+            (
+                "tags",
+                Value::Array(vec![Value::Str("math".into()), Value::Str("poet".into())]),
+            ),
+            ("gone", Value::Null),
+        ]);
+        check(
+            r#"{"method":"equal","attribute":"name","values":["Ada Lovelace"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"equal","attribute":"name","values":["x","Ada Lovelace"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"notEqual","attribute":"name","values":["x"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"equal","attribute":"age","values":[36.0]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"lessThan","attribute":"age","values":[36]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"lessThanEqual","attribute":"age","values":[36]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"greaterThan","attribute":"score","values":[9]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"between","attribute":"age","values":[30,36]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"notBetween","attribute":"age","values":[30,36]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"startsWith","attribute":"name","values":["Ada"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"endsWith","attribute":"name","values":["lace"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"notStartsWith","attribute":"name","values":["Ada"]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"contains","attribute":"tags","values":["poet"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"contains","attribute":"name","values":["Love"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"notContains","attribute":"tags","values":["chess"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"search","attribute":"name","values":["lovel"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"search","attribute":"name","values":["love ada"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"search","attribute":"name","values":["love"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"search","attribute":"name","values":["byron"]}"#,
+            &d,
+            false,
+        );
+        check(r#"{"method":"isNull","attribute":"gone"}"#, &d, true);
+        check(r#"{"method":"isNull","attribute":"missing"}"#, &d, true);
+        check(r#"{"method":"isNotNull","attribute":"age"}"#, &d, true);
+        check(
+            r#"{"method":"equal","attribute":"gone","values":["x"]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"notEqual","attribute":"gone","values":["x"]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"or","values":[{"method":"equal","attribute":"age","values":[1]},{"method":"equal","attribute":"age","values":[36]}]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"and","values":[{"method":"equal","attribute":"age","values":[36]},{"method":"equal","attribute":"name","values":["x"]}]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"equal","attribute":"$id","values":["d1"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"createdBefore","values":["2026-01-02T00:00:00.000+00:00"]}"#,
+            &d,
+            true,
+        );
+    }
+
+    #[test]
+    fn parse_errors_and_spec() {
+        for bad in [
+            "not json",
+            r#"{"method":"frobnicate","attribute":"a","values":[1]}"#,
+            r#"{"method":"equal","values":[1]}"#,
+            r#"{"method":"equal","attribute":"a","values":[]}"#,
+            r#"{"method":"limit","values":[-1]}"#,
+            r#"{"method":"limit","values":[100000]}"#,
+            r#"{"method":"between","attribute":"a","values":[1]}"#,
+            r#"{"method":"cursorAfter","values":["bad id!"]}"#,
+            r#"{"method":"and","values":[{"method":"limit","values":[1]}]}"#,
+        ] {
+            assert!(Query::parse(bad).is_err(), "{bad} should fail");
+        }
+        let spec = Spec::parse(&[
+            r#"{"method":"limit","values":[5]}"#.into(),
+            r#"{"method":"offset","values":[2]}"#.into(),
+            r#"{"method":"orderDesc","attribute":"age"}"#.into(),
+            r#"{"method":"select","values":["name"]}"#.into(),
+            r#"{"method":"cursorAfter","values":["abc"]}"#.into(),
+        ])
+        .unwrap();
+        assert_eq!(spec.limit, Some(5));
+        assert_eq!(spec.offset, 2);
+        assert_eq!(spec.orders, vec![("age".to_string(), Order::Desc)]);
+        assert_eq!(spec.select, Some(vec!["name".to_string()]));
+        assert_eq!(spec.cursor, Some(Cursor::After("abc".into())));
+    }
+
+    #[test]
+    fn tokens_and_search() {
+        assert_eq!(
+            tokens("Hello, World! x-y"),
+            vec!["hello", "world", "x", "y"]
+        );
+        assert!(search_matches("The quick brown fox", "qui"));
+        assert!(!search_matches("The quick brown fox", "qui dog"));
+        assert!(search_matches("The quick brown fox", "dog fox"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Stored entities: projects, API keys, databases, collections (tables) with their
+//! attributes (columns) and indexes, documents (rows) and transactions.
+
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An API key. The secret itself is never stored: only its SHA-256, which is also the lookup key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub project: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Expiry in epoch ms; `None` never expires.
+    pub expire: Option<i64>,
+    pub secret_sha256: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Database {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    /// `legacy` (created through Databases) or `tablesdb`.
+    pub kind: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    pub id: String,
+    pub database: String,
+    pub name: String,
+    pub enabled: bool,
+    pub permissions: Vec<String>,
+    pub document_security: bool,
+    pub attributes: Vec<Attribute>,
+    pub indexes: Vec<Index>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Collection {
+    pub fn attribute(&self, key: &str) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.key == key)
+    }
+    pub fn index(&self, key: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.key == key)
+    }
+}
+
+/// The scalar type of an attribute. String flavours differ only in their size limit and name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttrKind {
+    String,
+    Varchar,
+    Text,
+    Mediumtext,
+    Longtext,
+    Integer,
+    Float,
+    Boolean,
+    Datetime,
+    Email,
+    Url,
+    Ip,
+    Enum,
+}
+
+impl AttrKind {
+    /// The path segment used by `POST …/attributes/{type}`.
+    pub fn from_route(s: &str) -> Option<AttrKind> {
+        Some(match s {
+            "string" => AttrKind::String,
+            "varchar" => AttrKind::Varchar,
+            "text" => AttrKind::Text,
+            "mediumtext" => AttrKind::Mediumtext,
+            "longtext" => AttrKind::Longtext,
+            "integer" => AttrKind::Integer,
+            "float" => AttrKind::Float,
+            "boolean" => AttrKind::Boolean,
+            "datetime" => AttrKind::Datetime,
+            "email" => AttrKind::Email,
+            "url" => AttrKind::Url,
+            "ip" => AttrKind::Ip,
+            "enum" => AttrKind::Enum,
+            _ => return None,
+        })
+    }
+
+    pub fn route(self) -> &'static str {
+        match self {
+            AttrKind::String => "string",
+            AttrKind::Varchar => "varchar",
+            AttrKind::Text => "text",
+            AttrKind::Mediumtext => "mediumtext",
+            AttrKind::Longtext => "longtext",
+            AttrKind::Integer => "integer",
+            AttrKind::Float => "float",
+            AttrKind::Boolean => "boolean",
+            AttrKind::Datetime => "datetime",
+            AttrKind::Email => "email",
+            AttrKind::Url => "url",
+            AttrKind::Ip => "ip",
+            AttrKind::Enum => "enum",
+        }
+    }
+
+    /// Appwrite's `type` field in the attribute model.
+    pub fn wire_type(self) -> &'static str {
+        match self {
+            AttrKind::String | AttrKind::Email | AttrKind::Url | AttrKind::Ip | AttrKind::Enum => {
+                "string"
+            }
+            AttrKind::Varchar => "varchar",
+            AttrKind::Text => "text",
+            AttrKind::Mediumtext => "mediumtext",
+            AttrKind::Longtext => "longtext",
+            AttrKind::Integer => "integer",
+            AttrKind::Float => "double",
+            AttrKind::Boolean => "boolean",
+            AttrKind::Datetime => "datetime",
+        }
+    }
+
+    /// Appwrite's `format` field, for the kinds that have one.
+    pub fn format(self) -> Option<&'static str> {
+        match self {
+            AttrKind::Email => Some("email"),
+            AttrKind::Url => Some("url"),
+            AttrKind::Ip => Some("ip"),
+            AttrKind::Enum => Some("enum"),
+            AttrKind::Datetime => Some("datetime"),
+            _ => None,
+        }
+    }
+
+    pub fn is_string(self) -> bool {
+        matches!(
+            self,
+            AttrKind::String
+                | AttrKind::Varchar
+                | AttrKind::Text
+                | AttrKind::Mediumtext
+                | AttrKind::Longtext
+                | AttrKind::Email
+                | AttrKind::Url
+                | AttrKind::Ip
+                | AttrKind::Enum
+        )
+    }
+
+    /// The fixed size limit of the text flavours (bytes, as MariaDB counts them).
+    pub fn fixed_size(self) -> Option<u64> {
+        match self {
+            AttrKind::Text => Some(65_535),
+            AttrKind::Mediumtext => Some(16_777_215),
+            AttrKind::Longtext => Some(4_294_967_295),
+            AttrKind::Email | AttrKind::Url | AttrKind::Enum => Some(255),
+            AttrKind::Ip => Some(39),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub key: String,
+    pub kind: AttrKind,
+    pub required: bool,
+    pub array: bool,
+    /// Size limit for `string`/`varchar` (characters).
+    pub size: Option<u64>,
+    pub min: Option<Value>,
+    pub max: Option<Value>,
+    pub default: Option<Value>,
+    pub elements: Vec<String>,
+    pub encrypt: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Attribute {
+    /// The effective maximum length of a string value, in characters.
+    pub fn max_len(&self) -> Option<u64> {
+        self.size.or(self.kind.fixed_size())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexKind {
+    Key,
+    Unique,
+    Fulltext,
+}
+
+impl IndexKind {
+    pub fn parse(s: &str) -> Option<IndexKind> {
+        Some(match s {
+            "key" => IndexKind::Key,
+            "unique" => IndexKind::Unique,
+            "fulltext" => IndexKind::Fulltext,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Key => "key",
+            IndexKind::Unique => "unique",
+            IndexKind::Fulltext => "fulltext",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn parse(s: &str) -> Option<Order> {
+        match s.to_ascii_lowercase().as_str() {
+            "asc" => Some(Order::Asc),
+            "desc" => Some(Order::Desc),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    pub key: String,
+    pub kind: IndexKind,
+    pub attributes: Vec<String>,
+    pub orders: Vec<Order>,
+    pub lengths: Vec<u32>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A document (row). System fields are typed; user data is keyed by attribute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: String,
+    pub sequence: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub permissions: Vec<String>,
+    pub data: BTreeMap<String, Value>,
+}
+
+impl Document {
+    /// The value of an attribute as queries see it, system attributes included.
+    pub fn get(&self, attr: &str) -> Value {
+        match attr {
+            "$id" => Value::Str(self.id.clone()),
+            "$sequence" => Value::Int(self.sequence as i64),
+            "$createdAt" => Value::Str(crate::time::format_ms(self.created_at)),
+            "$updatedAt" => Value::Str(crate::time::format_ms(self.updated_at)),
+            _ => self.data.get(attr).cloned().unwrap_or(Value::Null),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionStatus {
+    Pending,
+    Committed,
+    /// Failed at commit, or rolled back (Appwrite reports both as `failed`).
+    Failed,
+}
+
+impl TransactionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionStatus::Pending => "pending",
+            TransactionStatus::Committed => "committed",
+            TransactionStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A transaction: operations staged through Raft, invisible until committed as one entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub id: String,
+    pub status: TransactionStatus,
+    pub operations: Vec<crate::command::DocTarget>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

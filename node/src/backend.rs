@@ -1,0 +1,73 @@
+//! The API's [`Backend`], implemented over the Raft node.
+
+use api::{Backend, BoxFuture, Unavailable};
+use model::reader::StateReader;
+use model::{Command, Outcome};
+use raft::RaftNode;
+use std::sync::Arc;
+
+pub struct NodeBackend {
+    pub node: Arc<RaftNode>,
+    pub root_key_sha256: String,
+}
+
+impl Backend for NodeBackend {
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, Unavailable>> {
+        Box::pin(async move {
+            self.node
+                .write(cmd)
+                .await
+                .map_err(|e| Unavailable(e.to_string()))
+        })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        Box::pin(async move {
+            self.node
+                .read_barrier()
+                .await
+                .map_err(|e| Unavailable(e.to_string()))
+        })
+    }
+
+    fn reader(&self) -> &dyn StateReader {
+        self.node.engine()
+    }
+
+    fn root_key_sha256(&self) -> &str {
+        &self.root_key_sha256
+    }
+
+    fn cluster_status(&self) -> serde_json::Value {
+        let status = self.node.status();
+        let leader_view = status.leader == Some(status.id);
+        let members: Vec<serde_json::Value> = status
+            .members
+            .iter()
+            .map(|m| {
+                // Until gossip lands, health is what this node can see for itself: itself,
+                // and (on the leader) members whose replication has progressed.
+                let health = if m.id == status.id || (leader_view && m.applied.is_some()) {
+                    "alive"
+                } else {
+                    "suspect"
+                };
+                serde_json::json!({
+                    "id": m.id, "http": m.http, "grpc": m.grpc, "region": m.region,
+                    "role": m.role, "health": health, "applied": m.applied,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": status.id,
+            "leader": status.leader,
+            "term": status.term,
+            "state": status.state,
+            "members": members,
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.node.has_leader()
+    }
+}

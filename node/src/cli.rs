@@ -1,0 +1,258 @@
+//! `basalt` command line: `serve`, the operator commands, and `bench`.
+
+use crate::client::Client;
+use crate::config::ServeConfig;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "basalt",
+    version,
+    about = "Appwrite-compatible backend in one clustered binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Inspect the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Load generator: row writes from concurrent clients, then indexed queries.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "BASALT_DATA_DIR", default_value = "./basalt-data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "BASALT_HTTP", default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
+    #[arg(long, env = "BASALT_GRPC", default_value = "127.0.0.1:9080")]
+    grpc: std::net::SocketAddr,
+    #[arg(long, env = "BASALT_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
+    #[arg(long, env = "BASALT_ADVERTISE_GRPC")]
+    advertise_grpc: Option<String>,
+    #[arg(long, env = "BASALT_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    #[arg(long, env = "BASALT_REGION", default_value = "default")]
+    region: String,
+    #[arg(long, env = "BASALT_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
+    root_key: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct Remote {
+    #[arg(long, env = "BASALT_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    pub endpoint: String,
+    #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
+    pub root_key: String,
+}
+
+impl Remote {
+    pub fn console(&self) -> Result<Client> {
+        Client::new(&self.endpoint, "console", &self.root_key)
+    }
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "key")]
+        name: String,
+        #[arg(long, value_delimiter = ',', conflicts_with = "all_scopes")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        all_scopes: bool,
+        #[arg(long)]
+        expire: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("basalt: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Project { command } => project(command).await,
+            Command::Key { command } => key(command).await,
+            Command::Cluster { command } => cluster(command).await,
+            Command::Bench(args) => crate::bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("basalt: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BASALT_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    init_logging();
+    let cfg = ServeConfig {
+        data_dir: a.data_dir,
+        http: a.http,
+        grpc: a.grpc,
+        advertise_http: a.advertise_http,
+        advertise_grpc: a.advertise_grpc,
+        node_id: a.node_id,
+        region: a.region,
+        join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),
+        root_key: a.root_key,
+    };
+    let handle = crate::run(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn print(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn project(c: ProjectCommand) -> Result<()> {
+    match c {
+        ProjectCommand::Create { id, name, remote } => {
+            let v = remote
+                .console()?
+                .post("/projects", json!({ "projectId": id, "name": name }))
+                .await
+                .context("creating the project")?;
+            print(&v)
+        }
+    }
+}
+
+async fn key(c: KeyCommand) -> Result<()> {
+    match c {
+        KeyCommand::Create {
+            project,
+            name,
+            scopes,
+            all_scopes,
+            expire,
+            remote,
+        } => {
+            let scopes: Vec<String> = if all_scopes {
+                crate::bench::all_scopes()
+            } else {
+                scopes
+            };
+            let v = remote
+                .console()?
+                .post(
+                    &format!("/projects/{project}/keys"),
+                    json!({ "name": name, "scopes": scopes, "expire": expire }),
+                )
+                .await
+                .context("creating the key")?;
+            print(&v)
+        }
+    }
+}
+
+async fn cluster(c: ClusterCommand) -> Result<()> {
+    match c {
+        ClusterCommand::Status { remote } => {
+            let v = remote
+                .console()?
+                .get("/cluster/status")
+                .await
+                .context("reading cluster status")?;
+            print(&v)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `basalt serve` configuration and the node identity persisted in the data dir.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub advertise_http: Option<String>,
+    pub advertise_grpc: Option<String>,
+    pub node_id: u64,
+    pub region: String,
+    pub join: Vec<String>,
+    pub root_key: Option<String>,
+}
+
+/// Who this node is; written on first start, checked on every later one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: u64,
+    pub region: String,
+}
+
+const IDENTITY: &str = "node.json";
+const ROOT_KEY: &str = "root-key";
+
+/// Loads the identity of an existing data dir, or records the flags' one in a new dir.
+/// Returns whether the dir is new.
+pub fn identity(cfg: &ServeConfig) -> Result<(Identity, bool)> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let path = cfg.data_dir.join(IDENTITY);
+    let wanted = Identity {
+        node_id: cfg.node_id,
+        region: cfg.region.clone(),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: Identity = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if stored.node_id != wanted.node_id {
+                bail!(
+                    "data dir {} belongs to node {}, not node {}: node ids are stable; start with --node-id {} or use a new data dir",
+                    cfg.data_dir.display(),
+                    stored.node_id,
+                    wanted.node_id,
+                    stored.node_id
+                );
+            }
+            if stored.region != wanted.region {
+                bail!(
+                    "data dir {} belongs to region {:?}, not {:?}: a node's region cannot change",
+                    cfg.data_dir.display(),
+                    stored.region,
+                    wanted.region
+                );
+            }
+            Ok((stored, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_private(&path, &serde_json::to_vec_pretty(&wanted)?)?;
+            Ok((wanted, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The operator's root key: the flag's, else the stored one, else a new one (printed once).
+pub fn root_key(cfg: &ServeConfig) -> Result<String> {
+    let path = cfg.data_dir.join(ROOT_KEY);
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match (&cfg.root_key, stored) {
+        (Some(k), None) => {
+            write_private(&path, k.as_bytes())?;
+            Ok(k.clone())
+        }
+        (Some(k), Some(_)) => Ok(k.clone()),
+        (None, Some(s)) => Ok(s),
+        (None, None) => {
+            use rand::RngCore;
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let key = hex::encode(bytes);
+            write_private(&path, key.as_bytes())?;
+            // Printed once, on stdout only: never through the logs.
+            println!(
+                "{}",
+                serde_json::json!({ "event": "root_key_generated", "root_key": key, "stored_in": path })
+            );
+            Ok(key)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The `basalt` node: configuration, the CLI, and the start-up sequence that wires storage,
+//! Raft and the HTTP API together.
+//!
+//! **Invariant:** only this crate names `clap`, `anyhow` or `tracing-subscriber`.
+
+mod backend;
+mod bench;
+pub mod cli;
+mod client;
+mod config;
+mod server;
+
+pub use config::ServeConfig;
+pub use server::{run, NodeHandle};

@@ -1,0 +1,5 @@
+//! The `basalt` binary.
+
+fn main() -> std::process::ExitCode {
+    node::cli::main()
+}

@@ -1,0 +1,40 @@
+//! Basalt's replication layer: openraft 0.9 over a RocksDB log (fsynced appends), a state
+//! machine over the storage engine with RocksDB-checkpoint snapshots, and a tonic gRPC
+//! transport for votes, appends, chunked snapshot install, write forwarding and read-index.
+//!
+//! **Invariant:** only this crate names `openraft`, `tonic` or the wire codec.
+
+pub mod codec;
+mod network;
+mod node;
+pub mod rpc;
+mod store;
+
+pub mod pb {
+    tonic::include_proto!("basalt.raft.Raft");
+}
+
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+pub use node::{ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, ReplicationError};
+
+/// What every member knows about another: where to reach it, and its region label.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub grpc: String,
+    pub http: String,
+    pub region: String,
+}
+
+openraft::declare_raft_types!(
+    /// Basalt's Raft types: commands in, outcomes out, u64 node ids.
+    pub TypeConfig:
+        D = model::Command,
+        R = model::Outcome,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);

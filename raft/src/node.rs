@@ -1,0 +1,372 @@
+//! `RaftNode`: one member of the Raft group — start-up, writes (forwarded to the leader when
+//! this node does not lead), linearizable read barriers, status and shutdown.
+
+use crate::network::{self, Network, Service};
+use crate::rpc::RemoteError;
+use crate::store::{LogStore, StateMachine};
+use crate::{NodeInfo, TypeConfig};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use storage_engine::{Engine, LogDb};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+#[derive(Clone, Debug)]
+pub struct RaftTimings {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Snapshot after this many log entries since the last one.
+    pub snapshot_logs: u64,
+    /// Entries kept behind a snapshot, for followers that are only a little behind.
+    pub keep_logs: u64,
+    /// Bound on how long a client request waits for replication before a 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(400),
+            election_max: Duration::from_millis(800),
+            snapshot_logs: 10_000,
+            keep_logs: 2_000,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub info: NodeInfo,
+    pub grpc_listener: TcpListener,
+    pub timings: RaftTimings,
+    /// Start a new single-node cluster when the data dir has never been initialised.
+    pub bootstrap: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<u64> },
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
+    #[error("timed out waiting for the cluster")]
+    Timeout,
+}
+
+impl From<ReplicationError> for RemoteError {
+    fn from(e: ReplicationError) -> Self {
+        match e {
+            ReplicationError::NotLeader { leader } => RemoteError::NotLeader { leader },
+            other => RemoteError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub http: String,
+    pub grpc: String,
+    pub region: String,
+    pub role: &'static str,
+    pub applied: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub state: String,
+    pub members: Vec<MemberStatus>,
+}
+
+pub struct RaftNode {
+    pub id: u64,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    engine: Engine,
+    timings: RaftTimings,
+    stop_grpc: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl RaftNode {
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, String> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("data dir: {e}"))?;
+        let log =
+            LogDb::open(&cfg.data_dir.join("raft-log")).map_err(|e| format!("raft log: {e}"))?;
+        let engine =
+            Engine::open(&cfg.data_dir.join("state")).map_err(|e| format!("state: {e}"))?;
+        let sm = StateMachine::open(engine.clone(), cfg.data_dir.join("snapshots"))
+            .map_err(|e| format!("snapshots: {e}"))?;
+        let t = &cfg.timings;
+        let config = Config {
+            cluster_name: "basalt".into(),
+            heartbeat_interval: t.heartbeat.as_millis() as u64,
+            election_timeout_min: t.election_min.as_millis() as u64,
+            election_timeout_max: t.election_max.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
+            max_in_snapshot_log_to_keep: t.keep_logs,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft config: {e}"))?;
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(config),
+            Network,
+            LogStore::new(log),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| format!("raft: {e}"))?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let node = Arc::new(RaftNode {
+            id: cfg.id,
+            raft: raft.clone(),
+            sm,
+            engine,
+            timings: cfg.timings.clone(),
+            stop_grpc: Mutex::new(Some(stop_tx)),
+        });
+        let service = network::server(Service {
+            raft: raft.clone(),
+            node: Arc::downgrade(&node),
+        });
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(cfg.grpc_listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        });
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("raft: {e}"))?;
+        if !initialized && cfg.bootstrap {
+            let members: BTreeMap<u64, NodeInfo> =
+                [(cfg.id, cfg.info.clone())].into_iter().collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(node_id = cfg.id, "bootstrapped a new single-node cluster")
+                }
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(format!("raft initialize: {e}")),
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Waits until some leader is known (readiness), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader known")
+            .await
+            .is_ok()
+    }
+
+    pub fn has_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    /// Proposes a command and returns its outcome once committed and applied. Forwards to
+    /// the leader when this node does not lead. Bounded by the request timeout.
+    pub async fn write(&self, cmd: model::Command) -> Result<model::Outcome, ReplicationError> {
+        let deadline = tokio::time::Instant::now() + self.timings.request_timeout;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.write_once(&cmd)).await;
+            match attempt {
+                Err(_) => return Err(ReplicationError::Timeout),
+                Ok(Ok(o)) => return Ok(o),
+                Ok(Err(ReplicationError::NotLeader { .. }))
+                | Ok(Err(ReplicationError::Unavailable(_))) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(ReplicationError::Timeout);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_once(&self, cmd: &model::Command) -> Result<model::Outcome, ReplicationError> {
+        match self.write_local(cmd.clone()).await {
+            Err(ReplicationError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.id => {
+                let info = self.member(leader).ok_or(ReplicationError::NotLeader {
+                    leader: Some(leader),
+                })?;
+                let mut client = network::client(&info.grpc, self.timings.request_timeout)
+                    .ok_or_else(|| ReplicationError::Unavailable("bad leader address".into()))?;
+                match client.forward(cmd.clone()).await {
+                    Ok(r) => r.into_inner().map_err(|e| match e {
+                        RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
+                        other => ReplicationError::Unavailable(other.to_string()),
+                    }),
+                    Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Proposes on this node only (no forwarding).
+    pub(crate) async fn write_local(
+        &self,
+        cmd: model::Command,
+    ) -> Result<model::Outcome, ReplicationError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ReplicationError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Makes the next local read linearizable: confirms leadership with a quorum (or asks the
+    /// leader for its read index) and waits until this node has applied that far.
+    pub async fn read_barrier(&self) -> Result<(), ReplicationError> {
+        let timeout = self.timings.request_timeout;
+        let fut = async {
+            loop {
+                match self.read_index_local().await {
+                    Ok(_) => return Ok(()),
+                    Err(ReplicationError::NotLeader {
+                        leader: Some(leader),
+                    }) if leader != self.id => {
+                        let info = self.member(leader).ok_or(ReplicationError::NotLeader {
+                            leader: Some(leader),
+                        })?;
+                        let mut client = network::client(&info.grpc, timeout).ok_or_else(|| {
+                            ReplicationError::Unavailable("bad leader address".into())
+                        })?;
+                        match client.read_index(()).await.map(|r| r.into_inner()) {
+                            Ok(Ok(index)) => {
+                                self.raft
+                                    .wait(Some(timeout))
+                                    .applied_index_at_least(Some(index), "read index")
+                                    .await
+                                    .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+                                return Ok(());
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ReplicationError::Timeout)?
+    }
+
+    pub(crate) async fn read_index_local(&self) -> Result<u64, ReplicationError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ReplicationError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn member(&self, id: u64) -> Option<NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    pub fn applied_index(&self) -> Option<u64> {
+        self.sm.applied_index()
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, info)| {
+                let applied = if *id == self.id {
+                    m.last_applied.map(|l| l.index)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                MemberStatus {
+                    id: *id,
+                    http: info.http.clone(),
+                    grpc: info.grpc.clone(),
+                    region: info.region.clone(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    },
+                    applied,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            state: format!("{:?}", m.state),
+            members,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub async fn shutdown(&self) {
+        if let Some(tx) = self
+            .stop_grpc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Messages between nodes. Openraft's own request types travel as they are; errors travel
+//! as small enums so every side can tell "not the leader" from "cannot reach a quorum".
+
+use crate::TypeConfig;
+use openraft::error::SnapshotMismatch;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    #[error("snapshot segment mismatch")]
+    SnapshotMismatch(SnapshotMismatch),
+    #[error("not the leader (leader hint {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type VoteReq = VoteRequest<u64>;
+pub type VoteReply = Result<VoteResponse<u64>, RemoteError>;
+pub type AppendReq = AppendEntriesRequest<TypeConfig>;
+pub type AppendReply = Result<AppendEntriesResponse<u64>, RemoteError>;
+pub type SnapshotReq = InstallSnapshotRequest<TypeConfig>;
+pub type SnapshotReply = Result<InstallSnapshotResponse<u64>, RemoteError>;
+pub type ForwardReq = model::Command;
+pub type ForwardReply = Result<model::Outcome, RemoteError>;
+pub type ReadIndexReq = ();
+/// The leader's read index: once a follower has applied it, a local read is linearizable.
+pub type ReadIndexReply = Result<u64, RemoteError>;

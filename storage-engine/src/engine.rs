@@ -1,0 +1,174 @@
+//! Opening the state database and the raw operations apply, reads and snapshots share.
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_DOCS: &str = "docs";
+pub(crate) const CF_INDEX: &str = "index";
+pub(crate) const CFS: [&str; 3] = [CF_META, CF_DOCS, CF_INDEX];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt record under {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<StorageError> for model::Error {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        model::Error::new(model::ErrorCode::GeneralServerError, "Server Error")
+    }
+}
+
+pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StorageError> {
+    bincode::deserialize(bytes).map_err(|e| corrupt(key, e))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serialising plain data structs to a Vec cannot fail.
+    bincode::serialize(v).expect("bincode serialisation of plain data")
+}
+
+/// The state machine's database.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl Engine {
+    pub fn open(path: &Path) -> Result<Engine, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let cfs = CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Engine {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // The column families are created at open; a missing one is a programming error.
+        self.db
+            .cf_handle(name)
+            .expect("column family opened at start")
+    }
+
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        // Not synced: the Raft log is the durable record and is fsynced before acknowledging;
+        // after a crash, entries past the persisted applied index are applied again.
+        let opts = WriteOptions::default();
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The opaque applied-state record the Raft layer stores with every apply.
+    pub fn applied_meta(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(CF_META), crate::keys::APPLIED)?)
+    }
+
+    /// Stores the applied-state record alone (for log entries that carry no command).
+    pub fn set_applied_meta(&self, meta: &[u8]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), crate::keys::APPLIED, meta);
+        self.write(batch)
+    }
+
+    /// Writes a durable RocksDB checkpoint of the whole state into `dir` (hard links).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Serialises a checkpoint directory's contents into one transferable blob, and returns
+    /// the applied-state record inside it (what the checkpoint covers).
+    pub fn export_checkpoint(dir: &Path) -> Result<(Vec<u8>, Option<Vec<u8>>), StorageError> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, dir, CFS, false)?;
+        let applied = match db.cf_handle(CF_META) {
+            Some(cf) => db.get_cf(cf, crate::keys::APPLIED)?,
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (i, name) in CFS.iter().enumerate() {
+            let cf = db
+                .cf_handle(name)
+                .ok_or_else(|| corrupt(name.as_bytes(), "missing column family"))?;
+            for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (k, v) = item?;
+                out.push(i as u8);
+                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                out.extend_from_slice(&k);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(&v);
+            }
+        }
+        Ok((out, applied))
+    }
+
+    /// Replaces the whole state with an exported snapshot, atomically (one write batch).
+    pub fn import(&self, blob: &[u8]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for name in CFS {
+            batch.delete_range_cf(self.cf(name), [].as_slice(), [0xFFu8; 64].as_slice());
+        }
+        let mut rest = blob;
+        let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>, StorageError> {
+            if rest.len() < n {
+                return Err(corrupt(b"snapshot", "truncated"));
+            }
+            let (a, b) = rest.split_at(n);
+            *rest = b;
+            Ok(a.to_vec())
+        };
+        while !rest.is_empty() {
+            let cf = take(&mut rest, 1)?[0] as usize;
+            let name = CFS
+                .get(cf)
+                .ok_or_else(|| corrupt(b"snapshot", "bad column family"))?;
+            let klen =
+                u32::from_be_bytes(take(&mut rest, 4)?.try_into().unwrap_or([0; 4])) as usize;
+            let k = take(&mut rest, klen)?;
+            let vlen =
+                u32::from_be_bytes(take(&mut rest, 4)?.try_into().unwrap_or([0; 4])) as usize;
+            let v = take(&mut rest, vlen)?;
+            batch.put_cf(self.cf(name), k, v);
+        }
+        self.write(batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Key encoding. Every key starts with its project, then database, then collection, so a
+//! project (or a database) is one contiguous range — the unit a future multi-Raft split moves.
+//!
+//! Components are ids (`[a-zA-Z0-9._-]`, never `0x00`) separated by `0x00`. Index values use
+//! an order-preserving, prefix-free encoding, bit-inverted for descending columns.
+
+use model::schema::Order;
+use model::Value;
+
+pub const SEP: u8 = 0;
+
+/// `a\0b\0c…` for id components.
+pub fn join(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// `a\0b\0…\0` — the prefix of everything under these components.
+pub fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut out = join(parts);
+    out.push(SEP);
+    out
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xFF; prefix.len() + 1]
+}
+
+// Meta keyspace tags.
+pub const PROJECT: &str = "P";
+pub const KEY: &str = "K";
+pub const KEY_HASH: &str = "H";
+pub const DATABASE: &str = "D";
+pub const COLLECTION: &str = "C";
+pub const SEQUENCE: &str = "S";
+pub const TRANSACTION: &str = "T";
+pub const APPLIED: &[u8] = b"R\0applied";
+
+/// The built-in index on `$sequence` that gives the default order.
+pub const SEQ_INDEX: &str = "$seq";
+
+/// Key of a document: `project\0db\0coll\0id`.
+pub fn doc(project: &str, db: &str, coll: &str, id: &str) -> Vec<u8> {
+    join(&[project, db, coll, id])
+}
+
+/// Prefix of one index's entries: `project\0db\0coll\0index\0`.
+pub fn index_prefix(project: &str, db: &str, coll: &str, index: &str) -> Vec<u8> {
+    prefix(&[project, db, coll, index])
+}
+
+const NULL: u8 = 0x01;
+const FALSE: u8 = 0x02;
+const TRUE: u8 = 0x03;
+const INT: u8 = 0x04;
+const FLOAT: u8 = 0x05;
+const STR: u8 = 0x06;
+
+/// Appends the order-preserving encoding of `v` (scalars only; arrays index per element).
+pub fn encode_value(out: &mut Vec<u8>, v: &Value, order: Order) {
+    let start = out.len();
+    match v {
+        Value::Null | Value::Array(_) => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Int(i) => {
+            out.push(INT);
+            out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Value::Float(f) => {
+            out.push(FLOAT);
+            let bits = f.to_bits();
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | (1 << 63)
+            };
+            out.extend_from_slice(&ordered.to_be_bytes());
+        }
+        Value::Str(s) => {
+            out.push(STR);
+            escape_str(out, s);
+            out.extend_from_slice(&[0, 0]);
+        }
+    }
+    if order == Order::Desc {
+        for b in &mut out[start..] {
+            *b = !*b;
+        }
+    }
+}
+
+fn escape_str(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// The ascending encoding of every string starting with `s` begins with these bytes.
+pub fn encode_str_prefix(out: &mut Vec<u8>, s: &str) {
+    out.push(STR);
+    escape_str(out, s);
+}
+
+/// Encodes a string for a fulltext token or a prefix of one (no terminator when `prefix`).
+pub fn encode_token(out: &mut Vec<u8>, token: &str, prefix: bool) {
+    out.extend_from_slice(token.as_bytes());
+    if !prefix {
+        out.push(SEP);
+    }
+}
+
+pub fn seq_bytes(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: &Value, order: Order) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_value(&mut out, v, order);
+        out
+    }
+
+    #[test]
+    fn value_encoding_preserves_order() {
+        let vals = vec![
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::Int(-5),
+            Value::Int(0),
+            Value::Int(7),
+            Value::Int(i64::MAX),
+        ];
+        for w in vals.windows(2) {
+            assert!(enc(&w[0], Order::Asc) < enc(&w[1], Order::Asc), "{w:?}");
+            assert!(enc(&w[0], Order::Desc) > enc(&w[1], Order::Desc), "{w:?}");
+        }
+        let floats = [
+            f64::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-9,
+            3.25,
+            f64::INFINITY,
+        ];
+        for w in floats.windows(2) {
+            assert!(enc(&Value::Float(w[0]), Order::Asc) <= enc(&Value::Float(w[1]), Order::Asc));
+        }
+        let strs = ["", "\0", "\0\0", "a", "a\0", "ab", "b", "é"];
+        for w in strs.windows(2) {
+            let (a, b) = (Value::Str(w[0].into()), Value::Str(w[1].into()));
+            assert!(enc(&a, Order::Asc) < enc(&b, Order::Asc), "{w:?}");
+            assert!(enc(&a, Order::Desc) > enc(&b, Order::Desc), "{w:?}");
+        }
+        // Prefix-free: a value followed by more key bytes still sorts by value first.
+        let mut a = enc(&Value::Str("a".into()), Order::Asc);
+        a.extend_from_slice(b"zzzz");
+        let b = enc(&Value::Str("ab".into()), Order::Asc);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(join(&["p", "d", "c"]), b"p\0d\0c");
+        assert_eq!(prefix(&["p", "d"]), b"p\0d\0");
+        assert_eq!(prefix_end(b"p\0d\0"), b"p\0d\x01");
+        assert_eq!(prefix_end(&[1, 0xFF]), vec![2]);
+        // Document keys of one collection never fall under a sibling whose id extends it.
+        let c1 = prefix(&["p", "d", "c"]);
+        let other = doc("p", "d", "c2", "x");
+        assert!(!other.starts_with(&c1));
+    }
+}

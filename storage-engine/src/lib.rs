@@ -1,0 +1,18 @@
+//! Basalt's storage engine: RocksDB keyspaces for projects, keys, schema, documents and
+//! secondary indexes; a deterministic `apply(Command)`; the query planner and executor;
+//! snapshots as RocksDB checkpoints; and the durable Raft log store's disk layer.
+//!
+//! **Invariant:** only this crate names `rocksdb`. Documents and index entries change only
+//! inside `Engine::apply`, one atomic write batch per command.
+
+mod apply;
+mod engine;
+pub mod keys;
+mod log;
+mod planner;
+mod read;
+mod validate;
+
+pub use engine::{Engine, StorageError};
+pub use log::LogDb;
+pub use planner::Plan;

@@ -1,0 +1,258 @@
+//! Reads: the `StateReader` the API layer uses, and the query executor.
+
+use crate::engine::{decode, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
+use crate::keys::{self, SEQ_INDEX};
+use crate::planner;
+use model::query::{Cursor, Spec, DEFAULT_LIMIT};
+use model::reader::{Page, StateReader};
+use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
+use model::{Error, ErrorCode};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use std::collections::HashSet;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Applies cursor, offset and limit to documents already filtered and sorted by `spec`.
+pub(crate) fn paginate<E>(
+    docs: Vec<Document>,
+    spec: &Spec,
+    cursor_doc: impl Fn(&str) -> Option<Document>,
+) -> std::result::Result<Vec<Document>, E>
+where
+    E: From<Error>,
+{
+    paginate_with_limit(docs, spec, spec.limit, cursor_doc)
+}
+
+fn cursor_not_found(id: &str) -> Error {
+    Error::new(
+        ErrorCode::GeneralCursorNotFound,
+        format!("Document '{id}' for the 'cursor' value not found."),
+    )
+}
+
+fn paginate_with_limit<E>(
+    docs: Vec<Document>,
+    spec: &Spec,
+    limit: Option<u64>,
+    cursor_doc: impl Fn(&str) -> Option<Document>,
+) -> std::result::Result<Vec<Document>, E>
+where
+    E: From<Error>,
+{
+    let offset = spec.offset as usize;
+    let limit = limit.map(|l| l as usize).unwrap_or(usize::MAX);
+    let out: Vec<Document> = match &spec.cursor {
+        None => docs.into_iter().skip(offset).take(limit).collect(),
+        Some(Cursor::After(id)) => {
+            let c = cursor_doc(id).ok_or_else(|| E::from(cursor_not_found(id)))?;
+            docs.into_iter()
+                .filter(|d| spec.compare(d, &c) == std::cmp::Ordering::Greater)
+                .skip(offset)
+                .take(limit)
+                .collect()
+        }
+        Some(Cursor::Before(id)) => {
+            let c = cursor_doc(id).ok_or_else(|| E::from(cursor_not_found(id)))?;
+            let before: Vec<Document> = docs
+                .into_iter()
+                .filter(|d| spec.compare(d, &c) == std::cmp::Ordering::Less)
+                .collect();
+            // The page closest to the cursor, still in query order.
+            let end = before.len().saturating_sub(offset);
+            let start = end.saturating_sub(limit);
+            before[start..end].to_vec()
+        }
+    };
+    Ok(out)
+}
+
+impl Engine {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), key)
+            .map_err(StorageError::from)?
+        {
+            Some(v) => Ok(Some(decode(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan_meta<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Explains which plan a query would use (tests, diagnostics).
+    pub fn explain(&self, project: &str, coll: &Collection, spec: &Spec) -> planner::Plan {
+        planner::plan(project, coll, spec)
+    }
+
+    fn find_inner(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
+        let snap = self.db.snapshot();
+        let read_opts = || {
+            let mut o = ReadOptions::default();
+            o.set_snapshot(&snap);
+            o
+        };
+        let plan = planner::plan(project, coll, spec);
+        tracing::debug!(project, database = %coll.database, collection = %coll.id, plan = %plan.describe, "query plan");
+        let limit = spec.limit.unwrap_or(DEFAULT_LIMIT);
+        let doc_key = |id: &[u8]| {
+            let mut k = keys::prefix(&[project, &coll.database, &coll.id]);
+            k.extend_from_slice(id);
+            k
+        };
+        let fetch = |ids: &[Vec<u8>]| -> Result<Vec<Document>> {
+            let keys: Vec<Vec<u8>> = ids.iter().map(|id| doc_key(id)).collect();
+            let cf = self.cf(CF_DOCS);
+            let results = self
+                .db
+                .multi_get_cf_opt(keys.iter().map(|k| (cf, k.as_slice())), &read_opts());
+            let mut out = Vec::with_capacity(ids.len());
+            for (k, r) in keys.iter().zip(results) {
+                if let Some(v) = r.map_err(StorageError::from)? {
+                    out.push(decode(k, &v)?);
+                }
+            }
+            Ok(out)
+        };
+        let index_cf = self.cf(CF_INDEX);
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut total_fast = None;
+        for (start, end) in &plan.ranges {
+            let mut o = read_opts();
+            o.set_iterate_upper_bound(end.clone());
+            for item in
+                self.db
+                    .iterator_cf_opt(index_cf, o, IteratorMode::From(start, Direction::Forward))
+            {
+                let (_, v) = item.map_err(StorageError::from)?;
+                if seen.insert(v.to_vec()) {
+                    ids.push(v.to_vec());
+                }
+            }
+        }
+        // Unfiltered default-order listing: count from the index, decode only the page.
+        if plan.index == SEQ_INDEX
+            && spec.filters.is_empty()
+            && spec.orders.is_empty()
+            && spec.cursor.is_none()
+        {
+            total_fast = Some(ids.len() as u64);
+            let page: Vec<Vec<u8>> = ids
+                .iter()
+                .skip(spec.offset as usize)
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            ids = page;
+        }
+        let mut docs: Vec<Document> = fetch(&ids)?
+            .into_iter()
+            .filter(|d| spec.matches(d))
+            .collect();
+        if let Some(total) = total_fast {
+            return Ok(Page {
+                documents: docs,
+                total,
+            });
+        }
+        docs.sort_by(|a, b| spec.compare(a, b));
+        let total = docs.len() as u64;
+        let cursor_doc = |id: &str| {
+            fetch(&[id.as_bytes().to_vec()])
+                .ok()
+                .and_then(|mut v| v.pop())
+        };
+        let documents = paginate_with_limit::<Error>(docs, spec, Some(limit), cursor_doc)?;
+        Ok(Page { documents, total })
+    }
+}
+
+impl StateReader for Engine {
+    fn project(&self, id: &str) -> Result<Option<Project>> {
+        self.get_meta(&keys::join(&[keys::PROJECT, id]))
+    }
+
+    fn list_projects(&self) -> Result<Vec<Project>> {
+        self.scan_meta(&keys::prefix(&[keys::PROJECT]))
+    }
+
+    fn key_by_secret_sha256(&self, sha: &str) -> Result<Option<ApiKey>> {
+        let Some(loc) = self
+            .db
+            .get_cf(self.cf(CF_META), keys::join(&[keys::KEY_HASH, sha]))
+            .map_err(StorageError::from)?
+        else {
+            return Ok(None);
+        };
+        let mut k = keys::prefix(&[keys::KEY]);
+        k.extend_from_slice(&loc);
+        self.get_meta(&k)
+    }
+
+    fn list_keys(&self, project: &str) -> Result<Vec<ApiKey>> {
+        self.scan_meta(&keys::prefix(&[keys::KEY, project]))
+    }
+
+    fn database(&self, project: &str, id: &str) -> Result<Option<Database>> {
+        self.get_meta(&keys::join(&[keys::DATABASE, project, id]))
+    }
+
+    fn list_databases(&self, project: &str) -> Result<Vec<Database>> {
+        let mut v: Vec<Database> = self.scan_meta(&keys::prefix(&[keys::DATABASE, project]))?;
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
+    fn collection(&self, project: &str, db: &str, id: &str) -> Result<Option<Collection>> {
+        self.get_meta(&keys::join(&[keys::COLLECTION, project, db, id]))
+    }
+
+    fn list_collections(&self, project: &str, db: &str) -> Result<Vec<Collection>> {
+        let mut v: Vec<Collection> =
+            self.scan_meta(&keys::prefix(&[keys::COLLECTION, project, db]))?;
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
+    fn document(&self, project: &str, coll: &Collection, id: &str) -> Result<Option<Document>> {
+        let k = keys::doc(project, &coll.database, &coll.id, id);
+        match self
+            .db
+            .get_cf(self.cf(CF_DOCS), &k)
+            .map_err(StorageError::from)?
+        {
+            Some(v) => Ok(Some(decode(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
+        self.find_inner(project, coll, spec)
+    }
+
+    fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>> {
+        self.get_meta(&keys::join(&[keys::TRANSACTION, project, id]))
+    }
+
+    fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {
+        let mut v: Vec<Transaction> =
+            self.scan_meta(&keys::prefix(&[keys::TRANSACTION, project]))?;
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+}
