@@ -635,7 +635,7 @@ fn attribute_from(
         _ => vec![],
     };
     let (min, max) = match kind {
-        AttrKind::Integer | AttrKind::Float => (req.number_opt("min")?, req.number_opt("max")?),
+        AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => (req.number_opt("min")?, req.number_opt("max")?),
         _ => (None, None),
     };
     Ok(Attribute {

@@ -39,7 +39,7 @@ pub fn attribute(a: &Attribute) -> Json {
         AttrKind::Text | AttrKind::Mediumtext | AttrKind::Longtext => {
             m.insert("encrypt".into(), json!(a.encrypt));
         }
-        AttrKind::Integer => {
+        AttrKind::Integer | AttrKind::Bigint => {
             m.insert(
                 "min".into(),
                 a.min

@@ -70,6 +70,8 @@ pub enum AttrKind {
     Mediumtext,
     Longtext,
     Integer,
+    /// 64-bit integer column (`bigint`); stored like `integer`, reported with its own type.
+    Bigint,
     Float,
     Boolean,
     Datetime,
@@ -89,6 +91,7 @@ impl AttrKind {
             "mediumtext" => AttrKind::Mediumtext,
             "longtext" => AttrKind::Longtext,
             "integer" => AttrKind::Integer,
+            "bigint" => AttrKind::Bigint,
             "float" => AttrKind::Float,
             "boolean" => AttrKind::Boolean,
             "datetime" => AttrKind::Datetime,
@@ -108,6 +111,7 @@ impl AttrKind {
             AttrKind::Mediumtext => "mediumtext",
             AttrKind::Longtext => "longtext",
             AttrKind::Integer => "integer",
+            AttrKind::Bigint => "bigint",
             AttrKind::Float => "float",
             AttrKind::Boolean => "boolean",
             AttrKind::Datetime => "datetime",
@@ -129,6 +133,7 @@ impl AttrKind {
             AttrKind::Mediumtext => "mediumtext",
             AttrKind::Longtext => "longtext",
             AttrKind::Integer => "integer",
+            AttrKind::Bigint => "bigint",
             AttrKind::Float => "double",
             AttrKind::Boolean => "boolean",
             AttrKind::Datetime => "datetime",
@@ -160,6 +165,11 @@ impl AttrKind {
                 | AttrKind::Ip
                 | AttrKind::Enum
         )
+    }
+
+    /// Whole-number kinds.
+    pub fn is_integer(self) -> bool {
+        matches!(self, AttrKind::Integer | AttrKind::Bigint)
     }
 
     /// The fixed size limit of the text flavours (bytes, as MariaDB counts them).

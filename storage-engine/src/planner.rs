@@ -37,8 +37,8 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
 /// The value as the index stores it for an attribute of `kind`, if it can be stored at all.
 fn index_value(kind: AttrKind, v: &Value) -> Option<Value> {
     match (kind, v) {
-        (AttrKind::Integer, Value::Int(_)) => Some(v.clone()),
-        (AttrKind::Integer, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.007e15 => {
+        (AttrKind::Integer | AttrKind::Bigint, Value::Int(_)) => Some(v.clone()),
+        (AttrKind::Integer | AttrKind::Bigint, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.007e15 => {
             Some(Value::Int(*f as i64))
         }
         (AttrKind::Float, Value::Int(i)) => Some(Value::Float(*i as f64)),

@@ -16,7 +16,7 @@ fn type_error(attr: &Attribute, what: &str) -> Error {
 
 fn describe(attr: &Attribute) -> String {
     match attr.kind {
-        AttrKind::Integer => {
+        AttrKind::Integer | AttrKind::Bigint => {
             let min = attr
                 .min
                 .as_ref()
@@ -91,7 +91,7 @@ pub fn is_url(s: &str) -> bool {
 fn scalar(attr: &Attribute, v: &Value) -> Result<Value, Error> {
     let bad = || type_error(attr, &describe(attr));
     match attr.kind {
-        AttrKind::Integer => {
+        AttrKind::Integer | AttrKind::Bigint => {
             let i = match v {
                 Value::Int(i) => *i,
                 Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.007e15 => *f as i64,
@@ -227,7 +227,7 @@ pub fn attribute(attr: &Attribute) -> Result<(), Error> {
                 "Invalid `size` param: Value must be a valid range between 1 and {MAX_STRING_SIZE}"
             ))),
         },
-        AttrKind::Integer | AttrKind::Float => {
+        AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => {
             if let (Some(min), Some(max)) = (
                 attr.min.as_ref().and_then(Value::as_f64),
                 attr.max.as_ref().and_then(Value::as_f64),
