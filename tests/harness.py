@@ -137,9 +137,9 @@ def http(method, url, body=None, headers=None):
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             raw = r.read()
-            status, hdrs = r.status, dict(r.headers)
+            status, hdrs = r.status, {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        raw, status, hdrs = e.read(), e.code, dict(e.headers)
+        raw, status, hdrs = e.read(), e.code, {k.lower(): v for k, v in e.headers.items()}
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
