@@ -1,4 +1,5 @@
 """kill -9 and restart: every acknowledged write is still there, nothing appears twice."""
+import os
 import threading
 import time
 
@@ -99,3 +100,30 @@ def test_clean_restart_keeps_schema_and_rows():
     finally:
         if node.proc.poll() is None:
             node.stop()
+
+
+def test_snapshot_and_log_purge_survive_restart():
+    node = Node(extra_args=["--snapshot-every", "20"]).start()
+    try:
+        key = create_project(node, "snap")
+        t = client(node, "snap", key)
+        t.create(database_id="db", name="db")
+        t.create_table("db", "t", "T")
+        t.create_integer_column("db", "t", "n", True)
+        for i in range(120):
+            t.create_row("db", "t", f"r{i}", {"n": i})
+        snapshots = os.path.join(node.data_dir, "snapshots")
+        deadline = time.time() + 10
+        while not os.path.exists(os.path.join(snapshots, "current.meta")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert os.path.exists(os.path.join(snapshots, "current.meta")), "no snapshot was taken"
+        node.kill()
+        node.restart()
+        t = client(node, "snap", key)
+        assert t.list_rows("db", "t").total == 120
+        t.create_row("db", "t", "after", {"n": 1})
+        assert t.get_row("db", "t", "r119").data["n"] == 119
+    finally:
+        if node.proc.poll() is None:
+            node.stop()
+    assert not node.unexpected_errors(), node.unexpected_errors()

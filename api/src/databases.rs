@@ -635,7 +635,9 @@ fn attribute_from(
         _ => vec![],
     };
     let (min, max) = match kind {
-        AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => (req.number_opt("min")?, req.number_opt("max")?),
+        AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => {
+            (req.number_opt("min")?, req.number_opt("max")?)
+        }
         _ => (None, None),
     };
     Ok(Attribute {
@@ -912,7 +914,10 @@ fn bulk_item(f: Flavor, item: &Json) -> Result<(String, Data, Option<Vec<String>
     ))
 }
 
-fn data_param(req: &Req, f: Flavor) -> Result<Option<(Data, Option<Vec<String>>)>, ApiError> {
+/// Row data and the `$permissions` it may carry inline.
+type DataAndPermissions = (Data, Option<Vec<String>>);
+
+fn data_param(req: &Req, f: Flavor) -> Result<Option<DataAndPermissions>, ApiError> {
     match req.object_opt("data")? {
         None => Ok(None),
         Some(m) => {
@@ -1189,23 +1194,28 @@ async fn get_document(
     )
 }
 
+/// A single-row write: the op, the success status, and what to answer if it is staged.
+struct OneWrite {
+    op: DocOp,
+    status: StatusCode,
+    staged: Data,
+}
+
 async fn write_one(
     s: &AppState,
     f: Flavor,
     ctx: &Ctx,
     req: &Req,
     c: &Collection,
-    op: DocOp,
-    status: StatusCode,
-    staged_data: Data,
+    w: OneWrite,
 ) -> Reply {
     let id = req.path("doc");
-    match run_ops(s, f, ctx, req, vec![target(req, op)]).await? {
+    match run_ops(s, f, ctx, req, vec![target(req, w.op)]).await? {
         Ok(docs) => match docs.first() {
-            Some(d) => reply(status, render::document(d, c, f, None)),
+            Some(d) => reply(w.status, render::document(d, c, f, None)),
             None => Err(unexpected(Outcome::Documents(docs))),
         },
-        Err(_) => reply(status, staged(f, c, &id, &staged_data)),
+        Err(_) => reply(w.status, staged(f, c, &id, &w.staged)),
     }
 }
 
@@ -1225,7 +1235,19 @@ async fn upsert_document(
         data: data.clone(),
         permissions,
     };
-    write_one(&s, f, &ctx, &req, &c, op, StatusCode::CREATED, data).await
+    write_one(
+        &s,
+        f,
+        &ctx,
+        &req,
+        &c,
+        OneWrite {
+            op,
+            status: StatusCode::CREATED,
+            staged: data,
+        },
+    )
+    .await
 }
 
 async fn update_document(
@@ -1246,7 +1268,19 @@ async fn update_document(
         data: data.clone(),
         permissions: perms.or(inline),
     };
-    write_one(&s, f, &ctx, &req, &c, op, StatusCode::OK, data).await
+    write_one(
+        &s,
+        f,
+        &ctx,
+        &req,
+        &c,
+        OneWrite {
+            op,
+            status: StatusCode::OK,
+            staged: data,
+        },
+    )
+    .await
 }
 
 async fn delete_document(
@@ -1295,15 +1329,18 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
         by: by.clone(),
         bound,
     };
+    let staged = [(attr, by)].into_iter().collect();
     write_one(
         &s,
         f,
         &ctx,
         &req,
         &c,
-        op,
-        StatusCode::OK,
-        [(attr, by)].into_iter().collect(),
+        OneWrite {
+            op,
+            status: StatusCode::OK,
+            staged,
+        },
     )
     .await
 }

@@ -290,6 +290,17 @@ pub fn data_from_json(
     Ok(out)
 }
 
+impl Req {
+    /// A parameter set built from a JSON object (inline column/index definitions).
+    pub fn from_object(params: Map<String, Json>) -> Req {
+        Req {
+            headers: HeaderMap::new(),
+            path: HashMap::new(),
+            params,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,16 +319,5 @@ mod tests {
         assert_eq!(a.len(), 20);
         assert!(model::id::is_valid(&a));
         assert_ne!(a, new_id());
-    }
-}
-
-impl Req {
-    /// A parameter set built from a JSON object (inline column/index definitions).
-    pub fn from_object(params: Map<String, Json>) -> Req {
-        Req {
-            headers: HeaderMap::new(),
-            path: HashMap::new(),
-            params,
-        }
     }
 }

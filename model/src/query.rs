@@ -479,7 +479,10 @@ fn normalize_value(v: &mut Value, kind: AttrKind, attr: &str) -> Result<()> {
     let bad = || invalid(format!("Query value is invalid for attribute \"{attr}\""));
     match (kind, &*v) {
         (_, Value::Null) => Ok(()),
-        (AttrKind::Integer | AttrKind::Bigint | AttrKind::Float, Value::Int(_) | Value::Float(_)) => Ok(()),
+        (
+            AttrKind::Integer | AttrKind::Bigint | AttrKind::Float,
+            Value::Int(_) | Value::Float(_),
+        ) => Ok(()),
         (AttrKind::Boolean, Value::Bool(_)) => Ok(()),
         (AttrKind::Datetime, Value::Str(s)) => {
             *v = Value::Str(crate::time::normalize(s).ok_or_else(bad)?);

@@ -62,6 +62,9 @@ struct ServeArgs {
     join: Vec<String>,
     #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
     root_key: Option<String>,
+    /// Snapshot the state and purge the Raft log after this many entries.
+    #[arg(long, env = "BASALT_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
 }
 
 #[derive(Args, Clone)]
@@ -169,6 +172,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         region: a.region,
         join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),
         root_key: a.root_key,
+        snapshot_every: a.snapshot_every.max(10),
     };
     let handle = crate::run(cfg).await?;
     shutdown_signal().await;

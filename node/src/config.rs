@@ -16,6 +16,8 @@ pub struct ServeConfig {
     pub region: String,
     pub join: Vec<String>,
     pub root_key: Option<String>,
+    /// Take a snapshot (and purge the log behind it) after this many log entries.
+    pub snapshot_every: u64,
 }
 
 /// Who this node is; written on first start, checked on every later one.

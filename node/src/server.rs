@@ -73,7 +73,11 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         data_dir: cfg.data_dir.clone(),
         info,
         grpc_listener,
-        timings: RaftTimings::default(),
+        timings: RaftTimings {
+            snapshot_logs: cfg.snapshot_every,
+            keep_logs: (cfg.snapshot_every / 5).max(10),
+            ..RaftTimings::default()
+        },
         bootstrap: cfg.join.is_empty(),
     })
     .await

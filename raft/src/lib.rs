@@ -4,6 +4,9 @@
 //!
 //! **Invariant:** only this crate names `openraft`, `tonic` or the wire codec.
 
+// openraft's trait signatures fix `StorageError` (a large type) as the error of storage calls.
+#![allow(clippy::result_large_err)]
+
 pub mod codec;
 mod network;
 mod node;

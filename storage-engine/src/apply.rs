@@ -1043,7 +1043,12 @@ fn doc_op(
             let a = coll
                 .attribute(attr)
                 .ok_or_else(|| attribute_not_found(attr))?;
-            if a.array || !matches!(a.kind, AttrKind::Integer | AttrKind::Bigint | AttrKind::Float) {
+            if a.array
+                || !matches!(
+                    a.kind,
+                    AttrKind::Integer | AttrKind::Bigint | AttrKind::Float
+                )
+            {
                 return Err(err(
                     ErrorCode::AttributeTypeInvalid,
                     format!("Attribute \"{attr}\" is not a number"),
@@ -1051,7 +1056,11 @@ fn doc_op(
             }
             let current = old.get(attr);
             let next = match (a.kind, &current, by) {
-                (AttrKind::Integer | AttrKind::Bigint, Value::Int(_) | Value::Null, Value::Int(b)) => {
+                (
+                    AttrKind::Integer | AttrKind::Bigint,
+                    Value::Int(_) | Value::Null,
+                    Value::Int(b),
+                ) => {
                     let c = if let Value::Int(c) = current { c } else { 0 };
                     Value::Int(c.checked_add(*b).ok_or_else(|| {
                         err(

@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn value_encoding_preserves_order() {
-        let vals = vec![
+        let vals = [
             Value::Null,
             Value::Bool(false),
             Value::Bool(true),

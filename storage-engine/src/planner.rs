@@ -12,7 +12,7 @@ use model::Value;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub index: String,
-    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    pub ranges: Vec<KeyRange>,
     /// Human-readable, for the debug log and for tests.
     pub describe: String,
 }
@@ -24,6 +24,9 @@ impl Plan {
 }
 
 const MAX_POINTS: usize = 1000;
+
+/// `[start, end)` in the index column family.
+type KeyRange = (Vec<u8>, Vec<u8>);
 
 fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
     match attr {
@@ -38,7 +41,9 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
 fn index_value(kind: AttrKind, v: &Value) -> Option<Value> {
     match (kind, v) {
         (AttrKind::Integer | AttrKind::Bigint, Value::Int(_)) => Some(v.clone()),
-        (AttrKind::Integer | AttrKind::Bigint, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.007e15 => {
+        (AttrKind::Integer | AttrKind::Bigint, Value::Float(f))
+            if f.fract() == 0.0 && f.abs() < 9.007e15 =>
+        {
             Some(Value::Int(*f as i64))
         }
         (AttrKind::Float, Value::Int(i)) => Some(Value::Float(*i as f64)),
@@ -78,7 +83,7 @@ fn range(
     attr: &str,
     kind: AttrKind,
     prefix: &[u8],
-) -> Option<((Vec<u8>, Vec<u8>), String)> {
+) -> Option<(KeyRange, String)> {
     let null_end = keys::prefix_end(&encoded(prefix, &Value::Null, Order::Asc));
     let all_end = keys::prefix_end(prefix);
     for f in filters {

@@ -223,9 +223,11 @@ pub fn attribute(attr: &Attribute) -> Result<(), Error> {
     match attr.kind {
         AttrKind::String | AttrKind::Varchar => match attr.size {
             Some(s) if (1..=MAX_STRING_SIZE).contains(&s) => {}
-            _ => return Err(Error::invalid(format!(
+            _ => {
+                return Err(Error::invalid(format!(
                 "Invalid `size` param: Value must be a valid range between 1 and {MAX_STRING_SIZE}"
-            ))),
+            )))
+            }
         },
         AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => {
             if let (Some(min), Some(max)) = (
@@ -275,7 +277,11 @@ mod tests {
             kind,
             required: false,
             array: false,
-            size: if kind == AttrKind::String { Some(5) } else { None },
+            size: if kind == AttrKind::String {
+                Some(5)
+            } else {
+                None
+            },
             min: None,
             max: None,
             default: None,
