@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing Basalt needs on a Debian machine, when it is missing:
-# libclang (bindgen for RocksDB's bindings). Safe to run repeatedly.
+# libclang (bindgen for RocksDB's bindings) and Python's venv module. Safe to run repeatedly.
 set -euo pipefail
 
 have_libclang() {
     compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null
 }
 
-if ! have_libclang; then
-    echo "scripts/deps.sh: installing libclang-dev (needed to build RocksDB's bindings)" >&2
+missing=()
+have_libclang || missing+=(libclang-dev)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

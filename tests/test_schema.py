@@ -238,3 +238,16 @@ def test_delete_database_removes_everything(tables):
     assert tables.list_rows("db", "t").total == 0
     tables.create_row("db", "t", "r1", {"n": 1})
     assert tables.get_row("db", "t", "r1").sequence == "1"
+
+
+def test_list_search_and_queries_on_metadata(tables):
+    from appwrite.query import Query
+    tables.create(database_id="db", name="db")
+    for tid, name in [("orders", "Orders"), ("order_lines", "Order lines"), ("users", "People")]:
+        tables.create_table("db", tid, name)
+    assert {t.id for t in tables.list_tables("db", search="order").tables} == {"orders", "order_lines"}
+    assert [t.id for t in tables.list_tables("db", queries=[Query.equal("name", ["People"])]).tables] == ["users"]
+    page = tables.list_tables("db", queries=[Query.limit(1), Query.offset(1)])
+    assert page.total == 3 and [t.id for t in page.tables] == ["order_lines"]
+    after = tables.list_tables("db", queries=[Query.cursor_after("orders")])
+    assert [t.id for t in after.tables] == ["order_lines", "users"]

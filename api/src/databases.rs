@@ -315,8 +315,20 @@ fn page_json(items: Vec<Json>, req: &Req) -> Result<(Vec<Json>, u64), ApiError> 
             (doc, j)
         })
         .collect();
-    let mut matched: Vec<(model::Document, Json)> =
-        docs.into_iter().filter(|(d, _)| spec.matches(d)).collect();
+    // `search` narrows metadata lists to items whose id or name contains the term.
+    let search = req.str_opt("search")?.unwrap_or_default().to_lowercase();
+    let found = |d: &model::Document| {
+        search.is_empty()
+            || d.id.to_lowercase().contains(&search)
+            || d.data
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.to_lowercase().contains(&search))
+    };
+    let mut matched: Vec<(model::Document, Json)> = docs
+        .into_iter()
+        .filter(|(d, _)| found(d) && spec.matches(d))
+        .collect();
     matched.sort_by(|a, b| spec.compare(&a.0, &b.0));
     let total = matched.len() as u64;
     let start = match &spec.cursor {
