@@ -199,6 +199,7 @@ def test_queries_match_brute_force(people):
         Query.or_queries([Query.equal("city", ["Lima"]), Query.less_than("age", 3)]),
         Query.and_queries([Query.equal("city", ["Kyiv"]), Query.greater_than("age", 30)]),
         Query.greater_than("born", "1980-01-01T00:00:00.000+00:00"),
+        Query.equal("$id", ["r001", "r010", "nope"]), Query.greater_than("$id", "r290"),
     ]
     combos = [[f] for f in filters] + [
         [Query.equal("city", ["Pune"]), Query.between("age", 20, 40)],

@@ -101,3 +101,22 @@ def test_transaction_input_errors(accounts):
             call()
         assert e.value.type == typ
     assert t.get_transaction(tx.id).operations == 0
+
+
+def test_reads_inside_a_transaction_see_its_staged_writes(accounts):
+    t = accounts
+    tx = t.create_transaction()
+    t.create_row("bank", "acct", "z", {"owner": "zed", "balance": 9}, transaction_id=tx.id)
+    t.update_row("bank", "acct", "a", {"balance": 1}, transaction_id=tx.id)
+    t.delete_row("bank", "acct", "b", transaction_id=tx.id)
+    inside = {r.id: r.data["balance"] for r in t.list_rows("bank", "acct", transaction_id=tx.id).rows}
+    assert inside == {"a": 1, "z": 9}
+    assert t.get_row("bank", "acct", "z", transaction_id=tx.id).data["owner"] == "zed"
+    assert t.list_rows("bank", "acct", [Query.greater_than("balance", 5)], transaction_id=tx.id).total == 1
+    # Outside the transaction nothing changed.
+    assert balances(t) == {"a": 100, "b": 0}
+    t.update_transaction(tx.id, commit=True)
+    assert balances(t) == {"a": 1, "z": 9}
+    with pytest.raises(AppwriteException) as e:
+        t.list_rows("bank", "acct", transaction_id=tx.id)
+    assert e.value.type == "transaction_not_ready"

@@ -896,6 +896,28 @@ fn missing_data(f: Flavor, msg: &str) -> ApiError {
     f.error(Error::new(ErrorCode::DocumentMissingData, msg))
 }
 
+/// `$permissions` carried inside row data (bulk items, operations, `data`), normalised.
+fn inline_permissions(m: &Map<String, Json>) -> Result<Option<Vec<String>>, ApiError> {
+    match m.get("$permissions") {
+        Some(Json::Array(a)) => {
+            let p: Vec<String> = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            Ok(Some(permission::normalize(&p, Scope::Document)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The step a decrement applies: the value, negated.
+fn negated(v: Value) -> Value {
+    match v {
+        Value::Int(i) => Value::Int(-i),
+        v => Value::Float(-v.as_f64().unwrap_or(0.0)),
+    }
+}
+
 /// One bulk item: `$id` (or generated), `$permissions`, and the data.
 fn bulk_item(f: Flavor, item: &Json) -> Result<(String, Data, Option<Vec<String>>), ApiError> {
     let obj = item
@@ -909,16 +931,7 @@ fn bulk_item(f: Flavor, item: &Json) -> Result<(String, Data, Option<Vec<String>
             s.to_string()
         }
     };
-    let perms = match obj.get("$permissions") {
-        Some(Json::Array(a)) => {
-            let p: Vec<String> = a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            Some(permission::normalize(&p, Scope::Document)?)
-        }
-        _ => None,
-    };
+    let perms = inline_permissions(obj)?;
     Ok((
         id,
         data_from_json(obj, ErrorCode::DocumentInvalidStructure).map_err(|e| f.error(e.0))?,
@@ -933,16 +946,7 @@ fn data_param(req: &Req, f: Flavor) -> Result<Option<DataAndPermissions>, ApiErr
     match req.object_opt("data")? {
         None => Ok(None),
         Some(m) => {
-            let perms = match m.get("$permissions") {
-                Some(Json::Array(a)) => {
-                    let p: Vec<String> = a
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect();
-                    Some(permission::normalize(&p, Scope::Document)?)
-                }
-                _ => None,
-            };
+            let perms = inline_permissions(&m)?;
             Ok(Some((
                 data_from_json(&m, ErrorCode::DocumentInvalidStructure)
                     .map_err(|e| f.error(e.0))?,
@@ -958,6 +962,31 @@ fn target(req: &Req, op: DocOp) -> DocTarget {
         collection: req.path("coll"),
         op,
     }
+}
+
+/// The staged operations of the request's transaction (`transactionId`), for reads that
+/// should see them; `None` without one.
+fn staged_ops(s: &AppState, ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> {
+    let Some(id) = req.str_opt("transactionId")? else {
+        return Ok(None);
+    };
+    let t = s
+        .backend
+        .reader()
+        .transaction(&ctx.project, &id)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TransactionNotFound,
+                format!("Transaction with the requested ID '{id}' could not be found."),
+            )
+        })?;
+    if t.status != TransactionStatus::Pending {
+        return Err(ApiError::new(
+            ErrorCode::TransactionNotReady,
+            "The transaction is not ready yet. Please try again later.",
+        ));
+    }
+    Ok(Some(t.operations))
 }
 
 /// Runs document ops now, or stages them in the request's transaction.
@@ -1016,7 +1045,14 @@ async fn list_documents(
     let c = collection(&s, f, &ctx, &req)?;
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
-    let page = s.backend.reader().find(&ctx.project, &c, &spec)?;
+    let page = match staged_ops(&s, &ctx, &req)? {
+        Some(staged) => {
+            s.backend
+                .reader()
+                .find_staged(&ctx.project, &c, &spec, &staged, now_ms())?
+        }
+        None => s.backend.reader().find(&ctx.project, &c, &spec)?,
+    };
     let total = if req.want_total()? { page.total } else { 0 };
     let docs: Vec<Json> = page
         .documents
@@ -1190,16 +1226,20 @@ async fn get_document(
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
     let id = req.path("doc");
-    let d = s
-        .backend
-        .reader()
-        .document(&ctx.project, &c, &id)?
-        .ok_or_else(|| {
-            f.error(Error::new(
-                ErrorCode::DocumentNotFound,
-                format!("Document with the requested ID '{id}' could not be found."),
-            ))
-        })?;
+    let found = match staged_ops(&s, &ctx, &req)? {
+        Some(staged) => {
+            s.backend
+                .reader()
+                .document_staged(&ctx.project, &c, &id, &staged, now_ms())?
+        }
+        None => s.backend.reader().document(&ctx.project, &c, &id)?,
+    };
+    let d = found.ok_or_else(|| {
+        f.error(Error::new(
+            ErrorCode::DocumentNotFound,
+            format!("Document with the requested ID '{id}' could not be found."),
+        ))
+    })?;
     reply(
         StatusCode::OK,
         render::document(&d, &c, f, spec.select.as_deref()),
@@ -1328,11 +1368,7 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
             "Invalid `value` param: Value must be a number greater than 0",
         )));
     }
-    let by = match (down, value) {
-        (false, v) => v,
-        (true, Value::Int(i)) => Value::Int(-i),
-        (true, v) => Value::Float(-v.as_f64().unwrap_or(0.0)),
-    };
+    let by = if down { negated(value) } else { value };
     let bound = req.number_opt(if down { "min" } else { "max" })?;
     let attr = req.path("attr");
     let op = DocOp::Increment {
@@ -1524,18 +1560,6 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
             .cloned()
             .ok_or_else(|| op_error("`data` must be an object"))
     };
-    let perms = |m: &Map<String, Json>| -> Result<Option<Vec<String>>, ApiError> {
-        match m.get("$permissions") {
-            Some(Json::Array(a)) => {
-                let p: Vec<String> = a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect();
-                Ok(Some(permission::normalize(&p, Scope::Document)?))
-            }
-            _ => Ok(None),
-        }
-    };
     let queries = |m: &Map<String, Json>| -> Result<Spec, ApiError> {
         let q: Vec<String> = match m.get("queries") {
             Some(Json::Array(a)) => a
@@ -1557,7 +1581,7 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
             let (id, d, p) = (
                 need_row()?,
                 data_from_json(&m, ErrorCode::DocumentInvalidStructure)?,
-                perms(&m)?,
+                inline_permissions(&m)?,
             );
             vec![t(match action.as_str() {
                 "create" => DocOp::Create {
@@ -1590,10 +1614,10 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
                 .get("value")
                 .and_then(Value::from_json)
                 .unwrap_or(Value::Int(1));
-            let by = match (action.as_str(), value) {
-                ("decrement", Value::Int(i)) => Value::Int(-i),
-                ("decrement", v) => Value::Float(-v.as_f64().unwrap_or(0.0)),
-                (_, v) => v,
+            let by = if action == "decrement" {
+                negated(value)
+            } else {
+                value
             };
             let bound = m
                 .get(if action == "decrement" { "min" } else { "max" })

@@ -1,6 +1,7 @@
 //! Read access to the replicated state, as the API layer sees it. Implemented by the storage
 //! engine; only reads, so nothing holding a `&dyn StateReader` can bypass the Raft log.
 
+use crate::command::DocTarget;
 use crate::error::Result;
 use crate::query::Spec;
 use crate::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
@@ -24,6 +25,25 @@ pub trait StateReader: Send + Sync {
     fn document(&self, project: &str, coll: &Collection, id: &str) -> Result<Option<Document>>;
     /// Runs a validated query spec; uses an index when one fits.
     fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page>;
+    /// A document as a pending transaction sees it: its staged operations applied on top of
+    /// the committed state, in memory only. `now` stamps the staged changes.
+    fn document_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        id: &str,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> Result<Option<Document>>;
+    /// A query as a pending transaction sees it (a scan; staged changes are not indexed).
+    fn find_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        spec: &Spec,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> Result<Page>;
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>>;
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>>;
 }

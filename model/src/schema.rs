@@ -203,6 +203,24 @@ pub struct Attribute {
 }
 
 impl Attribute {
+    /// An optional, scalar attribute of `kind` with no limits or default.
+    pub fn new(key: &str, kind: AttrKind, now: i64) -> Attribute {
+        Attribute {
+            key: key.to_string(),
+            kind,
+            required: false,
+            array: false,
+            size: None,
+            min: None,
+            max: None,
+            default: None,
+            elements: Vec::new(),
+            encrypt: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The effective maximum length of a string value, in characters.
     pub fn max_len(&self) -> Option<u64> {
         self.size.or(self.kind.fixed_size())

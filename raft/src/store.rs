@@ -405,18 +405,8 @@ mod tests {
 
     fn commands() -> Vec<Command> {
         let attr = |key: &str, kind| Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
             size: Some(32),
-            min: None,
-            max: None,
-            default: None,
-            elements: vec![],
-            encrypt: false,
-            created_at: 5,
-            updated_at: 5,
+            ..Attribute::new(key, kind, 5)
         };
         let mut cmds = vec![
             Command::CreateProject {

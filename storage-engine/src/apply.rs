@@ -177,6 +177,38 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Runs `read` over the state as it would be after `staged` — without writing anything.
+    pub(crate) fn with_staged<T>(
+        &self,
+        project: &str,
+        staged: &[DocTarget],
+        now: i64,
+        read: impl FnOnce(&Txn) -> R<T>,
+    ) -> Result<T, Error> {
+        let mut txn = Txn::new(self);
+        let result = apply_doc_ops(&mut txn, project, staged, now).and_then(|_| read(&txn));
+        match result {
+            Ok(v) => Ok(v),
+            Err(Failure::User(e)) => Err(e),
+            Err(Failure::Storage(e)) => Err(e.into()),
+        }
+    }
+}
+
+pub(crate) fn staged_document(
+    txn: &Txn,
+    project: &str,
+    coll: &Collection,
+    id: &str,
+) -> R<Option<Document>> {
+    load_document(txn, project, coll, id)
+}
+
+pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Vec<Document>> {
+    all_documents(txn, project, coll)
+}
+
 fn apply_command(txn: &mut Txn, cmd: &Command) -> R<Outcome> {
     match cmd {
         Command::CreateProject { project } => {

@@ -13,6 +13,8 @@ use model::Value;
 pub struct Plan {
     pub index: String,
     pub ranges: Vec<KeyRange>,
+    /// Direct primary-key lookups (`equal("$id", …)`), instead of index ranges.
+    pub ids: Vec<String>,
     /// Human-readable, for the debug log and for tests.
     pub describe: String,
 }
@@ -143,6 +145,28 @@ fn range(
 /// Chooses how to find the candidates of `spec` in `coll`.
 pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
     let filters = &spec.filters;
+    // `equal("$id", …)` is a primary-key lookup: nothing is cheaper.
+    for f in filters {
+        if let Filter::Cmp {
+            attr,
+            op: CmpOp::Equal,
+            values,
+        } = f
+        {
+            if attr == "$id" && values.len() <= MAX_POINTS {
+                let ids: Vec<String> = values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                return Plan {
+                    index: "$id".to_string(),
+                    ranges: Vec::new(),
+                    describe: format!("primary key lookup ({} ids)", ids.len()),
+                    ids,
+                };
+            }
+        }
+    }
     // Fulltext first: `search` cannot be answered by a scan-cheap index otherwise.
     for f in filters {
         if let Filter::Cmp {
@@ -173,6 +197,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                         ranges.len()
                     ),
                     ranges,
+                    ids: Vec::new(),
                 };
             }
         }
@@ -254,6 +279,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         let candidate = Plan {
             index: index.key.clone(),
             ranges,
+            ids: Vec::new(),
             describe,
         };
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
@@ -268,6 +294,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
             Plan {
                 index: SEQ_INDEX.to_string(),
                 ranges: vec![(ip, end)],
+                ids: Vec::new(),
                 describe: "full scan in $sequence order".to_string(),
             }
         }
@@ -281,18 +308,8 @@ mod tests {
 
     fn coll() -> Collection {
         let attr = |key: &str, kind| Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
             size: Some(100),
-            min: None,
-            max: None,
-            default: None,
-            elements: vec![],
-            encrypt: false,
-            created_at: 0,
-            updated_at: 0,
+            ..Attribute::new(key, kind, 0)
         };
         let index = |key: &str, kind, attrs: &[&str]| Index {
             key: key.into(),

@@ -6,7 +6,7 @@ use crate::planner;
 use model::query::{Cursor, Spec, DEFAULT_LIMIT};
 use model::reader::{Page, StateReader};
 use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
-use model::{Error, ErrorCode};
+use model::{DocTarget, Error, ErrorCode};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use std::collections::HashSet;
 
@@ -131,6 +131,11 @@ impl Engine {
         let index_cf = self.cf(CF_INDEX);
         let mut ids: Vec<Vec<u8>> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        for id in &plan.ids {
+            if seen.insert(id.as_bytes().to_vec()) {
+                ids.push(id.as_bytes().to_vec());
+            }
+        }
         let mut total_fast = None;
         for (start, end) in &plan.ranges {
             let mut o = read_opts();
@@ -243,6 +248,41 @@ impl StateReader for Engine {
 
     fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
         self.find_inner(project, coll, spec)
+    }
+
+    fn document_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        id: &str,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> Result<Option<Document>> {
+        self.with_staged(project, staged, now, |txn| {
+            crate::apply::staged_document(txn, project, coll, id)
+        })
+    }
+
+    fn find_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        spec: &Spec,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> Result<Page> {
+        let docs = self.with_staged(project, staged, now, |txn| {
+            crate::apply::staged_documents(txn, project, coll)
+        })?;
+        let mut docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
+        docs.sort_by(|a, b| spec.compare(a, b));
+        let total = docs.len() as u64;
+        let by_id: std::collections::HashMap<String, Document> =
+            docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
+        let limit = Some(spec.limit.unwrap_or(DEFAULT_LIMIT));
+        let documents =
+            paginate_with_limit::<Error>(docs, spec, limit, |id| by_id.get(id).cloned())?;
+        Ok(Page { documents, total })
     }
 
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>> {

@@ -273,22 +273,9 @@ mod tests {
 
     fn attr(kind: AttrKind) -> Attribute {
         Attribute {
-            key: "a".into(),
-            kind,
-            required: false,
-            array: false,
-            size: if kind == AttrKind::String {
-                Some(5)
-            } else {
-                None
-            },
-            min: None,
-            max: None,
-            default: None,
+            size: (kind == AttrKind::String).then_some(5),
             elements: vec!["x".into(), "y".into()],
-            encrypt: false,
-            created_at: 0,
-            updated_at: 0,
+            ..Attribute::new("a", kind, 0)
         }
     }
 
