@@ -10,6 +10,8 @@ mod error;
 mod operator;
 mod params;
 mod render;
+mod rows;
+mod transactions;
 
 use axum::Router;
 use model::reader::StateReader;

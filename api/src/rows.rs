@@ -1,0 +1,539 @@
+//! Rows (TablesDB) and documents (Databases): CRUD, bulk operations, increments, and writes
+//! staged into a transaction.
+
+use crate::auth::Ctx;
+use crate::databases::{
+    collection, enter, no_content, permissions, propose, reply, unexpected, Flavor, Reply, Res,
+};
+use crate::error::ApiError;
+use crate::params::{data_from_json, new_id, now_ms, Req};
+use crate::{render, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Extension;
+use model::command::{Data, DocOp, DocTarget};
+use model::permission::{self, Scope};
+use model::query::Spec;
+use model::schema::{Collection, TransactionStatus};
+use model::{id, Command, Error, ErrorCode, Outcome, Transaction, Value};
+use serde_json::{json, Map, Value as Json};
+
+fn missing_data(f: Flavor, msg: &str) -> ApiError {
+    f.error(Error::new(ErrorCode::DocumentMissingData, msg))
+}
+
+/// `$permissions` carried inside row data (bulk items, operations, `data`), normalised.
+pub(crate) fn inline_permissions(m: &Map<String, Json>) -> Result<Option<Vec<String>>, ApiError> {
+    match m.get("$permissions") {
+        Some(Json::Array(a)) => {
+            let p: Vec<String> = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            Ok(Some(permission::normalize(&p, Scope::Document)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The step a decrement applies: the value, negated.
+pub(crate) fn negated(v: Value) -> Value {
+    match v {
+        Value::Int(i) => Value::Int(-i),
+        v => Value::Float(-v.as_f64().unwrap_or(0.0)),
+    }
+}
+
+/// One bulk item: `$id` (or generated), `$permissions`, and the data.
+pub(crate) fn bulk_item(
+    f: Flavor,
+    item: &Json,
+) -> Result<(String, Data, Option<Vec<String>>), ApiError> {
+    let obj = item
+        .as_object()
+        .ok_or_else(|| missing_data(f, "Each item must be an object."))?;
+    let id = match obj.get("$id").and_then(|v| v.as_str()) {
+        None => new_id(),
+        Some(model::id::UNIQUE) => new_id(),
+        Some(s) => {
+            id::check("$id", s)?;
+            s.to_string()
+        }
+    };
+    let perms = inline_permissions(obj)?;
+    Ok((
+        id,
+        data_from_json(obj, ErrorCode::DocumentInvalidStructure).map_err(|e| f.error(e.0))?,
+        perms,
+    ))
+}
+
+/// Row data and the `$permissions` it may carry inline.
+type DataAndPermissions = (Data, Option<Vec<String>>);
+
+fn data_param(req: &Req, f: Flavor) -> Result<Option<DataAndPermissions>, ApiError> {
+    match req.object_opt("data")? {
+        None => Ok(None),
+        Some(m) => {
+            let perms = inline_permissions(&m)?;
+            Ok(Some((
+                data_from_json(&m, ErrorCode::DocumentInvalidStructure)
+                    .map_err(|e| f.error(e.0))?,
+                perms,
+            )))
+        }
+    }
+}
+
+fn target(req: &Req, op: DocOp) -> DocTarget {
+    DocTarget {
+        database: req.path("db"),
+        collection: req.path("coll"),
+        op,
+    }
+}
+
+/// The staged operations of the request's transaction (`transactionId`), for reads that
+/// should see them; `None` without one.
+fn staged_ops(s: &AppState, ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> {
+    let Some(id) = req.str_opt("transactionId")? else {
+        return Ok(None);
+    };
+    let t = s
+        .backend
+        .reader()
+        .transaction(&ctx.project, &id)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TransactionNotFound,
+                format!("Transaction with the requested ID '{id}' could not be found."),
+            )
+        })?;
+    if t.status != TransactionStatus::Pending {
+        return Err(ApiError::new(
+            ErrorCode::TransactionNotReady,
+            "The transaction is not ready yet. Please try again later.",
+        ));
+    }
+    Ok(Some(t.operations))
+}
+
+/// Runs document ops now, or stages them in the request's transaction.
+async fn run_ops(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    ops: Vec<DocTarget>,
+) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
+    if let Some(tx) = req.str_opt("transactionId")? {
+        let cmd = Command::StageOperations {
+            project: ctx.project.clone(),
+            id: tx,
+            ops,
+            now: now_ms(),
+        };
+        return match propose(s, f, cmd).await? {
+            Outcome::Transaction(t) => Ok(Err(t)),
+            o => Err(unexpected(o)),
+        };
+    }
+    let cmd = Command::Documents {
+        project: ctx.project.clone(),
+        ops,
+        now: now_ms(),
+    };
+    match propose(s, f, cmd).await? {
+        Outcome::Documents(d) => Ok(Ok(d)),
+        o => Err(unexpected(o)),
+    }
+}
+
+fn list_of(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
+    json!({ "total": docs.len(), f.docs_key(): docs.iter().map(|d| render::document(d, c, f, None)).collect::<Vec<_>>() })
+}
+
+/// The body answered for a staged write: the row as it would be, without stored fields.
+fn staged(f: Flavor, c: &Collection, id: &str, data: &Data) -> Json {
+    let mut m = Map::new();
+    m.insert("$id".into(), json!(id));
+    m.insert(f.parent_id_key().into(), json!(c.id));
+    m.insert("$databaseId".into(), json!(c.database));
+    for (k, v) in data {
+        m.insert(k.clone(), v.to_json());
+    }
+    Json::Object(m)
+}
+
+pub(crate) async fn list_documents(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let mut spec = Spec::parse(&req.queries()?)?;
+    spec.validate(&c)?;
+    let page = match staged_ops(&s, &ctx, &req)? {
+        Some(staged) => {
+            s.backend
+                .reader()
+                .find_staged(&ctx.project, &c, &spec, &staged, now_ms())?
+        }
+        None => s.backend.reader().find(&ctx.project, &c, &spec)?,
+    };
+    let total = if req.want_total()? { page.total } else { 0 };
+    let docs: Vec<Json> = page
+        .documents
+        .iter()
+        .map(|d| render::document(d, &c, f, spec.select.as_deref()))
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({ "total": total, f.docs_key(): docs }),
+    )
+}
+
+pub(crate) async fn create_documents(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let bulk = req.array_opt(f.docs_key())?;
+    match (bulk, req.has("data")) {
+        (Some(_), true) => Err(ApiError::new(
+            ErrorCode::GeneralBadRequest,
+            format!(
+                "You can only send one of the following parameters: data, {}",
+                f.docs_key()
+            ),
+        )),
+        (None, false) => Err(missing_data(
+            f,
+            "The document data is missing. Try again with document data populated",
+        )),
+        (Some(items), false) => {
+            if req.has(f.doc_id_param()) {
+                return Err(ApiError::new(ErrorCode::GeneralBadRequest, format!("Param \"{}\" is not allowed when creating multiple {}, set \"$id\" on each instead.", f.doc_id_param(), f.docs_key())));
+            }
+            if items.len() > 1000 {
+                return Err(ApiError(Error::invalid(format!(
+                    "Invalid `{}` param: Value must a valid array no longer than 1000 items",
+                    f.docs_key()
+                ))));
+            }
+            let mut ops = Vec::new();
+            for item in &items {
+                let (id, data, permissions) = bulk_item(f, item)?;
+                ops.push(target(
+                    &req,
+                    DocOp::Create {
+                        id,
+                        data,
+                        permissions,
+                    },
+                ));
+            }
+            let n = ops.len();
+            match run_ops(&s, f, &ctx, &req, ops).await? {
+                Ok(docs) => reply(StatusCode::CREATED, list_of(f, &c, &docs)),
+                Err(_) => reply(StatusCode::CREATED, json!({ "total": n, f.docs_key(): [] })),
+            }
+        }
+        (None, true) => {
+            let id = req.id_req(f.doc_id_param())?;
+            let (data, inline_perms) = data_param(&req, f)?.unwrap_or_default();
+            let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
+            let op = DocOp::Create {
+                id: id.clone(),
+                data: data.clone(),
+                permissions,
+            };
+            match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
+                Ok(docs) => match docs.first() {
+                    Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
+                    None => Err(unexpected(Outcome::Documents(docs))),
+                },
+                Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data)),
+            }
+        }
+    }
+}
+
+pub(crate) async fn upsert_documents(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let items = req.array_opt(f.docs_key())?.ok_or_else(|| {
+        ApiError(Error::invalid(format!(
+            "Param \"{}\" is not optional.",
+            f.docs_key()
+        )))
+    })?;
+    let mut ops = Vec::new();
+    for item in &items {
+        let (id, data, permissions) = bulk_item(f, item)?;
+        ops.push(target(
+            &req,
+            DocOp::Upsert {
+                id,
+                data,
+                permissions,
+            },
+        ));
+    }
+    let n = ops.len();
+    match run_ops(&s, f, &ctx, &req, ops).await? {
+        Ok(docs) => reply(StatusCode::CREATED, list_of(f, &c, &docs)),
+        Err(_) => reply(StatusCode::CREATED, json!({ "total": n, f.docs_key(): [] })),
+    }
+}
+
+fn bulk_spec(req: &Req, c: &Collection) -> Result<Spec, ApiError> {
+    let mut spec = Spec::parse(&req.queries()?)?;
+    spec.validate(c)?;
+    Ok(spec)
+}
+
+pub(crate) async fn update_documents(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let spec = bulk_spec(&req, &c)?;
+    let (data, _) = data_param(&req, f)?.unwrap_or_default();
+    match run_ops(
+        &s,
+        f,
+        &ctx,
+        &req,
+        vec![target(&req, DocOp::UpdateWhere { spec, data })],
+    )
+    .await?
+    {
+        Ok(docs) => reply(StatusCode::OK, list_of(f, &c, &docs)),
+        Err(_) => reply(StatusCode::OK, json!({ "total": 0, f.docs_key(): [] })),
+    }
+}
+
+pub(crate) async fn delete_documents(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let spec = bulk_spec(&req, &c)?;
+    match run_ops(
+        &s,
+        f,
+        &ctx,
+        &req,
+        vec![target(&req, DocOp::DeleteWhere { spec })],
+    )
+    .await?
+    {
+        Ok(docs) => reply(StatusCode::OK, list_of(f, &c, &docs)),
+        Err(_) => reply(StatusCode::OK, json!({ "total": 0, f.docs_key(): [] })),
+    }
+}
+
+pub(crate) async fn get_document(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let mut spec = Spec::parse(&req.queries()?)?;
+    spec.validate(&c)?;
+    let id = req.path("doc");
+    let found = match staged_ops(&s, &ctx, &req)? {
+        Some(staged) => {
+            s.backend
+                .reader()
+                .document_staged(&ctx.project, &c, &id, &staged, now_ms())?
+        }
+        None => s.backend.reader().document(&ctx.project, &c, &id)?,
+    };
+    let d = found.ok_or_else(|| {
+        f.error(Error::new(
+            ErrorCode::DocumentNotFound,
+            format!("Document with the requested ID '{id}' could not be found."),
+        ))
+    })?;
+    reply(
+        StatusCode::OK,
+        render::document(&d, &c, f, spec.select.as_deref()),
+    )
+}
+
+/// A single-row write: the op, the success status, and what to answer if it is staged.
+struct OneWrite {
+    op: DocOp,
+    status: StatusCode,
+    staged: Data,
+}
+
+async fn write_one(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    c: &Collection,
+    w: OneWrite,
+) -> Reply {
+    let id = req.path("doc");
+    match run_ops(s, f, ctx, req, vec![target(req, w.op)]).await? {
+        Ok(docs) => match docs.first() {
+            Some(d) => reply(w.status, render::document(d, c, f, None)),
+            None => Err(unexpected(Outcome::Documents(docs))),
+        },
+        Err(_) => reply(w.status, staged(f, c, &id, &w.staged)),
+    }
+}
+
+pub(crate) async fn upsert_document(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let id = req.path("doc");
+    id::check(f.doc_id_param(), &id)?;
+    let (data, inline) = data_param(&req, f)?.unwrap_or_default();
+    let permissions = permissions(&req, Scope::Document)?.or(inline);
+    let op = DocOp::Upsert {
+        id,
+        data: data.clone(),
+        permissions,
+    };
+    write_one(
+        &s,
+        f,
+        &ctx,
+        &req,
+        &c,
+        OneWrite {
+            op,
+            status: StatusCode::CREATED,
+            staged: data,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn update_document(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let data = data_param(&req, f)?;
+    let perms = permissions(&req, Scope::Document)?;
+    if data.is_none() && perms.is_none() {
+        return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
+    }
+    let (data, inline) = data.unwrap_or_default();
+    let op = DocOp::Update {
+        id: req.path("doc"),
+        data: data.clone(),
+        permissions: perms.or(inline),
+    };
+    write_one(
+        &s,
+        f,
+        &ctx,
+        &req,
+        &c,
+        OneWrite {
+            op,
+            status: StatusCode::OK,
+            staged: data,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn delete_document(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    collection(&s, f, &ctx, &req)?;
+    // Applied or staged in the request's transaction: either way the answer is 204.
+    let _applied_or_staged = run_ops(
+        &s,
+        f,
+        &ctx,
+        &req,
+        vec![target(
+            &req,
+            DocOp::Delete {
+                id: req.path("doc"),
+            },
+        )],
+    )
+    .await?;
+    no_content()
+}
+
+async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let c = collection(&s, f, &ctx, &req)?;
+    let value = req.number_opt("value")?.unwrap_or(Value::Int(1));
+    if value.as_f64().is_none_or(|v| v <= 0.0) {
+        return Err(ApiError(Error::invalid(
+            "Invalid `value` param: Value must be a number greater than 0",
+        )));
+    }
+    let by = if down { negated(value) } else { value };
+    let bound = req.number_opt(if down { "min" } else { "max" })?;
+    let attr = req.path("attr");
+    let op = DocOp::Increment {
+        id: req.path("doc"),
+        attr: attr.clone(),
+        by: by.clone(),
+        bound,
+    };
+    let staged = [(attr, by)].into_iter().collect();
+    write_one(
+        &s,
+        f,
+        &ctx,
+        &req,
+        &c,
+        OneWrite {
+            op,
+            status: StatusCode::OK,
+            staged,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn increment(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    step(s, f, req, false).await
+}
+
+pub(crate) async fn decrement(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    step(s, f, req, true).await
+}

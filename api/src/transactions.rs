@@ -1,0 +1,316 @@
+//! Transactions: create, stage operations, commit (one Raft entry) or roll back.
+
+use crate::databases::{
+    enter, list_reply, no_content, propose, reply, unexpected, Flavor, Reply, Res,
+};
+use crate::error::ApiError;
+use crate::params::{data_from_json, new_id, now_ms, Req};
+use crate::rows::{bulk_item, inline_permissions, negated};
+use crate::{render, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Extension;
+use model::command::{Data, DocOp, DocTarget};
+use model::query::Spec;
+use model::schema::TransactionStatus;
+use model::{id, Command, Error, ErrorCode, Outcome, Transaction, Value};
+use serde_json::{Map, Value as Json};
+
+pub(crate) async fn list_transactions(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
+    let txs = s.backend.reader().list_transactions(&ctx.project)?;
+    list_reply(
+        &req,
+        "transactions",
+        txs.iter().map(render::transaction).collect(),
+    )
+}
+
+pub(crate) async fn create_transaction(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let ttl = req.uint_opt("ttl")?.unwrap_or(300);
+    if !(60..=3600).contains(&ttl) {
+        return Err(ApiError(Error::invalid(
+            "Invalid `ttl` param: Value must be a valid range between 60 and 3,600",
+        )));
+    }
+    let now = now_ms();
+    let transaction = Transaction {
+        id: new_id(),
+        status: TransactionStatus::Pending,
+        operations: vec![],
+        expires_at: now + ttl as i64 * 1000,
+        created_at: now,
+        updated_at: now,
+    };
+    match propose(
+        &s,
+        f,
+        Command::CreateTransaction {
+            project: ctx.project,
+            transaction,
+        },
+    )
+    .await?
+    {
+        Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
+        o => Err(unexpected(o)),
+    }
+}
+
+pub(crate) async fn get_transaction(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
+    let id = req.path("tx");
+    let t = s
+        .backend
+        .reader()
+        .transaction(&ctx.project, &id)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TransactionNotFound,
+                format!("Transaction with the requested ID '{id}' could not be found."),
+            )
+        })?;
+    reply(StatusCode::OK, render::transaction(&t))
+}
+
+pub(crate) async fn update_transaction(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let commit = req.bool_opt("commit")?.unwrap_or(false);
+    let rollback = req.bool_opt("rollback")?.unwrap_or(false);
+    let (project, id, now) = (ctx.project, req.path("tx"), now_ms());
+    let cmd = match (commit, rollback) {
+        (true, true) => {
+            return Err(ApiError::new(
+                ErrorCode::GeneralBadRequest,
+                "Cannot commit and rollback at the same time",
+            ))
+        }
+        (false, false) => {
+            return Err(ApiError::new(
+                ErrorCode::GeneralBadRequest,
+                "Either commit or rollback must be true",
+            ))
+        }
+        (true, false) => Command::CommitTransaction { project, id, now },
+        (false, true) => Command::RollbackTransaction { project, id, now },
+    };
+    // Commit errors keep Appwrite's legacy (document) vocabulary on both APIs.
+    match propose(&s, Flavor::Legacy, cmd).await? {
+        Outcome::Transaction(t) => reply(StatusCode::OK, render::transaction(&t)),
+        o => Err(unexpected(o)),
+    }
+}
+
+pub(crate) async fn delete_transaction(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    propose(
+        &s,
+        f,
+        Command::DeleteTransaction {
+            project: ctx.project,
+            id: req.path("tx"),
+        },
+    )
+    .await?;
+    no_content()
+}
+
+fn op_error(msg: impl Into<String>) -> ApiError {
+    ApiError(Error::invalid(format!(
+        "Invalid `operations` param: {}",
+        msg.into()
+    )))
+}
+
+/// Parses one operation object of `createOperations` into document ops.
+fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
+    let o = item
+        .as_object()
+        .ok_or_else(|| op_error("each operation must be an object"))?;
+    let s = |k: &str| {
+        o.get(k)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let action = s("action").ok_or_else(|| op_error("`action` is required"))?;
+    let database = s("databaseId").ok_or_else(|| op_error("`databaseId` is required"))?;
+    let collection = s("tableId")
+        .or_else(|| s("collectionId"))
+        .ok_or_else(|| op_error("`tableId` is required"))?;
+    let row = s("rowId").or_else(|| s("documentId"));
+    let need_row = || -> Result<String, ApiError> {
+        let r = row
+            .clone()
+            .ok_or_else(|| op_error("`rowId` is required for this action"))?;
+        id::check("rowId", &r)?;
+        Ok(r)
+    };
+    let data = o.get("data").cloned().unwrap_or(Json::Null);
+    let obj = |v: &Json| -> Result<Map<String, Json>, ApiError> {
+        v.as_object()
+            .cloned()
+            .ok_or_else(|| op_error("`data` must be an object"))
+    };
+    let queries = |m: &Map<String, Json>| -> Result<Spec, ApiError> {
+        let q: Vec<String> = match m.get("queries") {
+            Some(Json::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => vec![],
+        };
+        Ok(Spec::parse(&q)?)
+    };
+    let t = |op: DocOp| DocTarget {
+        database: database.clone(),
+        collection: collection.clone(),
+        op,
+    };
+    let ops = match action.as_str() {
+        "create" | "update" | "upsert" => {
+            let m = obj(&data)?;
+            let (id, d, p) = (
+                need_row()?,
+                data_from_json(&m, ErrorCode::DocumentInvalidStructure)?,
+                inline_permissions(&m)?,
+            );
+            vec![t(match action.as_str() {
+                "create" => DocOp::Create {
+                    id,
+                    data: d,
+                    permissions: p,
+                },
+                "update" => DocOp::Update {
+                    id,
+                    data: d,
+                    permissions: p,
+                },
+                _ => DocOp::Upsert {
+                    id,
+                    data: d,
+                    permissions: p,
+                },
+            })]
+        }
+        "delete" => vec![t(DocOp::Delete { id: need_row()? })],
+        "increment" | "decrement" => {
+            let m = obj(&data)?;
+            let attr = m
+                .get("column")
+                .or_else(|| m.get("attribute"))
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| op_error("`data.column` is required"))?
+                .to_string();
+            let value = m
+                .get("value")
+                .and_then(Value::from_json)
+                .unwrap_or(Value::Int(1));
+            let by = if action == "decrement" {
+                negated(value)
+            } else {
+                value
+            };
+            let bound = m
+                .get(if action == "decrement" { "min" } else { "max" })
+                .and_then(Value::from_json)
+                .filter(|v| !v.is_null());
+            vec![t(DocOp::Increment {
+                id: need_row()?,
+                attr,
+                by,
+                bound,
+            })]
+        }
+        "bulkCreate" | "bulkUpsert" => {
+            let items = data
+                .as_array()
+                .cloned()
+                .ok_or_else(|| op_error("`data` must be an array of rows"))?;
+            let mut out = Vec::new();
+            for item in &items {
+                let (id, d, p) = bulk_item(Flavor::Tables, item)?;
+                out.push(t(if action == "bulkCreate" {
+                    DocOp::Create {
+                        id,
+                        data: d,
+                        permissions: p,
+                    }
+                } else {
+                    DocOp::Upsert {
+                        id,
+                        data: d,
+                        permissions: p,
+                    }
+                }));
+            }
+            out
+        }
+        "bulkUpdate" => {
+            let m = obj(&data)?;
+            let d = match m.get("data") {
+                Some(Json::Object(d)) => data_from_json(d, ErrorCode::DocumentInvalidStructure)?,
+                _ => Data::new(),
+            };
+            vec![t(DocOp::UpdateWhere {
+                spec: queries(&m)?,
+                data: d,
+            })]
+        }
+        "bulkDelete" => vec![t(DocOp::DeleteWhere {
+            spec: queries(&obj(&data)?)?,
+        })],
+        other => return Err(op_error(format!("unknown action \"{other}\""))),
+    };
+    Ok(ops)
+}
+
+pub(crate) async fn create_operations(
+    State(s): State<AppState>,
+    Extension(f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let items = req.array_opt("operations")?.unwrap_or_default();
+    if items.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::GeneralBadRequest,
+            "Operations array cannot be empty",
+        ));
+    }
+    let mut ops = Vec::new();
+    for item in &items {
+        ops.extend(parse_operation(item)?);
+    }
+    let cmd = Command::StageOperations {
+        project: ctx.project,
+        id: req.path("tx"),
+        ops,
+        now: now_ms(),
+    };
+    match propose(&s, Flavor::Legacy, cmd).await? {
+        Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
+        o => Err(unexpected(o)),
+    }
+}
