@@ -170,8 +170,10 @@ def py_match(row, q):
         return not v.startswith(vals[0])
     if m == "notEndsWith":
         return not v.endswith(vals[0])
-    if m == "contains":
+    if m in ("contains", "containsAny"):
         return any(x in v for x in vals)
+    if m == "containsAll":
+        return all(x in v for x in vals)
     if m == "notContains":
         return not any(x in v for x in vals)
     if m == "search":
@@ -193,7 +195,7 @@ def test_queries_match_brute_force(people):
         Query.greater_than_equal("score", 9.5), Query.between("age", 10, 12), Query.not_between("age", 5, 55),
         Query.starts_with("name", "bob"), Query.ends_with("name", "7"), Query.not_starts_with("name", "a"),
         Query.not_ends_with("name", "0"), Query.contains("tags", ["a"]), Query.contains("name", ["-01"]),
-        Query.not_contains("tags", ["b"]), Query.search("bio", "basalt"), Query.search("bio", "lav"),
+        Query.not_contains("tags", ["b"]), Query.contains_all("tags", ["a", "c"]), Query.contains_any("tags", ["d", "b"]), Query.search("bio", "basalt"), Query.search("bio", "lav"),
         Query.search("bio", "ruby stone"), Query.is_null("age"), Query.is_not_null("city"),
         Query.equal("active", [True]), Query.equal("city", ["Oslo"]),
         Query.or_queries([Query.equal("city", ["Lima"]), Query.less_than("age", 3)]),

@@ -25,6 +25,8 @@ pub enum CmpOp {
     NotStartsWith,
     NotEndsWith,
     Contains,
+    /// Every value is contained (array elements, or substrings).
+    ContainsAll,
     NotContains,
     Search,
     NotSearch,
@@ -226,6 +228,7 @@ impl Query {
             "notStartsWith" => cmp(CmpOp::NotStartsWith)?,
             "notEndsWith" => cmp(CmpOp::NotEndsWith)?,
             "contains" | "containsAny" => cmp(CmpOp::Contains)?,
+            "containsAll" => cmp(CmpOp::ContainsAll)?,
             "notContains" => cmp(CmpOp::NotContains)?,
             "search" => cmp(CmpOp::Search)?,
             "notSearch" => cmp(CmpOp::NotSearch)?,
@@ -420,7 +423,10 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
         }
         Filter::Cmp { attr, op, values } => {
             let (kind, array) = lookup(coll, attr)?;
-            let array_ok = matches!(op, CmpOp::Contains | CmpOp::NotContains);
+            let array_ok = matches!(
+                op,
+                CmpOp::Contains | CmpOp::ContainsAll | CmpOp::NotContains
+            );
             if array && !array_ok {
                 return Err(invalid(format!(
                     "Cannot query {} on attribute \"{attr}\" because it is an array.",
@@ -441,7 +447,7 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
                         op_name(*op)
                     )))
                 }
-                CmpOp::Contains | CmpOp::NotContains if !array && !kind.is_string() => {
+                CmpOp::Contains | CmpOp::ContainsAll | CmpOp::NotContains if !array && !kind.is_string() => {
                     return Err(invalid(format!(
                         "Cannot query contains on attribute \"{attr}\" because it is not an array or string."
                     )))
@@ -506,6 +512,7 @@ fn op_name(op: CmpOp) -> &'static str {
         CmpOp::NotStartsWith => "notStartsWith",
         CmpOp::NotEndsWith => "notEndsWith",
         CmpOp::Contains => "contains",
+        CmpOp::ContainsAll => "containsAll",
         CmpOp::NotContains => "notContains",
         CmpOp::Search => "search",
         CmpOp::NotSearch => "notSearch",
@@ -579,6 +586,7 @@ fn cmp_matches(v: &Value, op: CmpOp, values: &[Value]) -> bool {
         CmpOp::NotStartsWith => !any(&|q| q.as_str().is_some_and(|q| s.starts_with(q))),
         CmpOp::NotEndsWith => !any(&|q| q.as_str().is_some_and(|q| s.ends_with(q))),
         CmpOp::Contains => contains(v, values),
+        CmpOp::ContainsAll => values.iter().all(|q| contains(v, std::slice::from_ref(q))),
         CmpOp::NotContains => !contains(v, values),
         CmpOp::Search => any(&|q| q.as_str().is_some_and(|q| search_matches(s, q))),
         CmpOp::NotSearch => !any(&|q| q.as_str().is_some_and(|q| search_matches(s, q))),
