@@ -59,6 +59,7 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
         .merge(databases::router(databases::Flavor::Legacy))
         .merge(databases::router(databases::Flavor::Tables))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::not_found)
         .layer(axum::middleware::map_response(error::ensure_content_type))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
