@@ -47,6 +47,18 @@ fn main() {
             "crate::rpc::ReadIndexReq",
             "crate::rpc::ReadIndexReply",
         ))
+        .method(unary(
+            "join",
+            "Join",
+            "crate::rpc::JoinReq",
+            "crate::rpc::MembershipReply",
+        ))
+        .method(unary(
+            "remove",
+            "Remove",
+            "crate::rpc::RemoveReq",
+            "crate::rpc::MembershipReply",
+        ))
         .build();
     Builder::new().compile(&[service]);
 }

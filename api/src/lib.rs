@@ -44,6 +44,9 @@ pub trait Backend: Send + Sync + 'static {
     fn cluster_status(&self) -> serde_json::Value;
     /// Ready: a leader is known.
     fn ready(&self) -> bool;
+    /// Removes a member from the cluster; answers the new `cluster_status`.
+    fn remove_member(&self, node_id: u64)
+        -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
 }
 
 #[derive(Clone)]

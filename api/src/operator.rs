@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
             post(create_key).get(list_keys),
         )
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/cluster/remove", post(cluster_remove))
 }
 
 fn reply(status: StatusCode, body: Json) -> Reply {
@@ -195,4 +196,13 @@ async fn list_keys(State(s): State<AppState>, req: Req) -> Reply {
 async fn cluster_status(State(s): State<AppState>, req: Req) -> Reply {
     require_root(&s, &req)?;
     reply(StatusCode::OK, s.backend.cluster_status())
+}
+
+async fn cluster_remove(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let id = req
+        .uint_opt("nodeId")?
+        .ok_or_else(|| ApiError(Error::invalid("Param \"nodeId\" is not optional.")))?;
+    let status = s.backend.remove_member(id).await?;
+    reply(StatusCode::OK, status)
 }

@@ -3,7 +3,7 @@
 use api::{Backend, BoxFuture, Unavailable};
 use model::reader::StateReader;
 use model::{Command, Outcome};
-use raft::RaftNode;
+use raft::{RaftNode, ReplicationError};
 use std::sync::Arc;
 
 pub struct NodeBackend {
@@ -64,6 +64,22 @@ impl Backend for NodeBackend {
             "term": status.term,
             "state": status.state,
             "members": members,
+        })
+    }
+
+    fn remove_member(
+        &self,
+        node_id: u64,
+    ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>> {
+        Box::pin(async move {
+            match self.node.remove_member(node_id).await {
+                Ok(_) => Ok(self.cluster_status()),
+                Err(ReplicationError::Refused(m)) => Err(model::Error::invalid(m)),
+                Err(e) => Err(model::Error::new(
+                    model::ErrorCode::GeneralUnavailable,
+                    e.to_string(),
+                )),
+            }
         })
     }
 

@@ -117,6 +117,13 @@ enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Remove a member; prints the new membership.
+    Remove {
+        #[arg(long)]
+        node_id: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -256,6 +263,14 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 .get("/cluster/status")
                 .await
                 .context("reading cluster status")?;
+            print(&v)
+        }
+        ClusterCommand::Remove { node_id, remote } => {
+            let v = remote
+                .console()?
+                .post("/cluster/remove", json!({ "nodeId": node_id }))
+                .await
+                .with_context(|| format!("removing node {node_id}"))?;
             print(&v)
         }
     }

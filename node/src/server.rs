@@ -3,7 +3,7 @@
 
 use crate::backend::NodeBackend;
 use crate::config::{self, ServeConfig};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use raft::{NodeConfig, NodeInfo, RaftNode, RaftTimings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,9 +42,6 @@ impl NodeHandle {
 pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     let (identity, fresh) = config::identity(&cfg)?;
     tracing::info!(node_id = identity.node_id, region = %identity.region, data_dir = %cfg.data_dir.display(), fresh, "starting node");
-    if !cfg.join.is_empty() {
-        bail!("--join is not available yet: this build runs single-node clusters (multi-node membership is the next milestone)");
-    }
     let root_key = config::root_key(&cfg)?;
 
     let grpc_listener = TcpListener::bind(cfg.grpc)
@@ -71,7 +68,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     let node = RaftNode::start(NodeConfig {
         id: identity.node_id,
         data_dir: cfg.data_dir.clone(),
-        info,
+        info: info.clone(),
         grpc_listener,
         timings: RaftTimings {
             snapshot_logs: cfg.snapshot_every,
@@ -82,6 +79,13 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     })
     .await
     .map_err(anyhow::Error::msg)?;
+    if !cfg.join.is_empty() && !node.is_initialized().await {
+        tracing::info!(seeds = ?cfg.join, "asking the cluster to add this node");
+        let (joiner, seeds) = (node.clone(), cfg.join.clone());
+        tokio::spawn(async move { joiner.join_cluster(seeds, info).await });
+    } else if !cfg.join.is_empty() {
+        tracing::info!("already a member: --join is ignored on restart");
+    }
     if node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::info!(leader = ?node.status().leader, "raft ready");
     } else {

@@ -188,6 +188,35 @@ impl RaftService for Service {
         ))
     }
 
+    async fn join(
+        &self,
+        req: Request<rpc::JoinReq>,
+    ) -> Result<Response<rpc::MembershipReply>, Status> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let (id, info) = req.into_inner();
+        Ok(Response::new(
+            node.add_member(id, info).await.map_err(RemoteError::from),
+        ))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<rpc::RemoveReq>,
+    ) -> Result<Response<rpc::MembershipReply>, Status> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        Ok(Response::new(
+            node.remove_member(req.into_inner())
+                .await
+                .map_err(RemoteError::from),
+        ))
+    }
+
     async fn read_index(
         &self,
         _req: Request<rpc::ReadIndexReq>,

@@ -60,12 +60,16 @@ pub enum ReplicationError {
     Unavailable(String),
     #[error("timed out waiting for the cluster")]
     Timeout,
+    /// A request the cluster will not carry out (e.g. reusing a member's node id).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<ReplicationError> for RemoteError {
     fn from(e: ReplicationError) -> Self {
         match e {
             ReplicationError::NotLeader { leader } => RemoteError::NotLeader { leader },
+            ReplicationError::Refused(m) => RemoteError::Refused(m),
             other => RemoteError::Unavailable(other.to_string()),
         }
     }
@@ -297,6 +301,193 @@ impl RaftNode {
                 })
             }
             Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    fn voters(&self) -> std::collections::BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// A client for the current leader, when another node leads.
+    fn leader_client(
+        &self,
+        timeout: Duration,
+    ) -> Result<
+        Option<crate::pb::raft_client::RaftClient<tonic::transport::Channel>>,
+        ReplicationError,
+    > {
+        let leader = self.raft.metrics().borrow().current_leader;
+        match leader {
+            None => Err(ReplicationError::NotLeader { leader: None }),
+            Some(l) if l == self.id => Ok(None),
+            Some(l) => {
+                let info = self
+                    .member(l)
+                    .ok_or(ReplicationError::NotLeader { leader: Some(l) })?;
+                network::client(&info.grpc, timeout)
+                    .map(Some)
+                    .ok_or_else(|| ReplicationError::Unavailable("bad leader address".into()))
+            }
+        }
+    }
+
+    fn from_remote(e: RemoteError) -> ReplicationError {
+        match e {
+            RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
+            RemoteError::Refused(m) => ReplicationError::Refused(m),
+            other => ReplicationError::Unavailable(other.to_string()),
+        }
+    }
+
+    /// Adds a node to the cluster: as a learner until it has caught up, then as a voter.
+    /// Runs on the leader; other members forward the request there.
+    pub async fn add_member(&self, id: u64, info: NodeInfo) -> Result<Vec<u64>, ReplicationError> {
+        const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+        if let Some(mut leader) = self.leader_client(JOIN_TIMEOUT)? {
+            return match leader.join((id, info)).await {
+                Ok(r) => r.into_inner().map_err(Self::from_remote),
+                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+            };
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.voter_ids().any(|v| v == id) {
+            // Re-adding a voter that lost its log could elect a stale leader: ids are never reused.
+            return Err(ReplicationError::Refused(format!(
+                "node {id} is already a voter; a node whose data was wiped must join with a new --node-id"
+            )));
+        }
+        tracing::info!(node_id = id, grpc = %info.grpc, "adding a learner");
+        let map_err = |e: RaftError<u64, ClientWriteError<u64, NodeInfo>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ReplicationError::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            other => ReplicationError::Unavailable(other.to_string()),
+        };
+        tokio::time::timeout(JOIN_TIMEOUT, self.raft.add_learner(id, info, true))
+            .await
+            .map_err(|_| ReplicationError::Timeout)?
+            .map_err(map_err)?;
+        let mut voters = self.voters();
+        voters.insert(id);
+        tracing::info!(node_id = id, "promoting the caught-up learner to voter");
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(map_err)?;
+        Ok(self.voters().into_iter().collect())
+    }
+
+    /// Removes a member (voter or learner) from the cluster. Runs on the leader.
+    pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
+        if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
+            return match leader.remove(id).await {
+                Ok(r) => r.into_inner().map_err(Self::from_remote),
+                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+            };
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.get_node(&id).is_none() {
+            return Err(ReplicationError::Refused(format!(
+                "node {id} is not a member"
+            )));
+        }
+        let mut voters = self.voters();
+        let change: openraft::ChangeMembers<u64, NodeInfo> = if voters.remove(&id) {
+            if voters.is_empty() {
+                return Err(ReplicationError::Refused(
+                    "cannot remove the last voter".into(),
+                ));
+            }
+            openraft::ChangeMembers::ReplaceAllVoters(voters)
+        } else {
+            openraft::ChangeMembers::RemoveNodes([id].into_iter().collect())
+        };
+        tracing::info!(node_id = id, "removing a member");
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ReplicationError::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                other => ReplicationError::Unavailable(other.to_string()),
+            })?;
+        Ok(self.voters().into_iter().collect())
+    }
+
+    /// Asks a member of an existing cluster (any of `seeds`) to add this node, retrying until
+    /// it is a voter or `stop` is set. Used on the first start of a node given `--join`.
+    pub async fn join_cluster(&self, seeds: Vec<String>, info: NodeInfo) {
+        let mut attempt = 0u32;
+        loop {
+            if self.voters().contains(&self.id) {
+                tracing::info!(node_id = self.id, "joined the cluster as a voter");
+                return;
+            }
+            let seed = &seeds[attempt as usize % seeds.len()];
+            attempt += 1;
+            let result = match network::client(seed, Duration::from_secs(150)) {
+                Some(mut c) => c
+                    .join((self.id, info.clone()))
+                    .await
+                    .map(|r| r.into_inner()),
+                None => {
+                    tracing::error!(%seed, "--join address is not a valid host:port");
+                    return;
+                }
+            };
+            match result {
+                Ok(Ok(voters)) => {
+                    tracing::info!(node_id = self.id, ?voters, "join accepted");
+                    let me = self.id;
+                    let _ = self
+                        .raft
+                        .wait(Some(Duration::from_secs(30)))
+                        .metrics(
+                            |m| {
+                                m.membership_config
+                                    .membership()
+                                    .voter_ids()
+                                    .any(|v| v == me)
+                            },
+                            "own membership",
+                        )
+                        .await;
+                }
+                Ok(Err(RemoteError::Refused(m))) if !self.voters().contains(&self.id) => {
+                    tracing::error!(%seed, reason = %m, "join refused");
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!(%seed, error = %e, "join not accepted yet; retrying"),
+                Err(s) => tracing::warn!(%seed, error = %s, "cannot reach join address; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500.min(100 * attempt as u64))).await;
         }
     }
 

@@ -17,6 +17,8 @@ pub enum RemoteError {
     NotLeader { leader: Option<u64> },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 pub type VoteReq = VoteRequest<u64>;
@@ -30,3 +32,9 @@ pub type ForwardReply = Result<model::Outcome, RemoteError>;
 pub type ReadIndexReq = ();
 /// The leader's read index: once a follower has applied it, a local read is linearizable.
 pub type ReadIndexReply = Result<u64, RemoteError>;
+/// A node asking to join: its id and addresses. Any member forwards it to the leader.
+pub type JoinReq = (u64, crate::NodeInfo);
+/// Removing a member by id.
+pub type RemoveReq = u64;
+/// The voter ids after a membership change.
+pub type MembershipReply = Result<Vec<u64>, RemoteError>;
