@@ -31,6 +31,7 @@ class Node:
         self.extra_args = list(extra_args)
         self.proc = None
         self.endpoint = None
+        self.grpc = None
         self.logs = []
         self.allowed_errors = []
 
@@ -41,11 +42,14 @@ class Node:
         log_path = os.path.join(self.base_dir, f"node{self.node_id}-{len(self.logs)}.log")
         self.logs.append(log_path)
         self._log = open(log_path, "wb")
+        # First start on port 0; restarts keep the addresses, as a real node's would.
+        http_addr = self.endpoint.replace("http://", "") if self.endpoint else "127.0.0.1:0"
+        grpc_addr = self.grpc or "127.0.0.1:0"
         args = [
             basalt_bin(), "serve",
             "--data-dir", self.data_dir,
-            "--http", "127.0.0.1:0",
-            "--grpc", "127.0.0.1:0",
+            "--http", http_addr,
+            "--grpc", grpc_addr,
             "--node-id", str(self.node_id),
             "--root-key", ROOT_KEY,
             *self.extra_args,
@@ -59,7 +63,8 @@ class Node:
             if os.path.exists(endpoint_file):
                 try:
                     with open(endpoint_file) as f:
-                        self.endpoint = json.load(f)["http"]
+                        info = json.load(f)
+                    self.endpoint, self.grpc = info["http"], info["grpc"]
                     if self.ready():
                         return self
                 except (ValueError, OSError):
@@ -78,6 +83,22 @@ class Node:
         """kill -9: no chance to flush anything."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def pause(self):
+        """SIGSTOP: the process stays, but answers nothing (a hung or partitioned node)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self):
+        status, _, body = http("GET", self.url() + "/cluster/status",
+                               headers={"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
+        assert status == 200, body
+        return body
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -109,21 +130,80 @@ class Node:
 
 
 class TestCluster:
-    """N independent single-node clusters for now; multi-node membership comes next."""
+    """N real nodes forming one Raft group: node 1 bootstraps, the others `--join` it."""
 
-    def __init__(self, n=1):
+    # What openraft logs at ERROR while a peer is down or paused: expected in fault tests.
+    PEER_DOWN = ["Unreachable node", "timeout while confirming leadership", "while requesting vote",
+                 "RPCError err=", "error replication to target", "timeout after"]
+
+    def __init__(self, n=3, extra_args=()):
         self.base_dir = tempfile.mkdtemp(prefix="basalt-cluster-")
-        self.nodes = [Node(i + 1, self.base_dir) for i in range(n)]
+        self.extra_args = list(extra_args)
+        self.nodes = [Node(i + 1, self.base_dir, self.extra_args) for i in range(n)]
+        self.faults = False
 
-    def start(self):
-        for n in self.nodes:
+    def start(self, timeout=60):
+        first = self.nodes[0].start()
+        for n in self.nodes[1:]:
+            n.extra_args = self.extra_args + ["--join", first.grpc]
             n.start()
+        self.wait_for_voters([n.node_id for n in self.nodes], timeout)
         return self
+
+    def add_node(self, node_id):
+        seed = next(n for n in self.nodes if n.alive())
+        n = Node(node_id, self.base_dir, self.extra_args + ["--join", seed.grpc])
+        self.nodes.append(n)
+        return n.start()
+
+    def live(self):
+        return [n for n in self.nodes if n.alive()]
+
+    def wait_for_voters(self, ids, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                views = [n.status() for n in self.live()]
+                if all(sorted(m["id"] for m in v["members"] if m["role"] == "voter") == sorted(ids)
+                       and v["leader"] is not None for v in views):
+                    return views[0]
+            except (AssertionError, OSError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"voters never became {ids}: {[n.status() for n in self.live()]}")
+
+    def leader(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for n in self.live():
+                try:
+                    lid = n.status()["leader"]
+                except (AssertionError, OSError):
+                    continue
+                if lid is not None:
+                    found = [x for x in self.live() if x.node_id == lid]
+                    if found:
+                        return found[0]
+            time.sleep(0.05)
+        raise AssertionError("no leader")
 
     def shutdown(self):
         for n in self.nodes:
-            if n.proc and n.proc.poll() is None:
+            if n.alive():
+                n.resume()
                 n.stop()
+
+    def expect_faults(self):
+        """Peers will be killed or paused: their unreachability is not an error of the test."""
+        self.faults = True
+        for n in self.nodes:
+            n.allowed_errors = self.PEER_DOWN
+
+    def unexpected_errors(self):
+        if self.faults:
+            for n in self.nodes:
+                n.allowed_errors = self.PEER_DOWN
+        return [e for n in self.nodes for e in n.unexpected_errors()]
 
 
 def http(method, url, body=None, headers=None):

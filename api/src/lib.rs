@@ -64,7 +64,13 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
         .layer(axum::middleware::map_response(error::ensure_content_type))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Failures are answered and logged where they are handled; the trace layer only
+        // records them at debug level so a 503 is not reported twice, or as an ERROR.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(state)

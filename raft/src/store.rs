@@ -312,6 +312,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let blob = snapshot.into_inner();
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = blob.len(), "installing a snapshot from the leader");
         let me = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
