@@ -32,9 +32,12 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            // openraft 0.9 waits a leader lease (= election_max) plus this node's election
+            // timeout (drawn once, in [min, max)) before campaigning: 0.75-1.0 s after the last
+            // heartbeat with these values.
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(250),
+            election_max: Duration::from_millis(500),
             snapshot_logs: 10_000,
             keep_logs: 2_000,
             request_timeout: Duration::from_secs(5),
