@@ -186,6 +186,9 @@ pub enum Command {
         project: String,
         id: String,
     },
+    /// Independent commands proposed together (group commit): one log entry and one fsync,
+    /// each command applied on its own with its own outcome.
+    Batch(Vec<Command>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,6 +203,8 @@ pub enum Outcome {
     Documents(Vec<Document>),
     Transaction(Transaction),
     Failed(Error),
+    /// The outcomes of a `Command::Batch`, in order.
+    Batch(Vec<Outcome>),
 }
 
 #[cfg(test)]

@@ -97,9 +97,21 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
+/// A command waiting for the group-commit batcher, and where its outcome goes.
+type Proposal = (
+    model::Command,
+    oneshot::Sender<Result<model::Outcome, ReplicationError>>,
+);
+
+/// Commands proposed together in one log entry, at most.
+const MAX_BATCH: usize = 64;
+/// Proposals in flight at once; while they are, newcomers queue up and form the next batch.
+const IN_FLIGHT: usize = 2;
+
 pub struct RaftNode {
     pub id: u64,
     raft: Raft<TypeConfig>,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
     sm: StateMachine,
     engine: Engine,
     timings: RaftTimings,
@@ -138,9 +150,12 @@ impl RaftNode {
         .await
         .map_err(|e| format!("raft: {e}"))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (proposals, queue) = tokio::sync::mpsc::channel::<Proposal>(4096);
+        tokio::spawn(group_commit(raft.clone(), queue));
         let node = Arc::new(RaftNode {
             id: cfg.id,
             raft: raft.clone(),
+            proposals,
             sm,
             engine,
             timings: cfg.timings.clone(),
@@ -241,20 +256,18 @@ impl RaftNode {
         }
     }
 
-    /// Proposes on this node only (no forwarding).
+    /// Proposes on this node only (no forwarding), through the group-commit batcher.
     pub(crate) async fn write_local(
         &self,
         cmd: model::Command,
     ) -> Result<model::Outcome, ReplicationError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ReplicationError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
-        }
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send((cmd, tx))
+            .await
+            .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?;
+        rx.await
+            .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?
     }
 
     /// Makes the next local read linearizable: confirms leadership with a quorum (or asks the
@@ -562,5 +575,75 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+/// Proposes one command and waits for its outcome.
+async fn propose(
+    raft: &Raft<TypeConfig>,
+    cmd: model::Command,
+) -> Result<model::Outcome, ReplicationError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ReplicationError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
+    }
+}
+
+/// Group commit: proposals that queue up while earlier ones are being replicated go out
+/// together as one `Command::Batch` — one log entry, one fsync per node — and each caller
+/// gets its own command's outcome.
+async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if batch.len() == 1 {
+                if let Some((cmd, reply)) = batch.pop() {
+                    let _ = reply.send(propose(&raft, cmd).await);
+                }
+                return;
+            }
+            let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let n = cmds.len();
+            match propose(&raft, model::Command::Batch(cmds)).await {
+                Ok(model::Outcome::Batch(outcomes)) if outcomes.len() == n => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(other) => {
+                    tracing::error!(outcome = ?other, "a batch answered with a non-batch outcome");
+                    for reply in replies {
+                        let _ = reply.send(Err(ReplicationError::Unavailable(
+                            "internal batching error".into(),
+                        )));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }

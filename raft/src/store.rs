@@ -541,6 +541,33 @@ mod tests {
         assert_eq!(current.meta.last_log_id, snap.meta.last_log_id);
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_applies_each_command_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("state")).unwrap();
+        let mut sm = StateMachine::open(engine, dir.path().join("snapshots")).unwrap();
+        let mut cmds = commands();
+        let dup = cmds.pop().unwrap(); // creates r1 again: fails
+        let first_doc = cmds.remove(3); // creates r0
+        let setup: Vec<_> = cmds
+            .drain(..3)
+            .enumerate()
+            .map(|(i, c)| entry(1, i as u64 + 1, Some(c)))
+            .collect();
+        sm.apply(setup).await.unwrap();
+        let batch = Command::Batch(vec![first_doc, cmds.remove(0), dup]);
+        let out = sm.apply(vec![entry(1, 4, Some(batch))]).await.unwrap();
+        let [model::Outcome::Batch(outcomes)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert!(matches!(&outcomes[0], model::Outcome::Documents(d) if d[0].id == "r0"));
+        assert!(matches!(&outcomes[1], model::Outcome::Documents(d) if d[0].id == "r1"));
+        assert!(
+            matches!(&outcomes[2], model::Outcome::Failed(e) if e.code == model::ErrorCode::DocumentAlreadyExists)
+        );
+        assert_eq!(sm.applied_index(), Some(4));
+    }
+
     #[test]
     fn wire_messages_survive_bincode() {
         let membership = Membership::new(vec![[1u64, 2].into_iter().collect()], ());

@@ -158,6 +158,15 @@ impl Engine {
     /// Applies one command. `applied` is the Raft layer's opaque applied-state record,
     /// written in the same batch so state and applied index never disagree.
     pub fn apply(&self, cmd: &Command, applied: &[u8]) -> Result<Outcome, StorageError> {
+        if let Command::Batch(cmds) = cmd {
+            // Each command is its own atomic write batch, in order; all carry the same
+            // applied record (they share one log entry).
+            return cmds
+                .iter()
+                .map(|c| self.apply(c, applied))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Outcome::Batch);
+        }
         let mut txn = Txn::new(self);
         let outcome = match apply_command(&mut txn, cmd) {
             Ok(o) => o,
@@ -540,6 +549,10 @@ fn apply_command(txn: &mut Txn, cmd: &Command) -> R<Outcome> {
             txn.put(META, k, encode(&t));
             Ok(Outcome::Transaction(t))
         }
+        Command::Batch(_) => Err(err(
+            ErrorCode::GeneralBadRequest,
+            "A batch cannot be nested inside another command.",
+        )),
         Command::DeleteTransaction { project, id } => {
             load_transaction(txn, project, id)?;
             txn.del(META, meta_key(&[keys::TRANSACTION, project, id]));
