@@ -48,6 +48,12 @@ fn main() {
             "crate::rpc::ReadIndexReply",
         ))
         .method(unary(
+            "ping",
+            "Ping",
+            "crate::rpc::PingReq",
+            "crate::rpc::PingReply",
+        ))
+        .method(unary(
             "join",
             "Join",
             "crate::rpc::JoinReq",

@@ -130,6 +130,7 @@ class Node:
 
 
 class TestCluster:
+    __test__ = False  # a harness, not a pytest test class
     """N real nodes forming one Raft group: node 1 bootstraps, the others `--join` it."""
 
     # What openraft logs at ERROR while a peer is down or paused: expected in fault tests.

@@ -78,9 +78,17 @@ def test_replication_and_linearizable_reads_through_any_node(cluster):
         assert clients[i % 3].get_row("db", "t", f"r{i}").data["n"] == i * 10
     for c in clients:
         assert c.list_rows("db", "t").total == 60
-    status = cluster.nodes[0].status()
-    assert sorted(m["id"] for m in status["members"]) == [1, 2, 3]
-    assert all(m["role"] == "voter" for m in status["members"])
+    # Any node's status shows every member's role, health and applied index.
+    for node in cluster.nodes:
+        deadline = time.time() + 5
+        while True:
+            status = node.status()
+            if all(m["health"] == "alive" and m["applied"] for m in status["members"]) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert sorted(m["id"] for m in status["members"]) == [1, 2, 3]
+        assert all(m["role"] == "voter" and m["health"] == "alive" for m in status["members"]), status
+        assert all(m["applied"] >= 100 for m in status["members"]), status
 
 
 def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster):
@@ -123,6 +131,14 @@ def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster):
     assert len(acked) >= before_kill + 50, "writes did not resume after the leader died"
     new_leader = cluster.leader()
     assert new_leader.node_id != leader.node_id
+    # The survivors see the killed node go silent: suspect, then dead.
+    deadline = time.time() + 10
+    while True:
+        view = {m["id"]: m["health"] for m in new_leader.status()["members"]}
+        if view[leader.node_id] == "dead" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert view[leader.node_id] == "dead" and view[new_leader.node_id] == "alive", view
     leader.restart()
     cluster.wait_for_voters([1, 2, 3])
     for node in cluster.nodes:

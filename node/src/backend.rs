@@ -40,21 +40,13 @@ impl Backend for NodeBackend {
 
     fn cluster_status(&self) -> serde_json::Value {
         let status = self.node.status();
-        let leader_view = status.leader == Some(status.id);
         let members: Vec<serde_json::Value> = status
             .members
             .iter()
             .map(|m| {
-                // Until gossip lands, health is what this node can see for itself: itself,
-                // and (on the leader) members whose replication has progressed.
-                let health = if m.id == status.id || (leader_view && m.applied.is_some()) {
-                    "alive"
-                } else {
-                    "suspect"
-                };
                 serde_json::json!({
                     "id": m.id, "http": m.http, "grpc": m.grpc, "region": m.region,
-                    "role": m.role, "health": health, "applied": m.applied,
+                    "role": m.role, "health": m.health, "applied": m.applied,
                 })
             })
             .collect();

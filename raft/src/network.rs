@@ -217,6 +217,14 @@ impl RaftService for Service {
         ))
     }
 
+    async fn ping(&self, _req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        Ok(Response::new((node.id, node.applied_index())))
+    }
+
     async fn read_index(
         &self,
         _req: Request<rpc::ReadIndexReq>,

@@ -85,6 +85,8 @@ pub struct MemberStatus {
     pub grpc: String,
     pub region: String,
     pub role: &'static str,
+    /// From direct probes: `alive`, `suspect` (silent for a while, or not heard yet) or `dead`.
+    pub health: &'static str,
     pub applied: Option<u64>,
 }
 
@@ -108,8 +110,22 @@ const MAX_BATCH: usize = 64;
 /// Proposals in flight at once; while they are, newcomers queue up and form the next batch.
 const IN_FLIGHT: usize = 2;
 
+/// What the prober last heard from a peer: when, and its applied index.
+#[derive(Clone, Copy)]
+struct Seen {
+    at: std::time::Instant,
+    applied: Option<u64>,
+}
+
+/// Probe period, and how long silence makes a peer suspect, then dead.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const SUSPECT_AFTER: Duration = Duration::from_millis(1500);
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+
 pub struct RaftNode {
     pub id: u64,
+    seen: Arc<Mutex<BTreeMap<u64, Seen>>>,
+    started: std::time::Instant,
     raft: Raft<TypeConfig>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     sm: StateMachine,
@@ -154,6 +170,8 @@ impl RaftNode {
         tokio::spawn(group_commit(raft.clone(), queue));
         let node = Arc::new(RaftNode {
             id: cfg.id,
+            seen: Arc::new(Mutex::new(BTreeMap::new())),
+            started: std::time::Instant::now(),
             raft: raft.clone(),
             proposals,
             sm,
@@ -178,6 +196,7 @@ impl RaftNode {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         });
+        tokio::spawn(probe_peers(Arc::downgrade(&node)));
         let initialized = raft
             .is_initialized()
             .await
@@ -528,13 +547,24 @@ impl RaftNode {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let applied = if *id == self.id {
-                    m.last_applied.map(|l| l.index)
+                let seen = self
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(id)
+                    .copied();
+                let (applied, health) = if *id == self.id {
+                    (m.last_applied.map(|l| l.index), "alive")
                 } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(id).cloned().flatten())
-                        .map(|l| l.index)
+                    let silent = seen
+                        .map(|s| s.at.elapsed())
+                        .unwrap_or_else(|| self.started.elapsed());
+                    let health = match (seen, silent) {
+                        (Some(_), s) if s < SUSPECT_AFTER => "alive",
+                        (_, s) if s < DEAD_AFTER => "suspect",
+                        _ => "dead",
+                    };
+                    (seen.and_then(|s| s.applied), health)
                 };
                 MemberStatus {
                     id: *id,
@@ -546,6 +576,7 @@ impl RaftNode {
                     } else {
                         "learner"
                     },
+                    health,
                     applied,
                 }
             })
@@ -645,5 +676,55 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
                 }
             }
         });
+    }
+}
+
+/// Probes every other member over gRPC, recording who answered and how far it has applied.
+/// A stand-in failure detector until gossip (memberlist) lands; it only informs status,
+/// never Raft.
+async fn probe_peers(node: std::sync::Weak<RaftNode>) {
+    type Client = crate::pb::raft_client::RaftClient<tonic::transport::Channel>;
+    let mut clients: BTreeMap<u64, (String, Client)> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(node) = node.upgrade() else { return };
+        let members: Vec<(u64, NodeInfo)> = node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != node.id)
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
+        clients.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        for (id, info) in members {
+            let stale = clients.get(&id).is_none_or(|(addr, _)| *addr != info.grpc);
+            if stale {
+                match network::client(&info.grpc, PROBE_EVERY * 2) {
+                    Some(c) => {
+                        clients.insert(id, (info.grpc.clone(), c));
+                    }
+                    None => continue,
+                }
+            }
+            let Some((_, client)) = clients.get(&id) else {
+                continue;
+            };
+            let mut client = client.clone();
+            let seen = node.seen.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {
+                    let (peer, applied) = r.into_inner();
+                    if peer == id {
+                        let now = std::time::Instant::now();
+                        seen.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, Seen { at: now, applied });
+                    }
+                }
+            });
+        }
     }
 }

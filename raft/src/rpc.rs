@@ -34,6 +34,10 @@ pub type ReadIndexReq = ();
 pub type ReadIndexReply = Result<u64, RemoteError>;
 /// A node asking to join: its id and addresses. Any member forwards it to the leader.
 pub type JoinReq = (u64, crate::NodeInfo);
+/// A liveness probe between members.
+pub type PingReq = ();
+/// The probed node's id and applied log index.
+pub type PingReply = (u64, Option<u64>);
 /// Removing a member by id.
 pub type RemoveReq = u64;
 /// The voter ids after a membership change.

@@ -181,6 +181,8 @@ pub struct StateMachine {
     dir: PathBuf,
     state: Arc<Mutex<SmState>>,
     counter: Arc<AtomicU64>,
+    /// Held while the current snapshot's files are replaced or read.
+    files: Arc<Mutex<()>>,
 }
 
 const CURRENT_META: &str = "current.meta";
@@ -202,6 +204,7 @@ impl StateMachine {
             dir: snapshot_dir,
             state: Arc::new(Mutex::new(SmState { applied, current })),
             counter: Arc::new(AtomicU64::new(0)),
+            files: Arc::new(Mutex::new(())),
         })
     }
 
@@ -233,6 +236,8 @@ impl StateMachine {
                 last_log_id.map(|l| l.index).unwrap_or(0)
             ),
         };
+        // Swapping the current snapshot excludes readers exporting it (get_current_snapshot).
+        let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.dir.join(CURRENT_DIR);
         if current.exists() {
             std::fs::remove_dir_all(&current).map_err(write_err)?;
@@ -328,18 +333,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some(meta) = self.lock().current.clone() else {
-            return Ok(None);
-        };
-        let dir = self.dir.join(CURRENT_DIR);
-        let (blob, _) = tokio::task::spawn_blocking(move || Engine::export_checkpoint(&dir))
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(blob)),
-        }))
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // The meta and the files are read together, while no builder swaps them.
+            let _files = me.files.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(meta) = me.lock().current.clone() else {
+                return Ok(None);
+            };
+            let (blob, _) =
+                Engine::export_checkpoint(&me.dir.join(CURRENT_DIR)).map_err(read_err)?;
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(blob)),
+            }))
+        })
+        .await
+        .map_err(read_err)?
     }
 }
 
