@@ -54,6 +54,12 @@ fn main() {
             "crate::rpc::PingReply",
         ))
         .method(unary(
+            "announce",
+            "Announce",
+            "crate::rpc::JoinReq",
+            "crate::rpc::MembershipReply",
+        ))
+        .method(unary(
             "join",
             "Join",
             "crate::rpc::JoinReq",

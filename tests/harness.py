@@ -108,7 +108,10 @@ class Node:
             self.proc.kill()
             raise
 
-    def restart(self):
+    def restart(self, new_addresses=False):
+        """Restart on the same data dir; by default on the same addresses."""
+        if new_addresses:
+            self.endpoint, self.grpc = None, None
         return self.start()
 
     def log_text(self):

@@ -224,3 +224,26 @@ def test_minority_answers_503_within_bounded_time(cluster):
                 raise
             time.sleep(0.2)
     assert t.get_row("db", "t", "before").data["n"] == 1
+
+
+def test_a_node_restarted_on_new_addresses_is_found_again(cluster):
+    key = setup_table(cluster)
+    cluster.expect_faults()
+    mover = next(n for n in cluster.nodes if n is not cluster.leader())
+    old_grpc = mover.grpc
+    assert mover.stop() == 0
+    writer = tdb(cluster.leader(), "clu", key)
+    writer.create_row("db", "t", "while-away", {"n": 1})
+    mover.restart(new_addresses=True)
+    assert mover.grpc != old_grpc
+    deadline = time.time() + 20
+    while True:
+        members = {m["id"]: m for m in cluster.leader().status()["members"]}
+        if members[mover.node_id]["grpc"] == mover.grpc or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert members[mover.node_id]["grpc"] == mover.grpc
+    writer.create_row("db", "t", "after-move", {"n": 2})
+    moved = tdb(mover, "clu", key)
+    assert eventually(lambda: moved.get_row("db", "t", "after-move")).data["n"] == 2
+    assert moved.get_row("db", "t", "while-away").data["n"] == 1

@@ -83,8 +83,12 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         tracing::info!(seeds = ?cfg.join, "asking the cluster to add this node");
         let (joiner, seeds) = (node.clone(), cfg.join.clone());
         tokio::spawn(async move { joiner.join_cluster(seeds, info).await });
-    } else if !cfg.join.is_empty() {
-        tracing::info!("already a member: --join is ignored on restart");
+    } else {
+        if !cfg.join.is_empty() {
+            tracing::info!("already a member: --join is ignored on restart");
+        }
+        let (announcer, info) = (node.clone(), info.clone());
+        tokio::spawn(async move { announcer.announce_addresses(info).await });
     }
     if node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::info!(leader = ?node.status().leader, "raft ready");

@@ -217,6 +217,22 @@ impl RaftService for Service {
         ))
     }
 
+    async fn announce(
+        &self,
+        req: Request<rpc::JoinReq>,
+    ) -> Result<Response<rpc::MembershipReply>, Status> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let (id, info) = req.into_inner();
+        Ok(Response::new(
+            node.update_member(id, info)
+                .await
+                .map_err(RemoteError::from),
+        ))
+    }
+
     async fn ping(&self, _req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
         let node = self
             .node

@@ -430,6 +430,78 @@ impl RaftNode {
         Ok(self.voters().into_iter().collect())
     }
 
+    /// Records a member's new addresses (it restarted elsewhere with its data). Runs on the
+    /// leader; other members forward it there.
+    pub async fn update_member(
+        &self,
+        id: u64,
+        info: NodeInfo,
+    ) -> Result<Vec<u64>, ReplicationError> {
+        if let Some(mut leader) = self.leader_client(self.timings.request_timeout)? {
+            return match leader.announce((id, info)).await {
+                Ok(r) => r.into_inner().map_err(Self::from_remote),
+                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+            };
+        }
+        let known = self
+            .member(id)
+            .ok_or_else(|| ReplicationError::Refused(format!("node {id} is not a member")))?;
+        if known != info {
+            tracing::info!(node_id = id, grpc = %info.grpc, http = %info.http, "member moved: updating its addresses");
+            let change = openraft::ChangeMembers::SetNodes([(id, info)].into_iter().collect());
+            self.raft
+                .change_membership(change, false)
+                .await
+                .map_err(|e| match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ReplicationError::NotLeader {
+                            leader: f.leader_id,
+                        }
+                    }
+                    other => ReplicationError::Unavailable(other.to_string()),
+                })?;
+        }
+        Ok(self.voters().into_iter().collect())
+    }
+
+    /// On restart: if this node's addresses changed, tell the cluster (through any other
+    /// member) until its membership record matches.
+    pub async fn announce_addresses(&self, info: NodeInfo) {
+        loop {
+            if self.member(self.id).is_none_or(|known| known == info) {
+                return;
+            }
+            let peers: Vec<NodeInfo> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(_, n)| n.clone())
+                .collect();
+            for peer in peers {
+                if let Some(mut c) = network::client(&peer.grpc, self.timings.request_timeout) {
+                    match c
+                        .announce((self.id, info.clone()))
+                        .await
+                        .map(|r| r.into_inner())
+                    {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => {
+                            tracing::warn!(peer = %peer.grpc, error = %e, "address update not accepted yet")
+                        }
+                        Err(s) => {
+                            tracing::debug!(peer = %peer.grpc, error = %s, "peer unreachable")
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Removes a member (voter or learner) from the cluster. Runs on the leader.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
