@@ -132,6 +132,14 @@ pub struct Service {
     pub node: Weak<RaftNode>,
 }
 
+impl Service {
+    fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))
+    }
+}
+
 fn fatal(e: impl std::fmt::Display) -> RemoteError {
     RemoteError::Unavailable(e.to_string())
 }
@@ -177,10 +185,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::ForwardReq>,
     ) -> Result<Response<rpc::ForwardReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         Ok(Response::new(
             node.write_local(req.into_inner())
                 .await
@@ -192,10 +197,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::JoinReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         let (id, info) = req.into_inner();
         Ok(Response::new(
             node.add_member(id, info).await.map_err(RemoteError::from),
@@ -206,10 +208,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::RemoveReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         Ok(Response::new(
             node.remove_member(req.into_inner())
                 .await
@@ -221,10 +220,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::JoinReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         let (id, info) = req.into_inner();
         Ok(Response::new(
             node.update_member(id, info)
@@ -234,10 +230,7 @@ impl RaftService for Service {
     }
 
     async fn ping(&self, _req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         Ok(Response::new((node.id, node.applied_index())))
     }
 
@@ -245,10 +238,7 @@ impl RaftService for Service {
         &self,
         _req: Request<rpc::ReadIndexReq>,
     ) -> Result<Response<rpc::ReadIndexReply>, Status> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let node = self.node()?;
         Ok(Response::new(
             node.read_index_local().await.map_err(RemoteError::from),
         ))

@@ -408,25 +408,17 @@ impl RaftNode {
             )));
         }
         tracing::info!(node_id = id, grpc = %info.grpc, "adding a learner");
-        let map_err = |e: RaftError<u64, ClientWriteError<u64, NodeInfo>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                ReplicationError::NotLeader {
-                    leader: f.leader_id,
-                }
-            }
-            other => ReplicationError::Unavailable(other.to_string()),
-        };
         tokio::time::timeout(JOIN_TIMEOUT, self.raft.add_learner(id, info, true))
             .await
             .map_err(|_| ReplicationError::Timeout)?
-            .map_err(map_err)?;
+            .map_err(write_error)?;
         let mut voters = self.voters();
         voters.insert(id);
         tracing::info!(node_id = id, "promoting the caught-up learner to voter");
         self.raft
             .change_membership(voters, false)
             .await
-            .map_err(map_err)?;
+            .map_err(write_error)?;
         Ok(self.voters().into_iter().collect())
     }
 
@@ -452,14 +444,7 @@ impl RaftNode {
             self.raft
                 .change_membership(change, false)
                 .await
-                .map_err(|e| match e {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                        ReplicationError::NotLeader {
-                            leader: f.leader_id,
-                        }
-                    }
-                    other => ReplicationError::Unavailable(other.to_string()),
-                })?;
+                .map_err(write_error)?;
         }
         Ok(self.voters().into_iter().collect())
     }
@@ -537,19 +522,12 @@ impl RaftNode {
         self.raft
             .change_membership(change, false)
             .await
-            .map_err(|e| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    ReplicationError::NotLeader {
-                        leader: f.leader_id,
-                    }
-                }
-                other => ReplicationError::Unavailable(other.to_string()),
-            })?;
+            .map_err(write_error)?;
         Ok(self.voters().into_iter().collect())
     }
 
     /// Asks a member of an existing cluster (any of `seeds`) to add this node, retrying until
-    /// it is a voter or `stop` is set. Used on the first start of a node given `--join`.
+    /// it is a voter (or the cluster refuses it). Used on the first start of a node given `--join`.
     pub async fn join_cluster(&self, seeds: Vec<String>, info: NodeInfo) {
         let mut attempt = 0u32;
         loop {
@@ -686,15 +664,10 @@ async fn propose(
     raft: &Raft<TypeConfig>,
     cmd: model::Command,
 ) -> Result<model::Outcome, ReplicationError> {
-    match raft.client_write(cmd).await {
-        Ok(resp) => Ok(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ReplicationError::NotLeader {
-                leader: f.leader_id,
-            })
-        }
-        Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
-    }
+    raft.client_write(cmd)
+        .await
+        .map(|resp| resp.data)
+        .map_err(write_error)
 }
 
 /// Group commit: proposals that queue up while earlier ones are being replicated go out
@@ -798,5 +771,15 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
                 }
             });
         }
+    }
+}
+
+/// How a failed proposal or membership change reads to callers.
+fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ReplicationError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicationError::NotLeader {
+            leader: f.leader_id,
+        },
+        other => ReplicationError::Unavailable(other.to_string()),
     }
 }
