@@ -99,16 +99,7 @@ fn staged_ops(s: &AppState, ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget
     let Some(id) = req.str_opt("transactionId")? else {
         return Ok(None);
     };
-    let t = s
-        .backend
-        .reader()
-        .transaction(&ctx.project, &id)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::TransactionNotFound,
-                format!("Transaction with the requested ID '{id}' could not be found."),
-            )
-        })?;
+    let t = crate::transactions::load_transaction(s, ctx, &id)?;
     if t.status != TransactionStatus::Pending {
         return Err(ApiError::new(
             ErrorCode::TransactionNotReady,

@@ -1,5 +1,6 @@
 //! Transactions: create, stage operations, commit (one Raft entry) or roll back.
 
+use crate::auth::Ctx;
 use crate::databases::{
     enter, list_reply, no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
@@ -72,17 +73,7 @@ pub(crate) async fn get_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc, false).await?;
-    let id = req.path("tx");
-    let t = s
-        .backend
-        .reader()
-        .transaction(&ctx.project, &id)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::TransactionNotFound,
-                format!("Transaction with the requested ID '{id}' could not be found."),
-            )
-        })?;
+    let t = load_transaction(&s, &ctx, &req.path("tx"))?;
     reply(StatusCode::OK, render::transaction(&t))
 }
 
@@ -313,4 +304,17 @@ pub(crate) async fn create_operations(
         Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
         o => Err(unexpected(o)),
     }
+}
+
+/// A transaction of the caller's project, or `transaction_not_found`.
+pub(crate) fn load_transaction(s: &AppState, ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
+    s.backend
+        .reader()
+        .transaction(&ctx.project, id)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TransactionNotFound,
+                format!("Transaction with the requested ID '{id}' could not be found."),
+            )
+        })
 }

@@ -344,13 +344,7 @@ impl RaftNode {
     }
 
     fn voters(&self) -> std::collections::BTreeSet<u64> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
+        self.membership().voter_ids().collect()
     }
 
     /// A client for the current leader, when another node leads.
@@ -376,6 +370,35 @@ impl RaftNode {
         }
     }
 
+    /// The current membership (voters, learners and their addresses).
+    fn membership(&self) -> openraft::Membership<u64, NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    /// Every other member and its addresses.
+    fn peers(&self) -> Vec<(u64, NodeInfo)> {
+        self.membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, info)| (*id, info.clone()))
+            .collect()
+    }
+
+    /// A peer's answer to a forwarded membership request.
+    fn remote_reply<T>(
+        res: Result<tonic::Response<Result<T, RemoteError>>, tonic::Status>,
+    ) -> Result<T, ReplicationError> {
+        match res {
+            Ok(r) => r.into_inner().map_err(Self::from_remote),
+            Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+        }
+    }
+
     fn from_remote(e: RemoteError) -> ReplicationError {
         match e {
             RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
@@ -389,18 +412,9 @@ impl RaftNode {
     pub async fn add_member(&self, id: u64, info: NodeInfo) -> Result<Vec<u64>, ReplicationError> {
         const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
         if let Some(mut leader) = self.leader_client(JOIN_TIMEOUT)? {
-            return match leader.join((id, info)).await {
-                Ok(r) => r.into_inner().map_err(Self::from_remote),
-                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
-            };
+            return Self::remote_reply(leader.join((id, info)).await);
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.voter_ids().any(|v| v == id) {
             // Re-adding a voter that lost its log could elect a stale leader: ids are never reused.
             return Err(ReplicationError::Refused(format!(
@@ -430,10 +444,7 @@ impl RaftNode {
         info: NodeInfo,
     ) -> Result<Vec<u64>, ReplicationError> {
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout)? {
-            return match leader.announce((id, info)).await {
-                Ok(r) => r.into_inner().map_err(Self::from_remote),
-                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
-            };
+            return Self::remote_reply(leader.announce((id, info)).await);
         }
         let known = self
             .member(id)
@@ -456,16 +467,7 @@ impl RaftNode {
             if self.member(self.id).is_none_or(|known| known == info) {
                 return;
             }
-            let peers: Vec<NodeInfo> = self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.id)
-                .map(|(_, n)| n.clone())
-                .collect();
+            let peers: Vec<NodeInfo> = self.peers().into_iter().map(|(_, n)| n).collect();
             for peer in peers {
                 if let Some(mut c) = network::client(&peer.grpc, self.timings.request_timeout) {
                     match c
@@ -490,18 +492,9 @@ impl RaftNode {
     /// Removes a member (voter or learner) from the cluster. Runs on the leader.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
-            return match leader.remove(id).await {
-                Ok(r) => r.into_inner().map_err(Self::from_remote),
-                Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
-            };
+            return Self::remote_reply(leader.remove(id).await);
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.get_node(&id).is_none() {
             return Err(ReplicationError::Refused(format!(
                 "node {id} is not a member"
@@ -577,13 +570,7 @@ impl RaftNode {
     }
 
     fn member(&self, id: u64) -> Option<NodeInfo> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
+        self.membership().get_node(&id).cloned()
     }
 
     pub fn applied_index(&self) -> Option<u64> {
@@ -733,16 +720,7 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(node) = node.upgrade() else { return };
-        let members: Vec<(u64, NodeInfo)> = node
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != node.id)
-            .map(|(id, info)| (*id, info.clone()))
-            .collect();
+        let members = node.peers();
         clients.retain(|id, _| members.iter().any(|(m, _)| m == id));
         for (id, info) in members {
             let stale = clients.get(&id).is_none_or(|(addr, _)| *addr != info.grpc);
