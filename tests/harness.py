@@ -54,7 +54,7 @@ class Node:
             "--root-key", ROOT_KEY,
             *self.extra_args,
         ]
-        env = dict(os.environ, BASALT_LOG=os.environ.get("BASALT_LOG", "info,openraft=warn"), NO_COLOR="1")
+        env = dict(os.environ, NO_COLOR="1")  # the node's own log filter unless BASALT_LOG is set
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -89,6 +89,7 @@ def test_replication_and_linearizable_reads_through_any_node(cluster):
         assert sorted(m["id"] for m in status["members"]) == [1, 2, 3]
         assert all(m["role"] == "voter" and m["health"] == "alive" for m in status["members"]), status
         assert all(m["applied"] >= 100 for m in status["members"]), status
+        assert len({m["gossip"] for m in status["members"]}) == 3, status
 
 
 def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster):
@@ -243,7 +244,44 @@ def test_a_node_restarted_on_new_addresses_is_found_again(cluster):
             break
         time.sleep(0.2)
     assert members[mover.node_id]["grpc"] == mover.grpc
+    # Gossip finds it at its new port too (same id, new address).
+    assert wait_health(cluster.leader(), mover.node_id, {"alive"}) == "alive"
     writer.create_row("db", "t", "after-move", {"n": 2})
     moved = tdb(mover, "clu", key)
     assert eventually(lambda: moved.get_row("db", "t", "after-move")).data["n"] == 2
     assert moved.get_row("db", "t", "while-away").data["n"] == 1
+
+
+def wait_health(observer, node_id, wanted, timeout=15):
+    """Polls `observer`'s status until `node_id`'s health is one of `wanted`; returns the last."""
+    deadline = time.time() + timeout
+    while True:
+        health = {m["id"]: m["health"] for m in observer.status()["members"]}[node_id]
+        if health in wanted or time.time() > deadline:
+            return health
+        time.sleep(0.1)
+
+
+def test_gossip_health_follows_a_paused_node(cluster):
+    setup_table(cluster)
+    cluster.expect_faults()
+    frozen = next(n for n in cluster.nodes if n is not cluster.leader())
+    watchers = [n for n in cluster.nodes if n is not frozen]
+    for w in watchers:
+        for n in cluster.nodes:
+            assert wait_health(w, n.node_id, {"alive"}) == "alive"
+    frozen.pause()
+    try:
+        # Silent: first no longer alive, then declared dead by gossip on every other node.
+        for w in watchers:
+            assert wait_health(w, frozen.node_id, {"suspect", "dead"}, timeout=5) != "alive"
+        for w in watchers:
+            assert wait_health(w, frozen.node_id, {"dead"}, timeout=10) == "dead"
+        # The others still hear each other.
+        assert wait_health(watchers[0], watchers[1].node_id, {"alive"}) == "alive"
+    finally:
+        frozen.resume()
+    # Back: it refutes its death and every node hears it again, and it hears them.
+    for w in watchers:
+        assert wait_health(w, frozen.node_id, {"alive"}) == "alive"
+        assert wait_health(frozen, w.node_id, {"alive"}) == "alive"

@@ -1,5 +1,6 @@
 //! The API's [`Backend`], implemented over the Raft node.
 
+use crate::gossip::{Gossip, Health};
 use api::{Backend, BoxFuture, Unavailable};
 use model::reader::StateReader;
 use model::{Command, Outcome};
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 pub struct NodeBackend {
     pub node: Arc<RaftNode>,
+    pub gossip: Arc<dyn Gossip>,
     pub root_key_sha256: String,
 }
 
@@ -44,9 +46,15 @@ impl Backend for NodeBackend {
             .members
             .iter()
             .map(|m| {
+                let health = if m.id == status.id {
+                    Health::Alive
+                } else {
+                    self.gossip.health(m.id)
+                };
                 serde_json::json!({
-                    "id": m.id, "http": m.http, "grpc": m.grpc, "region": m.region,
-                    "role": m.role, "health": m.health, "applied": m.applied,
+                    "id": m.id, "http": m.http, "grpc": m.grpc, "gossip": m.gossip,
+                    "region": m.region, "role": m.role, "health": health.as_str(),
+                    "applied": m.applied,
                 })
             })
             .collect();

@@ -54,6 +54,11 @@ struct ServeArgs {
     advertise_http: Option<String>,
     #[arg(long, env = "BASALT_ADVERTISE_GRPC")]
     advertise_grpc: Option<String>,
+    /// Gossip (failure detection), TCP and UDP. Default: the gRPC address's IP, a free port.
+    #[arg(long, env = "BASALT_GOSSIP")]
+    gossip: Option<std::net::SocketAddr>,
+    #[arg(long, env = "BASALT_ADVERTISE_GOSSIP")]
+    advertise_gossip: Option<std::net::SocketAddr>,
     #[arg(long, env = "BASALT_NODE_ID", default_value_t = 1)]
     node_id: u64,
     #[arg(long, env = "BASALT_REGION", default_value = "default")]
@@ -160,7 +165,13 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BASALT_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower_http=warn"));
+        .unwrap_or_else(|_| {
+            // memberlist logs every undeliverable packet at ERROR (a peer down, its own
+            // shutdown); the node logs each peer's health change itself instead.
+            EnvFilter::new(
+                "info,openraft=warn,h2=warn,tower_http=warn,memberlist=off,memberlist_core=off,memberlist_net=off",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -175,6 +186,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
         grpc: a.grpc,
         advertise_http: a.advertise_http,
         advertise_grpc: a.advertise_grpc,
+        gossip: a
+            .gossip
+            .unwrap_or_else(|| std::net::SocketAddr::new(a.grpc.ip(), 0)),
+        advertise_gossip: a.advertise_gossip,
         node_id: a.node_id,
         region: a.region,
         join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),

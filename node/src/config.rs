@@ -12,6 +12,9 @@ pub struct ServeConfig {
     pub grpc: SocketAddr,
     pub advertise_http: Option<String>,
     pub advertise_grpc: Option<String>,
+    /// Where gossip binds (port 0: any free port), and what peers are told, if not that.
+    pub gossip: SocketAddr,
+    pub advertise_gossip: Option<SocketAddr>,
     pub node_id: u64,
     pub region: String,
     pub join: Vec<String>,

@@ -8,6 +8,7 @@ mod bench;
 pub mod cli;
 mod client;
 mod config;
+mod gossip;
 mod server;
 
 pub use config::ServeConfig;

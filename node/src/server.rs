@@ -3,10 +3,11 @@
 
 use crate::backend::NodeBackend;
 use crate::config::{self, ServeConfig};
+use crate::gossip::{Gossip, GossipConfig, MemberlistGossip, Peers};
 use anyhow::{Context, Result};
 use raft::{NodeConfig, NodeInfo, RaftNode, RaftTimings};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,6 +17,7 @@ pub struct NodeHandle {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     node: Arc<RaftNode>,
+    gossip: Arc<dyn Gossip>,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: Option<JoinHandle<()>>,
 }
@@ -34,6 +36,7 @@ impl NodeHandle {
                 tracing::warn!("HTTP server did not drain within 10s");
             }
         }
+        self.gossip.shutdown().await;
         self.node.shutdown().await;
         tracing::info!("node stopped");
     }
@@ -52,16 +55,33 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http))?;
     let http = http_listener.local_addr()?;
+    let http_url = cfg
+        .advertise_http
+        .clone()
+        .unwrap_or_else(|| format!("http://{http}"));
+
+    // Gossip starts first: its address goes into this node's Raft membership record, and the
+    // peers it watches are the Raft members (known once Raft is up).
+    let raft_node: Arc<OnceLock<Weak<RaftNode>>> = Arc::default();
+    let gossip = MemberlistGossip::start(
+        GossipConfig {
+            id: identity.node_id,
+            bind: cfg.gossip,
+            advertise: cfg.advertise_gossip,
+            region: identity.region.clone(),
+            http: http_url.clone(),
+        },
+        gossip_peers(raft_node.clone()),
+    )
+    .await?;
     let info = NodeInfo {
         grpc: cfg
             .advertise_grpc
             .clone()
             .unwrap_or_else(|| grpc.to_string()),
-        http: cfg
-            .advertise_http
-            .clone()
-            .unwrap_or_else(|| format!("http://{http}")),
+        http: http_url,
         region: identity.region.clone(),
+        gossip: gossip.address().to_string(),
     };
 
     tracing::info!(%grpc, "opening storage and starting raft");
@@ -79,6 +99,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     })
     .await
     .map_err(anyhow::Error::msg)?;
+    let _ = raft_node.set(Arc::downgrade(&node));
     if !cfg.join.is_empty() && !node.is_initialized().await {
         tracing::info!(seeds = ?cfg.join, "asking the cluster to add this node");
         let (joiner, seeds) = (node.clone(), cfg.join.clone());
@@ -96,8 +117,10 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         tracing::warn!("no leader yet; API calls answer 503 until one is elected");
     }
 
+    let gossip: Arc<dyn Gossip> = gossip;
     let backend = Arc::new(NodeBackend {
         node: node.clone(),
+        gossip: gossip.clone(),
         root_key_sha256: api_root_sha(&root_key),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -110,7 +133,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    let endpoint = serde_json::json!({ "http": format!("http://{http}"), "grpc": grpc.to_string(), "node_id": identity.node_id });
+    let endpoint = serde_json::json!({ "http": format!("http://{http}"), "grpc": grpc.to_string(), "gossip": gossip.address().to_string(), "node_id": identity.node_id });
     std::fs::write(cfg.data_dir.join("endpoint.json"), endpoint.to_string())
         .context("writing endpoint.json")?;
     println!(
@@ -122,8 +145,22 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         http,
         grpc,
         node,
+        gossip,
         stop_http: Some(stop_tx),
         http_task: Some(http_task),
+    })
+}
+
+/// The peers gossip should watch: every other Raft member that records a gossip address.
+fn gossip_peers(node: Arc<OnceLock<Weak<RaftNode>>>) -> Peers {
+    Arc::new(move || {
+        let Some(node) = node.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
+        node.peers()
+            .into_iter()
+            .filter_map(|(id, info)| Some((id, info.gossip.parse().ok()?)))
+            .collect()
     })
 }
 

@@ -28,6 +28,8 @@ pub struct NodeInfo {
     pub grpc: String,
     pub http: String,
     pub region: String,
+    /// Where it gossips (memberlist, TCP and UDP); empty if it does not.
+    pub gossip: String,
 }
 
 openraft::declare_raft_types!(

@@ -84,9 +84,9 @@ pub struct MemberStatus {
     pub http: String,
     pub grpc: String,
     pub region: String,
+    pub gossip: String,
     pub role: &'static str,
-    /// From direct probes: `alive`, `suspect` (silent for a while, or not heard yet) or `dead`.
-    pub health: &'static str,
+    /// As its last answer to a probe said (this node's own: current).
     pub applied: Option<u64>,
 }
 
@@ -110,28 +110,20 @@ const MAX_BATCH: usize = 64;
 /// Proposals in flight at once; while they are, newcomers queue up and form the next batch.
 const IN_FLIGHT: usize = 2;
 
-/// What the prober last heard from a peer: when, and its applied index.
-#[derive(Clone, Copy)]
-struct Seen {
-    at: std::time::Instant,
-    applied: Option<u64>,
-}
-
-/// Probe period, and how long silence makes a peer suspect, then dead.
+/// How often every peer is asked how far it has applied.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-const SUSPECT_AFTER: Duration = Duration::from_millis(1500);
-const DEAD_AFTER: Duration = Duration::from_secs(5);
 
 pub struct RaftNode {
     pub id: u64,
-    seen: Arc<Mutex<BTreeMap<u64, Seen>>>,
-    started: std::time::Instant,
+    /// Each peer's applied index, as its last answer to a probe said.
+    peer_applied: Arc<Mutex<BTreeMap<u64, Option<u64>>>>,
     raft: Raft<TypeConfig>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     sm: StateMachine,
     engine: Engine,
     timings: RaftTimings,
     stop_grpc: Mutex<Option<oneshot::Sender<()>>>,
+    grpc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RaftNode {
@@ -170,14 +162,14 @@ impl RaftNode {
         tokio::spawn(group_commit(raft.clone(), queue));
         let node = Arc::new(RaftNode {
             id: cfg.id,
-            seen: Arc::new(Mutex::new(BTreeMap::new())),
-            started: std::time::Instant::now(),
+            peer_applied: Arc::new(Mutex::new(BTreeMap::new())),
             raft: raft.clone(),
             proposals,
             sm,
             engine,
             timings: cfg.timings.clone(),
             stop_grpc: Mutex::new(Some(stop_tx)),
+            grpc_task: Mutex::new(None),
         });
         let service = network::server(Service {
             raft: raft.clone(),
@@ -185,7 +177,7 @@ impl RaftNode {
         });
         let incoming =
             tonic::transport::server::TcpIncoming::from(cfg.grpc_listener).with_nodelay(Some(true));
-        tokio::spawn(async move {
+        let grpc_task = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -196,6 +188,7 @@ impl RaftNode {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         });
+        *node.grpc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc_task);
         tokio::spawn(probe_peers(Arc::downgrade(&node)));
         let initialized = raft
             .is_initialized()
@@ -381,7 +374,8 @@ impl RaftNode {
     }
 
     /// Every other member and its addresses.
-    fn peers(&self) -> Vec<(u64, NodeInfo)> {
+    /// Every other member, as the Raft membership records it.
+    pub fn peers(&self) -> Vec<(u64, NodeInfo)> {
         self.membership()
             .nodes()
             .filter(|(id, _)| **id != self.id)
@@ -584,36 +578,27 @@ impl RaftNode {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let seen = self
-                    .seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(id)
-                    .copied();
-                let (applied, health) = if *id == self.id {
-                    (m.last_applied.map(|l| l.index), "alive")
+                let applied = if *id == self.id {
+                    m.last_applied.map(|l| l.index)
                 } else {
-                    let silent = seen
-                        .map(|s| s.at.elapsed())
-                        .unwrap_or_else(|| self.started.elapsed());
-                    let health = match (seen, silent) {
-                        (Some(_), s) if s < SUSPECT_AFTER => "alive",
-                        (_, s) if s < DEAD_AFTER => "suspect",
-                        _ => "dead",
-                    };
-                    (seen.and_then(|s| s.applied), health)
+                    self.peer_applied
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(id)
+                        .copied()
+                        .flatten()
                 };
                 MemberStatus {
                     id: *id,
                     http: info.http.clone(),
                     grpc: info.grpc.clone(),
                     region: info.region.clone(),
+                    gossip: info.gossip.clone(),
                     role: if voters.contains(id) {
                         "voter"
                     } else {
                         "learner"
                     },
-                    health,
                     applied,
                 }
             })
@@ -639,6 +624,21 @@ impl RaftNode {
             .take()
         {
             let _ = tx.send(());
+        }
+        // Let requests from peers that are already in flight finish before the Raft core
+        // stops under them (bounded: a peer that holds its connection open costs 2 s at most).
+        let task = self
+            .grpc_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                tracing::debug!("gRPC server still draining; stopping Raft anyway");
+            }
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -711,9 +711,8 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
     }
 }
 
-/// Probes every other member over gRPC, recording who answered and how far it has applied.
-/// A stand-in failure detector until gossip (memberlist) lands; it only informs status,
-/// never Raft.
+/// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
+/// comes from gossip (the `node` crate); this only informs status, never Raft.
 async fn probe_peers(node: std::sync::Weak<RaftNode>) {
     type Client = crate::pb::raft_client::RaftClient<tonic::transport::Channel>;
     let mut clients: BTreeMap<u64, (String, Client)> = BTreeMap::new();
@@ -722,6 +721,10 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
         let Some(node) = node.upgrade() else { return };
         let members = node.peers();
         clients.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        node.peer_applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| members.iter().any(|(m, _)| m == id));
         for (id, info) in members {
             let stale = clients.get(&id).is_none_or(|(addr, _)| *addr != info.grpc);
             if stale {
@@ -736,15 +739,15 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
                 continue;
             };
             let mut client = client.clone();
-            let seen = node.seen.clone();
+            let known = node.peer_applied.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {
                     let (peer, applied) = r.into_inner();
                     if peer == id {
-                        let now = std::time::Instant::now();
-                        seen.lock()
+                        known
+                            .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, Seen { at: now, applied });
+                            .insert(id, applied);
                     }
                 }
             });
