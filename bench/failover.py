@@ -1,5 +1,6 @@
 """Failover benchmark (not a test): kill -9 the leader of a real 3-node cluster and time the
-first successful write through a survivor. Repeats, then prints median and max.
+first successful write through a survivor. Repeats, then prints median and max. Also times how
+long gossip takes to report the killed node dead on a survivor.
 
     BASALT_BIN=~/.cache/basalt/target/debug/basalt python bench/failover.py [trials]
 """
@@ -24,7 +25,7 @@ def main():
         url = cluster.nodes[0].url()
         assert http("POST", url + "/tablesdb", {"databaseId": "db", "name": "db"}, h)[0] == 201
         assert http("POST", url + "/tablesdb/db/tables", {"tableId": "t", "name": "t"}, h)[0] == 201
-        results, elections = [], []
+        results, elections, detections = [], [], []
         for trial in range(trials):
             leader = cluster.leader()
             survivor = next(n for n in cluster.live() if n is not leader)
@@ -44,6 +45,12 @@ def main():
                 if status == 201:
                     break
             results.append(time.time() - killed)
+            while True:
+                view = {m["id"]: m["health"] for m in survivor.status()["members"]}
+                if view[leader.node_id] == "dead" or time.time() - killed > 30:
+                    break
+                time.sleep(0.02)
+            detections.append(time.time() - killed)
             leader.restart()
             cluster.wait_for_voters([1, 2, 3])
         print(json.dumps({
@@ -53,6 +60,9 @@ def main():
             "max": round(max(results), 3),
             "new_leader_known_seconds": [round(r, 3) for r in elections],
             "election_median": round(statistics.median(elections), 3),
+            "gossip_dead_seconds": [round(r, 3) for r in detections],
+            "gossip_dead_median": round(statistics.median(detections), 3),
+            "gossip_dead_max": round(max(detections), 3),
         }, indent=2))
     finally:
         cluster.shutdown()

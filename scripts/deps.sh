@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Basalt needs on a Debian machine, when it is missing:
-# libclang (bindgen for RocksDB's bindings) and Python's venv module. Safe to run repeatedly.
+# libclang (bindgen for RocksDB's bindings), Python's venv module, and iproute2 (the partition
+# tests put nodes in network namespaces). Safe to run repeatedly.
 set -euo pipefail
 
 have_libclang() {
@@ -10,9 +11,10 @@ have_libclang() {
 missing=()
 have_libclang || missing+=(libclang-dev)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK)" >&2
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

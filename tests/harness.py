@@ -2,8 +2,9 @@
 
 Each node runs the real binary (BASALT_BIN) with port 0 for HTTP and gRPC; the node writes
 its bound addresses to <data-dir>/endpoint.json. Nodes can be stopped (SIGTERM), killed
-(SIGKILL) and restarted on the same data dir. After every test the harness checks that no
-node logged an ERROR it was not told to expect.
+(SIGKILL), paused (SIGSTOP), restarted on the same data dir, and, on a `Network` of
+namespaces, partitioned. After every test the harness checks that no node logged an ERROR it
+was not told to expect.
 """
 import json
 import os
@@ -24,8 +25,10 @@ def basalt_bin():
 
 
 class Node:
-    def __init__(self, node_id=1, base_dir=None, extra_args=()):
+    def __init__(self, node_id=1, base_dir=None, extra_args=(), host=None):
         self.node_id = node_id
+        # Where it runs: None is 127.0.0.1 in this namespace; else a `Host` of a `Network`.
+        self.host = host
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="basalt-test-")
         self.data_dir = os.path.join(self.base_dir, f"node{node_id}")
         self.extra_args = list(extra_args)
@@ -43,10 +46,13 @@ class Node:
         self.logs.append(log_path)
         self._log = open(log_path, "wb")
         # First start on port 0; restarts keep the addresses, as a real node's would.
-        http_addr = self.endpoint.replace("http://", "") if self.endpoint else "127.0.0.1:0"
-        grpc_addr = self.grpc or "127.0.0.1:0"
+        http_ip, grpc_ip = (self.host.client_ip, self.host.cluster_ip) if self.host else ("127.0.0.1",) * 2
+        http_addr = self.endpoint.replace("http://", "") if self.endpoint else f"{http_ip}:0"
+        grpc_addr = self.grpc or f"{grpc_ip}:0"
+        # `ip netns exec` execs the binary in place: the pid (and its signals) stay the node's.
+        wrap = ["ip", "netns", "exec", self.host.netns] if self.host else []
         args = [
-            basalt_bin(), "serve",
+            *wrap, basalt_bin(), "serve",
             "--data-dir", self.data_dir,
             "--http", http_addr,
             "--grpc", grpc_addr,
@@ -140,10 +146,12 @@ class TestCluster:
     PEER_DOWN = ["Unreachable node", "timeout while confirming leadership", "while requesting vote",
                  "RPCError err=", "error replication to target", "timeout after"]
 
-    def __init__(self, n=3, extra_args=()):
+    def __init__(self, n=3, extra_args=(), network=None):
         self.base_dir = tempfile.mkdtemp(prefix="basalt-cluster-")
         self.extra_args = list(extra_args)
-        self.nodes = [Node(i + 1, self.base_dir, self.extra_args) for i in range(n)]
+        self.network = network
+        hosts = network.hosts if network else [None] * n
+        self.nodes = [Node(i + 1, self.base_dir, self.extra_args, hosts[i]) for i in range(n)]
         self.faults = False
 
     def start(self, timeout=60):
@@ -208,6 +216,94 @@ class TestCluster:
             for n in self.nodes:
                 n.allowed_errors = self.PEER_DOWN
         return [e for n in self.nodes for e in n.unexpected_errors()]
+
+
+class Host:
+    """One machine of a `Network`: a namespace with a client link and a cluster link."""
+
+    def __init__(self, netns, client_ip, cluster_ip, client_link, cluster_link):
+        self.netns, self.client_ip, self.cluster_ip = netns, client_ip, cluster_ip
+        # Its veths' ends in the root namespace.
+        self.client_link, self.cluster_link = client_link, cluster_link
+
+
+class Network:
+    """N hosts in network namespaces, each with two links: one to a client bridge (HTTP; the
+    tests reach it from here) and one to a cluster bridge (gRPC and gossip between nodes).
+    `partition` moves cluster links onto separate bridges, so packets between sides are dropped
+    silently, as by a real network split, while clients still reach every node; `heal` puts
+    them back. Needs root (CAP_NET_ADMIN) and `ip`; `Network.create` says why it cannot."""
+
+    _made = 0
+
+    def __init__(self, n):
+        Network._made += 1  # names unique per network: the kernel may tear an old one down late
+        tag = f"{os.getpid() % 100000}{chr(96 + Network._made % 26 + 1)}"
+        self.tag = tag
+        self.client_bridge = f"bc{tag}"
+        self.bridges = []  # cluster bridges: [0] is the whole network, more per partition side
+        self.hosts = [Host(f"basalt{tag}n{i}", f"10.231.0.{10 + i}", f"10.232.0.{10 + i}", f"c{tag}n{i}", f"r{tag}n{i}")
+                      for i in range(1, n + 1)]
+
+    @staticmethod
+    def _ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    @classmethod
+    def create(cls, n):
+        """Builds the network; returns (network, None), or (None, why not) where it cannot."""
+        net = cls(n)
+        try:
+            net._build()
+            return net, None
+        except (OSError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", b"") or b""
+            net.destroy()
+            return None, f"network namespaces unavailable: {e} {detail.decode(errors='replace').strip()}"
+
+    def _bridge(self, name):
+        self._ip("link", "add", name, "type", "bridge")
+        self._ip("link", "set", name, "up")
+
+    def _build(self):
+        self._bridge(self.client_bridge)
+        self._ip("addr", "add", "10.231.0.1/24", "dev", self.client_bridge)
+        self.bridges.append(f"bs{self.tag}x0")
+        self._bridge(self.bridges[0])
+        for i, h in enumerate(self.hosts, 1):
+            self._ip("netns", "add", h.netns)
+            self._ip("-n", h.netns, "link", "set", "lo", "up")
+            for link, inner, ip, bridge in ((h.client_link, "client0", h.client_ip, self.client_bridge),
+                                            (h.cluster_link, "cluster0", h.cluster_ip, self.bridges[0])):
+                self._ip("link", "add", link, "type", "veth", "peer", "name", inner, "netns", h.netns)
+                self._ip("link", "set", link, "master", bridge, "up")
+                self._ip("-n", h.netns, "addr", "add", f"{ip}/24", "dev", inner)
+                self._ip("-n", h.netns, "link", "set", inner, "up")
+
+    def partition(self, *sides):
+        """Splits the cluster network: each side is a list of nodes (or hosts) that still
+        reach each other; hosts on no side keep the original bridge."""
+        for k, side in enumerate(sides, 1):
+            while len(self.bridges) <= k:
+                self.bridges.append(f"bs{self.tag}x{len(self.bridges)}")
+                self._bridge(self.bridges[-1])
+            for member in side:
+                host = getattr(member, "host", member)
+                self._ip("link", "set", host.cluster_link, "master", self.bridges[k])
+
+    def heal(self):
+        for h in self.hosts:
+            self._ip("link", "set", h.cluster_link, "master", self.bridges[0])
+
+    def destroy(self):
+        """Removes everything it made. Veths go explicitly: a deleted namespace can outlive
+        its name for a while, and its links with it."""
+        for h in self.hosts:
+            for link in (h.client_link, h.cluster_link):
+                subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=10)
+            subprocess.run(["ip", "netns", "del", h.netns], capture_output=True, timeout=10)
+        for b in [self.client_bridge, *self.bridges]:
+            subprocess.run(["ip", "link", "del", b], capture_output=True, timeout=10)
 
 
 def http(method, url, body=None, headers=None):
