@@ -15,6 +15,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from harness import TestCluster, create_project, http  # noqa: E402
 
 
+def wait_all_alive(cluster, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(m["health"] == "alive" for n in cluster.nodes for m in n.status()["members"]):
+            return
+        time.sleep(0.05)
+    raise AssertionError("gossip never saw every node alive")
+
+
 def main():
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     cluster = TestCluster(3).start()
@@ -27,6 +36,7 @@ def main():
         assert http("POST", url + "/tablesdb/db/tables", {"tableId": "t", "name": "t"}, h)[0] == 201
         results, elections, detections = [], [], []
         for trial in range(trials):
+            wait_all_alive(cluster)  # so the gossip figure is detection, not start-up
             leader = cluster.leader()
             survivor = next(n for n in cluster.live() if n is not leader)
             leader.kill()
