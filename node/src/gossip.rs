@@ -96,6 +96,27 @@ struct PeerView {
     ever_online: bool,
 }
 
+impl PeerView {
+    fn new(now: Instant) -> Self {
+        PeerView {
+            listed: Listed::Absent,
+            heard: None,
+            watched_since: now,
+            ever_online: false,
+        }
+    }
+
+    /// Folds in one tick: what memberlist lists, and when the peer last answered a ping.
+    fn observe(&mut self, listed: Listed, last_ack: Option<Instant>, now: Instant) {
+        if listed == Listed::Online && self.listed != Listed::Online {
+            self.heard = Some(now); // (back) online: counts as heard until pings say otherwise
+            self.ever_online = true;
+        }
+        self.listed = listed;
+        self.heard = self.heard.max(last_ack);
+    }
+}
+
 /// The health rule, kept pure so it can be tested.
 fn judge(view: &PeerView, now: Instant) -> Health {
     match view.listed {
@@ -251,31 +272,19 @@ async fn watch(
             } else {
                 Listed::Absent
             };
-            let entry = v.entry(*id).or_insert(PeerView {
-                listed: Listed::Absent,
-                heard: None,
-                watched_since: now,
-                ever_online: false,
-            });
-            if state == Listed::Online && entry.listed != Listed::Online {
-                entry.heard = Some(now);
-                entry.ever_online = true;
-            }
+            let ack = acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .copied();
+            let entry = v.entry(*id).or_insert_with(|| PeerView::new(now));
             let before = judge(entry, now);
-            entry.listed = state;
-            if let Some(at) = acks.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-                entry.heard = entry.heard.max(Some(*at));
-            }
+            entry.observe(state, ack, now);
             let after = judge(entry, now);
             if after != before {
                 match after {
                     Health::Alive => tracing::info!(peer = id, "gossip: peer alive"),
-                    h => tracing::warn!(
-                        peer = id,
-                        health = h.as_str(),
-                        "gossip: peer {}",
-                        h.as_str()
-                    ),
+                    h => tracing::warn!(peer = id, "gossip: peer {}", h.as_str()),
                 }
             }
             if let Some(addr) = online.get(id) {
@@ -376,6 +385,26 @@ mod tests {
         assert_eq!(judge(&v, now), Health::Suspect);
         let (v, now) = view(Listed::Absent, None, 6_000, false);
         assert_eq!(judge(&v, now), Health::Dead);
+    }
+
+    #[test]
+    fn a_peer_coming_online_is_alive_until_its_pings_go_unanswered() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut v = PeerView::new(t0);
+        assert_eq!(judge(&v, t0), Health::Suspect); // not heard yet
+        v.observe(Listed::Online, None, at(250));
+        assert_eq!(judge(&v, at(250)), Health::Alive);
+        v.observe(Listed::Online, Some(at(600)), at(750));
+        assert_eq!(judge(&v, at(2_000)), Health::Alive); // 1.4 s after the last answer
+        v.observe(Listed::Online, Some(at(600)), at(2_250));
+        assert_eq!(judge(&v, at(2_250)), Health::Suspect); // 1.65 s of silence
+        v.observe(Listed::DeadOrLeft, Some(at(600)), at(3_000));
+        assert_eq!(judge(&v, at(3_000)), Health::Dead);
+        v.observe(Listed::Absent, Some(at(600)), at(20_000)); // dropped from the table
+        assert_eq!(judge(&v, at(20_000)), Health::Dead);
+        v.observe(Listed::Online, Some(at(600)), at(21_000)); // restarted, refuted its death
+        assert_eq!(judge(&v, at(21_000)), Health::Alive);
     }
 
     #[test]
