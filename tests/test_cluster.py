@@ -113,7 +113,7 @@ def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster):
             with lock:
                 acked[rid] = i
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(6)]
     for th in threads:
         th.start()
     time.sleep(1.5)

@@ -42,6 +42,12 @@ def leader_seen_by(nodes, not_id=None, timeout=15):
         time.sleep(0.05)
 
 
+def stop_writers(stop, threads):
+    stop.set()
+    for th in threads:
+        th.join(timeout=60)
+
+
 def expect_503(call, within, *args):
     started = time.time()
     with pytest.raises(AppwriteException) as e:
@@ -55,57 +61,75 @@ def test_isolated_leader_steps_aside_and_no_acknowledged_write_is_lost(net_clust
     key = setup_table(cluster)
     cluster.expect_faults()
     acked, lock, stop = {}, threading.Lock(), threading.Event()
+    # Before the split every writer picks any node; after it, writer 0 keeps writing to the
+    # isolated node (none of those may be acknowledged) and the others use the majority.
+    split = {"at": None, "old": None}
+    lone_acks = []
 
     def writer(w):
         rng = random.Random(w)
         i = 0
         while not stop.is_set():
-            node = rng.choice(cluster.nodes)  # the isolated node too: those writes must not ack
+            old = split["old"]
+            if old is None:
+                node = rng.choice(cluster.nodes)
+            elif w == 0:
+                node = old
+            else:
+                node = rng.choice([n for n in cluster.nodes if n is not old])
             rid = f"w{w}-{i}"
             i += 1
+            started = time.time()
             try:
                 tdb(node, "clu", key).create_row("db", "t", rid, {"n": i})
             except Exception:
                 continue  # outcome unknown: may or may not be present, never twice
             with lock:
                 acked[rid] = i
+                if node is old and split["at"] is not None and started > split["at"]:
+                    lone_acks.append((rid, started))
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(6)]
     for th in threads:
         th.start()
     try:
-        time.sleep(1.5)
-        old = cluster.leader()
-        majority = [n for n in cluster.nodes if n is not old]
-        cluster.network.partition([old], majority)
-        cut = time.time()
-        with lock:
-            before = len(acked)
-        # The majority elects a new leader and writes go on through it.
-        new_id = leader_seen_by(majority, not_id=old.node_id)
-        assert time.time() - cut < 10, "the majority took too long to elect a leader"
-        while len(acked) < before + 50 and time.time() - cut < 20:
-            time.sleep(0.05)
-        assert len(acked) >= before + 50, "writes did not resume on the majority side"
-        # The isolated old leader cannot confirm its leadership: bounded 503s, no acks.
-        lone = tdb(old, "clu", key)
-        expect_503(lambda: lone.list_rows("db", "t"), within=12)
-        expect_503(lambda: lone.create_row("db", "t", "lone", {"n": 0}), within=12)
-        # Gossip on the majority side no longer hears it.
+        try:
+            time.sleep(1.5)
+            old = cluster.leader()
+            majority = [n for n in cluster.nodes if n is not old]
+            cluster.network.partition([old], majority)
+            cut = time.time()
+            with lock:
+                before = len(acked)
+                split.update(at=cut, old=old)
+            # The majority elects a new leader and writes go on through it.
+            new_id = leader_seen_by(majority, not_id=old.node_id)
+            assert time.time() - cut < 10, "the majority took too long to elect a leader"
+            while len(acked) < before + 50 and time.time() - cut < 20:
+                time.sleep(0.05)
+            assert len(acked) >= before + 50, "writes did not resume on the majority side"
+            # The isolated old leader cannot confirm its leadership: bounded 503s, no acks.
+            lone = tdb(old, "clu", key)
+            expect_503(lambda: lone.list_rows("db", "t"), within=12)
+            expect_503(lambda: lone.create_row("db", "t", "lone", {"n": 0}), within=12)
+            # Gossip on the majority side no longer hears it.
+            for n in majority:
+                assert wait_health(n, old.node_id, {"suspect", "dead"}, timeout=10) != "alive"
+        finally:
+            with lock:
+                split["at"] = None  # from here on the old node may ack again
+            cluster.network.heal()
+        assert not lone_acks, f"the isolated node acknowledged writes: {lone_acks[:3]}"
+        healed = time.time()
+        # Healed: one leader again (the old one stepped down, its term is stale), everyone serves.
+        assert leader_seen_by(cluster.nodes, timeout=20) == new_id
+        assert eventually(lambda: tdb(old, "clu", key).list_rows("db", "t")).total >= before
+        assert time.time() - healed < 20
         for n in majority:
-            assert wait_health(n, old.node_id, {"suspect", "dead"}, timeout=10) != "alive"
+            assert wait_health(n, old.node_id, {"alive"}) == "alive"
+        stop_writers(stop, threads)
     finally:
-        cluster.network.heal()
-    healed = time.time()
-    # Healed: one leader again (the old one stepped down, its term is stale), everyone serves.
-    assert leader_seen_by(cluster.nodes, timeout=20) == new_id
-    assert eventually(lambda: tdb(old, "clu", key).list_rows("db", "t")).total >= before
-    assert time.time() - healed < 20
-    for n in majority:
-        assert wait_health(n, old.node_id, {"alive"}) == "alive"
-    stop.set()
-    for th in threads:
-        th.join(timeout=60)
+        stop.set()  # even when an assertion fails: no writer outlives the test
     with pytest.raises(AppwriteException) as e:
         tdb(old, "clu", key).get_row("db", "t", "lone")  # refused while isolated: never applied
     assert e.value.code == 404
