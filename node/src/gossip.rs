@@ -247,7 +247,6 @@ async fn watch(
     let acks: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
     let mut pinged: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut contacted: BTreeMap<u64, Instant> = BTreeMap::new();
-    let busy: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -288,14 +287,14 @@ async fn watch(
                 }
             }
             if let Some(addr) = online.get(id) {
+                // A ping ends within two probe timeouts (send, then ack), well inside
+                // PING_EVERY, so pings to one peer never overlap.
                 if pinged
                     .get(id)
                     .is_none_or(|t| now.duration_since(*t) >= PING_EVERY)
-                    && busy.lock().unwrap_or_else(|p| p.into_inner()).insert(*id)
                 {
                     pinged.insert(*id, now);
-                    let (cluster, acks, busy, id, addr) =
-                        (cluster.clone(), acks.clone(), busy.clone(), *id, *addr);
+                    let (cluster, acks, id, addr) = (cluster.clone(), acks.clone(), *id, *addr);
                     tokio::spawn(async move {
                         let node = memberlist::proto::Node::new(id, addr);
                         if cluster.ping(node).await.is_ok() {
@@ -303,7 +302,6 @@ async fn watch(
                                 .unwrap_or_else(|p| p.into_inner())
                                 .insert(id, Instant::now());
                         }
-                        busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     });
                 }
             } else if contacted
@@ -405,6 +403,11 @@ mod tests {
         assert_eq!(judge(&v, at(20_000)), Health::Dead);
         v.observe(Listed::Online, Some(at(600)), at(21_000)); // restarted, refuted its death
         assert_eq!(judge(&v, at(21_000)), Health::Alive);
+    }
+
+    #[test]
+    fn a_ping_ends_before_the_next_one_to_the_same_peer_starts() {
+        assert!(options().probe_timeout() * 2 < PING_EVERY);
     }
 
     #[test]
