@@ -47,6 +47,59 @@ def _all_rows(t):
         cursor = page[-1].id
 
 
+class Writers:
+    """Threads that create rows `w{w}-{i}` through the node `pick(w, rng)` names, as fast as
+    they can, while the test does harm. `acked` maps every acknowledged row to its value; a
+    failed or timed-out write is not recorded (its outcome is unknown: it may or may not be
+    present, but never twice). `on_ack(node, started)` runs under the lock for each ack.
+    A context manager: the threads stop when the block ends, however it ends."""
+
+    def __init__(self, cluster, key, pick, n=6, on_ack=None):
+        self.cluster, self.key, self.pick, self.on_ack = cluster, key, pick, on_ack
+        self.acked, self.lock, self.stop = {}, threading.Lock(), threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(n)]
+
+    def _run(self, w):
+        rng = random.Random(w)
+        i = 0
+        while not self.stop.is_set():
+            node = self.pick(w, rng)
+            rid = f"w{w}-{i}"
+            i += 1
+            started = time.time()
+            try:
+                tdb(node, "clu", self.key).create_row("db", "t", rid, {"n": i})
+            except Exception:
+                continue
+            with self.lock:
+                self.acked[rid] = i
+                if self.on_ack:
+                    self.on_ack(node, started)
+
+    def count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def __enter__(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=60)
+
+
+def assert_acked_everywhere(cluster, key, acked):
+    """Every acknowledged row is on every node, once, with its value."""
+    for node in cluster.nodes:
+        seen = all_rows(tdb(node, "clu", key))
+        missing = [r for r in acked if r not in seen]
+        assert not missing, f"node {node.node_id} lacks {len(missing)} acknowledged rows, e.g. {missing[:3]}"
+        assert all(seen[r] == n for r, n in acked.items())
+
+
 @pytest.fixture
 def cluster(request):
     c = TestCluster(3, extra_args=getattr(request, "param", []))
@@ -83,7 +136,8 @@ def test_replication_and_linearizable_reads_through_any_node(cluster):
         deadline = time.time() + 5
         while True:
             status = node.status()
-            if all(m["health"] == "alive" and m["applied"] for m in status["members"]) or time.time() > deadline:
+            if all(m["health"] == "alive" and (m["applied"] or 0) >= 100 for m in status["members"]) \
+                    or time.time() > deadline:
                 break
             time.sleep(0.1)
         assert sorted(m["id"] for m in status["members"]) == [1, 2, 3]
@@ -95,58 +149,31 @@ def test_replication_and_linearizable_reads_through_any_node(cluster):
 def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster):
     key = setup_table(cluster)
     cluster.expect_faults()
-    acked, lock, stop = {}, threading.Lock(), threading.Event()
     dead = set()
 
-    def writer(w):
-        rng = random.Random(w)
-        i = 0
-        while not stop.is_set():
-            live = [n for n in cluster.nodes if n.node_id not in dead]
-            node = rng.choice(live)
-            rid = f"w{w}-{i}"
-            i += 1
-            try:
-                tdb(node, "clu", key).create_row("db", "t", rid, {"n": i})
-            except Exception:
-                continue  # failed or timed out: outcome unknown, may or may not be present
-            with lock:
-                acked[rid] = i
+    def live_node(w, rng):
+        return rng.choice([n for n in cluster.nodes if n.node_id not in dead])
 
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(6)]
-    for th in threads:
-        th.start()
-    time.sleep(1.5)
-    leader = cluster.leader()
-    before_kill = len(acked)
-    dead.add(leader.node_id)
-    leader.kill()
-    killed_at = time.time()
-    # Writes resume through the survivors once a new leader is elected.
-    while len(acked) < before_kill + 50 and time.time() - killed_at < 20:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    stop.set()
-    for th in threads:
-        th.join(timeout=60)
-    assert len(acked) >= before_kill + 50, "writes did not resume after the leader died"
+    with Writers(cluster, key, live_node) as writers:
+        time.sleep(1.5)
+        leader = cluster.leader()
+        before_kill = writers.count()
+        dead.add(leader.node_id)
+        leader.kill()
+        killed_at = time.time()
+        # Writes resume through the survivors once a new leader is elected.
+        while writers.count() < before_kill + 50 and time.time() - killed_at < 20:
+            time.sleep(0.05)
+        time.sleep(1.0)
+    assert len(writers.acked) >= before_kill + 50, "writes did not resume after the leader died"
     new_leader = cluster.leader()
     assert new_leader.node_id != leader.node_id
     # The survivors see the killed node go silent: suspect, then dead.
-    deadline = time.time() + 10
-    while True:
-        view = {m["id"]: m["health"] for m in new_leader.status()["members"]}
-        if view[leader.node_id] == "dead" or time.time() > deadline:
-            break
-        time.sleep(0.2)
-    assert view[leader.node_id] == "dead" and view[new_leader.node_id] == "alive", view
+    assert wait_health(new_leader, leader.node_id, {"dead"}, timeout=10) == "dead"
+    assert wait_health(new_leader, new_leader.node_id, {"alive"}, timeout=0) == "alive"
     leader.restart()
     cluster.wait_for_voters([1, 2, 3])
-    for node in cluster.nodes:
-        seen = all_rows(tdb(node, "clu", key))
-        missing = [r for r in acked if r not in seen]
-        assert not missing, f"node {node.node_id} lacks {len(missing)} acknowledged rows, e.g. {missing[:3]}"
-        assert all(seen[r] == n for r, n in acked.items())
+    assert_acked_everywhere(cluster, key, writers.acked)
 
 
 @pytest.mark.parametrize("cluster", [["--snapshot-every", "20"]], indirect=True)

@@ -3,8 +3,6 @@ cluster links onto separate bridges (packets across the split vanish silently; c
 reach every node). An isolated leader must stop answering within a bounded time, the majority
 must elect a new one and keep taking writes, and once the split heals every acknowledged write
 is on every node exactly once."""
-import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +10,7 @@ import pytest
 from appwrite.exception import AppwriteException
 
 from harness import Network, TestCluster
-from test_cluster import all_rows, eventually, setup_table, tdb, wait_health
+from test_cluster import Writers, all_rows, assert_acked_everywhere, eventually, setup_table, tdb, wait_health
 
 
 @pytest.fixture
@@ -42,12 +40,6 @@ def leader_seen_by(nodes, not_id=None, timeout=15):
         time.sleep(0.05)
 
 
-def stop_writers(stop, threads):
-    stop.set()
-    for th in threads:
-        th.join(timeout=60)
-
-
 def expect_503(call, within, *args):
     started = time.time()
     with pytest.raises(AppwriteException) as e:
@@ -60,54 +52,39 @@ def test_isolated_leader_steps_aside_and_no_acknowledged_write_is_lost(net_clust
     cluster = net_cluster
     key = setup_table(cluster)
     cluster.expect_faults()
-    acked, lock, stop = {}, threading.Lock(), threading.Event()
     # Before the split every writer picks any node; after it, writer 0 keeps writing to the
     # isolated node (none of those may be acknowledged) and the others use the majority.
     split = {"at": None, "old": None}
     lone_acks = []
 
-    def writer(w):
-        rng = random.Random(w)
-        i = 0
-        while not stop.is_set():
-            old = split["old"]
-            if old is None:
-                node = rng.choice(cluster.nodes)
-            elif w == 0:
-                node = old
-            else:
-                node = rng.choice([n for n in cluster.nodes if n is not old])
-            rid = f"w{w}-{i}"
-            i += 1
-            started = time.time()
-            try:
-                tdb(node, "clu", key).create_row("db", "t", rid, {"n": i})
-            except Exception:
-                continue  # outcome unknown: may or may not be present, never twice
-            with lock:
-                acked[rid] = i
-                if node is old and split["at"] is not None and started > split["at"]:
-                    lone_acks.append((rid, started))
+    def pick(w, rng):
+        old = split["old"]
+        if old is None:
+            return rng.choice(cluster.nodes)
+        if w == 0:
+            return old
+        return rng.choice([n for n in cluster.nodes if n is not old])
 
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(6)]
-    for th in threads:
-        th.start()
-    try:
+    def on_ack(node, started):
+        if node is split["old"] and split["at"] is not None and started > split["at"]:
+            lone_acks.append(started)
+
+    with Writers(cluster, key, pick, on_ack=on_ack) as writers:
         try:
             time.sleep(1.5)
             old = cluster.leader()
             majority = [n for n in cluster.nodes if n is not old]
             cluster.network.partition([old], majority)
             cut = time.time()
-            with lock:
-                before = len(acked)
+            with writers.lock:
+                before = len(writers.acked)
                 split.update(at=cut, old=old)
             # The majority elects a new leader and writes go on through it.
             new_id = leader_seen_by(majority, not_id=old.node_id)
             assert time.time() - cut < 10, "the majority took too long to elect a leader"
-            while len(acked) < before + 50 and time.time() - cut < 20:
+            while writers.count() < before + 50 and time.time() - cut < 20:
                 time.sleep(0.05)
-            assert len(acked) >= before + 50, "writes did not resume on the majority side"
+            assert writers.count() >= before + 50, "writes did not resume on the majority side"
             # The isolated old leader cannot confirm its leadership: bounded 503s, no acks.
             lone = tdb(old, "clu", key)
             expect_503(lambda: lone.list_rows("db", "t"), within=12)
@@ -116,10 +93,10 @@ def test_isolated_leader_steps_aside_and_no_acknowledged_write_is_lost(net_clust
             for n in majority:
                 assert wait_health(n, old.node_id, {"suspect", "dead"}, timeout=10) != "alive"
         finally:
-            with lock:
+            with writers.lock:
                 split["at"] = None  # from here on the old node may ack again
             cluster.network.heal()
-        assert not lone_acks, f"the isolated node acknowledged writes: {lone_acks[:3]}"
+        assert not lone_acks, f"the isolated node acknowledged {len(lone_acks)} writes while cut off"
         healed = time.time()
         # Healed: one leader again (the old one stepped down, its term is stale), everyone serves.
         assert leader_seen_by(cluster.nodes, timeout=20) == new_id
@@ -127,17 +104,10 @@ def test_isolated_leader_steps_aside_and_no_acknowledged_write_is_lost(net_clust
         assert time.time() - healed < 20
         for n in majority:
             assert wait_health(n, old.node_id, {"alive"}) == "alive"
-        stop_writers(stop, threads)
-    finally:
-        stop.set()  # even when an assertion fails: no writer outlives the test
     with pytest.raises(AppwriteException) as e:
         tdb(old, "clu", key).get_row("db", "t", "lone")  # refused while isolated: never applied
     assert e.value.code == 404
-    for node in cluster.nodes:
-        seen = all_rows(tdb(node, "clu", key))
-        missing = [r for r in acked if r not in seen]
-        assert not missing, f"node {node.node_id} lacks {len(missing)} acknowledged rows, e.g. {missing[:3]}"
-        assert all(seen[r] == n for r, n in acked.items())
+    assert_acked_everywhere(cluster, key, writers.acked)
 
 
 def test_no_majority_anywhere_answers_503_then_recovers(net_cluster):
