@@ -2,7 +2,7 @@
 first successful write through a survivor. Repeats, then prints median and max. Also times how
 long gossip takes to report the killed node dead on a survivor.
 
-    BASALT_BIN=~/.cache/basalt/target/debug/basalt python bench/failover.py [trials]
+    BASALT_BIN=~/.cache/basalt/target/release/basalt python bench/failover.py [trials]
 """
 import json
 import os

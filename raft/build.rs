@@ -48,6 +48,12 @@ fn main() {
             "crate::rpc::ReadIndexReply",
         ))
         .method(unary(
+            "digest",
+            "Digest",
+            "crate::rpc::DigestReq",
+            "crate::rpc::DigestReply",
+        ))
+        .method(unary(
             "ping",
             "Ping",
             "crate::rpc::PingReq",

@@ -4,8 +4,20 @@
 # tests put nodes in network namespaces). Safe to run repeatedly.
 set -euo pipefail
 
+# bindgen (through clang-sys, loading at run time) opens libclang itself: `libclang.so`,
+# `libclang.so.N` or `libclang-N.so[.M]`. libclang-cpp (the C++ interface, often installed on
+# its own) is a different library that bindgen cannot use, so it does not count.
 have_libclang() {
-    compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null
+    local f
+    for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang.so* \
+             /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* /usr/lib/aarch64-linux-gnu/libclang.so* \
+             /usr/lib/aarch64-linux-gnu/libclang-[0-9]*.so* "${LIBCLANG_PATH:-/nonexistent}"/libclang*.so*; do
+        case "$(basename "$f")" in
+            libclang-cpp*) continue ;;
+        esac
+        [ -e "$f" ] && return 0
+    done
+    return 1
 }
 
 missing=()

@@ -24,9 +24,19 @@ def basalt_bin():
     return path
 
 
+def fault_bin():
+    """The binary built with test-only fault points (`--features fault-points`), or None."""
+    path = os.environ.get("BASALT_FAULT_BIN")
+    return path if path and os.path.exists(path) else None
+
+
 class Node:
     def __init__(self, node_id=1, base_dir=None, extra_args=(), host=None):
         self.node_id = node_id
+        # The binary (None: BASALT_BIN) and extra environment, e.g. BASALT_FAULT for the
+        # fault-point build; both apply from the next (re)start.
+        self.binary = None
+        self.env = {}
         # Where it runs: None is 127.0.0.1 in this namespace; else a `Host` of a `Network`.
         self.host = host
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="basalt-test-")
@@ -52,7 +62,7 @@ class Node:
         # `ip netns exec` execs the binary in place: the pid (and its signals) stay the node's.
         wrap = ["ip", "netns", "exec", self.host.netns] if self.host else []
         args = [
-            *wrap, basalt_bin(), "serve",
+            *wrap, self.binary or basalt_bin(), "serve",
             "--data-dir", self.data_dir,
             "--http", http_addr,
             "--grpc", grpc_addr,
@@ -60,7 +70,7 @@ class Node:
             "--root-key", ROOT_KEY,
             *self.extra_args,
         ]
-        env = dict(os.environ, NO_COLOR="1")  # the node's own log filter unless BASALT_LOG is set
+        env = dict(os.environ, NO_COLOR="1", **self.env)  # the node's own log filter unless BASALT_LOG is set
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -198,6 +208,28 @@ class TestCluster:
                         return found[0]
             time.sleep(0.05)
         raise AssertionError("no leader")
+
+    def check(self, node=None):
+        """`basalt cluster check` through `node` (default: the first live one): (exit code,
+        its JSON report)."""
+        node = node or self.live()[0]
+        r = subprocess.run([basalt_bin(), "cluster", "check", "--endpoint", node.endpoint,
+                            "--root-key", ROOT_KEY], capture_output=True, timeout=120)
+        out = r.stdout.decode()
+        return r.returncode, (json.loads(out) if out.strip() else {"stderr": r.stderr.decode()})
+
+    def assert_consistent(self, timeout=30):
+        """Every replica's state digest at one log entry is the same (retried while the
+        cluster heals: a member that cannot answer yet is not a verdict)."""
+        deadline = time.time() + timeout
+        while True:
+            code, report = self.check()
+            if code == 0 or time.time() > deadline or (report.get("digests") and not report.get("errors")):
+                break
+            time.sleep(0.5)
+        assert code == 0 and report["consistent"], report
+        assert sorted(report["digests"]) == sorted(str(n.node_id) for n in self.nodes), report
+        return report
 
     def shutdown(self):
         for n in self.nodes:

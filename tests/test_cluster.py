@@ -92,12 +92,14 @@ class Writers:
 
 
 def assert_acked_everywhere(cluster, key, acked):
-    """Every acknowledged row is on every node, once, with its value."""
+    """Every acknowledged row is on every node, once, with its value; and every replica holds
+    byte-identical state at one log entry (`basalt cluster check`)."""
     for node in cluster.nodes:
         seen = all_rows(tdb(node, "clu", key))
         missing = [r for r in acked if r not in seen]
         assert not missing, f"node {node.node_id} lacks {len(missing)} acknowledged rows, e.g. {missing[:3]}"
         assert all(seen[r] == n for r, n in acked.items())
+    cluster.assert_consistent()
 
 
 @pytest.fixture

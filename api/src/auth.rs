@@ -4,16 +4,21 @@
 use crate::error::ApiError;
 use crate::params::Req;
 use crate::AppState;
-use model::{Error, ErrorCode};
+use model::reader::StateReader;
+use model::{Actor, Error, ErrorCode};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// An authorised request's context.
+/// An authorised request's context: the project, who is acting, and the view of the state
+/// the request was authorised against (and reads through — one point in time).
 pub struct Ctx {
     pub project: String,
+    pub actor: Actor,
+    pub view: Arc<dyn StateReader>,
 }
 
 fn header<'a>(req: &'a Req, name: &str) -> Option<&'a str> {
@@ -27,8 +32,9 @@ fn scope_list(scopes: &[&str]) -> String {
     serde_json::to_string(scopes).unwrap_or_default()
 }
 
-/// Authorises an API-key request holding any one of `scopes`.
-pub fn authorize(state: &AppState, req: &Req, scopes: &[&str]) -> Result<Ctx, ApiError> {
+/// Authorises an API-key request holding any one of `scopes`, against `view`. For a write
+/// this is the fast answer only: apply checks the key again against the committed state.
+pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Result<Ctx, ApiError> {
     let key = header(req, "x-appwrite-key");
     let project = header(req, "x-appwrite-project")
         .map(str::to_string)
@@ -45,8 +51,7 @@ pub fn authorize(state: &AppState, req: &Req, scopes: &[&str]) -> Result<Ctx, Ap
             ApiError::new(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used.")
         });
     };
-    let reader = state.backend.reader();
-    if reader.project(&project)?.is_none() {
+    if view.project(&project)?.is_none() {
         return Err(ApiError::new(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used."));
     }
     let Some(secret) = key else {
@@ -58,9 +63,8 @@ pub fn authorize(state: &AppState, req: &Req, scopes: &[&str]) -> Result<Ctx, Ap
             ),
         ));
     };
-    let api_key = reader
-        .key_by_secret_sha256(&sha256_hex(secret))?
-        .filter(|k| k.project == project)
+    let api_key = view
+        .key_by_secret_sha256(&project, &sha256_hex(secret))?
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UserUnauthorized,
@@ -82,7 +86,14 @@ pub fn authorize(state: &AppState, req: &Req, scopes: &[&str]) -> Result<Ctx, Ap
             ),
         ));
     }
-    Ok(Ctx { project })
+    Ok(Ctx {
+        project,
+        actor: Actor::Key {
+            id: api_key.id,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        },
+        view,
+    })
 }
 
 /// Operator endpoints: `X-Appwrite-Key` must be the root key.

@@ -4,7 +4,7 @@
 
 use crate::auth::{authorize, Ctx};
 use crate::error::ApiError;
-use crate::params::{now_ms, Req};
+use crate::params::{new_request_id, Req};
 use crate::{render, rows, transactions, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Extension, Router};
 use model::command::AttributePatch;
+use model::command::SchemaOp;
 use model::permission::{self, Scope};
 use model::query::{Spec, DEFAULT_LIMIT};
+use model::reader::Consistency;
 use model::schema::{AttrKind, Attribute, Collection, Database, Index, IndexKind, Order};
-use model::{id, Command, Error, ErrorCode, Outcome, Value};
+use model::{id, Envelope, Error, ErrorCode, Op, Outcome, Value};
 use serde_json::{json, Value as Json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,20 +242,61 @@ pub(crate) fn no_content() -> Reply {
         .into_response())
 }
 
-/// Authorises, then waits for a linearizable view of the state.
-pub(crate) async fn enter(
+/// A read: takes a linearizable view and authorises against it.
+pub(crate) async fn enter(s: &AppState, f: Flavor, req: &Req, what: Res) -> Result<Ctx, ApiError> {
+    let view = s.backend.read(Consistency::Linearizable).await?;
+    authorize(view, req, f.scopes(what, false))
+}
+
+/// A write: authorised, and checked by `check`, on this node's applied state — no read
+/// barrier, so a write costs one quorum round (its proposal). Those checks only give fast
+/// answers: apply checks the key, the schema and the data again against the committed state.
+/// When they refuse, they run once more on a linearizable view before the refusal is
+/// answered, so a node that lags behind never refuses what the cluster would accept (a
+/// table created through another node a moment ago, a key just made).
+pub(crate) async fn prepare<T>(
     s: &AppState,
     f: Flavor,
     req: &Req,
     what: Res,
-    write: bool,
-) -> Result<Ctx, ApiError> {
-    s.backend.read_barrier().await?;
-    authorize(s, req, f.scopes(what, write))
+    check: impl Fn(&Ctx) -> Result<T, ApiError>,
+) -> Result<(Ctx, T), ApiError> {
+    let scopes = f.scopes(what, true);
+    let local = s.backend.read(Consistency::Local).await?;
+    let first = authorize(local, req, scopes).and_then(|ctx| {
+        let t = check(&ctx)?;
+        Ok((ctx, t))
+    });
+    match first {
+        Err(e) if e.is_refusal() => {
+            let view = s.backend.read(Consistency::Linearizable).await?;
+            let ctx = authorize(view, req, scopes)?;
+            let t = check(&ctx)?;
+            Ok((ctx, t))
+        }
+        other => other,
+    }
 }
 
-pub(crate) async fn propose(s: &AppState, f: Flavor, cmd: Command) -> Result<Outcome, ApiError> {
-    match s.backend.write(cmd).await? {
+/// A write whose only state-dependent check is its authorisation.
+pub(crate) async fn enter_write(
+    s: &AppState,
+    f: Flavor,
+    req: &Req,
+    what: Res,
+) -> Result<Ctx, ApiError> {
+    Ok(prepare(s, f, req, what, |_| Ok(())).await?.0)
+}
+
+/// Proposes `op` as the request's actor, in its project, under a new request id.
+pub(crate) async fn propose(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    op: Op,
+) -> Result<Outcome, ApiError> {
+    let env = Envelope::new(ctx.project.clone(), new_request_id(), ctx.actor.clone(), op);
+    match s.backend.write(env).await? {
         Outcome::Failed(e) => Err(f.error(e)),
         o => Ok(o),
     }
@@ -264,36 +307,25 @@ pub(crate) fn unexpected(o: Outcome) -> ApiError {
     ApiError::new(ErrorCode::GeneralServerError, "Server Error")
 }
 
-pub(crate) fn database(s: &AppState, ctx: &Ctx, id: &str) -> Result<Database, ApiError> {
-    s.backend
-        .reader()
-        .database(&ctx.project, id)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::DatabaseNotFound,
-                format!("Database with the requested ID '{id}' could not be found."),
-            )
-        })
+pub(crate) fn database(ctx: &Ctx, id: &str) -> Result<Database, ApiError> {
+    ctx.view.database(&ctx.project, id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DatabaseNotFound,
+            format!("Database with the requested ID '{id}' could not be found."),
+        )
+    })
 }
 
-pub(crate) fn collection(
-    s: &AppState,
-    f: Flavor,
-    ctx: &Ctx,
-    req: &Req,
-) -> Result<Collection, ApiError> {
+pub(crate) fn collection(f: Flavor, ctx: &Ctx, req: &Req) -> Result<Collection, ApiError> {
     let db = req.path("db");
-    database(s, ctx, &db)?;
+    database(ctx, &db)?;
     let id = req.path("coll");
-    s.backend
-        .reader()
-        .collection(&ctx.project, &db, &id)?
-        .ok_or_else(|| {
-            f.error(Error::new(
-                ErrorCode::CollectionNotFound,
-                format!("Collection with the requested ID '{id}' could not be found."),
-            ))
-        })
+    ctx.view.collection(&ctx.project, &db, &id)?.ok_or_else(|| {
+        f.error(Error::new(
+            ErrorCode::CollectionNotFound,
+            format!("Collection with the requested ID '{id}' could not be found."),
+        ))
+    })
 }
 
 /// Filters, orders and pages a metadata list (databases, collections, …) with `queries[]`.
@@ -355,14 +387,15 @@ pub(crate) fn page_json(items: Vec<Json>, req: &Req) -> Result<(Vec<Json>, u64),
             match &spec.cursor {
                 Some(model::query::Cursor::After(_)) => pos + 1,
                 _ => pos.saturating_sub(
-                    spec.limit.unwrap_or(DEFAULT_LIMIT) as usize + spec.offset as usize,
+                    (spec.limit.unwrap_or(DEFAULT_LIMIT) as usize)
+                        .saturating_add(spec.offset as usize),
                 ),
             }
         }
     };
     let out = matched
         .into_iter()
-        .skip(start + spec.offset as usize)
+        .skip(start.saturating_add(spec.offset as usize))
         .take(spec.limit.unwrap_or(DEFAULT_LIMIT) as usize)
         .map(|(_, j)| j)
         .collect();
@@ -382,8 +415,8 @@ async fn list_databases(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Db, false).await?;
-    let dbs = s.backend.reader().list_databases(&ctx.project)?;
+    let ctx = enter(&s, f, &req, Res::Db).await?;
+    let dbs = ctx.view.list_databases(&ctx.project)?;
     list_reply(
         &req,
         "databases",
@@ -396,23 +429,20 @@ async fn create_database(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Db, true).await?;
-    let now = now_ms();
+    let ctx = enter_write(&s, f, &req, Res::Db).await?;
     let database = Database {
         id: req.id_req("databaseId")?,
         name: req.text_req("name", 128)?,
         enabled: req.bool_opt("enabled")?.unwrap_or(true),
         kind: f.kind().to_string(),
-        created_at: now,
-        updated_at: now,
+        created_at: 0,
+        updated_at: 0,
     };
     match propose(
         &s,
         f,
-        Command::CreateDatabase {
-            project: ctx.project,
-            database,
-        },
+        &ctx,
+        Op::Schema(SchemaOp::CreateDatabase { database }),
     )
     .await?
     {
@@ -426,10 +456,10 @@ async fn get_database(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Db, false).await?;
+    let ctx = enter(&s, f, &req, Res::Db).await?;
     reply(
         StatusCode::OK,
-        render::database(&database(&s, &ctx, &req.path("db"))?),
+        render::database(&database(&ctx, &req.path("db"))?),
     )
 }
 
@@ -438,19 +468,17 @@ async fn update_database(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Db, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Db).await?;
     let name = match req.has("name") {
         true => Some(req.text_req("name", 128)?),
         false => None,
     };
-    let cmd = Command::UpdateDatabase {
-        project: ctx.project,
+    let op = SchemaOp::UpdateDatabase {
         id: req.path("db"),
         name,
         enabled: req.bool_opt("enabled")?,
-        now: now_ms(),
     };
-    match propose(&s, f, cmd).await? {
+    match propose(&s, f, &ctx, Op::Schema(op)).await? {
         Outcome::Database(d) => reply(StatusCode::OK, render::database(&d)),
         o => Err(unexpected(o)),
     }
@@ -461,16 +489,9 @@ async fn delete_database(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Db, true).await?;
-    propose(
-        &s,
-        f,
-        Command::DeleteDatabase {
-            project: ctx.project,
-            id: req.path("db"),
-        },
-    )
-    .await?;
+    let ctx = enter_write(&s, f, &req, Res::Db).await?;
+    let op = SchemaOp::DeleteDatabase { id: req.path("db") };
+    propose(&s, f, &ctx, Op::Schema(op)).await?;
     no_content()
 }
 
@@ -488,10 +509,10 @@ async fn list_collections(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Coll, false).await?;
+    let ctx = enter(&s, f, &req, Res::Coll).await?;
     let db = req.path("db");
-    database(&s, &ctx, &db)?;
-    let colls = s.backend.reader().list_collections(&ctx.project, &db)?;
+    database(&ctx, &db)?;
+    let colls = ctx.view.list_collections(&ctx.project, &db)?;
     list_reply(
         &req,
         f.coll_seg(),
@@ -504,8 +525,7 @@ async fn create_collection(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Coll, true).await?;
-    let now = now_ms();
+    let ctx = enter_write(&s, f, &req, Res::Coll).await?;
     let mut attributes = Vec::new();
     for item in req.array_opt(f.attrs_key())?.unwrap_or_default() {
         let obj = item.as_object().cloned().ok_or_else(|| {
@@ -525,7 +545,7 @@ async fn create_collection(
             (k, _) => AttrKind::from_route(k)
                 .ok_or_else(|| ApiError(Error::invalid(format!("Invalid column type \"{k}\"."))))?,
         };
-        attributes.push(attribute_from(&sub, kind, now, false)?);
+        attributes.push(attribute_from(&sub, kind, false)?);
     }
     let mut indexes = Vec::new();
     for item in req.array_opt("indexes")?.unwrap_or_default() {
@@ -534,7 +554,7 @@ async fn create_collection(
                 "Invalid `indexes` param: items must be objects",
             ))
         })?;
-        indexes.push(index_from(&Req::from_object(obj), f, now)?);
+        indexes.push(index_from(&Req::from_object(obj), f)?);
     }
     let collection = Collection {
         id: req.id_req(f.coll_id_param())?,
@@ -545,16 +565,14 @@ async fn create_collection(
         document_security: req.bool_opt(f.security_key())?.unwrap_or(false),
         attributes,
         indexes,
-        created_at: now,
-        updated_at: now,
+        created_at: 0,
+        updated_at: 0,
     };
     match propose(
         &s,
         f,
-        Command::CreateCollection {
-            project: ctx.project,
-            collection,
-        },
+        &ctx,
+        Op::Schema(SchemaOp::CreateCollection { collection }),
     )
     .await?
     {
@@ -568,10 +586,10 @@ async fn get_collection(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Coll, false).await?;
+    let ctx = enter(&s, f, &req, Res::Coll).await?;
     reply(
         StatusCode::OK,
-        render::collection(&collection(&s, f, &ctx, &req)?, f),
+        render::collection(&collection(f, &ctx, &req)?, f),
     )
 }
 
@@ -580,22 +598,20 @@ async fn update_collection(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Coll, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Coll).await?;
     let name = match req.has("name") {
         true => Some(req.text_req("name", 128)?),
         false => None,
     };
-    let cmd = Command::UpdateCollection {
-        project: ctx.project,
+    let op = SchemaOp::UpdateCollection {
         database: req.path("db"),
         id: req.path("coll"),
         name,
         permissions: permissions(&req, Scope::Collection)?,
         document_security: req.bool_opt(f.security_key())?,
         enabled: req.bool_opt("enabled")?,
-        now: now_ms(),
     };
-    match propose(&s, f, cmd).await? {
+    match propose(&s, f, &ctx, Op::Schema(op)).await? {
         Outcome::Collection(c) => reply(StatusCode::OK, render::collection(&c, f)),
         o => Err(unexpected(o)),
     }
@@ -606,13 +622,12 @@ async fn delete_collection(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Coll, true).await?;
-    let cmd = Command::DeleteCollection {
-        project: ctx.project,
+    let ctx = enter_write(&s, f, &req, Res::Coll).await?;
+    let op = SchemaOp::DeleteCollection {
         database: req.path("db"),
         id: req.path("coll"),
     };
-    propose(&s, f, cmd).await?;
+    propose(&s, f, &ctx, Op::Schema(op)).await?;
     no_content()
 }
 
@@ -629,12 +644,7 @@ fn value_param(req: &Req, name: &str) -> Result<Option<Value>, ApiError> {
     }
 }
 
-fn attribute_from(
-    req: &Req,
-    kind: AttrKind,
-    now: i64,
-    required_param: bool,
-) -> Result<Attribute, ApiError> {
+fn attribute_from(req: &Req, kind: AttrKind, required_param: bool) -> Result<Attribute, ApiError> {
     let key = req.str_req("key")?;
     id::check_key("key", &key)?;
     let required = if required_param {
@@ -672,8 +682,8 @@ fn attribute_from(
         default: value_param(req, "default")?,
         elements,
         encrypt: req.bool_opt("encrypt")?.unwrap_or(false),
-        created_at: now,
-        updated_at: now,
+        created_at: 0,
+        updated_at: 0,
     })
 }
 
@@ -682,8 +692,8 @@ async fn list_attributes(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Attr, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Attr).await?;
+    let c = collection(f, &ctx, &req)?;
     list_reply(
         &req,
         f.attrs_key(),
@@ -696,17 +706,16 @@ async fn create_attribute(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Attr, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Attr).await?;
     let route = req.path("key");
     let kind = AttrKind::from_route(&route).ok_or_else(|| crate::error::ApiError::new(ErrorCode::GeneralRouteNotFound, "Route not found. Please ensure the endpoint is configured correctly and that the API route is valid for this SDK version. Refer to the API docs for more details."))?;
-    let attribute = attribute_from(&req, kind, now_ms(), true)?;
-    let cmd = Command::CreateAttribute {
-        project: ctx.project,
+    let attribute = attribute_from(&req, kind, true)?;
+    let op = SchemaOp::CreateAttribute {
         database: req.path("db"),
         collection: req.path("coll"),
         attribute,
     };
-    match propose(&s, f, cmd).await? {
+    match propose(&s, f, &ctx, Op::Schema(op)).await? {
         Outcome::Attribute(a) => reply(StatusCode::ACCEPTED, render::attribute(&a)),
         o => Err(unexpected(o)),
     }
@@ -717,8 +726,8 @@ async fn get_attribute(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Attr, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Attr).await?;
+    let c = collection(f, &ctx, &req)?;
     let key = req.path("key");
     let a = c.attribute(&key).ok_or_else(|| {
         f.error(Error::new(
@@ -734,7 +743,7 @@ async fn update_attribute(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Attr, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Attr).await?;
     let kind_route = req.path("kind");
     let kind = AttrKind::from_route(&kind_route)
         .ok_or_else(|| ApiError::new(ErrorCode::GeneralRouteNotFound, "Route not found."))?;
@@ -755,16 +764,14 @@ async fn update_attribute(
         elements: req.strings_opt("elements")?,
         new_key,
     };
-    let cmd = Command::UpdateAttribute {
-        project: ctx.project,
+    let op = SchemaOp::UpdateAttribute {
         database: req.path("db"),
         collection: req.path("coll"),
         key: req.path("key"),
         kind,
         patch,
-        now: now_ms(),
     };
-    match propose(&s, f, cmd).await? {
+    match propose(&s, f, &ctx, Op::Schema(op)).await? {
         Outcome::Attribute(a) => reply(StatusCode::OK, render::attribute(&a)),
         o => Err(unexpected(o)),
     }
@@ -775,21 +782,19 @@ async fn delete_attribute(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Attr, true).await?;
-    let cmd = Command::DeleteAttribute {
-        project: ctx.project,
+    let ctx = enter_write(&s, f, &req, Res::Attr).await?;
+    let op = SchemaOp::DeleteAttribute {
         database: req.path("db"),
         collection: req.path("coll"),
         key: req.path("key"),
-        now: now_ms(),
     };
-    propose(&s, f, cmd).await?;
+    propose(&s, f, &ctx, Op::Schema(op)).await?;
     no_content()
 }
 
 // ---- indexes ----
 
-fn index_from(req: &Req, f: Flavor, now: i64) -> Result<Index, ApiError> {
+fn index_from(req: &Req, f: Flavor) -> Result<Index, ApiError> {
     let key = req.str_req("key")?;
     id::check_key("key", &key)?;
     let kind_s = req.str_req("type")?;
@@ -831,8 +836,8 @@ fn index_from(req: &Req, f: Flavor, now: i64) -> Result<Index, ApiError> {
         attributes,
         orders,
         lengths,
-        created_at: now,
-        updated_at: now,
+        created_at: 0,
+        updated_at: 0,
     })
 }
 
@@ -841,8 +846,8 @@ async fn list_indexes(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Index, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Index).await?;
+    let c = collection(f, &ctx, &req)?;
     list_reply(
         &req,
         "indexes",
@@ -855,23 +860,22 @@ async fn create_index(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Index, true).await?;
-    let index = index_from(&req, f, now_ms())?;
-    let cmd = Command::CreateIndex {
-        project: ctx.project,
+    let ctx = enter_write(&s, f, &req, Res::Index).await?;
+    let index = index_from(&req, f)?;
+    let op = SchemaOp::CreateIndex {
         database: req.path("db"),
         collection: req.path("coll"),
         index,
     };
-    match propose(&s, f, cmd).await? {
+    match propose(&s, f, &ctx, Op::Schema(op)).await? {
         Outcome::Index(i) => reply(StatusCode::ACCEPTED, render::index(&i, f)),
         o => Err(unexpected(o)),
     }
 }
 
 async fn get_index(State(s): State<AppState>, Extension(f): Extension<Flavor>, req: Req) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Index, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Index).await?;
+    let c = collection(f, &ctx, &req)?;
     let key = req.path("key");
     let i = c.index(&key).ok_or_else(|| {
         f.error(Error::new(
@@ -887,14 +891,12 @@ async fn delete_index(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Index, true).await?;
-    let cmd = Command::DeleteIndex {
-        project: ctx.project,
+    let ctx = enter_write(&s, f, &req, Res::Index).await?;
+    let op = SchemaOp::DeleteIndex {
         database: req.path("db"),
         collection: req.path("coll"),
         key: req.path("key"),
-        now: now_ms(),
     };
-    propose(&s, f, cmd).await?;
+    propose(&s, f, &ctx, Op::Schema(op)).await?;
     no_content()
 }

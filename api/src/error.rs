@@ -28,6 +28,11 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError(Error::new(code, message))
     }
+
+    /// A 4xx: the request was refused (as opposed to the server failing).
+    pub fn is_refusal(&self) -> bool {
+        (400..500).contains(&self.0.code.status())
+    }
 }
 
 impl IntoResponse for ApiError {

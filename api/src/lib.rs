@@ -1,8 +1,9 @@
 //! Basalt's HTTP API: Appwrite-compatible REST routes over axum.
 //!
 //! **Invariant:** handlers never touch storage. They parse and authorise, then call the
-//! narrow [`Backend`]: writes become replicated commands, reads go through a linearizable
-//! barrier and a read-only [`StateReader`].
+//! narrow [`Backend`]: writes become replicated envelopes (no read barrier: apply re-checks
+//! what makes them correct), and reads go through a view — one snapshot at a known applied
+//! index, linearizable unless asked otherwise. A handler without a view cannot read.
 
 mod auth;
 mod databases;
@@ -14,8 +15,8 @@ mod rows;
 mod transactions;
 
 use axum::Router;
-use model::reader::StateReader;
-use model::{Command, Outcome};
+use model::reader::{Consistency, StateReader};
+use model::{Envelope, Outcome};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,13 +32,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
 
-/// What the API needs from the node: replicated writes, linearizable reads, and status.
+/// What the API needs from the node: replicated writes, views to read, and status.
 pub trait Backend: Send + Sync + 'static {
-    /// Proposes a command through Raft; resolves once it is committed and applied.
-    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, Unavailable>>;
-    /// Returns once local reads reflect every write acknowledged before the call.
-    fn read_barrier(&self) -> BoxFuture<'_, Result<(), Unavailable>>;
-    fn reader(&self) -> &dyn StateReader;
+    /// Proposes an envelope through Raft; resolves once it is committed and applied.
+    fn write(&self, env: Envelope) -> BoxFuture<'_, Result<Outcome, Unavailable>>;
+    /// A view of the state: `Linearizable` reflects every write acknowledged before the
+    /// call; `Local` is this node's applied state (fast pre-checks of writes only).
+    fn read(
+        &self,
+        consistency: Consistency,
+    ) -> BoxFuture<'_, Result<Arc<dyn StateReader>, Unavailable>>;
     /// SHA-256 (hex) of the operator's root key.
     fn root_key_sha256(&self) -> &str;
     /// `basalt cluster status` as JSON.
@@ -47,6 +51,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes a member from the cluster; answers the new `cluster_status`.
     fn remove_member(&self, node_id: u64)
         -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
+    /// `basalt cluster check`: commits `check` (a `ClusterOp::Check` envelope) and gathers
+    /// every member's digest of its state at that entry.
+    fn cluster_check(
+        &self,
+        check: Envelope,
+    ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
 }
 
 #[derive(Clone)]

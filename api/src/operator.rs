@@ -1,18 +1,22 @@
-//! Operator and probe routes: projects and API keys (root key), cluster status, health.
+//! Operator and probe routes: projects and API keys (root key), cluster status and replica
+//! checks, health.
 
 use crate::auth::{authorize, require_root, sha256_hex, ALL_SCOPES};
 use crate::error::ApiError;
-use crate::params::{new_id, now_ms, Req};
+use crate::params::{new_id, new_request_id, Req};
 use crate::{AppState, APPWRITE_VERSION};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use model::command::{ClusterOp, KeyOp, ProjectOp};
+use model::reader::{Consistency, StateReader};
 use model::schema::{ApiKey, Project};
 use model::time::format_ms;
-use model::{id, Command, Error, ErrorCode, Outcome};
+use model::{id, Actor, Envelope, Error, ErrorCode, Op, Outcome};
 use serde_json::{json, Value as Json};
+use std::sync::Arc;
 
 type Reply = Result<Response, ApiError>;
 
@@ -26,8 +30,13 @@ pub fn router() -> Router<AppState> {
             "/v1/projects/{project}/keys",
             post(create_key).get(list_keys),
         )
+        .route(
+            "/v1/projects/{project}/keys/{key}",
+            get(get_key).delete(delete_key),
+        )
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
+        .route("/v1/cluster/check", post(cluster_check))
 }
 
 fn reply(status: StatusCode, body: Json) -> Reply {
@@ -48,8 +57,8 @@ async fn version() -> Reply {
 
 async fn health(State(s): State<AppState>, req: Req) -> Reply {
     let started = std::time::Instant::now();
-    s.backend.read_barrier().await?;
-    authorize(&s, &req, &["health.read"])?;
+    let view = s.backend.read(Consistency::Linearizable).await?;
+    authorize(view, &req, &["health.read"])?;
     reply(
         StatusCode::OK,
         json!({ "name": "database", "ping": started.elapsed().as_millis() as u64, "status": "pass" }),
@@ -74,8 +83,10 @@ fn key_json(k: &ApiKey, secret: Option<&str>) -> Json {
     })
 }
 
-async fn propose(s: &AppState, cmd: Command) -> Result<Outcome, ApiError> {
-    match s.backend.write(cmd).await? {
+/// Proposes an operator operation on `project`.
+async fn propose(s: &AppState, project: &str, op: Op) -> Result<Outcome, ApiError> {
+    let env = Envelope::new(project, new_request_id(), Actor::Operator, op);
+    match s.backend.write(env).await? {
         Outcome::Failed(e) => Err(ApiError(e)),
         o => Ok(o),
     }
@@ -90,14 +101,8 @@ async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
             "The project ID is reserved. Please choose another project ID.",
         ));
     }
-    let now = now_ms();
-    let project = Project {
-        id,
-        name: req.text_req("name", 128)?,
-        created_at: now,
-        updated_at: now,
-    };
-    match propose(&s, Command::CreateProject { project }).await? {
+    let name = req.text_req("name", 128)?;
+    match propose(&s, &id, Op::Projects(ProjectOp::Create { name })).await? {
         Outcome::Project(p) => reply(StatusCode::CREATED, project_json(&p)),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
@@ -108,8 +113,7 @@ async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn list_projects(State(s): State<AppState>, req: Req) -> Reply {
     require_root(&s, &req)?;
-    s.backend.read_barrier().await?;
-    let projects = s.backend.reader().list_projects()?;
+    let projects = linearizable(&s).await?.list_projects()?;
     reply(
         StatusCode::OK,
         json!({ "total": projects.len(), "projects": projects.iter().map(project_json).collect::<Vec<_>>() }),
@@ -163,18 +167,17 @@ async fn create_key(State(s): State<AppState>, req: Req) -> Reply {
         _ => new_id(),
     };
     let secret = new_secret();
-    let now = now_ms();
     let key = ApiKey {
         id: key_id,
-        project,
+        project: project.clone(),
         name: req.str_opt("name")?.unwrap_or_else(|| "key".into()),
         scopes,
         expire,
         secret_sha256: sha256_hex(&secret),
-        created_at: now,
-        updated_at: now,
+        created_at: 0,
+        updated_at: 0,
     };
-    match propose(&s, Command::CreateKey { key }).await? {
+    match propose(&s, &project, Op::Keys(KeyOp::Create { key })).await? {
         Outcome::Key(k) => reply(StatusCode::CREATED, key_json(&k, Some(&secret))),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
@@ -185,8 +188,9 @@ async fn create_key(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn list_keys(State(s): State<AppState>, req: Req) -> Reply {
     require_root(&s, &req)?;
-    s.backend.read_barrier().await?;
-    let keys = s.backend.reader().list_keys(&req.path("project"))?;
+    let view = linearizable(&s).await?;
+    let project = existing_project(&*view, &req)?;
+    let keys = view.list_keys(&project)?;
     reply(
         StatusCode::OK,
         json!({ "total": keys.len(), "keys": keys.iter().map(|k| key_json(k, None)).collect::<Vec<_>>() }),
@@ -205,4 +209,74 @@ async fn cluster_remove(State(s): State<AppState>, req: Req) -> Reply {
         .ok_or_else(|| ApiError(Error::invalid("Param \"nodeId\" is not optional.")))?;
     let status = s.backend.remove_member(id).await?;
     reply(StatusCode::OK, status)
+}
+
+async fn linearizable(s: &AppState) -> Result<Arc<dyn StateReader>, ApiError> {
+    Ok(s.backend.read(Consistency::Linearizable).await?)
+}
+
+/// The `{project}` of the path, which must exist.
+fn existing_project(view: &dyn StateReader, req: &Req) -> Result<String, ApiError> {
+    let project = req.path("project");
+    if view.project(&project)?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::ProjectNotFound,
+            "Project with the requested ID could not be found.",
+        ));
+    }
+    Ok(project)
+}
+
+fn key_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::KeyNotFound,
+        "Key with the requested ID could not be found.",
+    )
+}
+
+async fn get_key(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let view = linearizable(&s).await?;
+    let project = existing_project(&*view, &req)?;
+    let key = view
+        .key(&project, &req.path("key"))?
+        .ok_or_else(key_not_found)?;
+    reply(StatusCode::OK, key_json(&key, None))
+}
+
+/// Revokes a key. Once this answers, no write made with the key is applied, whichever node
+/// takes it (apply checks the key against the committed state).
+async fn delete_key(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let project = req.path("project");
+    id::check("projectId", &project)?;
+    let op = Op::Keys(KeyOp::Delete {
+        id: req.path("key"),
+    });
+    match propose(&s, &project, op).await? {
+        Outcome::Done => Ok((
+            StatusCode::NO_CONTENT,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=UTF-8",
+            )],
+        )
+            .into_response()),
+        o => Err(ApiError(Error::new(
+            ErrorCode::GeneralServerError,
+            format!("unexpected outcome {o:?}"),
+        ))),
+    }
+}
+
+async fn cluster_check(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let env = Envelope::new(
+        "",
+        new_request_id(),
+        Actor::Operator,
+        Op::Cluster(ClusterOp::Check),
+    );
+    let report = s.backend.cluster_check(env).await?;
+    reply(StatusCode::OK, report)
 }

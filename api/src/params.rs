@@ -262,6 +262,14 @@ pub fn new_id() -> String {
 }
 
 /// The proposer's clock, in epoch milliseconds.
+/// A new request id: made once where a request arrives, kept across retries of its proposal.
+pub fn new_request_id() -> model::RequestId {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    model::RequestId(u128::from_be_bytes(bytes))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

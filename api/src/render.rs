@@ -141,6 +141,13 @@ pub fn document(d: &Document, c: &Collection, f: Flavor, select: Option<&[String
             m.insert(a.key.clone(), v);
         }
     }
+    // A write's answer is rendered with the schema of the node that took it, which may lag
+    // the one the write was applied with by a moment: the document's own fields count too.
+    for (k, v) in &d.data {
+        if wanted(k) && !m.contains_key(k) {
+            m.insert(k.clone(), v.to_json());
+        }
+    }
     Json::Object(m)
 }
 

@@ -3,7 +3,8 @@
 
 use crate::auth::Ctx;
 use crate::databases::{
-    collection, enter, no_content, permissions, propose, reply, unexpected, Flavor, Reply, Res,
+    collection, enter, no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply,
+    Res,
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, now_ms, Req};
@@ -12,10 +13,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use model::command::{Data, DocOp, DocTarget};
+use model::command::{DocumentsOp, TransactionOp};
 use model::permission::{self, Scope};
 use model::query::Spec;
 use model::schema::{Collection, TransactionStatus};
-use model::{id, Command, Error, ErrorCode, Outcome, Transaction, Value};
+use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
 use serde_json::{json, Map, Value as Json};
 
 fn missing_data(f: Flavor, msg: &str) -> ApiError {
@@ -95,11 +97,11 @@ fn target(req: &Req, op: DocOp) -> DocTarget {
 
 /// The staged operations of the request's transaction (`transactionId`), for reads that
 /// should see them; `None` without one.
-fn staged_ops(s: &AppState, ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> {
+fn staged_ops(ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> {
     let Some(id) = req.str_opt("transactionId")? else {
         return Ok(None);
     };
-    let t = crate::transactions::load_transaction(s, ctx, &id)?;
+    let t = crate::transactions::load_transaction(ctx, &id)?;
     if t.status != TransactionStatus::Pending {
         return Err(ApiError::new(
             ErrorCode::TransactionNotReady,
@@ -118,23 +120,13 @@ async fn run_ops(
     ops: Vec<DocTarget>,
 ) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
     if let Some(tx) = req.str_opt("transactionId")? {
-        let cmd = Command::StageOperations {
-            project: ctx.project.clone(),
-            id: tx,
-            ops,
-            now: now_ms(),
-        };
-        return match propose(s, f, cmd).await? {
+        let op = Op::Transactions(TransactionOp::Stage { id: tx, ops });
+        return match propose(s, f, ctx, op).await? {
             Outcome::Transaction(t) => Ok(Err(t)),
             o => Err(unexpected(o)),
         };
     }
-    let cmd = Command::Documents {
-        project: ctx.project.clone(),
-        ops,
-        now: now_ms(),
-    };
-    match propose(s, f, cmd).await? {
+    match propose(s, f, ctx, Op::Documents(DocumentsOp::Write { ops })).await? {
         Outcome::Documents(d) => Ok(Ok(d)),
         o => Err(unexpected(o)),
     }
@@ -161,17 +153,15 @@ pub(crate) async fn list_documents(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Doc).await?;
+    let c = collection(f, &ctx, &req)?;
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
-    let page = match staged_ops(&s, &ctx, &req)? {
-        Some(staged) => {
-            s.backend
-                .reader()
-                .find_staged(&ctx.project, &c, &spec, &staged, now_ms())?
-        }
-        None => s.backend.reader().find(&ctx.project, &c, &spec)?,
+    let page = match staged_ops(&ctx, &req)? {
+        Some(staged) => ctx
+            .view
+            .find_staged(&ctx.project, &c, &spec, &staged, now_ms())?,
+        None => ctx.view.find(&ctx.project, &c, &spec)?,
     };
     let total = if req.want_total()? { page.total } else { 0 };
     let docs: Vec<Json> = page
@@ -190,8 +180,7 @@ pub(crate) async fn create_documents(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let bulk = req.array_opt(f.docs_key())?;
     match (bulk, req.has("data")) {
         (Some(_), true) => Err(ApiError::new(
@@ -258,8 +247,7 @@ pub(crate) async fn upsert_documents(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let items = req.array_opt(f.docs_key())?.ok_or_else(|| {
         ApiError(Error::invalid(format!(
             "Param \"{}\" is not optional.",
@@ -296,9 +284,12 @@ pub(crate) async fn update_documents(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
-    let spec = bulk_spec(&req, &c)?;
+    let (ctx, (c, spec)) = prepare(&s, f, &req, Res::Doc, |ctx| {
+        let c = collection(f, ctx, &req)?;
+        let spec = bulk_spec(&req, &c)?;
+        Ok((c, spec))
+    })
+    .await?;
     let (data, _) = data_param(&req, f)?.unwrap_or_default();
     match run_ops(
         &s,
@@ -319,9 +310,12 @@ pub(crate) async fn delete_documents(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
-    let spec = bulk_spec(&req, &c)?;
+    let (ctx, (c, spec)) = prepare(&s, f, &req, Res::Doc, |ctx| {
+        let c = collection(f, ctx, &req)?;
+        let spec = bulk_spec(&req, &c)?;
+        Ok((c, spec))
+    })
+    .await?;
     match run_ops(
         &s,
         f,
@@ -341,18 +335,16 @@ pub(crate) async fn get_document(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let ctx = enter(&s, f, &req, Res::Doc).await?;
+    let c = collection(f, &ctx, &req)?;
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
     let id = req.path("doc");
-    let found = match staged_ops(&s, &ctx, &req)? {
-        Some(staged) => {
-            s.backend
-                .reader()
-                .document_staged(&ctx.project, &c, &id, &staged, now_ms())?
-        }
-        None => s.backend.reader().document(&ctx.project, &c, &id)?,
+    let found = match staged_ops(&ctx, &req)? {
+        Some(staged) => ctx
+            .view
+            .document_staged(&ctx.project, &c, &id, &staged, now_ms())?,
+        None => ctx.view.document(&ctx.project, &c, &id)?,
     };
     let d = found.ok_or_else(|| {
         f.error(Error::new(
@@ -396,8 +388,7 @@ pub(crate) async fn upsert_document(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let id = req.path("doc");
     id::check(f.doc_id_param(), &id)?;
     let (data, inline) = data_param(&req, f)?.unwrap_or_default();
@@ -427,8 +418,7 @@ pub(crate) async fn update_document(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let data = data_param(&req, f)?;
     let perms = permissions(&req, Scope::Document)?;
     if data.is_none() && perms.is_none() {
@@ -460,8 +450,7 @@ pub(crate) async fn delete_document(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    collection(&s, f, &ctx, &req)?;
+    let (ctx, _) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     // Applied or staged in the request's transaction: either way the answer is 204.
     let _applied_or_staged = run_ops(
         &s,
@@ -480,8 +469,7 @@ pub(crate) async fn delete_document(
 }
 
 async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    let c = collection(&s, f, &ctx, &req)?;
+    let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let value = req.number_opt("value")?.unwrap_or(Value::Int(1));
     if value.as_f64().is_none_or(|v| v <= 0.0) {
         return Err(ApiError(Error::invalid(

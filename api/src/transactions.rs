@@ -2,19 +2,19 @@
 
 use crate::auth::Ctx;
 use crate::databases::{
-    enter, list_reply, no_content, propose, reply, unexpected, Flavor, Reply, Res,
+    enter, enter_write, list_reply, no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
-use crate::params::{data_from_json, new_id, now_ms, Req};
+use crate::params::{data_from_json, new_id, Req};
 use crate::rows::{bulk_item, inline_permissions, negated};
 use crate::{render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
+use model::command::TransactionOp;
 use model::command::{Data, DocOp, DocTarget};
 use model::query::Spec;
-use model::schema::TransactionStatus;
-use model::{id, Command, Error, ErrorCode, Outcome, Transaction, Value};
+use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
 use serde_json::{Map, Value as Json};
 
 pub(crate) async fn list_transactions(
@@ -22,8 +22,8 @@ pub(crate) async fn list_transactions(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
-    let txs = s.backend.reader().list_transactions(&ctx.project)?;
+    let ctx = enter(&s, f, &req, Res::Doc).await?;
+    let txs = ctx.view.list_transactions(&ctx.project)?;
     list_reply(
         &req,
         "transactions",
@@ -36,32 +36,18 @@ pub(crate) async fn create_transaction(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Doc).await?;
     let ttl = req.uint_opt("ttl")?.unwrap_or(300);
     if !(60..=3600).contains(&ttl) {
         return Err(ApiError(Error::invalid(
             "Invalid `ttl` param: Value must be a valid range between 60 and 3,600",
         )));
     }
-    let now = now_ms();
-    let transaction = Transaction {
+    let op = TransactionOp::Create {
         id: new_id(),
-        status: TransactionStatus::Pending,
-        operations: vec![],
-        expires_at: now + ttl as i64 * 1000,
-        created_at: now,
-        updated_at: now,
+        ttl_ms: ttl as i64 * 1000,
     };
-    match propose(
-        &s,
-        f,
-        Command::CreateTransaction {
-            project: ctx.project,
-            transaction,
-        },
-    )
-    .await?
-    {
+    match propose(&s, f, &ctx, Op::Transactions(op)).await? {
         Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
         o => Err(unexpected(o)),
     }
@@ -72,8 +58,8 @@ pub(crate) async fn get_transaction(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, false).await?;
-    let t = load_transaction(&s, &ctx, &req.path("tx"))?;
+    let ctx = enter(&s, f, &req, Res::Doc).await?;
+    let t = load_transaction(&ctx, &req.path("tx"))?;
     reply(StatusCode::OK, render::transaction(&t))
 }
 
@@ -82,11 +68,11 @@ pub(crate) async fn update_transaction(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Doc).await?;
     let commit = req.bool_opt("commit")?.unwrap_or(false);
     let rollback = req.bool_opt("rollback")?.unwrap_or(false);
-    let (project, id, now) = (ctx.project, req.path("tx"), now_ms());
-    let cmd = match (commit, rollback) {
+    let id = req.path("tx");
+    let op = match (commit, rollback) {
         (true, true) => {
             return Err(ApiError::new(
                 ErrorCode::GeneralBadRequest,
@@ -99,11 +85,11 @@ pub(crate) async fn update_transaction(
                 "Either commit or rollback must be true",
             ))
         }
-        (true, false) => Command::CommitTransaction { project, id, now },
-        (false, true) => Command::RollbackTransaction { project, id, now },
+        (true, false) => TransactionOp::Commit { id },
+        (false, true) => TransactionOp::Rollback { id },
     };
     // Commit errors keep Appwrite's legacy (document) vocabulary on both APIs.
-    match propose(&s, Flavor::Legacy, cmd).await? {
+    match propose(&s, Flavor::Legacy, &ctx, Op::Transactions(op)).await? {
         Outcome::Transaction(t) => reply(StatusCode::OK, render::transaction(&t)),
         o => Err(unexpected(o)),
     }
@@ -114,16 +100,9 @@ pub(crate) async fn delete_transaction(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
-    propose(
-        &s,
-        f,
-        Command::DeleteTransaction {
-            project: ctx.project,
-            id: req.path("tx"),
-        },
-    )
-    .await?;
+    let ctx = enter_write(&s, f, &req, Res::Doc).await?;
+    let op = TransactionOp::Delete { id: req.path("tx") };
+    propose(&s, f, &ctx, Op::Transactions(op)).await?;
     no_content()
 }
 
@@ -282,7 +261,7 @@ pub(crate) async fn create_operations(
     Extension(f): Extension<Flavor>,
     req: Req,
 ) -> Reply {
-    let ctx = enter(&s, f, &req, Res::Doc, true).await?;
+    let ctx = enter_write(&s, f, &req, Res::Doc).await?;
     let items = req.array_opt("operations")?.unwrap_or_default();
     if items.is_empty() {
         return Err(ApiError::new(
@@ -294,27 +273,22 @@ pub(crate) async fn create_operations(
     for item in &items {
         ops.extend(parse_operation(item)?);
     }
-    let cmd = Command::StageOperations {
-        project: ctx.project,
+    let op = TransactionOp::Stage {
         id: req.path("tx"),
         ops,
-        now: now_ms(),
     };
-    match propose(&s, Flavor::Legacy, cmd).await? {
+    match propose(&s, Flavor::Legacy, &ctx, Op::Transactions(op)).await? {
         Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
         o => Err(unexpected(o)),
     }
 }
 
 /// A transaction of the caller's project, or `transaction_not_found`.
-pub(crate) fn load_transaction(s: &AppState, ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
-    s.backend
-        .reader()
-        .transaction(&ctx.project, id)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::TransactionNotFound,
-                format!("Transaction with the requested ID '{id}' could not be found."),
-            )
-        })
+pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
+    ctx.view.transaction(&ctx.project, id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TransactionNotFound,
+            format!("Transaction with the requested ID '{id}' could not be found."),
+        )
+    })
 }

@@ -1,16 +1,184 @@
-//! The replicated state machine's input (`Command`) and output (`Outcome`).
+//! The replicated state machine's input and output.
 //!
-//! A command carries everything non-deterministic — ids, timestamps, hashes — computed by the
-//! proposer; applying it on any node gives the same outcome and the same bytes on disk.
+//! Every write is an [`Envelope`]: who asked (`actor`), in which project, under which request
+//! id, at what time (`at`, stamped by the leader when it proposes), and the operation (`op`),
+//! split by service so that each service is applied by its own module. One Raft log entry
+//! carries a [`Batch`] of envelopes (group commit) and is applied as one atomic write.
+//!
+//! A command carries everything non-deterministic — ids, time, hashes — so that applying it on
+//! any node gives the same outcome and the same bytes on disk. Timestamps of the objects an
+//! operation creates or changes (`created_at`, `updated_at`, a transaction's expiry) come from
+//! `at` in apply; whatever the proposer put in those fields is ignored.
 
 use crate::error::Error;
 use crate::query::Spec;
-use crate::schema::{
-    ApiKey, Attribute, Collection, Database, Document, Index, Project, Transaction,
-};
+use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
+use crate::schema::{Project, Transaction};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
+
+/// The envelope format this build writes and applies. A node meeting a newer one stops
+/// applying rather than guess (the log is never skipped).
+pub const COMMAND_VERSION: u16 = 1;
+
+/// Made once where a request arrives; a retried proposal keeps it, so the state machine can
+/// tell a retry from a new request and apply it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u128);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Who proposes a command. Apply checks it against the committed state, so a key revoked
+/// through another node is refused even though the proposer's local view still had it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Actor {
+    /// The operator, authenticated by the root key at the node that took the request.
+    Operator,
+    /// A project API key, by id, that must hold at least one of `scopes` when applied.
+    Key { id: String, scopes: Vec<String> },
+}
+
+/// One replicated write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u16,
+    pub project: String,
+    pub request_id: RequestId,
+    /// Epoch milliseconds, stamped by the leader when it proposes. Apply never lets time go
+    /// backwards: it uses the larger of this and the last applied `at`.
+    pub at: i64,
+    pub actor: Actor,
+    pub op: Op,
+}
+
+impl Envelope {
+    /// A new envelope; `at` is left for the leader to stamp.
+    pub fn new(project: impl Into<String>, request_id: RequestId, actor: Actor, op: Op) -> Self {
+        Envelope {
+            version: COMMAND_VERSION,
+            project: project.into(),
+            request_id,
+            at: 0,
+            actor,
+            op,
+        }
+    }
+}
+
+/// What one Raft log entry carries: envelopes proposed together (group commit), applied in
+/// order as one atomic write, each with its own outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Envelope>);
+
+/// The operation, by service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    Projects(ProjectOp),
+    Keys(KeyOp),
+    Schema(SchemaOp),
+    Documents(DocumentsOp),
+    Transactions(TransactionOp),
+    Cluster(ClusterOp),
+}
+
+/// Operations on the cluster itself (the operator's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClusterOp {
+    /// Changes nothing. Every replica that applies it computes a digest of its state as of
+    /// this log entry, so digests of all replicas compare the same point of the log
+    /// (`basalt cluster check`); the check is known by the envelope's request id.
+    Check,
+}
+
+/// Projects. The envelope's `project` is the project created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ProjectOp {
+    Create { name: String },
+}
+
+/// API keys of the envelope's project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KeyOp {
+    Create { key: ApiKey },
+    Delete { id: String },
+}
+
+/// Fields of an attribute that `PATCH …/attributes/{type}/{key}` may change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttributePatch {
+    pub required: Option<bool>,
+    /// `Some(Value::Null)` clears the default.
+    pub default: Option<Value>,
+    pub size: Option<u64>,
+    pub min: Option<Value>,
+    pub max: Option<Value>,
+    pub elements: Option<Vec<String>>,
+    pub new_key: Option<String>,
+}
+
+/// Databases, collections (tables), attributes (columns) and indexes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SchemaOp {
+    CreateDatabase {
+        database: Database,
+    },
+    UpdateDatabase {
+        id: String,
+        name: Option<String>,
+        enabled: Option<bool>,
+    },
+    DeleteDatabase {
+        id: String,
+    },
+    CreateCollection {
+        collection: Collection,
+    },
+    UpdateCollection {
+        database: String,
+        id: String,
+        name: Option<String>,
+        permissions: Option<Vec<String>>,
+        document_security: Option<bool>,
+        enabled: Option<bool>,
+    },
+    DeleteCollection {
+        database: String,
+        id: String,
+    },
+    CreateAttribute {
+        database: String,
+        collection: String,
+        attribute: Attribute,
+    },
+    UpdateAttribute {
+        database: String,
+        collection: String,
+        key: String,
+        kind: AttrKind,
+        patch: AttributePatch,
+    },
+    DeleteAttribute {
+        database: String,
+        collection: String,
+        key: String,
+    },
+    CreateIndex {
+        database: String,
+        collection: String,
+        index: Index,
+    },
+    DeleteIndex {
+        database: String,
+        collection: String,
+        key: String,
+    },
+}
 
 pub type Data = BTreeMap<String, Value>;
 
@@ -61,134 +229,36 @@ pub struct DocTarget {
     pub op: DocOp,
 }
 
-/// Fields of an attribute that `PATCH …/attributes/{type}/{key}` may change.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AttributePatch {
-    pub required: Option<bool>,
-    /// `Some(Value::Null)` clears the default.
-    pub default: Option<Value>,
-    pub size: Option<u64>,
-    pub min: Option<Value>,
-    pub max: Option<Value>,
-    pub elements: Option<Vec<String>>,
-    pub new_key: Option<String>,
+/// Document writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DocumentsOp {
+    /// Applied all-or-nothing.
+    Write { ops: Vec<DocTarget> },
 }
 
+/// Transactions: operations staged through Raft, then committed as one atomic write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Command {
-    CreateProject {
-        project: Project,
-    },
-    CreateKey {
-        key: ApiKey,
-    },
-    DeleteKey {
-        project: String,
+pub enum TransactionOp {
+    /// A pending transaction that expires `ttl_ms` after the envelope's `at`.
+    Create {
         id: String,
+        ttl_ms: i64,
     },
-    CreateDatabase {
-        project: String,
-        database: Database,
-    },
-    UpdateDatabase {
-        project: String,
-        id: String,
-        name: Option<String>,
-        enabled: Option<bool>,
-        now: i64,
-    },
-    DeleteDatabase {
-        project: String,
-        id: String,
-    },
-    CreateCollection {
-        project: String,
-        collection: Collection,
-    },
-    UpdateCollection {
-        project: String,
-        database: String,
-        id: String,
-        name: Option<String>,
-        permissions: Option<Vec<String>>,
-        document_security: Option<bool>,
-        enabled: Option<bool>,
-        now: i64,
-    },
-    DeleteCollection {
-        project: String,
-        database: String,
-        id: String,
-    },
-    CreateAttribute {
-        project: String,
-        database: String,
-        collection: String,
-        attribute: Attribute,
-    },
-    UpdateAttribute {
-        project: String,
-        database: String,
-        collection: String,
-        key: String,
-        kind: crate::schema::AttrKind,
-        patch: AttributePatch,
-        now: i64,
-    },
-    DeleteAttribute {
-        project: String,
-        database: String,
-        collection: String,
-        key: String,
-        now: i64,
-    },
-    CreateIndex {
-        project: String,
-        database: String,
-        collection: String,
-        index: Index,
-    },
-    DeleteIndex {
-        project: String,
-        database: String,
-        collection: String,
-        key: String,
-        now: i64,
-    },
-    /// Document writes, applied all-or-nothing.
-    Documents {
-        project: String,
-        ops: Vec<DocTarget>,
-        now: i64,
-    },
-    CreateTransaction {
-        project: String,
-        transaction: Transaction,
-    },
-    StageOperations {
-        project: String,
+    Stage {
         id: String,
         ops: Vec<DocTarget>,
-        now: i64,
     },
-    /// Applies every staged operation atomically, or none with the first failure.
-    CommitTransaction {
-        project: String,
-        id: String,
-        now: i64,
-    },
-    RollbackTransaction {
-        project: String,
-        id: String,
-        now: i64,
-    },
-    DeleteTransaction {
-        project: String,
+    /// Applies every staged operation atomically, or none with the first failure (the
+    /// transaction is then marked failed).
+    Commit {
         id: String,
     },
-    /// Independent commands proposed together (group commit): one log entry and one fsync,
-    /// each command applied on its own with its own outcome.
-    Batch(Vec<Command>),
+    Rollback {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,33 +273,156 @@ pub enum Outcome {
     Documents(Vec<Document>),
     Transaction(Transaction),
     Failed(Error),
-    /// The outcomes of a `Command::Batch`, in order.
-    Batch(Vec<Outcome>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn update_where() -> Envelope {
+        let spec = Spec::parse(&[
+            r#"{"method":"equal","attribute":"a","values":[1,"x",null,[true]]}"#.into(),
+            r#"{"method":"limit","values":[3]}"#.into(),
+        ])
+        .unwrap();
+        let mut env = Envelope::new(
+            "p",
+            RequestId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            Actor::Key {
+                id: "k".into(),
+                scopes: vec!["rows.write".into()],
+            },
+            Op::Documents(DocumentsOp::Write {
+                ops: vec![DocTarget {
+                    database: "d".into(),
+                    collection: "c".into(),
+                    op: DocOp::UpdateWhere {
+                        spec,
+                        data: [("a".to_string(), Value::Float(1.5))].into_iter().collect(),
+                    },
+                }],
+            }),
+        );
+        env.at = 1_767_225_600_000;
+        env
+    }
+
     #[test]
-    fn commands_round_trip_through_bincode() {
-        let cmd = Command::Documents {
-            project: "p".into(),
-            now: 5,
-            ops: vec![DocTarget {
-                database: "d".into(),
-                collection: "c".into(),
-                op: DocOp::UpdateWhere {
-                    spec: Spec::parse(&[
-                        r#"{"method":"equal","attribute":"a","values":[1,"x",null,[true]]}"#.into(),
-                        r#"{"method":"limit","values":[3]}"#.into(),
-                    ])
-                    .unwrap(),
-                    data: [("a".to_string(), Value::Float(1.5))].into_iter().collect(),
-                },
-            }],
+    fn envelopes_round_trip_through_bincode() {
+        let batch = Batch(vec![update_where()]);
+        let bytes = bincode::serialize(&batch).unwrap();
+        assert_eq!(bincode::deserialize::<Batch>(&bytes).unwrap(), batch);
+    }
+
+    /// The log format is pinned: a change to these bytes is a change of what every node has
+    /// on disk, and must come with a new `COMMAND_VERSION` and a way to read the old one.
+    #[test]
+    fn golden_encodings() {
+        let create_project = Envelope {
+            at: 5,
+            ..Envelope::new(
+                "demo",
+                RequestId(7),
+                Actor::Operator,
+                Op::Projects(ProjectOp::Create {
+                    name: "Demo".into(),
+                }),
+            )
         };
-        let bytes = bincode::serialize(&cmd).unwrap();
-        assert_eq!(bincode::deserialize::<Command>(&bytes).unwrap(), cmd);
+        let delete_row = Envelope {
+            at: 6,
+            ..Envelope::new(
+                "p",
+                RequestId(u128::MAX),
+                Actor::Key {
+                    id: "k".into(),
+                    scopes: vec!["rows.write".into()],
+                },
+                Op::Documents(DocumentsOp::Write {
+                    ops: vec![DocTarget {
+                        database: "d".into(),
+                        collection: "c".into(),
+                        op: DocOp::Delete { id: "r".into() },
+                    }],
+                }),
+            )
+        };
+        let commit = Envelope {
+            at: 7,
+            ..Envelope::new(
+                "p",
+                RequestId(1),
+                Actor::Operator,
+                Op::Transactions(TransactionOp::Commit { id: "t".into() }),
+            )
+        };
+        let hex = |e: &Envelope| {
+            bincode::serialize(e)
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        // Read field by field: version, project, request id (u128 LE), at, actor, op.
+        assert_eq!(
+            hex(&create_project),
+            concat!(
+                "0100",
+                "0400000000000000",
+                "64656d6f",
+                "07000000000000000000000000000000",
+                "0500000000000000",
+                "00000000",
+                "00000000",
+                "00000000",
+                "0400000000000000",
+                "44656d6f"
+            )
+        );
+        assert_eq!(
+            hex(&delete_row),
+            concat!(
+                "0100",
+                "0100000000000000",
+                "70",
+                "ffffffffffffffffffffffffffffffff",
+                "0600000000000000",
+                "01000000",
+                "0100000000000000",
+                "6b",
+                "0100000000000000",
+                "0a00000000000000",
+                "726f77732e7772697465",
+                "03000000",
+                "00000000",
+                "0100000000000000",
+                "0100000000000000",
+                "64",
+                "0100000000000000",
+                "63",
+                "03000000",
+                "0100000000000000",
+                "72"
+            )
+        );
+        assert_eq!(
+            hex(&commit),
+            concat!(
+                "0100",
+                "0100000000000000",
+                "70",
+                "01000000000000000000000000000000",
+                "0700000000000000",
+                "00000000",
+                "04000000",
+                "02000000",
+                "0100000000000000",
+                "74"
+            )
+        );
+        for e in [&create_project, &delete_row, &commit] {
+            let back: Envelope = bincode::deserialize(&bincode::serialize(e).unwrap()).unwrap();
+            assert_eq!(&back, e);
+        }
     }
 }

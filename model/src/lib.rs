@@ -14,7 +14,7 @@ pub mod schema;
 pub mod time;
 pub mod value;
 
-pub use command::{Command, DocOp, DocTarget, Outcome};
+pub use command::{Actor, Batch, DocOp, DocTarget, Envelope, Op, Outcome, RequestId};
 pub use error::{Error, ErrorCode};
 pub use schema::{
     ApiKey, AttrKind, Attribute, Collection, Database, Document, Index, IndexKind, Order, Project,

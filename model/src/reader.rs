@@ -1,10 +1,22 @@
-//! Read access to the replicated state, as the API layer sees it. Implemented by the storage
-//! engine; only reads, so nothing holding a `&dyn StateReader` can bypass the Raft log.
+//! Read access to the replicated state, as the API layer sees it: a view of one point in time
+//! (one applied index), implemented by the storage engine's `View`. Only reads, so nothing
+//! holding a `StateReader` can bypass the Raft log.
 
 use crate::command::DocTarget;
 use crate::error::Result;
 use crate::query::Spec;
 use crate::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
+
+/// How current a view must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the view was asked for (a read barrier:
+    /// one quorum round trip). The default for every read.
+    Linearizable,
+    /// As this node has applied it, no barrier: for the fast checks a write makes before it
+    /// is proposed (everything that matters is checked again when it is applied).
+    Local,
+}
 
 /// One page of a query and the total number of matches.
 #[derive(Clone, Debug, PartialEq)]
@@ -14,9 +26,12 @@ pub struct Page {
 }
 
 pub trait StateReader: Send + Sync {
+    /// The log index this view reflects: every read through it sees exactly that state.
+    fn applied_index(&self) -> u64;
     fn project(&self, id: &str) -> Result<Option<Project>>;
     fn list_projects(&self) -> Result<Vec<Project>>;
-    fn key_by_secret_sha256(&self, sha: &str) -> Result<Option<ApiKey>>;
+    fn key(&self, project: &str, id: &str) -> Result<Option<ApiKey>>;
+    fn key_by_secret_sha256(&self, project: &str, sha: &str) -> Result<Option<ApiKey>>;
     fn list_keys(&self, project: &str) -> Result<Vec<ApiKey>>;
     fn database(&self, project: &str, id: &str) -> Result<Option<Database>>;
     fn list_databases(&self, project: &str) -> Result<Vec<Database>>;

@@ -2,8 +2,8 @@
 
 use crate::gossip::{Gossip, Health};
 use api::{Backend, BoxFuture, Unavailable};
-use model::reader::StateReader;
-use model::{Command, Outcome};
+use model::reader::{Consistency, StateReader};
+use model::{Envelope, Outcome};
 use raft::{RaftNode, ReplicationError};
 use std::sync::Arc;
 
@@ -14,26 +14,63 @@ pub struct NodeBackend {
 }
 
 impl Backend for NodeBackend {
-    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, Unavailable>> {
+    fn write(&self, env: Envelope) -> BoxFuture<'_, Result<Outcome, Unavailable>> {
         Box::pin(async move {
             self.node
-                .write(cmd)
+                .write(env)
                 .await
                 .map_err(|e| Unavailable(e.to_string()))
         })
     }
 
-    fn read_barrier(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn read(
+        &self,
+        consistency: Consistency,
+    ) -> BoxFuture<'_, Result<Arc<dyn StateReader>, Unavailable>> {
         Box::pin(async move {
-            self.node
-                .read_barrier()
+            let view = self
+                .node
+                .view(consistency)
                 .await
-                .map_err(|e| Unavailable(e.to_string()))
+                .map_err(|e| Unavailable(e.to_string()))?;
+            Ok(Arc::new(view) as Arc<dyn StateReader>)
         })
     }
 
-    fn reader(&self) -> &dyn StateReader {
-        self.node.engine()
+    fn cluster_check(
+        &self,
+        check: Envelope,
+    ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>> {
+        Box::pin(async move {
+            let report = self.node.cluster_check(check).await.map_err(|e| {
+                model::Error::new(model::ErrorCode::GeneralUnavailable, e.to_string())
+            })?;
+            let mut digests = serde_json::Map::new();
+            let mut errors = serde_json::Map::new();
+            let mut applied = None;
+            let mut seen = std::collections::BTreeSet::new();
+            for (id, answer) in &report {
+                match answer {
+                    Ok((index, digest)) => {
+                        applied = Some(*index);
+                        seen.insert((*index, digest.clone()));
+                        digests.insert(id.to_string(), serde_json::json!(digest));
+                    }
+                    Err(reason) => {
+                        digests.insert(id.to_string(), serde_json::Value::Null);
+                        errors.insert(id.to_string(), serde_json::json!(reason));
+                    }
+                }
+            }
+            // Consistent: every member answered, at one index, with one digest.
+            let consistent = errors.is_empty() && seen.len() == 1;
+            Ok(serde_json::json!({
+                "applied": applied,
+                "digests": digests,
+                "errors": errors,
+                "consistent": consistent,
+            }))
+        })
     }
 
     fn root_key_sha256(&self) -> &str {

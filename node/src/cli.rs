@@ -114,6 +114,22 @@ enum KeyCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A project's keys (no secrets).
+    List {
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revokes a key: from then on no write made with it is applied, on any node.
+    Delete {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        key_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +142,12 @@ enum ClusterCommand {
     Remove {
         #[arg(long)]
         node_id: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Compare every replica: each computes a digest of its state at the same log entry.
+    /// Exits 1 if they differ (or a member cannot answer).
+    Check {
         #[command(flatten)]
         remote: Remote,
     },
@@ -267,6 +289,30 @@ async fn key(c: KeyCommand) -> Result<()> {
                 .context("creating the key")?;
             print(&v)
         }
+        KeyCommand::List { project, remote } => {
+            let v = remote
+                .console()?
+                .get(&format!("/projects/{project}/keys"))
+                .await
+                .context("listing keys")?;
+            print(&v)
+        }
+        KeyCommand::Delete {
+            project,
+            key_id,
+            remote,
+        } => {
+            remote
+                .console()?
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/projects/{project}/keys/{key_id}"),
+                    None,
+                )
+                .await
+                .with_context(|| format!("deleting key {key_id}"))?;
+            print(&json!({}))
+        }
     }
 }
 
@@ -287,6 +333,18 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 .await
                 .with_context(|| format!("removing node {node_id}"))?;
             print(&v)
+        }
+        ClusterCommand::Check { remote } => {
+            let v = remote
+                .console()?
+                .post("/cluster/check", json!({}))
+                .await
+                .context("checking the replicas")?;
+            print(&v)?;
+            if v.get("consistent") != Some(&json!(true)) {
+                anyhow::bail!("the replicas are not consistent");
+            }
+            Ok(())
         }
     }
 }

@@ -20,7 +20,9 @@ pub mod pb {
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
-pub use node::{ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, ReplicationError};
+pub use node::{
+    CheckReport, ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, ReplicationError,
+};
 
 /// What every member knows about another: where to reach it, and its region label.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +37,8 @@ pub struct NodeInfo {
 openraft::declare_raft_types!(
     /// Basalt's Raft types: commands in, outcomes out, u64 node ids.
     pub TypeConfig:
-        D = model::Command,
-        R = model::Outcome,
+        D = model::Batch,
+        R = Vec<model::Outcome>,
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

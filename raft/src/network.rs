@@ -229,6 +229,18 @@ impl RaftService for Service {
         ))
     }
 
+    async fn digest(
+        &self,
+        req: Request<rpc::DigestReq>,
+    ) -> Result<Response<rpc::DigestReply>, Status> {
+        let node = self.node()?;
+        Ok(Response::new(
+            node.wait_check(req.into_inner(), std::time::Duration::from_secs(30))
+                .await
+                .map_err(RemoteError::from),
+        ))
+    }
+
     async fn ping(&self, _req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
         let node = self.node()?;
         Ok(Response::new((node.id, node.applied_index())))

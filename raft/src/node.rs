@@ -2,19 +2,23 @@
 //! this node does not lead), linearizable read barriers, status and shutdown.
 
 use crate::network::{self, Network, Service};
+use crate::pb::raft_client::RaftClient;
 use crate::rpc::RemoteError;
-use crate::store::{LogStore, StateMachine};
+use crate::store::{CheckState, LogStore, StateMachine};
 use crate::{NodeInfo, TypeConfig};
+use model::reader::Consistency;
+use model::{Envelope, Outcome, RequestId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use storage_engine::{Engine, LogDb};
+use storage_engine::{Engine, LogDb, View};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::transport::Channel;
 
 #[derive(Clone, Debug)]
 pub struct RaftTimings {
@@ -32,11 +36,13 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
-            // openraft 0.9 waits a leader lease (= election_max) plus this node's election
-            // timeout (drawn once, in [min, max)) before campaigning: 0.75-1.0 s after the last
-            // heartbeat with these values.
-            heartbeat: Duration::from_millis(50),
-            election_min: Duration::from_millis(250),
+            // openraft 0.9 also uses the heartbeat interval as the deadline of every
+            // AppendEntries, which includes the follower's fsync: at 50 ms a loaded 2-core
+            // machine missed it (openraft then logs an ERROR and backs off for 500 ms). It
+            // waits a leader lease (= election_max) plus this node's election timeout (drawn
+            // once, in [min, max)) before campaigning: 0.7-1.0 s after the last heartbeat.
+            heartbeat: Duration::from_millis(150),
+            election_min: Duration::from_millis(200),
             election_max: Duration::from_millis(500),
             snapshot_logs: 10_000,
             keep_logs: 2_000,
@@ -99,14 +105,14 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
-/// A command waiting for the group-commit batcher, and where its outcome goes.
-type Proposal = (
-    model::Command,
-    oneshot::Sender<Result<model::Outcome, ReplicationError>>,
-);
+/// An envelope waiting for the group-commit batcher, and where its outcome goes.
+type Proposal = (Envelope, oneshot::Sender<Result<Outcome, ReplicationError>>);
 
-/// Commands proposed together in one log entry, at most.
+/// Envelopes proposed together in one log entry, at most.
 const MAX_BATCH: usize = 64;
+/// Bytes of envelopes in one log entry, at most (an envelope larger than this goes alone; the
+/// API caps each one well below it).
+const MAX_BATCH_BYTES: u64 = 8 << 20;
 /// Proposals in flight at once; while they are, newcomers queue up and form the next batch.
 const IN_FLIGHT: usize = 2;
 
@@ -124,7 +130,14 @@ pub struct RaftNode {
     timings: RaftTimings,
     stop_grpc: Mutex<Option<oneshot::Sender<()>>>,
     grpc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One channel per peer address, reused by forwarded writes, read-index calls and checks
+    /// (a channel multiplexes requests over one HTTP/2 connection and reconnects by itself).
+    channels: Mutex<HashMap<String, RaftClient<Channel>>>,
 }
+
+/// Each member's answer to a replica consistency check: the applied index it computed its
+/// digest at, and the digest; or why it could not answer.
+pub type CheckReport = BTreeMap<u64, Result<(u64, String), String>>;
 
 impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, String> {
@@ -170,6 +183,7 @@ impl RaftNode {
             timings: cfg.timings.clone(),
             stop_grpc: Mutex::new(Some(stop_tx)),
             grpc_task: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
         });
         let service = network::server(Service {
             raft: raft.clone(),
@@ -225,15 +239,33 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader.is_some()
     }
 
-    /// Proposes a command and returns its outcome once committed and applied. Forwards to
+    /// A client for a peer's gRPC address, on the channel kept for it.
+    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, ReplicationError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = network::client(addr, self.timings.request_timeout * 30)
+            .ok_or_else(|| ReplicationError::Unavailable(format!("bad peer address {addr}")))?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Proposes an envelope and returns its outcome once committed and applied. Forwards to
     /// the leader when this node does not lead. Bounded by the request timeout.
-    pub async fn write(&self, cmd: model::Command) -> Result<model::Outcome, ReplicationError> {
+    pub async fn write(&self, env: Envelope) -> Result<Outcome, ReplicationError> {
         let deadline = tokio::time::Instant::now() + self.timings.request_timeout;
+        let mut first = true;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.write_once(&cmd)).await;
+            let attempt = tokio::time::timeout_at(deadline, self.write_once(&env, first)).await;
+            first = false;
             match attempt {
                 Err(_) => return Err(ReplicationError::Timeout),
                 Ok(Ok(o)) => return Ok(o),
+                // Retrying is safe even when the failed attempt may have reached the leader
+                // and been committed (a forward whose reply was lost): the envelope keeps its
+                // request id, and the state machine answers a repeat with the first outcome
+                // instead of applying it again.
                 Ok(Err(ReplicationError::NotLeader { .. }))
                 | Ok(Err(ReplicationError::Unavailable(_))) => {
                     if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
@@ -246,17 +278,31 @@ impl RaftNode {
         }
     }
 
-    async fn write_once(&self, cmd: &model::Command) -> Result<model::Outcome, ReplicationError> {
-        match self.write_local(cmd.clone()).await {
+    async fn write_once(&self, env: &Envelope, first: bool) -> Result<Outcome, ReplicationError> {
+        match self.write_local(env.clone()).await {
             Err(ReplicationError::NotLeader {
                 leader: Some(leader),
             }) if leader != self.id => {
                 let info = self.member(leader).ok_or(ReplicationError::NotLeader {
                     leader: Some(leader),
                 })?;
-                let mut client = network::client(&info.grpc, self.timings.request_timeout)
-                    .ok_or_else(|| ReplicationError::Unavailable("bad leader address".into()))?;
-                match client.forward(cmd.clone()).await {
+                let mut client = self.peer(&info.grpc)?;
+                let mut req = tonic::Request::new(env.clone());
+                req.set_timeout(self.timings.request_timeout);
+                #[cfg(feature = "fault-points")]
+                let lose_reply =
+                    first && std::env::var("BASALT_FAULT").is_ok_and(|f| f == "lose-forward-reply");
+                #[cfg(not(feature = "fault-points"))]
+                let _ = first;
+                match client.forward(req).await {
+                    #[cfg(feature = "fault-points")]
+                    Ok(_) if lose_reply => {
+                        // Test fault: the leader committed, but its answer never arrives.
+                        tracing::warn!(request = %env.request_id, "fault point lose-forward-reply: dropping the leader's answer");
+                        Err(ReplicationError::Unavailable(
+                            "fault: forward reply lost".into(),
+                        ))
+                    }
                     Ok(r) => r.into_inner().map_err(|e| match e {
                         RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
                         other => ReplicationError::Unavailable(other.to_string()),
@@ -269,17 +315,26 @@ impl RaftNode {
     }
 
     /// Proposes on this node only (no forwarding), through the group-commit batcher.
-    pub(crate) async fn write_local(
-        &self,
-        cmd: model::Command,
-    ) -> Result<model::Outcome, ReplicationError> {
+    pub(crate) async fn write_local(&self, env: Envelope) -> Result<Outcome, ReplicationError> {
         let (tx, rx) = oneshot::channel();
         self.proposals
-            .send((cmd, tx))
+            .send((env, tx))
             .await
             .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?;
         rx.await
             .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?
+    }
+
+    /// A view of the state: after a read barrier for `Linearizable` (it reflects every write
+    /// acknowledged before the call), or as this node has applied it for `Local`.
+    pub async fn view(&self, consistency: Consistency) -> Result<View, ReplicationError> {
+        match consistency {
+            Consistency::Linearizable => self.read_barrier().await?,
+            Consistency::Local => {}
+        }
+        self.engine
+            .view()
+            .map_err(|e| ReplicationError::Unavailable(format!("state: {e}")))
     }
 
     /// Makes the next local read linearizable: confirms leadership with a quorum (or asks the
@@ -296,10 +351,10 @@ impl RaftNode {
                         let info = self.member(leader).ok_or(ReplicationError::NotLeader {
                             leader: Some(leader),
                         })?;
-                        let mut client = network::client(&info.grpc, timeout).ok_or_else(|| {
-                            ReplicationError::Unavailable("bad leader address".into())
-                        })?;
-                        match client.read_index(()).await.map(|r| r.into_inner()) {
+                        let mut client = self.peer(&info.grpc)?;
+                        let mut req = tonic::Request::new(());
+                        req.set_timeout(timeout);
+                        match client.read_index(req).await.map(|r| r.into_inner()) {
                             Ok(Ok(index)) => {
                                 self.raft
                                     .wait(Some(timeout))
@@ -318,6 +373,64 @@ impl RaftNode {
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| ReplicationError::Timeout)?
+    }
+
+    /// Replica consistency check: commits `check` (a `ClusterOp::Check` envelope), then asks
+    /// every member for the digest it computed at that log entry.
+    pub async fn cluster_check(&self, check: Envelope) -> Result<CheckReport, ReplicationError> {
+        const WAIT: Duration = Duration::from_secs(30);
+        let id = check.request_id;
+        if let Outcome::Failed(e) = self.write(check).await? {
+            return Err(ReplicationError::Refused(e.message));
+        }
+        let members: Vec<(u64, NodeInfo)> = self
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
+        let asks = members.into_iter().map(|(member, info)| async move {
+            let answer = if member == self.id {
+                self.wait_check(id, WAIT).await.map_err(|e| e.to_string())
+            } else {
+                match self.peer(&info.grpc) {
+                    Ok(mut c) => {
+                        let mut req = tonic::Request::new(id);
+                        req.set_timeout(WAIT + Duration::from_secs(1));
+                        match c.digest(req).await {
+                            Ok(r) => r.into_inner().map_err(|e| e.to_string()),
+                            Err(s) => Err(format!("unreachable: {}", s.message())),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            (member, answer)
+        });
+        Ok(futures::future::join_all(asks).await.into_iter().collect())
+    }
+
+    /// This node's digest for check `id`, once it has applied it and computed the digest.
+    pub(crate) async fn wait_check(
+        &self,
+        id: RequestId,
+        wait: Duration,
+    ) -> Result<(u64, String), ReplicationError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.sm.check(id) {
+                Some(CheckState::Done { index, digest }) => return Ok((index, digest)),
+                Some(CheckState::Failed { index, reason }) => {
+                    return Err(ReplicationError::Unavailable(format!(
+                        "digest at {index} failed: {reason}"
+                    )))
+                }
+                Some(CheckState::Computing { .. }) | None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicationError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub(crate) async fn read_index_local(&self) -> Result<u64, ReplicationError> {
@@ -646,55 +759,83 @@ impl RaftNode {
     }
 }
 
-/// Proposes one command and waits for its outcome.
+/// Proposes envelopes as one log entry and waits for their outcomes.
 async fn propose(
     raft: &Raft<TypeConfig>,
-    cmd: model::Command,
-) -> Result<model::Outcome, ReplicationError> {
-    raft.client_write(cmd)
+    envs: Vec<Envelope>,
+) -> Result<Vec<Outcome>, ReplicationError> {
+    raft.client_write(model::Batch(envs))
         .await
         .map(|resp| resp.data)
         .map_err(write_error)
 }
 
+/// Epoch milliseconds from this node's clock (the leader's, when it proposes).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Group commit: proposals that queue up while earlier ones are being replicated go out
-/// together as one `Command::Batch` — one log entry, one fsync per node — and each caller
-/// gets its own command's outcome.
+/// together as one log entry — one fsync per node — and each caller gets its own envelope's
+/// outcome. Entries are bounded by count and bytes. Every envelope is stamped here with the
+/// proposing leader's time (never below the last it stamped; apply also never lets `at` go
+/// below what it applied before, across leaders).
 async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut held: Option<Proposal> = None;
+    let mut last_at = i64::MIN;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        let first = match held.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
         };
+        let mut bytes = bincode::serialized_size(&first.0).unwrap_or(0);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    let size = bincode::serialized_size(&p.0).unwrap_or(0);
+                    if bytes + size > MAX_BATCH_BYTES {
+                        held = Some(p);
+                        break;
+                    }
+                    bytes += size;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
+        let at = wall_clock_ms().max(last_at);
+        last_at = at;
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if batch.len() == 1 {
-                if let Some((cmd, reply)) = batch.pop() {
-                    let _ = reply.send(propose(&raft, cmd).await);
-                }
-                return;
+            let (mut envs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            for e in &mut envs {
+                e.at = at;
             }
-            let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let n = cmds.len();
-            match propose(&raft, model::Command::Batch(cmds)).await {
-                Ok(model::Outcome::Batch(outcomes)) if outcomes.len() == n => {
+            let n = envs.len();
+            match propose(&raft, envs).await {
+                Ok(outcomes) if outcomes.len() == n => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(outcome));
                     }
                 }
                 Ok(other) => {
-                    tracing::error!(outcome = ?other, "a batch answered with a non-batch outcome");
+                    tracing::error!(
+                        expected = n,
+                        got = other.len(),
+                        "an entry answered with the wrong number of outcomes"
+                    );
                     for reply in replies {
                         let _ = reply.send(Err(ReplicationError::Unavailable(
                             "internal batching error".into(),

@@ -27,8 +27,12 @@ pub type AppendReq = AppendEntriesRequest<TypeConfig>;
 pub type AppendReply = Result<AppendEntriesResponse<u64>, RemoteError>;
 pub type SnapshotReq = InstallSnapshotRequest<TypeConfig>;
 pub type SnapshotReply = Result<InstallSnapshotResponse<u64>, RemoteError>;
-pub type ForwardReq = model::Command;
+pub type ForwardReq = model::Envelope;
 pub type ForwardReply = Result<model::Outcome, RemoteError>;
+/// A replica consistency check, by the request id of its `ClusterOp::Check` envelope.
+pub type DigestReq = model::RequestId;
+/// The applied index the digest was computed at, and the digest.
+pub type DigestReply = Result<(u64, String), RemoteError>;
 pub type ReadIndexReq = ();
 /// The leader's read index: once a follower has applied it, a local read is linearizable.
 pub type ReadIndexReply = Result<u64, RemoteError>;

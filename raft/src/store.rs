@@ -175,6 +175,26 @@ struct SmState {
     current: Option<SnapshotMeta<u64, NodeInfo>>,
 }
 
+/// A replica consistency check (`ClusterOp::Check`) as this node sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckState {
+    /// Applied at this index; the digest of the state there is being computed.
+    Computing {
+        index: u64,
+    },
+    Done {
+        index: u64,
+        digest: String,
+    },
+    Failed {
+        index: u64,
+        reason: String,
+    },
+}
+
+/// Checks remembered per node (oldest forgotten first).
+const CHECKS_KEPT: usize = 16;
+
 #[derive(Clone)]
 pub struct StateMachine {
     engine: Engine,
@@ -183,6 +203,8 @@ pub struct StateMachine {
     counter: Arc<AtomicU64>,
     /// Held while the current snapshot's files are replaced or read.
     files: Arc<Mutex<()>>,
+    /// Consistency checks by request id, in the order they were applied.
+    checks: Arc<Mutex<Vec<(model::RequestId, CheckState)>>>,
 }
 
 const CURRENT_META: &str = "current.meta";
@@ -205,7 +227,47 @@ impl StateMachine {
             state: Arc::new(Mutex::new(SmState { applied, current })),
             counter: Arc::new(AtomicU64::new(0)),
             files: Arc::new(Mutex::new(())),
+            checks: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// Where a consistency check stands on this node, if it has applied it.
+    pub fn check(&self, id: model::RequestId) -> Option<CheckState> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks
+            .iter()
+            .find(|(c, _)| *c == id)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Starts computing the digest of the state as of `index` (called while applying it:
+    /// the view is taken before the next entry is applied).
+    fn start_check(&self, id: model::RequestId, index: u64) {
+        {
+            let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+            if checks.iter().any(|(c, _)| *c == id) {
+                return;
+            }
+            if checks.len() >= CHECKS_KEPT {
+                checks.remove(0);
+            }
+            checks.push((id, CheckState::Computing { index }));
+        }
+        let view = self.engine.view();
+        let checks = self.checks.clone();
+        std::thread::spawn(move || {
+            let state = match view.and_then(|v| v.digest()) {
+                Ok(digest) => CheckState::Done { index, digest },
+                Err(e) => CheckState::Failed {
+                    index,
+                    reason: e.to_string(),
+                },
+            };
+            let mut checks = checks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = checks.iter_mut().find(|(c, _)| *c == id) {
+                slot.1 = state;
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SmState> {
@@ -271,7 +333,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self.lock().applied.clone())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<model::Outcome>, SErr>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<model::Outcome>>, SErr>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -287,15 +349,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     applied.1 = StoredMembership::new(Some(e.log_id), m.clone());
                 }
                 let meta = bincode::serialize(&applied).map_err(write_err)?;
-                let outcome = match &e.payload {
-                    EntryPayload::Normal(cmd) => me.engine.apply(cmd, &meta).map_err(write_err)?,
-                    EntryPayload::Blank | EntryPayload::Membership(_) => {
-                        me.engine.set_applied_meta(&meta).map_err(write_err)?;
-                        model::Outcome::Done
-                    }
+                let index = e.log_id.index;
+                let batch = match &e.payload {
+                    EntryPayload::Normal(batch) => Some(batch),
+                    EntryPayload::Blank | EntryPayload::Membership(_) => None,
                 };
+                let outcomes = me
+                    .engine
+                    .apply_entry(batch, index, &meta)
+                    .map_err(write_err)?;
                 me.lock().applied = applied;
-                out.push(outcome);
+                for (env, outcome) in batch
+                    .map(|b| b.0.as_slice())
+                    .unwrap_or(&[])
+                    .iter()
+                    .zip(&outcomes)
+                {
+                    let check =
+                        matches!(env.op, model::Op::Cluster(model::command::ClusterOp::Check));
+                    if check && !matches!(outcome, model::Outcome::Failed(_)) {
+                        me.start_check(env.request_id, index);
+                    }
+                }
+                out.push(outcomes);
             }
             Ok(out)
         })
@@ -324,7 +400,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             me.engine.import(&blob).map_err(write_err)?;
             let applied: Applied = (meta.last_log_id, meta.last_membership.clone());
             let bytes = bincode::serialize(&applied).map_err(write_err)?;
-            me.engine.set_applied_meta(&bytes).map_err(write_err)?;
+            let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+            me.engine.set_applied(index, &bytes).map_err(write_err)?;
             me.lock().applied = applied;
             me.checkpoint_now().map(|_| ())
         })
@@ -355,23 +432,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::schema::{AttrKind, Attribute, Collection, Database, Project};
-    use model::{Command, DocOp, DocTarget, Value};
+    use model::command::{DocumentsOp, ProjectOp, SchemaOp};
+    use model::schema::{AttrKind, Attribute, Collection, Database};
+    use model::{Actor, Batch, DocOp, DocTarget, Envelope, Op, RequestId, Value};
     use openraft::storage::RaftLogStorageExt;
     use openraft::{CommittedLeaderId, Membership};
-    use std::collections::BTreeMap;
 
     fn log_id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
-    fn entry(term: u64, index: u64, cmd: Option<Command>) -> Entry<TypeConfig> {
+    fn entry(term: u64, index: u64, envs: Option<Vec<Envelope>>) -> Entry<TypeConfig> {
         Entry {
             log_id: log_id(term, index),
-            payload: match cmd {
-                Some(c) => EntryPayload::Normal(c),
+            payload: match envs {
+                Some(e) => EntryPayload::Normal(Batch(e)),
                 None => EntryPayload::Blank,
             },
+        }
+    }
+
+    fn op(n: u128, at: i64, op: Op) -> Envelope {
+        Envelope {
+            at,
+            ..Envelope::new("p", RequestId(n), Actor::Operator, op)
         }
     }
 
@@ -413,56 +497,16 @@ mod tests {
         );
     }
 
-    fn commands() -> Vec<Command> {
-        let attr = |key: &str, kind| Attribute {
-            size: Some(32),
-            ..Attribute::new(key, kind, 5)
-        };
-        let mut cmds = vec![
-            Command::CreateProject {
-                project: Project {
-                    id: "p".into(),
-                    name: "p".into(),
-                    created_at: 1,
-                    updated_at: 1,
-                },
-            },
-            Command::CreateDatabase {
-                project: "p".into(),
-                database: Database {
-                    id: "d".into(),
-                    name: "d".into(),
-                    enabled: true,
-                    kind: "tablesdb".into(),
-                    created_at: 2,
-                    updated_at: 2,
-                },
-            },
-            Command::CreateCollection {
-                project: "p".into(),
-                collection: Collection {
-                    id: "c".into(),
-                    database: "d".into(),
-                    name: "c".into(),
-                    enabled: true,
-                    permissions: vec![],
-                    document_security: false,
-                    attributes: vec![attr("name", AttrKind::String), attr("n", AttrKind::Integer)],
-                    indexes: vec![],
-                    created_at: 3,
-                    updated_at: 3,
-                },
-            },
-        ];
-        for i in 0..50i64 {
-            cmds.push(Command::Documents {
-                project: "p".into(),
-                now: 10 + i,
+    fn create_row(n: u128, at: i64, id: &str, i: i64) -> Envelope {
+        op(
+            n,
+            at,
+            Op::Documents(DocumentsOp::Write {
                 ops: vec![DocTarget {
                     database: "d".into(),
                     collection: "c".into(),
                     op: DocOp::Create {
-                        id: format!("r{i}"),
+                        id: id.into(),
                         data: [
                             ("name".to_string(), Value::Str(format!("n{i}"))),
                             ("n".to_string(), Value::Int(i)),
@@ -472,22 +516,59 @@ mod tests {
                         permissions: None,
                     },
                 }],
-            });
+            }),
+        )
+    }
+
+    /// Setup, 50 rows, and a failing create: one envelope per entry.
+    fn commands() -> Vec<Envelope> {
+        let attr = |key: &str, kind| Attribute {
+            size: Some(32),
+            ..Attribute::new(key, kind, 5)
+        };
+        let mut cmds = vec![
+            op(1, 1, Op::Projects(ProjectOp::Create { name: "p".into() })),
+            op(
+                2,
+                2,
+                Op::Schema(SchemaOp::CreateDatabase {
+                    database: Database {
+                        id: "d".into(),
+                        name: "d".into(),
+                        enabled: true,
+                        kind: "tablesdb".into(),
+                        created_at: 2,
+                        updated_at: 2,
+                    },
+                }),
+            ),
+            op(
+                3,
+                3,
+                Op::Schema(SchemaOp::CreateCollection {
+                    collection: Collection {
+                        id: "c".into(),
+                        database: "d".into(),
+                        name: "c".into(),
+                        enabled: true,
+                        permissions: vec![],
+                        document_security: false,
+                        attributes: vec![
+                            attr("name", AttrKind::String),
+                            attr("n", AttrKind::Integer),
+                        ],
+                        indexes: vec![],
+                        created_at: 3,
+                        updated_at: 3,
+                    },
+                }),
+            ),
+        ];
+        for i in 0..50i64 {
+            cmds.push(create_row(100 + i as u128, 10 + i, &format!("r{i}"), i));
         }
         // A failing command is part of the log too, and must change nothing anywhere.
-        cmds.push(Command::Documents {
-            project: "p".into(),
-            now: 99,
-            ops: vec![DocTarget {
-                database: "d".into(),
-                collection: "c".into(),
-                op: DocOp::Create {
-                    id: "r1".into(),
-                    data: BTreeMap::new(),
-                    permissions: None,
-                },
-            }],
-        });
+        cmds.push(create_row(999, 99, "r1", 1));
         cmds
     }
 
@@ -510,14 +591,14 @@ mod tests {
             payload: EntryPayload::Membership(membership),
         }];
         for (i, c) in commands().into_iter().enumerate() {
-            entries.push(entry(1, i as u64 + 2, Some(c)));
+            entries.push(entry(1, i as u64 + 2, Some(vec![c])));
         }
         let out_a = a.apply(entries.clone()).await.unwrap();
         let out_b = b.apply(entries.clone()).await.unwrap();
         assert_eq!(out_a, out_b);
         assert_eq!(out_a.len(), entries.len());
         assert!(
-            matches!(out_a.last(), Some(model::Outcome::Failed(e)) if e.code == model::ErrorCode::DocumentAlreadyExists)
+            matches!(out_a.last().map(|o| o.as_slice()), Some([model::Outcome::Failed(e)]) if e.code == model::ErrorCode::DocumentAlreadyExists)
         );
         let (ea, eb) = (
             export(&a, &dirs[2].path().join("x")),
@@ -551,7 +632,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_batch_applies_each_command_on_its_own() {
+    async fn a_batch_is_one_entry_with_an_outcome_per_envelope() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("state")).unwrap();
         let mut sm = StateMachine::open(engine, dir.path().join("snapshots")).unwrap();
@@ -561,12 +642,12 @@ mod tests {
         let setup: Vec<_> = cmds
             .drain(..3)
             .enumerate()
-            .map(|(i, c)| entry(1, i as u64 + 1, Some(c)))
+            .map(|(i, c)| entry(1, i as u64 + 1, Some(vec![c])))
             .collect();
         sm.apply(setup).await.unwrap();
-        let batch = Command::Batch(vec![first_doc, cmds.remove(0), dup]);
+        let batch = vec![first_doc, cmds.remove(0), dup];
         let out = sm.apply(vec![entry(1, 4, Some(batch))]).await.unwrap();
-        let [model::Outcome::Batch(outcomes)] = out.as_slice() else {
+        let [outcomes] = out.as_slice() else {
             panic!("{out:?}")
         };
         assert!(matches!(&outcomes[0], model::Outcome::Documents(d) if d[0].id == "r0"));
@@ -588,7 +669,7 @@ mod tests {
                     log_id: log_id(3, 10),
                     payload: EntryPayload::Membership(membership),
                 },
-                entry(3, 11, commands().pop()),
+                entry(3, 11, commands().pop().map(|e| vec![e])),
                 entry(3, 12, None),
             ],
             leader_commit: Some(log_id(3, 9)),

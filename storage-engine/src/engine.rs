@@ -17,6 +17,9 @@ pub enum StorageError {
     Corrupt { key: String, reason: String },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A log entry written by a newer Basalt: this node must be upgraded before it can apply it.
+    #[error("command format version {version} is newer than this node understands")]
+    UnsupportedCommand { version: u16 },
 }
 
 impl From<StorageError> for model::Error {
@@ -95,10 +98,15 @@ impl Engine {
         Ok(self.db.get_cf(self.cf(CF_META), crate::keys::APPLIED)?)
     }
 
-    /// Stores the applied-state record alone (for log entries that carry no command).
-    pub fn set_applied_meta(&self, meta: &[u8]) -> Result<(), StorageError> {
+    /// Records what the state covers (after a snapshot install).
+    pub fn set_applied(&self, index: u64, meta: &[u8]) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META), crate::keys::APPLIED, meta);
+        batch.put_cf(
+            self.cf(CF_META),
+            crate::keys::APPLIED_INDEX,
+            index.to_be_bytes(),
+        );
         self.write(batch)
     }
 

@@ -40,7 +40,9 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xFF; prefix.len() + 1]
 }
 
-// Meta keyspace tags.
+// Meta keyspace. A project's records are `project \0 tag \0 …`, so one project is one
+// contiguous range of every column family. Cluster-wide records start with `\0`, which no
+// project id can (ids start with an ASCII letter or digit).
 pub const PROJECT: &str = "P";
 pub const KEY: &str = "K";
 pub const KEY_HASH: &str = "H";
@@ -48,7 +50,40 @@ pub const DATABASE: &str = "D";
 pub const COLLECTION: &str = "C";
 pub const SEQUENCE: &str = "S";
 pub const TRANSACTION: &str = "T";
-pub const APPLIED: &[u8] = b"R\0applied";
+
+/// The Raft layer's opaque applied-state record.
+pub const APPLIED: &[u8] = b"\0applied";
+/// The applied log index, as 8 big-endian bytes (written with `APPLIED`).
+pub const APPLIED_INDEX: &[u8] = b"\0applied-index";
+/// The largest envelope `at` applied so far (8 big-endian bytes): time never goes back.
+pub const LAST_AT: &[u8] = b"\0last-at";
+/// `\0projects\0<id>`: the list of projects.
+pub const PROJECTS: &[u8] = b"\0projects\0";
+/// `\0req\0<request id>` → the first outcome of that request.
+pub const REQUEST: &[u8] = b"\0req\0";
+/// `\0req-at\0<at><request id>`: request ids in the order they expire.
+pub const REQUEST_AT: &[u8] = b"\0req-at\0";
+
+/// A project's meta record: `project\0tag\0rest…`.
+pub fn meta(project: &str, tag: &str, rest: &[&str]) -> Vec<u8> {
+    let mut parts = Vec::with_capacity(rest.len() + 2);
+    parts.push(project);
+    parts.push(tag);
+    parts.extend_from_slice(rest);
+    join(&parts)
+}
+
+/// The prefix of a project's meta records under `tag` and `rest`.
+pub fn meta_prefix(project: &str, tag: &str, rest: &[&str]) -> Vec<u8> {
+    let mut k = meta(project, tag, rest);
+    k.push(SEP);
+    k
+}
+
+/// Order-preserving bytes of a timestamp (epoch ms).
+pub fn time_bytes(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
 
 /// The built-in index on `$sequence` that gives the default order.
 pub const SEQ_INDEX: &str = "$seq";

@@ -1,9 +1,10 @@
 //! Basalt's storage engine: RocksDB keyspaces for projects, keys, schema, documents and
-//! secondary indexes; a deterministic `apply(Command)`; the query planner and executor;
-//! snapshots as RocksDB checkpoints; and the durable Raft log store's disk layer.
+//! secondary indexes; a deterministic `apply_entry(Batch)`; views (snapshots at a known applied
+//! index) and the query planner and executor that read them; snapshots as RocksDB checkpoints;
+//! and the durable Raft log store's disk layer.
 //!
 //! **Invariant:** only this crate names `rocksdb`. Documents and index entries change only
-//! inside `Engine::apply`, one atomic write batch per command.
+//! inside `Engine::apply_entry`, one atomic write batch per log entry.
 
 mod apply;
 mod engine;
@@ -16,3 +17,4 @@ mod validate;
 pub use engine::{Engine, StorageError};
 pub use log::LogDb;
 pub use planner::Plan;
+pub use read::View;

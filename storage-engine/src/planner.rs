@@ -226,7 +226,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                     usable = eq_cols > 0;
                     break;
                 };
-                if prefixes.len() * vals.len() > MAX_POINTS {
+                if prefixes.len().saturating_mul(vals.len()) > MAX_POINTS {
                     break;
                 }
                 prefixes = prefixes

@@ -1,5 +1,7 @@
-//! Reads: the `StateReader` the API layer uses, and the query executor.
+//! Reads: a `View` — one RocksDB snapshot at a known applied index — is the `StateReader`
+//! the API layer gets; and the query executor, which runs on it.
 
+use crate::apply::txn::Txn;
 use crate::engine::{decode, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
 use crate::keys::{self, SEQ_INDEX};
 use crate::planner;
@@ -7,7 +9,7 @@ use model::query::{Cursor, Spec, DEFAULT_LIMIT};
 use model::reader::{Page, StateReader};
 use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
 use model::{DocTarget, Error, ErrorCode};
-use rocksdb::{Direction, IteratorMode, ReadOptions};
+use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
 use std::collections::HashSet;
 
 type Result<T> = std::result::Result<T, Error>;
@@ -67,10 +69,53 @@ where
     Ok(out)
 }
 
+/// The state at one point in time: every read through a view sees the same applied index.
+pub struct View {
+    // Declared before `engine`, so it is dropped first: it borrows the database that
+    // `engine` keeps alive (see `Engine::view`).
+    snap: SnapshotWithThreadMode<'static, DB>,
+    engine: Engine,
+    applied: u64,
+}
+
 impl Engine {
+    /// A view of the state as applied now.
+    pub fn view(&self) -> std::result::Result<View, StorageError> {
+        let snap = self.db.snapshot();
+        // SAFETY: the snapshot borrows the `DB` inside `self.db`'s `Arc`, which lives on the
+        // heap and never moves. The view keeps a clone of that `Arc` (in `engine`) and drops
+        // the snapshot before it (field order), so the borrow never outlives the database.
+        let snap: SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snap) };
+        let applied = match snap.get_cf(self.cf(CF_META), keys::APPLIED_INDEX)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| crate::engine::corrupt(keys::APPLIED_INDEX, "not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        Ok(View {
+            snap,
+            engine: self.clone(),
+            applied,
+        })
+    }
+}
+
+impl View {
+    fn opts(&self) -> ReadOptions {
+        let mut o = ReadOptions::default();
+        o.set_snapshot(&self.snap);
+        o
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.engine.cf(name)
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self
-            .db
+            .snap
             .get_cf(self.cf(CF_META), key)
             .map_err(StorageError::from)?
         {
@@ -81,8 +126,9 @@ impl Engine {
 
     fn scan_meta<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
+        for item in self.engine.db.iterator_cf_opt(
             self.cf(CF_META),
+            self.opts(),
             IteratorMode::From(prefix, Direction::Forward),
         ) {
             let (k, v) = item.map_err(StorageError::from)?;
@@ -100,12 +146,8 @@ impl Engine {
     }
 
     fn find_inner(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
-        let snap = self.db.snapshot();
-        let read_opts = || {
-            let mut o = ReadOptions::default();
-            o.set_snapshot(&snap);
-            o
-        };
+        let read_opts = || self.opts();
+        let db = &self.engine.db;
         let plan = planner::plan(project, coll, spec);
         tracing::debug!(project, database = %coll.database, collection = %coll.id, plan = %plan.describe, "query plan");
         let limit = spec.limit.unwrap_or(DEFAULT_LIMIT);
@@ -117,9 +159,8 @@ impl Engine {
         let fetch = |ids: &[Vec<u8>]| -> Result<Vec<Document>> {
             let keys: Vec<Vec<u8>> = ids.iter().map(|id| doc_key(id)).collect();
             let cf = self.cf(CF_DOCS);
-            let results = self
-                .db
-                .multi_get_cf_opt(keys.iter().map(|k| (cf, k.as_slice())), &read_opts());
+            let results =
+                db.multi_get_cf_opt(keys.iter().map(|k| (cf, k.as_slice())), &read_opts());
             let mut out = Vec::with_capacity(ids.len());
             for (k, r) in keys.iter().zip(results) {
                 if let Some(v) = r.map_err(StorageError::from)? {
@@ -141,8 +182,7 @@ impl Engine {
             let mut o = read_opts();
             o.set_iterate_upper_bound(end.clone());
             for item in
-                self.db
-                    .iterator_cf_opt(index_cf, o, IteratorMode::From(start, Direction::Forward))
+                db.iterator_cf_opt(index_cf, o, IteratorMode::From(start, Direction::Forward))
             {
                 let (_, v) = item.map_err(StorageError::from)?;
                 if seen.insert(v.to_vec()) {
@@ -187,49 +227,74 @@ impl Engine {
     }
 }
 
-impl StateReader for Engine {
+impl StateReader for View {
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
     fn project(&self, id: &str) -> Result<Option<Project>> {
-        self.get_meta(&keys::join(&[keys::PROJECT, id]))
+        self.get_meta(&keys::meta(id, keys::PROJECT, &[]))
     }
 
     fn list_projects(&self) -> Result<Vec<Project>> {
-        self.scan_meta(&keys::prefix(&[keys::PROJECT]))
+        let mut out = Vec::new();
+        for item in self.engine.db.iterator_cf_opt(
+            self.cf(CF_META),
+            self.opts(),
+            IteratorMode::From(keys::PROJECTS, Direction::Forward),
+        ) {
+            let (k, _) = item.map_err(StorageError::from)?;
+            let Some(id) = k.strip_prefix(keys::PROJECTS) else {
+                break;
+            };
+            let id = String::from_utf8_lossy(id);
+            if let Some(p) = self.project(&id)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
-    fn key_by_secret_sha256(&self, sha: &str) -> Result<Option<ApiKey>> {
-        let Some(loc) = self
-            .db
-            .get_cf(self.cf(CF_META), keys::join(&[keys::KEY_HASH, sha]))
+    fn key(&self, project: &str, id: &str) -> Result<Option<ApiKey>> {
+        self.get_meta(&keys::meta(project, keys::KEY, &[id]))
+    }
+
+    fn key_by_secret_sha256(&self, project: &str, sha: &str) -> Result<Option<ApiKey>> {
+        let Some(id) = self
+            .snap
+            .get_cf(
+                self.cf(CF_META),
+                keys::meta(project, keys::KEY_HASH, &[sha]),
+            )
             .map_err(StorageError::from)?
         else {
             return Ok(None);
         };
-        let mut k = keys::prefix(&[keys::KEY]);
-        k.extend_from_slice(&loc);
-        self.get_meta(&k)
+        self.key(project, &String::from_utf8_lossy(&id))
     }
 
     fn list_keys(&self, project: &str) -> Result<Vec<ApiKey>> {
-        self.scan_meta(&keys::prefix(&[keys::KEY, project]))
+        self.scan_meta(&keys::meta_prefix(project, keys::KEY, &[]))
     }
 
     fn database(&self, project: &str, id: &str) -> Result<Option<Database>> {
-        self.get_meta(&keys::join(&[keys::DATABASE, project, id]))
+        self.get_meta(&keys::meta(project, keys::DATABASE, &[id]))
     }
 
     fn list_databases(&self, project: &str) -> Result<Vec<Database>> {
-        let mut v: Vec<Database> = self.scan_meta(&keys::prefix(&[keys::DATABASE, project]))?;
+        let mut v: Vec<Database> =
+            self.scan_meta(&keys::meta_prefix(project, keys::DATABASE, &[]))?;
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
     }
 
     fn collection(&self, project: &str, db: &str, id: &str) -> Result<Option<Collection>> {
-        self.get_meta(&keys::join(&[keys::COLLECTION, project, db, id]))
+        self.get_meta(&keys::meta(project, keys::COLLECTION, &[db, id]))
     }
 
     fn list_collections(&self, project: &str, db: &str) -> Result<Vec<Collection>> {
         let mut v: Vec<Collection> =
-            self.scan_meta(&keys::prefix(&[keys::COLLECTION, project, db]))?;
+            self.scan_meta(&keys::meta_prefix(project, keys::COLLECTION, &[db]))?;
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
     }
@@ -237,7 +302,7 @@ impl StateReader for Engine {
     fn document(&self, project: &str, coll: &Collection, id: &str) -> Result<Option<Document>> {
         let k = keys::doc(project, &coll.database, &coll.id, id);
         match self
-            .db
+            .snap
             .get_cf(self.cf(CF_DOCS), &k)
             .map_err(StorageError::from)?
         {
@@ -258,7 +323,8 @@ impl StateReader for Engine {
         staged: &[DocTarget],
         now: i64,
     ) -> Result<Option<Document>> {
-        self.with_staged(project, staged, now, |txn| {
+        let txn = Txn::over(&self.engine, &self.snap);
+        crate::apply::staged_read(txn, project, staged, now, |txn| {
             crate::apply::staged_document(txn, project, coll, id)
         })
     }
@@ -271,7 +337,8 @@ impl StateReader for Engine {
         staged: &[DocTarget],
         now: i64,
     ) -> Result<Page> {
-        let docs = self.with_staged(project, staged, now, |txn| {
+        let txn = Txn::over(&self.engine, &self.snap);
+        let docs = crate::apply::staged_read(txn, project, staged, now, |txn| {
             crate::apply::staged_documents(txn, project, coll)
         })?;
         let mut docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
@@ -286,13 +353,38 @@ impl StateReader for Engine {
     }
 
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>> {
-        self.get_meta(&keys::join(&[keys::TRANSACTION, project, id]))
+        self.get_meta(&keys::meta(project, keys::TRANSACTION, &[id]))
     }
 
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {
         let mut v: Vec<Transaction> =
-            self.scan_meta(&keys::prefix(&[keys::TRANSACTION, project]))?;
+            self.scan_meta(&keys::meta_prefix(project, keys::TRANSACTION, &[]))?;
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
+    }
+}
+
+impl View {
+    /// SHA-256 over every key and value of every column family, in order: replicas at the
+    /// same applied index must agree on it byte for byte (`basalt cluster check`). Reads the
+    /// whole state once, streaming; memory stays constant.
+    pub fn digest(&self) -> std::result::Result<String, StorageError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (i, name) in crate::engine::CFS.iter().enumerate() {
+            h.update([i as u8]);
+            for item in
+                self.engine
+                    .db
+                    .iterator_cf_opt(self.cf(name), self.opts(), IteratorMode::Start)
+            {
+                let (k, v) = item?;
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+        Ok(hex::encode(h.finalize()))
     }
 }

@@ -1,0 +1,299 @@
+//! Document (row) writes: create, upsert, update, delete, increment, bulk by query — each
+//! keeping every index of its collection in step.
+
+use super::store::{
+    all_documents, attribute_not_found, index_keys, load_collection, load_document,
+    put_index_entries,
+};
+use super::txn::{Txn, DOCS, INDEX, META};
+use super::{err, Failure, R};
+use crate::engine::encode;
+use crate::keys::{self, SEQ_INDEX};
+use crate::validate;
+use model::command::{Data, DocOp, DocTarget, DocumentsOp};
+use model::schema::{AttrKind, Collection, Document};
+use model::{ErrorCode, Outcome, Value};
+use std::collections::BTreeMap;
+
+pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> R<Outcome> {
+    match op {
+        DocumentsOp::Write { ops } => Ok(Outcome::Documents(apply_doc_ops(txn, project, ops, at)?)),
+    }
+}
+
+pub(crate) fn staged_document(
+    txn: &Txn,
+    project: &str,
+    coll: &Collection,
+    id: &str,
+) -> R<Option<Document>> {
+    load_document(txn, project, coll, id)
+}
+
+pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Vec<Document>> {
+    all_documents(txn, project, coll)
+}
+
+fn seq_key(project: &str, coll: &Collection, seq: u64) -> Vec<u8> {
+    let mut k = keys::index_prefix(project, &coll.database, &coll.id, SEQ_INDEX);
+    k.extend_from_slice(&keys::seq_bytes(seq));
+    k
+}
+
+/// Replaces `old` with `new` (either may be absent), keeping every index in step.
+fn write_document(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    old: Option<&Document>,
+    new: Option<&Document>,
+) -> R<()> {
+    if let Some(old) = old {
+        for index in &coll.indexes {
+            for (k, _) in index_keys(project, coll, index, old) {
+                txn.del(INDEX, k);
+            }
+        }
+        txn.del(INDEX, seq_key(project, coll, old.sequence));
+    }
+    match new {
+        Some(new) => {
+            for index in &coll.indexes {
+                put_index_entries(txn, project, coll, index, new)?;
+            }
+            txn.put(
+                INDEX,
+                seq_key(project, coll, new.sequence),
+                new.id.as_bytes().to_vec(),
+            );
+            txn.put(
+                DOCS,
+                keys::doc(project, &coll.database, &coll.id, &new.id),
+                encode(new),
+            );
+        }
+        None => {
+            if let Some(old) = old {
+                txn.del(DOCS, keys::doc(project, &coll.database, &coll.id, &old.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn document_not_found(id: &str) -> Failure {
+    err(
+        ErrorCode::DocumentNotFound,
+        format!("Document with the requested ID '{id}' could not be found."),
+    )
+}
+
+fn next_sequence(txn: &mut Txn, project: &str, coll: &Collection) -> R<u64> {
+    let k = keys::meta(project, keys::SEQUENCE, &[&coll.database, &coll.id]);
+    let cur: u64 = txn.get_as(META, &k)?.unwrap_or(0);
+    txn.put(META, k, encode(&(cur + 1)));
+    Ok(cur + 1)
+}
+
+pub(super) fn apply_doc_ops(
+    txn: &mut Txn,
+    project: &str,
+    ops: &[DocTarget],
+    now: i64,
+) -> R<Vec<Document>> {
+    let mut out = Vec::new();
+    let mut schemas: BTreeMap<(String, String), Collection> = BTreeMap::new();
+    for t in ops {
+        let key = (t.database.clone(), t.collection.clone());
+        if !schemas.contains_key(&key) {
+            let c = load_collection(txn, project, &t.database, &t.collection)?;
+            schemas.insert(key.clone(), c);
+        }
+        let coll = schemas[&key].clone();
+        doc_op(txn, project, &coll, &t.op, now, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn doc_op(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    op: &DocOp,
+    now: i64,
+    out: &mut Vec<Document>,
+) -> R<()> {
+    match op {
+        DocOp::Create {
+            id,
+            data,
+            permissions,
+        } => {
+            if load_document(txn, project, coll, id)?.is_some() {
+                return Err(err(
+                    ErrorCode::DocumentAlreadyExists,
+                    format!("Document with the requested ID '{id}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID."),
+                ));
+            }
+            let data = validate::new_document(coll, data)?;
+            let doc = Document {
+                id: id.clone(),
+                sequence: next_sequence(txn, project, coll)?,
+                created_at: now,
+                updated_at: now,
+                permissions: permissions.clone().unwrap_or_default(),
+                data,
+            };
+            write_document(txn, project, coll, None, Some(&doc))?;
+            out.push(doc);
+        }
+        DocOp::Upsert {
+            id,
+            data,
+            permissions,
+        } => match load_document(txn, project, coll, id)? {
+            Some(old) => {
+                let doc = updated(coll, &old, data, permissions, now)?;
+                write_document(txn, project, coll, Some(&old), Some(&doc))?;
+                out.push(doc);
+            }
+            None => {
+                let create = DocOp::Create {
+                    id: id.clone(),
+                    data: data.clone(),
+                    permissions: permissions.clone(),
+                };
+                doc_op(txn, project, coll, &create, now, out)?;
+            }
+        },
+        DocOp::Update {
+            id,
+            data,
+            permissions,
+        } => {
+            let old =
+                load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            let doc = updated(coll, &old, data, permissions, now)?;
+            write_document(txn, project, coll, Some(&old), Some(&doc))?;
+            out.push(doc);
+        }
+        DocOp::Delete { id } => {
+            let old =
+                load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            write_document(txn, project, coll, Some(&old), None)?;
+            out.push(old);
+        }
+        DocOp::Increment {
+            id,
+            attr,
+            by,
+            bound,
+        } => {
+            let old =
+                load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            let a = coll
+                .attribute(attr)
+                .ok_or_else(|| attribute_not_found(attr))?;
+            if a.array
+                || !matches!(
+                    a.kind,
+                    AttrKind::Integer | AttrKind::Bigint | AttrKind::Float
+                )
+            {
+                return Err(err(
+                    ErrorCode::AttributeTypeInvalid,
+                    format!("Attribute \"{attr}\" is not a number"),
+                ));
+            }
+            let current = old.get(attr);
+            let next = match (a.kind, &current, by) {
+                (
+                    AttrKind::Integer | AttrKind::Bigint,
+                    Value::Int(_) | Value::Null,
+                    Value::Int(b),
+                ) => {
+                    let c = if let Value::Int(c) = current { c } else { 0 };
+                    Value::Int(c.checked_add(*b).ok_or_else(|| {
+                        err(
+                            ErrorCode::AttributeValueInvalid,
+                            format!("Attribute \"{attr}\" would overflow."),
+                        )
+                    })?)
+                }
+                _ => Value::Float(current.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0)),
+            };
+            if let Some(b) = bound {
+                let up = by.as_f64().unwrap_or(0.0) >= 0.0;
+                let over = if up {
+                    next.total_cmp(b) == std::cmp::Ordering::Greater
+                } else {
+                    next.total_cmp(b) == std::cmp::Ordering::Less
+                };
+                if over {
+                    let which = if up { "maximum" } else { "minimum" };
+                    return Err(err(
+                        ErrorCode::AttributeLimitExceeded,
+                        format!(
+                            "Attribute \"{attr}\" has reached the {which} value of {}",
+                            b.to_json()
+                        ),
+                    ));
+                }
+            }
+            let patch: Data = [(attr.clone(), next)].into_iter().collect();
+            let doc = updated(coll, &old, &patch, &None, now)?;
+            write_document(txn, project, coll, Some(&old), Some(&doc))?;
+            out.push(doc);
+        }
+        DocOp::UpdateWhere { spec, data } => {
+            for old in select(txn, project, coll, spec)? {
+                let doc = updated(coll, &old, data, &None, now)?;
+                write_document(txn, project, coll, Some(&old), Some(&doc))?;
+                out.push(doc);
+            }
+        }
+        DocOp::DeleteWhere { spec } => {
+            for old in select(txn, project, coll, spec)? {
+                write_document(txn, project, coll, Some(&old), None)?;
+                out.push(old);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn updated(
+    coll: &Collection,
+    old: &Document,
+    data: &Data,
+    permissions: &Option<Vec<String>>,
+    now: i64,
+) -> R<Document> {
+    let mut doc = old.clone();
+    doc.data = validate::update_document(coll, &old.data, data)?;
+    if let Some(p) = permissions {
+        doc.permissions = p.clone();
+    }
+    doc.updated_at = now;
+    Ok(doc)
+}
+
+/// The documents a bulk operation targets: filters, order, cursor, offset and limit.
+fn select(
+    txn: &Txn,
+    project: &str,
+    coll: &Collection,
+    spec: &model::query::Spec,
+) -> R<Vec<Document>> {
+    let mut spec = spec.clone();
+    spec.validate(coll)?;
+    let mut docs: Vec<Document> = all_documents(txn, project, coll)?
+        .into_iter()
+        .filter(|d| spec.matches(d))
+        .collect();
+    docs.sort_by(|a, b| spec.compare(a, b));
+    let docs = crate::read::paginate::<Failure>(docs, &spec, |id| {
+        load_document(txn, project, coll, id).ok().flatten()
+    })?;
+    Ok(docs)
+}

@@ -1,0 +1,414 @@
+//! Databases, collections (tables), attributes (columns) and indexes.
+
+use super::store::{
+    all_documents, attribute_not_found, load_collection, load_database, put_index_entries,
+    save_collection,
+};
+use super::txn::{Txn, DOCS, INDEX, META};
+use super::{err, projects::require_project, Failure, R};
+use crate::engine::encode;
+use crate::keys;
+use crate::validate;
+use model::command::{AttributePatch, Data, SchemaOp};
+use model::schema::{AttrKind, Collection, Index, IndexKind};
+use model::{ErrorCode, Outcome};
+
+pub const MAX_ATTRIBUTES: usize = 1000;
+pub const MAX_INDEXES: usize = 64;
+
+pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<Outcome> {
+    match op {
+        SchemaOp::CreateDatabase { database } => {
+            require_project(txn, project)?;
+            let k = keys::meta(project, keys::DATABASE, &[&database.id]);
+            if txn.get(META, &k)?.is_some() {
+                return Err(err(
+                    ErrorCode::DatabaseAlreadyExists,
+                    format!("Database with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", database.id),
+                ));
+            }
+            let database = model::Database {
+                created_at: at,
+                updated_at: at,
+                ..database.clone()
+            };
+            txn.put(META, k, encode(&database));
+            Ok(Outcome::Database(database))
+        }
+        SchemaOp::UpdateDatabase { id, name, enabled } => {
+            let k = keys::meta(project, keys::DATABASE, &[id]);
+            let mut db = load_database(txn, project, id)?;
+            if let Some(n) = name {
+                db.name = n.clone();
+            }
+            if let Some(e) = enabled {
+                db.enabled = *e;
+            }
+            db.updated_at = at;
+            txn.put(META, k, encode(&db));
+            Ok(Outcome::Database(db))
+        }
+        SchemaOp::DeleteDatabase { id } => {
+            load_database(txn, project, id)?;
+            txn.del(META, keys::meta(project, keys::DATABASE, &[id]));
+            txn.delete_prefix(META, keys::meta_prefix(project, keys::COLLECTION, &[id]));
+            txn.delete_prefix(META, keys::meta_prefix(project, keys::SEQUENCE, &[id]));
+            txn.delete_prefix(DOCS, keys::prefix(&[project, id]));
+            txn.delete_prefix(INDEX, keys::prefix(&[project, id]));
+            Ok(Outcome::Done)
+        }
+        SchemaOp::CreateCollection { collection } => {
+            load_database(txn, project, &collection.database)?;
+            let k = keys::meta(
+                project,
+                keys::COLLECTION,
+                &[&collection.database, &collection.id],
+            );
+            if txn.get(META, &k)?.is_some() {
+                return Err(err(
+                    ErrorCode::CollectionAlreadyExists,
+                    format!("A collection with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", collection.id),
+                ));
+            }
+            let mut coll = Collection {
+                attributes: Vec::new(),
+                indexes: Vec::new(),
+                created_at: at,
+                updated_at: at,
+                ..collection.clone()
+            };
+            for a in &collection.attributes {
+                add_attribute(&mut coll, stamped_attribute(a, at))?;
+            }
+            for i in &collection.indexes {
+                let i = stamped_index(i, at);
+                check_index(&coll, &i)?;
+                coll.indexes.push(i);
+            }
+            txn.put(META, k, encode(&coll));
+            Ok(Outcome::Collection(coll))
+        }
+        SchemaOp::UpdateCollection {
+            database,
+            id,
+            name,
+            permissions,
+            document_security,
+            enabled,
+        } => {
+            let mut coll = load_collection(txn, project, database, id)?;
+            if let Some(n) = name {
+                coll.name = n.clone();
+            }
+            if let Some(p) = permissions {
+                coll.permissions = p.clone();
+            }
+            if let Some(d) = document_security {
+                coll.document_security = *d;
+            }
+            if let Some(e) = enabled {
+                coll.enabled = *e;
+            }
+            coll.updated_at = at;
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Collection(coll))
+        }
+        SchemaOp::DeleteCollection { database, id } => {
+            load_collection(txn, project, database, id)?;
+            txn.del(META, keys::meta(project, keys::COLLECTION, &[database, id]));
+            txn.del(META, keys::meta(project, keys::SEQUENCE, &[database, id]));
+            txn.delete_prefix(DOCS, keys::prefix(&[project, database, id]));
+            txn.delete_prefix(INDEX, keys::prefix(&[project, database, id]));
+            Ok(Outcome::Done)
+        }
+        SchemaOp::CreateAttribute {
+            database,
+            collection,
+            attribute,
+        } => {
+            let mut coll = load_collection(txn, project, database, collection)?;
+            let attribute = stamped_attribute(attribute, at);
+            add_attribute(&mut coll, attribute.clone())?;
+            coll.updated_at = at;
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Attribute(attribute))
+        }
+        SchemaOp::UpdateAttribute {
+            database,
+            collection,
+            key,
+            kind,
+            patch,
+        } => {
+            let coll = load_collection(txn, project, database, collection)?;
+            let (coll, attr) = update_attribute(txn, project, coll, key, *kind, patch, at)?;
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Attribute(attr))
+        }
+        SchemaOp::DeleteAttribute {
+            database,
+            collection,
+            key,
+        } => {
+            let mut coll = load_collection(txn, project, database, collection)?;
+            if coll.attribute(key).is_none() {
+                return Err(attribute_not_found(key));
+            }
+            if let Some(i) = coll.indexes.iter().find(|i| i.attributes.contains(key)) {
+                return Err(err(
+                    ErrorCode::IndexDependency,
+                    format!("Attribute '{key}' cannot be renamed or deleted. Please remove the associated index '{}' first.", i.key),
+                ));
+            }
+            coll.attributes.retain(|a| a.key != *key);
+            coll.updated_at = at;
+            rewrite_documents(txn, project, &coll, |data| {
+                data.remove(key.as_str());
+            })?;
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Done)
+        }
+        SchemaOp::CreateIndex {
+            database,
+            collection,
+            index,
+        } => {
+            let mut coll = load_collection(txn, project, database, collection)?;
+            let index = stamped_index(index, at);
+            check_index(&coll, &index)?;
+            let docs = all_documents(txn, project, &coll)?;
+            for doc in &docs {
+                put_index_entries(txn, project, &coll, &index, doc).map_err(|e| match e {
+                    Failure::User(e) if e.code == ErrorCode::DocumentUniqueViolation => err(
+                        ErrorCode::IndexInvalid,
+                        "Unique index cannot be created: existing documents have duplicate values.",
+                    ),
+                    other => other,
+                })?;
+            }
+            coll.indexes.push(index.clone());
+            coll.updated_at = at;
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Index(index))
+        }
+        SchemaOp::DeleteIndex {
+            database,
+            collection,
+            key,
+        } => {
+            let mut coll = load_collection(txn, project, database, collection)?;
+            if coll.index(key).is_none() {
+                return Err(err(
+                    ErrorCode::IndexNotFound,
+                    format!("Index with the requested key '{key}' could not be found."),
+                ));
+            }
+            coll.indexes.retain(|i| i.key != *key);
+            coll.updated_at = at;
+            txn.delete_prefix(INDEX, keys::index_prefix(project, database, &coll.id, key));
+            save_collection(txn, project, &coll);
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn stamped_attribute(a: &model::Attribute, at: i64) -> model::Attribute {
+    model::Attribute {
+        created_at: at,
+        updated_at: at,
+        ..a.clone()
+    }
+}
+
+fn stamped_index(i: &Index, at: i64) -> Index {
+    Index {
+        created_at: at,
+        updated_at: at,
+        ..i.clone()
+    }
+}
+
+fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
+    if coll.attribute(&attr.key).is_some() {
+        return Err(err(
+            ErrorCode::AttributeAlreadyExists,
+            format!("Attribute with the requested key '{}' already exists. Attribute keys must be unique, try again with a different key.", attr.key),
+        ));
+    }
+    if coll.attributes.len() >= MAX_ATTRIBUTES {
+        return Err(err(
+            ErrorCode::AttributeLimitExceeded,
+            format!(
+                "The maximum number or size of attributes for collection '{}' has been reached.",
+                coll.id
+            ),
+        ));
+    }
+    validate::attribute(&attr)?;
+    coll.attributes.push(attr);
+    Ok(())
+}
+
+fn update_attribute(
+    txn: &mut Txn,
+    project: &str,
+    mut coll: Collection,
+    key: &str,
+    kind: AttrKind,
+    patch: &AttributePatch,
+    now: i64,
+) -> R<(Collection, model::Attribute)> {
+    let pos = coll
+        .attributes
+        .iter()
+        .position(|a| a.key == key)
+        .ok_or_else(|| attribute_not_found(key))?;
+    let mut attr = coll.attributes[pos].clone();
+    let same_family = attr.kind == kind
+        || (attr.kind.is_string() && kind.is_string() && attr.kind.format() == kind.format());
+    if !same_family {
+        return Err(err(
+            ErrorCode::AttributeTypeInvalid,
+            format!("The attribute '{key}' type is invalid."),
+        ));
+    }
+    if let Some(r) = patch.required {
+        attr.required = r;
+    }
+    if let Some(d) = &patch.default {
+        attr.default = if d.is_null() { None } else { Some(d.clone()) };
+    }
+    if let Some(s) = patch.size {
+        attr.size = Some(s);
+    }
+    if let Some(m) = &patch.min {
+        attr.min = Some(m.clone());
+    }
+    if let Some(m) = &patch.max {
+        attr.max = Some(m.clone());
+    }
+    if let Some(e) = &patch.elements {
+        attr.elements = e.clone();
+    }
+    attr.updated_at = now;
+    validate::attribute(&attr)?;
+    if let Some(new_key) = patch.new_key.as_ref().filter(|k| k.as_str() != key) {
+        if coll.attribute(new_key).is_some() {
+            return Err(err(
+                ErrorCode::AttributeAlreadyExists,
+                format!("Attribute with the requested key '{new_key}' already exists. Attribute keys must be unique, try again with a different key."),
+            ));
+        }
+        if coll
+            .indexes
+            .iter()
+            .any(|i| i.attributes.iter().any(|a| a == key))
+        {
+            return Err(err(
+                ErrorCode::IndexDependency,
+                format!("Attribute '{key}' cannot be renamed or deleted. Please remove the associated index first."),
+            ));
+        }
+        attr.key = new_key.clone();
+        let (old, new) = (key.to_string(), new_key.clone());
+        rewrite_documents(txn, project, &coll, |data| {
+            if let Some(v) = data.remove(&old) {
+                data.insert(new.clone(), v);
+            }
+        })?;
+    }
+    coll.attributes[pos] = attr.clone();
+    coll.updated_at = now;
+    Ok((coll, attr))
+}
+
+fn check_index(coll: &Collection, index: &Index) -> R<()> {
+    if coll.index(&index.key).is_some() {
+        return Err(err(
+            ErrorCode::IndexAlreadyExists,
+            format!(
+                "Index with the requested key '{}' already exists. Try again with a different key.",
+                index.key
+            ),
+        ));
+    }
+    if coll.indexes.len() >= MAX_INDEXES {
+        return Err(err(
+            ErrorCode::IndexInvalid,
+            format!(
+                "The maximum number of indexes for collection '{}' has been reached.",
+                coll.id
+            ),
+        ));
+    }
+    if index.attributes.is_empty() || index.orders.len() > index.attributes.len() {
+        return Err(err(
+            ErrorCode::IndexInvalid,
+            "Index invalid: attributes are required and orders may not outnumber them.",
+        ));
+    }
+    let mut seen = Vec::new();
+    for a in &index.attributes {
+        if seen.contains(&a) {
+            return Err(err(
+                ErrorCode::IndexInvalid,
+                format!("Index invalid: duplicate attribute \"{a}\"."),
+            ));
+        }
+        seen.push(a);
+        let system = matches!(
+            a.as_str(),
+            "$id" | "$createdAt" | "$updatedAt" | "$sequence"
+        );
+        let attr = coll.attribute(a);
+        if attr.is_none() && !system {
+            return Err(err(
+                ErrorCode::AttributeUnknown,
+                format!("The attribute '{a}' required for the index could not be found. Please confirm all your attributes are in the available state."),
+            ));
+        }
+        if index.kind == IndexKind::Fulltext && !attr.is_some_and(|a| a.kind.is_string()) {
+            return Err(err(
+                ErrorCode::IndexInvalid,
+                format!(
+                    "Index invalid: fulltext indexes need string attributes, \"{a}\" is not one."
+                ),
+            ));
+        }
+    }
+    if index.kind == IndexKind::Fulltext && index.attributes.len() != 1 {
+        return Err(err(
+            ErrorCode::IndexInvalid,
+            "Index invalid: a fulltext index covers exactly one attribute.",
+        ));
+    }
+    let arrays = index
+        .attributes
+        .iter()
+        .filter(|a| coll.attribute(a).is_some_and(|a| a.array))
+        .count();
+    if arrays > 1 {
+        return Err(err(
+            ErrorCode::IndexInvalid,
+            "Index invalid: at most one array attribute per index.",
+        ));
+    }
+    Ok(())
+}
+
+fn rewrite_documents(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    f: impl Fn(&mut Data),
+) -> R<()> {
+    for mut doc in all_documents(txn, project, coll)? {
+        f(&mut doc.data);
+        txn.put(
+            DOCS,
+            keys::doc(project, &coll.database, &coll.id, &doc.id),
+            encode(&doc),
+        );
+    }
+    Ok(())
+}

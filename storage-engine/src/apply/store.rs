@@ -1,0 +1,160 @@
+//! State access the services share: schema records, documents and their index entries.
+
+use super::txn::{Txn, DOCS, INDEX, META};
+use super::{err, Failure, R};
+use crate::engine::{decode, encode};
+use crate::keys;
+use model::schema::{Collection, Document, Index, IndexKind, Order};
+use model::{ErrorCode, Value};
+
+pub(super) fn load_database(txn: &Txn, project: &str, id: &str) -> R<model::Database> {
+    txn.get_as(META, &keys::meta(project, keys::DATABASE, &[id]))?
+        .ok_or_else(|| {
+            err(
+                ErrorCode::DatabaseNotFound,
+                format!("Database with the requested ID '{id}' could not be found."),
+            )
+        })
+}
+
+pub(super) fn load_collection(txn: &Txn, project: &str, db: &str, id: &str) -> R<Collection> {
+    load_database(txn, project, db)?;
+    txn.get_as(META, &keys::meta(project, keys::COLLECTION, &[db, id]))?
+        .ok_or_else(|| {
+            err(
+                ErrorCode::CollectionNotFound,
+                format!("Collection with the requested ID '{id}' could not be found."),
+            )
+        })
+}
+
+pub(super) fn save_collection(txn: &mut Txn, project: &str, coll: &Collection) {
+    txn.put(
+        META,
+        keys::meta(project, keys::COLLECTION, &[&coll.database, &coll.id]),
+        encode(coll),
+    );
+}
+
+pub(super) fn attribute_not_found(key: &str) -> Failure {
+    err(
+        ErrorCode::AttributeNotFound,
+        format!("Attribute with the requested key '{key}' could not be found."),
+    )
+}
+
+pub(super) fn doc_prefix(project: &str, coll: &Collection) -> Vec<u8> {
+    keys::prefix(&[project, &coll.database, &coll.id])
+}
+
+pub(super) fn all_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Vec<Document>> {
+    let prefix = doc_prefix(project, coll);
+    txn.scan(DOCS, &prefix)?
+        .into_iter()
+        .map(|(k, v)| Ok(decode::<Document>(&k, &v)?))
+        .collect()
+}
+
+/// The index keys a document contributes to one index: (key, unique-checked).
+pub(super) fn index_keys(
+    project: &str,
+    coll: &Collection,
+    index: &Index,
+    doc: &Document,
+) -> Vec<(Vec<u8>, bool)> {
+    let prefix = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
+    if index.kind == IndexKind::Fulltext {
+        let text = match doc.get(&index.attributes[0]) {
+            Value::Str(s) => s,
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        let mut toks = model::query::tokens(&text);
+        toks.sort();
+        toks.dedup();
+        return toks
+            .into_iter()
+            .map(|t| {
+                let mut k = prefix.clone();
+                keys::encode_token(&mut k, &t, false);
+                k.extend_from_slice(doc.id.as_bytes());
+                (k, false)
+            })
+            .collect();
+    }
+    // One tuple per combination of array elements (at most one array attribute per index).
+    let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
+    for a in &index.attributes {
+        let values = match doc.get(a) {
+            Value::Array(items) if items.is_empty() => vec![Value::Null],
+            Value::Array(items) => {
+                let mut items = items;
+                items.sort_by(|x, y| x.total_cmp(y));
+                items.dedup_by(|x, y| x.loose_eq(y));
+                items
+            }
+            v => vec![v],
+        };
+        tuples = tuples
+            .into_iter()
+            .flat_map(|t| {
+                values.iter().map(move |v| {
+                    let mut t = t.clone();
+                    t.push(v.clone());
+                    t
+                })
+            })
+            .collect();
+    }
+    tuples
+        .into_iter()
+        .map(|t| {
+            let unique = index.kind == IndexKind::Unique && t.iter().all(|v| !v.is_null());
+            let mut k = prefix.clone();
+            for (i, v) in t.iter().enumerate() {
+                let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
+                keys::encode_value(&mut k, v, order);
+            }
+            if !unique {
+                k.extend_from_slice(doc.id.as_bytes());
+            }
+            (k, unique)
+        })
+        .collect()
+}
+
+pub(super) fn put_index_entries(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    index: &Index,
+    doc: &Document,
+) -> R<()> {
+    for (k, unique) in index_keys(project, coll, index, doc) {
+        if unique {
+            if let Some(owner) = txn.get(INDEX, &k)? {
+                if owner != doc.id.as_bytes() {
+                    return Err(err(
+                        ErrorCode::DocumentUniqueViolation,
+                        "Document with the requested unique attributes already exists.",
+                    ));
+                }
+            }
+        }
+        txn.put(INDEX, k, doc.id.as_bytes().to_vec());
+    }
+    Ok(())
+}
+
+pub(super) fn load_document(
+    txn: &Txn,
+    project: &str,
+    coll: &Collection,
+    id: &str,
+) -> R<Option<Document>> {
+    txn.get_as(DOCS, &keys::doc(project, &coll.database, &coll.id, id))
+}

@@ -1,0 +1,380 @@
+//! Apply: atomic entries, savepoints per envelope, exactly-once, authorisation against the
+//! committed state, and leader time that never goes backwards.
+
+use crate::engine::Engine;
+use model::command::{
+    Actor, Batch, DocOp, DocTarget, DocumentsOp, Envelope, KeyOp, Op, ProjectOp, RequestId,
+    SchemaOp, TransactionOp,
+};
+use model::reader::StateReader;
+use model::schema::{ApiKey, AttrKind, Attribute, Collection, Database};
+use model::{ErrorCode, Outcome, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn rid() -> RequestId {
+    RequestId(NEXT_ID.fetch_add(1, Ordering::SeqCst) as u128)
+}
+
+fn env(actor: Actor, op: Op, at: i64) -> Envelope {
+    Envelope {
+        at,
+        ..Envelope::new("p", rid(), actor, op)
+    }
+}
+
+fn key_actor(scopes: &[&str]) -> Actor {
+    Actor::Key {
+        id: "k".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    eng: Engine,
+    index: u64,
+}
+
+impl Fixture {
+    /// A project `p` with key `k` (rows.write, tables.write), database `d`, table `c`
+    /// with an integer column `n` and a unique string column `name`.
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let eng = Engine::open(dir.path()).unwrap();
+        let mut f = Fixture {
+            _dir: dir,
+            eng,
+            index: 0,
+        };
+        let setup = vec![
+            env(
+                Actor::Operator,
+                Op::Projects(ProjectOp::Create { name: "P".into() }),
+                1,
+            ),
+            env(
+                Actor::Operator,
+                Op::Keys(KeyOp::Create {
+                    key: ApiKey {
+                        id: "k".into(),
+                        project: "p".into(),
+                        name: "k".into(),
+                        scopes: vec!["rows.write".into(), "tables.write".into()],
+                        expire: Some(1_000_000),
+                        secret_sha256: "abc".into(),
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                }),
+                2,
+            ),
+            env(
+                Actor::Operator,
+                Op::Schema(SchemaOp::CreateDatabase {
+                    database: Database {
+                        id: "d".into(),
+                        name: "d".into(),
+                        enabled: true,
+                        kind: "tablesdb".into(),
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                }),
+                3,
+            ),
+            env(
+                Actor::Operator,
+                Op::Schema(SchemaOp::CreateCollection {
+                    collection: Collection {
+                        id: "c".into(),
+                        database: "d".into(),
+                        name: "c".into(),
+                        enabled: true,
+                        permissions: vec![],
+                        document_security: false,
+                        attributes: vec![
+                            Attribute::new("n", AttrKind::Integer, 0),
+                            Attribute {
+                                size: Some(32),
+                                ..Attribute::new("name", AttrKind::String, 0)
+                            },
+                        ],
+                        indexes: vec![model::Index {
+                            key: "uniq".into(),
+                            kind: model::IndexKind::Unique,
+                            attributes: vec!["name".into()],
+                            orders: vec![],
+                            lengths: vec![],
+                            created_at: 0,
+                            updated_at: 0,
+                        }],
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                }),
+                4,
+            ),
+        ];
+        for o in f.apply(setup) {
+            assert!(!matches!(o, Outcome::Failed(_)), "{o:?}");
+        }
+        f
+    }
+
+    fn apply(&mut self, envs: Vec<Envelope>) -> Vec<Outcome> {
+        self.index += 1;
+        self.eng
+            .apply_entry(Some(&Batch(envs)), self.index, b"record")
+            .unwrap()
+    }
+
+    fn rows(&self) -> Vec<(String, Value)> {
+        let view = self.eng.view().unwrap();
+        let coll = view.collection("p", "d", "c").unwrap().unwrap();
+        let spec = model::query::Spec::parse(&[]).unwrap();
+        view.find("p", &coll, &spec)
+            .unwrap()
+            .documents
+            .into_iter()
+            .map(|d| (d.id.clone(), d.get("n")))
+            .collect()
+    }
+}
+
+fn create(id: &str, n: i64, name: &str) -> Op {
+    Op::Documents(DocumentsOp::Write {
+        ops: vec![DocTarget {
+            database: "d".into(),
+            collection: "c".into(),
+            op: DocOp::Create {
+                id: id.into(),
+                data: [
+                    ("n".to_string(), Value::Int(n)),
+                    ("name".to_string(), Value::Str(name.into())),
+                ]
+                .into_iter()
+                .collect(),
+                permissions: None,
+            },
+        }],
+    })
+}
+
+fn increment(id: &str) -> Op {
+    Op::Documents(DocumentsOp::Write {
+        ops: vec![DocTarget {
+            database: "d".into(),
+            collection: "c".into(),
+            op: DocOp::Increment {
+                id: id.into(),
+                attr: "n".into(),
+                by: Value::Int(1),
+                bound: None,
+            },
+        }],
+    })
+}
+
+fn failed(o: &Outcome) -> Option<ErrorCode> {
+    match o {
+        Outcome::Failed(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_entry_is_one_write_and_a_failing_envelope_fails_alone() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let out = f.apply(vec![
+        env(w.clone(), create("a", 1, "x"), 10),
+        // Unique violation against the first envelope of the same entry: undone alone.
+        env(w.clone(), create("b", 2, "x"), 10),
+        env(w.clone(), create("c", 3, "y"), 10),
+    ]);
+    assert_eq!(failed(&out[0]), None);
+    assert_eq!(failed(&out[1]), Some(ErrorCode::DocumentUniqueViolation));
+    assert_eq!(failed(&out[2]), None);
+    assert_eq!(
+        f.rows(),
+        vec![("a".into(), Value::Int(1)), ("c".into(), Value::Int(3))]
+    );
+    // The second's index entries were undone with it: "x" still belongs to "a" only, and
+    // the name "y" is taken by "c".
+    let out = f.apply(vec![env(w, create("d", 4, "y"), 11)]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::DocumentUniqueViolation));
+    assert_eq!(f.eng.view().unwrap().applied_index(), f.index);
+}
+
+#[test]
+fn a_repeated_request_id_is_applied_once_and_answers_the_first_outcome() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    f.apply(vec![env(w.clone(), create("a", 0, "x"), 10)]);
+    let inc = env(w.clone(), increment("a"), 11);
+    let first = f.apply(vec![inc.clone()]);
+    // A retry in a later entry, and one in the same entry.
+    let again = f.apply(vec![
+        Envelope {
+            at: 12,
+            ..inc.clone()
+        },
+        inc.clone(),
+    ]);
+    assert_eq!(again[0], first[0]);
+    assert_eq!(again[1], first[0]);
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(1))]);
+    // A new request id increments again.
+    f.apply(vec![env(w, increment("a"), 13)]);
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(2))]);
+}
+
+#[test]
+fn request_ids_are_forgotten_after_the_window() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    f.apply(vec![env(w.clone(), create("a", 0, "x"), 10)]);
+    let inc = env(w.clone(), increment("a"), 20);
+    f.apply(vec![inc.clone()]);
+    // Much later (leader time), a few new requests sweep out the old ids...
+    let later = 20 + super::REQUEST_WINDOW_MS + 1;
+    for _ in 0..3 {
+        f.apply(vec![env(w.clone(), increment("a"), later)]);
+    }
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(4))]);
+    // ...so the old id is new again (its retry horizon is long gone).
+    f.apply(vec![Envelope { at: later, ..inc }]);
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(5))]);
+}
+
+#[test]
+fn actors_are_checked_against_the_committed_state() {
+    let mut f = Fixture::new();
+    let out = f.apply(vec![
+        env(key_actor(&["rows.write"]), create("a", 1, "a"), 10),
+        // Scope the key lacks.
+        env(key_actor(&["databases.write"]), create("b", 1, "b"), 10),
+        // A key may not create keys or projects.
+        env(
+            key_actor(&["rows.write"]),
+            Op::Keys(KeyOp::Delete { id: "k".into() }),
+            10,
+        ),
+        // Unknown key.
+        env(
+            Actor::Key {
+                id: "nope".into(),
+                scopes: vec!["rows.write".into()],
+            },
+            create("c", 1, "c"),
+            10,
+        ),
+    ]);
+    assert_eq!(failed(&out[0]), None);
+    assert_eq!(failed(&out[1]), Some(ErrorCode::GeneralUnauthorizedScope));
+    assert_eq!(failed(&out[2]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(failed(&out[3]), Some(ErrorCode::UserUnauthorized));
+    // Expired at the leader's time of the write.
+    let out = f.apply(vec![env(
+        key_actor(&["rows.write"]),
+        create("d", 1, "d"),
+        1_000_000,
+    )]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::ProjectKeyExpired));
+    // Revoked in one entry, refused in the next.
+    f.apply(vec![env(
+        Actor::Operator,
+        Op::Keys(KeyOp::Delete { id: "k".into() }),
+        11,
+    )]);
+    let out = f.apply(vec![env(
+        key_actor(&["rows.write"]),
+        create("e", 1, "e"),
+        12,
+    )]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(1))]);
+}
+
+#[test]
+fn leader_time_never_goes_backwards() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let a = f.apply(vec![env(w.clone(), create("a", 1, "a"), 5_000)]);
+    // A new leader whose clock is behind: stamped earlier, applied no earlier.
+    let b = f.apply(vec![env(w, create("b", 1, "b"), 4_000)]);
+    let at = |o: &Outcome| match o {
+        Outcome::Documents(d) => d[0].created_at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(at(&a[0]), 5_000);
+    assert_eq!(at(&b[0]), 5_000);
+}
+
+#[test]
+fn a_failed_commit_keeps_only_the_transaction_status() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let tx = |op| env(w.clone(), Op::Transactions(op), 10);
+    f.apply(vec![env(w.clone(), create("a", 1, "x"), 10)]);
+    let staged = vec![DocTarget {
+        database: "d".into(),
+        collection: "c".into(),
+        op: DocOp::Delete { id: "a".into() },
+    }];
+    let dup = match create("a", 9, "z") {
+        Op::Documents(DocumentsOp::Write { ops }) => ops,
+        _ => unreachable!(),
+    };
+    let out = f.apply(vec![
+        tx(TransactionOp::Create {
+            id: "t".into(),
+            ttl_ms: 60_000,
+        }),
+        tx(TransactionOp::Stage {
+            id: "t".into(),
+            ops: [dup, staged].concat(),
+        }),
+        // Fails (a exists when the create runs), in the same entry as a good write.
+        tx(TransactionOp::Commit { id: "t".into() }),
+        env(w.clone(), create("b", 2, "y"), 10),
+    ]);
+    assert_eq!(failed(&out[2]), Some(ErrorCode::TransactionFailed));
+    assert_eq!(failed(&out[3]), None);
+    let view = f.eng.view().unwrap();
+    let t = view.transaction("p", "t").unwrap().unwrap();
+    assert_eq!(t.status, model::schema::TransactionStatus::Failed);
+    assert_eq!(
+        f.rows(),
+        vec![("a".into(), Value::Int(1)), ("b".into(), Value::Int(2))]
+    );
+}
+
+#[test]
+fn a_view_is_one_point_in_time() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    f.apply(vec![env(w.clone(), create("a", 1, "a"), 10)]);
+    let before = f.eng.view().unwrap();
+    f.apply(vec![env(w, create("b", 1, "b"), 11)]);
+    assert_eq!(before.applied_index() + 1, f.index);
+    let coll = before.collection("p", "d", "c").unwrap().unwrap();
+    assert!(before.document("p", &coll, "b").unwrap().is_none());
+    assert!(f
+        .eng
+        .view()
+        .unwrap()
+        .document("p", &coll, "b")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn entries_without_commands_record_their_index() {
+    let f = Fixture::new();
+    f.eng.apply_entry(None, 99, b"r").unwrap();
+    assert_eq!(f.eng.view().unwrap().applied_index(), 99);
+    assert_eq!(f.eng.applied_meta().unwrap().as_deref(), Some(&b"r"[..]));
+}
