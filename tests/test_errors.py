@@ -114,3 +114,17 @@ def test_wire_details(base):
     assert status == 200 and body["status"] == "pass"
     status, _, body = http("GET", base.node.url() + f"/tablesdb?project={base.id}", headers={"X-Appwrite-Key": base.key})
     assert status == 200 and body["total"] == 1
+
+
+def test_a_request_larger_than_one_log_entry_is_refused_and_changes_nothing(base, tables):
+    tables.create_longtext_column("db", "t", "body", False)
+    before = state(base)
+    # ~10 MiB of rows in one bulk create: more than one command may replicate (8 MiB).
+    big = [{"$id": f"big{i}", "name": "x", "body": "y" * 10_000} for i in range(1000)]
+    status, headers, reply = http("POST", base.node.url() + "/tablesdb/db/tables/t/rows", {"rows": big}, base.headers())
+    check_error(status, headers, reply, 400, "general_argument_invalid")
+    assert "too large" in reply["message"]
+    assert state(base) == before
+    # Under the cap, the same rows go in.
+    status, _, reply = http("POST", base.node.url() + "/tablesdb/db/tables/t/rows", {"rows": big[:500]}, base.headers())
+    assert status == 201, reply

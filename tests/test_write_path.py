@@ -216,3 +216,40 @@ def create_project_key(node):
     status, _, key = http("POST", node.url() + "/projects/clu/keys", {"name": "reader", "scopes": ["rows.read"]}, h)
     assert status == 201, key
     return key["secret"]
+
+
+def vm_kib(node, field):
+    with open(f"/proc/{node.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def test_a_snapshot_many_chunks_long_catches_a_node_up(clusters):
+    # ~12 MiB of rows: four times openraft's 3 MiB snapshot chunk. The lagging node receives
+    # the snapshot into a file and ingests it; the leader streams it from a file.
+    cluster = clusters(extra_args=["--snapshot-every", "20"])
+    key = setup_table(cluster)
+    t0 = tdb(cluster.nodes[0], "clu", key)
+    t0.create_string_column("db", "t", "pad", 4000, False)
+    cluster.expect_faults()
+    leader = cluster.leader()
+    lagging = next(n for n in cluster.nodes if n is not leader)
+    assert lagging.stop() == 0
+    writer = tdb(leader, "clu", key)
+    pad = "x" * 3000
+    for b in range(8):
+        writer.create_rows("db", "t", [{"$id": f"b{b}-{k}", "n": k, "pad": pad} for k in range(500)])
+    for i in range(30):
+        writer.create_row("db", "t", f"s{i}", {"n": i})
+    lagging.restart()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if tdb(lagging, "clu", key).list_rows("db", "t").total == 4030:
+                break
+        except AppwriteException:
+            pass
+        time.sleep(0.2)
+    assert "installing a snapshot from the leader" in lagging.log_text()
+    cluster.assert_consistent()
+    print(f"snapshot catch-up: receiver peak RSS {vm_kib(lagging, 'VmHWM')} KiB, "
+          f"sender peak RSS {vm_kib(leader, 'VmHWM')} KiB")

@@ -2,10 +2,91 @@
 
 use crate::gossip::{Gossip, Health};
 use api::{Backend, BoxFuture, Unavailable};
+use model::query::Spec;
+use model::reader::Page;
 use model::reader::{Consistency, StateReader};
+use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
+use model::DocTarget;
 use model::{Envelope, Outcome};
 use raft::{RaftNode, ReplicationError};
 use std::sync::Arc;
+use storage_engine::View;
+
+type R<T> = Result<T, model::Error>;
+
+/// A view whose scans (queries, lists) run with this worker thread handed over to blocking
+/// work (`block_in_place`): the runtime moves its other tasks — Raft heartbeats, appends — to
+/// another thread meanwhile, so a long scan cannot stall them. Point reads run as they are.
+struct OffRuntime(View);
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+impl StateReader for OffRuntime {
+    fn applied_index(&self) -> u64 {
+        self.0.applied_index()
+    }
+    fn project(&self, id: &str) -> R<Option<Project>> {
+        self.0.project(id)
+    }
+    fn list_projects(&self) -> R<Vec<Project>> {
+        blocking(|| self.0.list_projects())
+    }
+    fn key(&self, project: &str, id: &str) -> R<Option<ApiKey>> {
+        self.0.key(project, id)
+    }
+    fn key_by_secret_sha256(&self, project: &str, sha: &str) -> R<Option<ApiKey>> {
+        self.0.key_by_secret_sha256(project, sha)
+    }
+    fn list_keys(&self, project: &str) -> R<Vec<ApiKey>> {
+        blocking(|| self.0.list_keys(project))
+    }
+    fn database(&self, project: &str, id: &str) -> R<Option<Database>> {
+        self.0.database(project, id)
+    }
+    fn list_databases(&self, project: &str) -> R<Vec<Database>> {
+        blocking(|| self.0.list_databases(project))
+    }
+    fn collection(&self, project: &str, db: &str, id: &str) -> R<Option<Collection>> {
+        self.0.collection(project, db, id)
+    }
+    fn list_collections(&self, project: &str, db: &str) -> R<Vec<Collection>> {
+        blocking(|| self.0.list_collections(project, db))
+    }
+    fn document(&self, project: &str, coll: &Collection, id: &str) -> R<Option<Document>> {
+        self.0.document(project, coll, id)
+    }
+    fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> R<Page> {
+        blocking(|| self.0.find(project, coll, spec))
+    }
+    fn document_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        id: &str,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> R<Option<Document>> {
+        blocking(|| self.0.document_staged(project, coll, id, staged, now))
+    }
+    fn find_staged(
+        &self,
+        project: &str,
+        coll: &Collection,
+        spec: &Spec,
+        staged: &[DocTarget],
+        now: i64,
+    ) -> R<Page> {
+        blocking(|| self.0.find_staged(project, coll, spec, staged, now))
+    }
+    fn transaction(&self, project: &str, id: &str) -> R<Option<Transaction>> {
+        self.0.transaction(project, id)
+    }
+    fn list_transactions(&self, project: &str) -> R<Vec<Transaction>> {
+        blocking(|| self.0.list_transactions(project))
+    }
+}
 
 pub struct NodeBackend {
     pub node: Arc<RaftNode>,
@@ -16,10 +97,14 @@ pub struct NodeBackend {
 impl Backend for NodeBackend {
     fn write(&self, env: Envelope) -> BoxFuture<'_, Result<Outcome, Unavailable>> {
         Box::pin(async move {
-            self.node
-                .write(env)
-                .await
-                .map_err(|e| Unavailable(e.to_string()))
+            match self.node.write(env).await {
+                Ok(o) => Ok(o),
+                // Refused before it reached the log: nothing changed.
+                Err(e @ ReplicationError::TooLarge { .. }) => Ok(Outcome::Failed(
+                    model::Error::invalid(format!("Invalid request: {e}.")),
+                )),
+                Err(e) => Err(Unavailable(e.to_string())),
+            }
         })
     }
 
@@ -33,7 +118,7 @@ impl Backend for NodeBackend {
                 .view(consistency)
                 .await
                 .map_err(|e| Unavailable(e.to_string()))?;
-            Ok(Arc::new(view) as Arc<dyn StateReader>)
+            Ok(Arc::new(OffRuntime(view)) as Arc<dyn StateReader>)
         })
     }
 

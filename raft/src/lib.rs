@@ -18,7 +18,6 @@ pub mod pb {
 }
 
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 
 pub use node::{
     CheckReport, ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, ReplicationError,
@@ -42,6 +41,6 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );

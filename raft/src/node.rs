@@ -72,6 +72,9 @@ pub enum ReplicationError {
     /// A request the cluster will not carry out (e.g. reusing a member's node id).
     #[error("{0}")]
     Refused(String),
+    /// A command larger than one log entry may carry.
+    #[error("the request is too large: {bytes} bytes encoded, at most {max}")]
+    TooLarge { bytes: u64, max: u64 },
 }
 
 impl From<ReplicationError> for RemoteError {
@@ -110,9 +113,10 @@ type Proposal = (Envelope, oneshot::Sender<Result<Outcome, ReplicationError>>);
 
 /// Envelopes proposed together in one log entry, at most.
 const MAX_BATCH: usize = 64;
-/// Bytes of envelopes in one log entry, at most (an envelope larger than this goes alone; the
-/// API caps each one well below it).
+/// Bytes of envelopes in one log entry, at most (a single envelope may fill it alone).
 const MAX_BATCH_BYTES: u64 = 8 << 20;
+/// Bytes of one envelope, at most: what one request may ask the cluster to replicate.
+pub const MAX_COMMAND_BYTES: u64 = MAX_BATCH_BYTES;
 /// Proposals in flight at once; while they are, newcomers queue up and form the next batch.
 const IN_FLIGHT: usize = 2;
 
@@ -254,6 +258,13 @@ impl RaftNode {
     /// Proposes an envelope and returns its outcome once committed and applied. Forwards to
     /// the leader when this node does not lead. Bounded by the request timeout.
     pub async fn write(&self, env: Envelope) -> Result<Outcome, ReplicationError> {
+        let bytes = bincode::serialized_size(&env).unwrap_or(u64::MAX);
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(ReplicationError::TooLarge {
+                bytes,
+                max: MAX_COMMAND_BYTES,
+            });
+        }
         let deadline = tokio::time::Instant::now() + self.timings.request_timeout;
         let mut first = true;
         loop {

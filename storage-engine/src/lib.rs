@@ -12,6 +12,7 @@ pub mod keys;
 mod log;
 mod planner;
 mod read;
+mod snapshot;
 mod validate;
 
 pub use engine::{Engine, StorageError};
