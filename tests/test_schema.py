@@ -142,6 +142,39 @@ def test_column_definition_errors(tables):
     assert tables.list_columns("db", "t").total == 1
 
 
+def wait_index(tables, key, wanted, timeout=30):
+    """Polls an index until its status is one of `wanted`, as the SDK's users do."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        idx = tables.get_index("db", "t", key)
+        if idx.status in wanted or time.time() > deadline:
+            assert idx.status in wanted, idx
+            return idx
+        time.sleep(0.05)
+
+
+def test_an_index_over_many_rows_is_built_in_chunks_while_writes_go_on(tables):
+    from appwrite.query import Query
+    tables.create(database_id="db", name="db")
+    tables.create_table("db", "t", "T")
+    tables.create_integer_column("db", "t", "n", False)
+    for b in range(3):
+        tables.create_rows("db", "t", [{"$id": f"r{b}-{i}", "n": i % 50} for i in range(1000)])
+    idx = tables.create_index("db", "t", "by_n", TablesDBIndexType.KEY, ["n"])
+    assert idx.status == "processing"
+    # Writes during the build are indexed by the writes themselves.
+    for i in range(20):
+        tables.create_row("db", "t", f"late{i}", {"n": 7})
+    wait_index(tables, "by_n", {"available"})
+    page = tables.list_rows("db", "t", [Query.equal("n", 7), Query.limit(5000)])
+    assert page.total == 60 + 20
+    # A table with no rows has nothing to build.
+    tables.create_table("db", "empty", "E")
+    tables.create_integer_column("db", "empty", "n", False)
+    assert tables.create_index("db", "empty", "by_n", TablesDBIndexType.KEY, ["n"]).status == "available"
+
+
 def test_indexes(tables):
     tables.create(database_id="db", name="db")
     tables.create_table("db", "t", "T")
@@ -175,12 +208,17 @@ def test_indexes(tables):
     with pytest.raises(AppwriteException) as e:
         tables.create_index("db", "t", "ft2", TablesDBIndexType.FULLTEXT, ["age"])
     assert e.value.code == 400 and e.value.type == "column_index_invalid"
-    # A unique index over existing duplicates is refused and leaves nothing behind.
+    # An index over existing rows is built in the background, as Appwrite does: created
+    # `processing`, then `available`; over duplicate values a unique one ends `failed`, with
+    # its error, and holds nothing.
     tables.create_row("db", "t", "d1", {"age": 5})
     tables.create_row("db", "t", "d2", {"age": 5})
-    with pytest.raises(AppwriteException) as e:
-        tables.create_index("db", "t", "uniq_age", TablesDBIndexType.UNIQUE, ["age"])
-    assert e.value.type == "column_index_invalid"
+    idx = tables.create_index("db", "t", "uniq_age", TablesDBIndexType.UNIQUE, ["age"])
+    assert idx.status == "processing", idx
+    failed = wait_index(tables, "uniq_age", {"failed"})
+    assert "duplicate" in failed.error
+    tables.create_row("db", "t", "d3", {"age": 5})  # a failed index constrains nothing
+    tables.delete_index("db", "t", "uniq_age")
     assert tables.list_indexes("db", "t").total == 3
     tables.delete_index("db", "t", "by_age")
     with pytest.raises(AppwriteException) as e:

@@ -836,6 +836,7 @@ fn index_from(req: &Req, f: Flavor) -> Result<Index, ApiError> {
         attributes,
         orders,
         lengths,
+        status: Default::default(),
         created_at: 0,
         updated_at: 0,
     })

@@ -90,8 +90,12 @@ pub fn index(i: &Index, f: Flavor) -> Json {
     m.insert("$updatedAt".into(), json!(format_ms(i.updated_at)));
     m.insert("key".into(), json!(i.key));
     m.insert("type".into(), json!(i.kind.as_str()));
-    m.insert("status".into(), json!("available"));
-    m.insert("error".into(), json!(""));
+    m.insert("status".into(), json!(i.status.as_str()));
+    let error = match &i.status {
+        model::schema::IndexStatus::Failed { error } => error.as_str(),
+        _ => "",
+    };
+    m.insert("error".into(), json!(error));
     m.insert(f.index_attrs_key().into(), json!(i.attributes));
     m.insert("lengths".into(), json!(i.lengths));
     m.insert(

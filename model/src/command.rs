@@ -178,6 +178,15 @@ pub enum SchemaOp {
         collection: String,
         key: String,
     },
+    /// The next chunk of a processing index's build: indexes the next documents in
+    /// `$sequence` order and records how far it came; the last chunk makes the index
+    /// available (or failed, on duplicate values for a unique index). Proposed by the leader's
+    /// job runner, one chunk per log entry.
+    BuildIndex {
+        database: String,
+        collection: String,
+        key: String,
+    },
 }
 
 pub type Data = BTreeMap<String, Value>;

@@ -281,8 +281,32 @@ pub struct Index {
     pub attributes: Vec<String>,
     pub orders: Vec<Order>,
     pub lengths: Vec<u32>,
+    pub status: IndexStatus,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Where an index's build stands. Writes keep every index in step from its creation on; the
+/// documents that were there before are indexed by a background job, in bounded chunks, one
+/// log entry each. Only an `Available` index answers queries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexStatus {
+    #[default]
+    Available,
+    Processing,
+    Failed {
+        error: String,
+    },
+}
+
+impl IndexStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IndexStatus::Available => "available",
+            IndexStatus::Processing => "processing",
+            IndexStatus::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// A document (row). System fields are typed; user data is keyed by attribute.

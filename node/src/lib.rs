@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod config;
 mod gossip;
+mod jobs;
 mod server;
 
 pub use config::ServeConfig;

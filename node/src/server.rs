@@ -111,6 +111,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         let (announcer, info) = (node.clone(), info.clone());
         tokio::spawn(async move { announcer.announce_addresses(info).await });
     }
+    tokio::spawn(crate::jobs::run(Arc::downgrade(&node)));
     if node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::info!(leader = ?node.status().leader, "raft ready");
     } else {

@@ -59,6 +59,9 @@ pub const APPLIED_INDEX: &[u8] = b"\0applied-index";
 pub const LAST_AT: &[u8] = b"\0last-at";
 /// `\0projects\0<id>`: the list of projects.
 pub const PROJECTS: &[u8] = b"\0projects\0";
+/// `\0jobs\0<project>\0<db>\0<coll>\0<index>` → how far the index's build has come (the
+/// last `$sequence` indexed, 8 big-endian bytes).
+pub const JOBS: &[u8] = b"\0jobs\0";
 /// `\0req\0<request id>` → the first outcome of that request.
 pub const REQUEST: &[u8] = b"\0req\0";
 /// `\0req-at\0<at><request id>`: request ids in the order they expire.
@@ -164,6 +167,20 @@ pub fn encode_token(out: &mut Vec<u8>, token: &str, prefix: bool) {
 
 pub fn seq_bytes(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// The background-build record of one index.
+pub fn index_job(project: &str, db: &str, coll: &str, index: &str) -> Vec<u8> {
+    let mut k = JOBS.to_vec();
+    k.extend_from_slice(&join(&[project, db, coll, index]));
+    k
+}
+
+/// The prefix of every index-build record under `parts` (project, then database, …).
+pub fn index_jobs_under(parts: &[&str]) -> Vec<u8> {
+    let mut k = JOBS.to_vec();
+    k.extend_from_slice(&prefix(parts));
+    k
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use crate::keys::{self, SEQ_INDEX};
 use model::query::{CmpOp, Filter, Spec};
-use model::schema::{AttrKind, Collection, IndexKind, Order};
+use model::schema::{AttrKind, Collection, IndexKind, IndexStatus, Order};
 use model::Value;
 
 /// Which index to read and which key ranges of it (`[start, end)`).
@@ -176,7 +176,10 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         } = f
         {
             if let Some(index) = coll.indexes.iter().find(|i| {
-                i.kind == IndexKind::Fulltext && i.attributes.len() == 1 && i.attributes[0] == *attr
+                i.status == IndexStatus::Available
+                    && i.kind == IndexKind::Fulltext
+                    && i.attributes.len() == 1
+                    && i.attributes[0] == *attr
             }) {
                 let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
                 let mut ranges = Vec::new();
@@ -206,7 +209,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
     for index in coll
         .indexes
         .iter()
-        .filter(|i| i.kind != IndexKind::Fulltext)
+        .filter(|i| i.kind != IndexKind::Fulltext && i.status == IndexStatus::Available)
     {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
         let mut prefixes = vec![ip];
@@ -317,6 +320,7 @@ mod tests {
             attributes: attrs.iter().map(|s| s.to_string()).collect(),
             orders: vec![],
             lengths: vec![],
+            status: Default::default(),
             created_at: 0,
             updated_at: 0,
         };

@@ -364,7 +364,47 @@ impl StateReader for View {
     }
 }
 
+/// A pending background job: the index build of `index` in `project`/`database`/`collection`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexJob {
+    pub project: String,
+    pub database: String,
+    pub collection: String,
+    pub index: String,
+}
+
 impl View {
+    /// Up to `limit` pending index builds, in key order.
+    pub fn index_jobs(&self, limit: usize) -> std::result::Result<Vec<IndexJob>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.engine.db.iterator_cf_opt(
+            self.cf(CF_META),
+            self.opts(),
+            IteratorMode::From(keys::JOBS, Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(keys::JOBS) else {
+                break;
+            };
+            let parts: Vec<String> = rest
+                .split(|b| *b == keys::SEP)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            if let [project, database, collection, index] = parts.as_slice() {
+                out.push(IndexJob {
+                    project: project.clone(),
+                    database: database.clone(),
+                    collection: collection.clone(),
+                    index: index.clone(),
+                });
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// SHA-256 over every key and value of every column family, in order: replicas at the
     /// same applied index must agree on it byte for byte (`basalt cluster check`). Reads the
     /// whole state once, streaming; memory stays constant.

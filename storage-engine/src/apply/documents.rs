@@ -3,12 +3,12 @@
 
 use super::store::{
     all_documents, attribute_not_found, index_keys, load_collection, load_document,
-    put_index_entries,
+    put_index_entries, seq_key,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, Failure, R};
 use crate::engine::encode;
-use crate::keys::{self, SEQ_INDEX};
+use crate::keys;
 use crate::validate;
 use model::command::{Data, DocOp, DocTarget, DocumentsOp};
 use model::schema::{AttrKind, Collection, Document};
@@ -32,12 +32,6 @@ pub(crate) fn staged_document(
 
 pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Vec<Document>> {
     all_documents(txn, project, coll)
-}
-
-fn seq_key(project: &str, coll: &Collection, seq: u64) -> Vec<u8> {
-    let mut k = keys::index_prefix(project, &coll.database, &coll.id, SEQ_INDEX);
-    k.extend_from_slice(&keys::seq_bytes(seq));
-    k
 }
 
 /// Replaces `old` with `new` (either may be absent), keeping every index in step.

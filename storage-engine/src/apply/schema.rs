@@ -1,8 +1,8 @@
 //! Databases, collections (tables), attributes (columns) and indexes.
 
 use super::store::{
-    all_documents, attribute_not_found, load_collection, load_database, put_index_entries,
-    save_collection,
+    all_documents, attribute_not_found, load_collection, load_database, load_document,
+    put_index_entries, save_collection, seq_key,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, projects::require_project, Failure, R};
@@ -10,11 +10,15 @@ use crate::engine::encode;
 use crate::keys;
 use crate::validate;
 use model::command::{AttributePatch, Data, SchemaOp};
-use model::schema::{AttrKind, Collection, Index, IndexKind};
+use model::schema::{AttrKind, Collection, Index, IndexKind, IndexStatus};
 use model::{ErrorCode, Outcome};
 
 pub const MAX_ATTRIBUTES: usize = 1000;
 pub const MAX_INDEXES: usize = 64;
+/// Documents an index build indexes per log entry.
+pub const INDEX_BUILD_CHUNK: usize = 500;
+const UNIQUE_BUILD_FAILED: &str =
+    "Unique index cannot be created: existing documents have duplicate values.";
 
 pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<Outcome> {
     match op {
@@ -55,6 +59,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             txn.delete_prefix(META, keys::meta_prefix(project, keys::SEQUENCE, &[id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, id]));
+            txn.delete_prefix(META, keys::index_jobs_under(&[project, id]));
             Ok(Outcome::Done)
         }
         SchemaOp::CreateCollection { collection } => {
@@ -119,6 +124,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             txn.del(META, keys::meta(project, keys::SEQUENCE, &[database, id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, database, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, database, id]));
+            txn.delete_prefix(META, keys::index_jobs_under(&[project, database, id]));
             Ok(Outcome::Done)
         }
         SchemaOp::CreateAttribute {
@@ -174,17 +180,19 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             index,
         } => {
             let mut coll = load_collection(txn, project, database, collection)?;
-            let index = stamped_index(index, at);
+            let mut index = stamped_index(index, at);
             check_index(&coll, &index)?;
-            let docs = all_documents(txn, project, &coll)?;
-            for doc in &docs {
-                put_index_entries(txn, project, &coll, &index, doc).map_err(|e| match e {
-                    Failure::User(e) if e.code == ErrorCode::DocumentUniqueViolation => err(
-                        ErrorCode::IndexInvalid,
-                        "Unique index cannot be created: existing documents have duplicate values.",
-                    ),
-                    other => other,
-                })?;
+            // From now on every write keeps the index in step; the documents already there
+            // are indexed by the build job, a chunk per log entry.
+            let seq = keys::index_prefix(project, database, collection, keys::SEQ_INDEX);
+            let empty = txn.scan_limit(INDEX, &seq, 1)?.is_empty();
+            index.status = match empty {
+                true => IndexStatus::Available,
+                false => IndexStatus::Processing,
+            };
+            if !empty {
+                let job = keys::index_job(project, database, collection, &index.key);
+                txn.put(META, job, 0u64.to_be_bytes().to_vec());
             }
             coll.indexes.push(index.clone());
             coll.updated_at = at;
@@ -206,10 +214,99 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             coll.indexes.retain(|i| i.key != *key);
             coll.updated_at = at;
             txn.delete_prefix(INDEX, keys::index_prefix(project, database, &coll.id, key));
+            txn.del(META, keys::index_job(project, database, &coll.id, key));
             save_collection(txn, project, &coll);
             Ok(Outcome::Done)
         }
+        SchemaOp::BuildIndex {
+            database,
+            collection,
+            key,
+        } => build_index(txn, project, database, collection, key, at),
     }
+}
+
+/// One chunk of an index build (see `SchemaOp::BuildIndex`). A build that is no longer
+/// wanted (index or collection gone, already finished) is a no-op that drops its record.
+fn build_index(
+    txn: &mut Txn,
+    project: &str,
+    database: &str,
+    collection: &str,
+    key: &str,
+    at: i64,
+) -> R<Outcome> {
+    let job = keys::index_job(project, database, collection, key);
+    let Some(cursor) = txn.get(META, &job)? else {
+        return Ok(Outcome::Done);
+    };
+    let mut coll = match load_collection(txn, project, database, collection) {
+        Ok(c) => c,
+        Err(Failure::User(_)) => {
+            txn.del(META, job);
+            return Ok(Outcome::Done);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(pos) = coll
+        .indexes
+        .iter()
+        .position(|i| i.key == key && i.status == IndexStatus::Processing)
+    else {
+        txn.del(META, job);
+        return Ok(Outcome::Done);
+    };
+    let index = coll.indexes[pos].clone();
+    let after = u64::from_be_bytes(
+        cursor
+            .as_slice()
+            .try_into()
+            .map_err(|_| crate::engine::corrupt(&job, "index build cursor"))?,
+    );
+    let seq_prefix = keys::index_prefix(project, database, collection, keys::SEQ_INDEX);
+    let from = seq_key(project, &coll, after.saturating_add(1));
+    let chunk = txn.scan_from(INDEX, &seq_prefix, &from, INDEX_BUILD_CHUNK)?;
+    let mut last = after;
+    for (k, id) in &chunk {
+        if let Some(seq) = k
+            .len()
+            .checked_sub(8)
+            .and_then(|at| k[at..].try_into().ok())
+        {
+            last = u64::from_be_bytes(seq);
+        }
+        let id = String::from_utf8_lossy(id).into_owned();
+        let Some(doc) = load_document(txn, project, &coll, &id)? else {
+            continue;
+        };
+        match put_index_entries(txn, project, &coll, &index, &doc) {
+            Ok(()) => {}
+            Err(Failure::User(e)) if e.code == ErrorCode::DocumentUniqueViolation => {
+                // The index cannot exist: it is kept, failed, with nothing in it.
+                txn.delete_prefix(
+                    INDEX,
+                    keys::index_prefix(project, database, collection, key),
+                );
+                coll.indexes[pos].status = IndexStatus::Failed {
+                    error: UNIQUE_BUILD_FAILED.to_string(),
+                };
+                coll.indexes[pos].updated_at = at;
+                txn.del(META, job);
+                save_collection(txn, project, &coll);
+                return Ok(Outcome::Done);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if chunk.len() < INDEX_BUILD_CHUNK {
+        coll.indexes[pos].status = IndexStatus::Available;
+        coll.indexes[pos].updated_at = at;
+        txn.del(META, job);
+        save_collection(txn, project, &coll);
+    } else {
+        txn.put(META, job, last.to_be_bytes().to_vec());
+    }
+    Ok(Outcome::Done)
 }
 
 fn stamped_attribute(a: &model::Attribute, at: i64) -> model::Attribute {

@@ -158,3 +158,10 @@ pub(super) fn load_document(
 ) -> R<Option<Document>> {
     txn.get_as(DOCS, &keys::doc(project, &coll.database, &coll.id, id))
 }
+
+/// The `$seq` index entry of the document with sequence `seq`.
+pub(super) fn seq_key(project: &str, coll: &Collection, seq: u64) -> Vec<u8> {
+    let mut k = keys::index_prefix(project, &coll.database, &coll.id, keys::SEQ_INDEX);
+    k.extend_from_slice(&keys::seq_bytes(seq));
+    k
+}

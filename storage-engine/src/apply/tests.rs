@@ -107,6 +107,7 @@ impl Fixture {
                             attributes: vec!["name".into()],
                             orders: vec![],
                             lengths: vec![],
+                            status: Default::default(),
                             created_at: 0,
                             updated_at: 0,
                         }],
@@ -377,4 +378,132 @@ fn entries_without_commands_record_their_index() {
     f.eng.apply_entry(None, 99, b"r").unwrap();
     assert_eq!(f.eng.view().unwrap().applied_index(), 99);
     assert_eq!(f.eng.applied_meta().unwrap().as_deref(), Some(&b"r"[..]));
+}
+
+fn schema(op: SchemaOp, at: i64) -> Envelope {
+    env(Actor::Operator, Op::Schema(op), at)
+}
+
+fn index_status(f: &Fixture, key: &str) -> model::schema::IndexStatus {
+    let view = f.eng.view().unwrap();
+    let coll = view.collection("p", "d", "c").unwrap().unwrap();
+    coll.index(key).unwrap().status.clone()
+}
+
+#[test]
+fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
+    use model::schema::IndexStatus;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let rows = super::schema::INDEX_BUILD_CHUNK * 2 + 7;
+    for i in 0..rows {
+        f.apply(vec![env(
+            w.clone(),
+            create(&format!("r{i}"), (i % 10) as i64, &format!("n{i}")),
+            10,
+        )]);
+    }
+    let by_n = model::Index {
+        key: "by_n".into(),
+        kind: model::IndexKind::Key,
+        attributes: vec!["n".into()],
+        orders: vec![],
+        lengths: vec![],
+        status: IndexStatus::Available,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let out = f.apply(vec![schema(
+        SchemaOp::CreateIndex {
+            database: "d".into(),
+            collection: "c".into(),
+            index: by_n,
+        },
+        20,
+    )]);
+    assert!(
+        matches!(&out[0], Outcome::Index(i) if i.status == IndexStatus::Processing),
+        "{out:?}"
+    );
+    let build = || {
+        schema(
+            SchemaOp::BuildIndex {
+                database: "d".into(),
+                collection: "c".into(),
+                key: "by_n".into(),
+            },
+            21,
+        )
+    };
+    let spec =
+        model::query::Spec::parse(&[r#"{"method":"equal","attribute":"n","values":[3]}"#.into()])
+            .unwrap();
+    let count = |f: &Fixture| {
+        let view = f.eng.view().unwrap();
+        let coll = view.collection("p", "d", "c").unwrap().unwrap();
+        (
+            view.find("p", &coll, &spec).unwrap().total,
+            view.index_jobs(10).unwrap().len(),
+        )
+    };
+    // Two full chunks, then the rest: available, and its job is gone.
+    f.apply(vec![build()]);
+    assert_eq!(index_status(&f, "by_n"), IndexStatus::Processing);
+    // A row written during the build is indexed by its own write.
+    f.apply(vec![env(w, create("late", 3, "late"), 22)]);
+    f.apply(vec![build()]);
+    assert_eq!(index_status(&f, "by_n"), IndexStatus::Processing);
+    let threes = (0..rows).filter(|i| i % 10 == 3).count() as u64 + 1;
+    assert_eq!(count(&f), (threes, 1), "queries stay right while it builds");
+    f.apply(vec![build()]);
+    assert_eq!(index_status(&f, "by_n"), IndexStatus::Available);
+    assert_eq!(count(&f), (threes, 0));
+    // A chunk after the end (a late retry) is a no-op.
+    let out = f.apply(vec![build()]);
+    assert_eq!(out, vec![Outcome::Done]);
+    assert_eq!(index_status(&f, "by_n"), IndexStatus::Available);
+}
+
+#[test]
+fn a_unique_index_over_duplicates_ends_failed_and_empty() {
+    use model::schema::IndexStatus;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    f.apply(vec![
+        env(w.clone(), create("a", 1, "a"), 10),
+        env(w.clone(), create("b", 1, "b"), 10),
+    ]);
+    let uniq = model::Index {
+        key: "uniq_n".into(),
+        kind: model::IndexKind::Unique,
+        attributes: vec!["n".into()],
+        orders: vec![],
+        lengths: vec![],
+        status: IndexStatus::Available,
+        created_at: 0,
+        updated_at: 0,
+    };
+    f.apply(vec![schema(
+        SchemaOp::CreateIndex {
+            database: "d".into(),
+            collection: "c".into(),
+            index: uniq,
+        },
+        20,
+    )]);
+    f.apply(vec![schema(
+        SchemaOp::BuildIndex {
+            database: "d".into(),
+            collection: "c".into(),
+            key: "uniq_n".into(),
+        },
+        21,
+    )]);
+    assert!(matches!(
+        index_status(&f, "uniq_n"),
+        IndexStatus::Failed { .. }
+    ));
+    // A failed index holds no entries and constrains nothing.
+    let out = f.apply(vec![env(w, create("c", 1, "c"), 22)]);
+    assert_eq!(failed(&out[0]), None);
 }

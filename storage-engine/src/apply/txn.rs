@@ -163,6 +163,17 @@ impl<'a> Txn<'a> {
         prefix: &[u8],
         limit: usize,
     ) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_from(cf, prefix, prefix, limit)
+    }
+
+    /// Like `scan_limit`, starting at `from` (a key under `prefix`).
+    pub(crate) fn scan_from(
+        &self,
+        cf: usize,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         let mut db_iter = self
             .eng
@@ -170,7 +181,7 @@ impl<'a> Txn<'a> {
             .iterator_cf_opt(
                 self.eng.cf(CFS[cf]),
                 self.opts(),
-                IteratorMode::From(prefix, Direction::Forward),
+                IteratorMode::From(from, Direction::Forward),
             )
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
@@ -181,7 +192,7 @@ impl<'a> Txn<'a> {
             .peekable();
         let mut over = self
             .writes
-            .range((cf, prefix.to_vec())..)
+            .range((cf, from.to_vec())..)
             .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
             .map(|((_, k), v)| (k, v))
             .peekable();
