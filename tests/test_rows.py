@@ -88,6 +88,22 @@ def test_bulk_operations(people):
     assert everything.total == 8 and t.list_rows("db", "people").total == 0
 
 
+def test_bulk_changes_by_query_over_many_rows_go_in_chunks(people):
+    # 5,000 rows: more than one chunk of rows changed (500) and one run of rows looked at
+    # (2,000) per log entry; the answers are as if it were one.
+    t = people
+    for b in range(5):
+        t.create_rows("db", "people", [{"$id": f"b{b}-{i}", "name": f"n{b}-{i}", "age": i % 10} for i in range(1000)])
+    changed = t.update_rows("db", "people", {"city": "Rome"}, queries=[Query.less_than("age", 3)])
+    assert changed.total == 1500 and len({r.id for r in changed.rows}) == 1500
+    assert t.list_rows("db", "people", [Query.equal("city", "Rome")]).total == 1500
+    limited = t.delete_rows("db", "people", queries=[Query.equal("age", [8, 9]), Query.limit(700)])
+    assert limited.total == 700
+    assert t.list_rows("db", "people", [Query.equal("age", [8, 9])]).total == 1000 - 700
+    everything = t.delete_rows("db", "people")
+    assert everything.total == 5000 - 700 and t.list_rows("db", "people").total == 0
+
+
 def test_increment_decrement(people):
     t = people
     t.create_row("db", "people", "a", {"name": "A", "age": 5, "score": 1.5})

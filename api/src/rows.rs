@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use model::command::{Data, DocOp, DocTarget};
-use model::command::{DocumentsOp, TransactionOp};
+use model::command::{DocumentsOp, RangeChange, TransactionOp};
 use model::permission::{self, Scope};
 use model::query::Spec;
 use model::schema::{Collection, TransactionStatus};
@@ -279,6 +279,58 @@ fn bulk_spec(req: &Req, c: &Collection) -> Result<Spec, ApiError> {
     Ok(spec)
 }
 
+/// Rows a bulk change by query changes per log entry, at most.
+const RANGE_CHUNK: u32 = 500;
+
+/// A bulk update or delete by query outside a transaction, when its queries only filter (and
+/// limit): applied as many bounded log entries, each looking at a bounded run of rows in
+/// `$sequence` order — never one apply over the whole table. `None` when the queries also
+/// order, offset or use a cursor (then it is one entry, as before).
+async fn change_in_chunks(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    spec: &Spec,
+    change: RangeChange,
+) -> Result<Option<Vec<model::Document>>, ApiError> {
+    if req.str_opt("transactionId")?.is_some()
+        || !spec.orders.is_empty()
+        || spec.cursor.is_some()
+        || spec.offset > 0
+    {
+        return Ok(None);
+    }
+    let mut remaining = spec.limit.unwrap_or(u64::MAX);
+    let filters = Spec {
+        limit: None,
+        ..spec.clone()
+    };
+    let (mut after, mut docs) = (0u64, Vec::new());
+    while remaining > 0 {
+        let op = DocumentsOp::Range {
+            database: req.path("db"),
+            collection: req.path("coll"),
+            spec: filters.clone(),
+            change: change.clone(),
+            after,
+            max: remaining.min(u64::from(RANGE_CHUNK)) as u32,
+        };
+        match propose(s, f, ctx, Op::Documents(op)).await? {
+            Outcome::Range { documents, next } => {
+                remaining = remaining.saturating_sub(documents.len() as u64);
+                docs.extend(documents);
+                match next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            o => return Err(unexpected(o)),
+        }
+    }
+    Ok(Some(docs))
+}
+
 pub(crate) async fn update_documents(
     State(s): State<AppState>,
     Extension(f): Extension<Flavor>,
@@ -291,6 +343,10 @@ pub(crate) async fn update_documents(
     })
     .await?;
     let (data, _) = data_param(&req, f)?.unwrap_or_default();
+    let change = RangeChange::Update { data: data.clone() };
+    if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, change).await? {
+        return reply(StatusCode::OK, list_of(f, &c, &docs));
+    }
     match run_ops(
         &s,
         f,
@@ -316,6 +372,9 @@ pub(crate) async fn delete_documents(
         Ok((c, spec))
     })
     .await?;
+    if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, RangeChange::Delete).await? {
+        return reply(StatusCode::OK, list_of(f, &c, &docs));
+    }
     match run_ops(
         &s,
         f,

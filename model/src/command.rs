@@ -243,6 +243,25 @@ pub struct DocTarget {
 pub enum DocumentsOp {
     /// Applied all-or-nothing.
     Write { ops: Vec<DocTarget> },
+    /// One bounded chunk of a bulk update or delete by query: looks at the documents after
+    /// `$sequence` `after`, in sequence order, at most a fixed number of them, and changes
+    /// those matching `spec`'s filters, at most `max`. Answers `Outcome::Range` with where
+    /// the next chunk starts, so a bulk change of any size is many small log entries.
+    Range {
+        database: String,
+        collection: String,
+        spec: Spec,
+        change: RangeChange,
+        after: u64,
+        max: u32,
+    },
+}
+
+/// What a `DocumentsOp::Range` does to the documents it picks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RangeChange {
+    Update { data: Data },
+    Delete,
 }
 
 /// Transactions: operations staged through Raft, then committed as one atomic write.
@@ -282,6 +301,12 @@ pub enum Outcome {
     Documents(Vec<Document>),
     Transaction(Transaction),
     Failed(Error),
+    /// The documents a `DocumentsOp::Range` changed (as they are now; deleted ones as they
+    /// were), and the `$sequence` the next chunk starts after (`None`: the collection is done).
+    Range {
+        documents: Vec<Document>,
+        next: Option<u64>,
+    },
 }
 
 #[cfg(test)]

@@ -10,14 +10,67 @@ use super::{err, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use crate::validate;
-use model::command::{Data, DocOp, DocTarget, DocumentsOp};
+use model::command::{Data, DocOp, DocTarget, DocumentsOp, RangeChange};
 use model::schema::{AttrKind, Collection, Document};
 use model::{ErrorCode, Outcome, Value};
 use std::collections::BTreeMap;
 
+/// Documents a range chunk looks at, at most (matching or not): the bound on its work.
+pub const RANGE_SCAN: usize = 2000;
+
 pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> R<Outcome> {
     match op {
         DocumentsOp::Write { ops } => Ok(Outcome::Documents(apply_doc_ops(txn, project, ops, at)?)),
+        DocumentsOp::Range {
+            database,
+            collection,
+            spec,
+            change,
+            after,
+            max,
+        } => {
+            let coll = load_collection(txn, project, database, collection)?;
+            let mut spec = spec.clone();
+            spec.validate(&coll)?;
+            let seq_prefix = keys::index_prefix(project, database, collection, keys::SEQ_INDEX);
+            let from = seq_key(project, &coll, after.saturating_add(1));
+            let seen = txn.scan_from(INDEX, &seq_prefix, &from, RANGE_SCAN)?;
+            let mut documents = Vec::new();
+            let mut last = *after;
+            let mut full = false;
+            for (k, id) in &seen {
+                if let Some(seq) = k.len().checked_sub(8).and_then(|i| k[i..].try_into().ok()) {
+                    last = u64::from_be_bytes(seq);
+                }
+                let id = String::from_utf8_lossy(id).into_owned();
+                let Some(old) = load_document(txn, project, &coll, &id)? else {
+                    continue;
+                };
+                if !spec.matches(&old) {
+                    continue;
+                }
+                match change {
+                    RangeChange::Update { data } => {
+                        let doc = updated(&coll, &old, data, &None, at)?;
+                        write_document(txn, project, &coll, Some(&old), Some(&doc))?;
+                        documents.push(doc);
+                    }
+                    RangeChange::Delete => {
+                        write_document(txn, project, &coll, Some(&old), None)?;
+                        documents.push(old);
+                    }
+                }
+                if documents.len() >= (*max).max(1) as usize {
+                    full = true;
+                    break;
+                }
+            }
+            let next = match full || seen.len() >= RANGE_SCAN {
+                true => Some(last),
+                false => None,
+            };
+            Ok(Outcome::Range { documents, next })
+        }
     }
 }
 

@@ -507,3 +507,73 @@ fn a_unique_index_over_duplicates_ends_failed_and_empty() {
     let out = f.apply(vec![env(w, create("c", 1, "c"), 22)]);
     assert_eq!(failed(&out[0]), None);
 }
+
+#[test]
+fn a_range_chunk_looks_at_a_bounded_run_of_rows_and_says_where_to_go_on() {
+    use model::command::RangeChange;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let rows = super::documents::RANGE_SCAN + 100;
+    for i in 0..rows {
+        f.apply(vec![env(
+            w.clone(),
+            create(&format!("r{i}"), (i % 4) as i64, &format!("n{i}")),
+            10,
+        )]);
+    }
+    let spec =
+        model::query::Spec::parse(&[r#"{"method":"equal","attribute":"n","values":[1]}"#.into()])
+            .unwrap();
+    let range = |after, max, change| {
+        env(
+            w.clone(),
+            Op::Documents(DocumentsOp::Range {
+                database: "d".into(),
+                collection: "c".into(),
+                spec: spec.clone(),
+                change,
+                after,
+                max,
+            }),
+            20,
+        )
+    };
+    // Stops at `max` matches, at the last row it looked at.
+    let out = f.apply(vec![range(0, 3, RangeChange::Delete)]);
+    let Outcome::Range { documents, next } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["r1", "r5", "r9"]
+    );
+    assert_eq!(*next, Some(10));
+    // Looks at RANGE_SCAN rows at most, then says where it stopped; then finishes.
+    let data: model::command::Data = [("n".to_string(), Value::Int(100))].into_iter().collect();
+    let out = f.apply(vec![range(
+        10,
+        100_000,
+        RangeChange::Update { data: data.clone() },
+    )]);
+    let Outcome::Range { documents, next } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let next = next.expect("a full scan window goes on");
+    assert_eq!(next, 10 + super::documents::RANGE_SCAN as u64);
+    assert_eq!(documents.len(), super::documents::RANGE_SCAN / 4);
+    let out = f.apply(vec![range(next, 100_000, RangeChange::Update { data })]);
+    let Outcome::Range { documents, next } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*next, None);
+    let ones = (0..rows).filter(|i| i % 4 == 1).count();
+    assert_eq!(documents.len(), ones - 3 - super::documents::RANGE_SCAN / 4);
+    let view = f.eng.view().unwrap();
+    let coll = view.collection("p", "d", "c").unwrap().unwrap();
+    let all = model::query::Spec::parse(&[]).unwrap();
+    assert_eq!(
+        view.find("p", &coll, &all).unwrap().total,
+        (rows - 3) as u64
+    );
+    assert_eq!(view.find("p", &coll, &spec).unwrap().total, 0);
+}
