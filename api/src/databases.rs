@@ -2,143 +2,23 @@
 //! (`/v1/tablesdb`: tables, columns, rows) services: one set of handlers over one storage,
 //! seen through two vocabularies.
 
-use crate::auth::{authorize, Ctx};
+use crate::common::{
+    collection, database, enter, enter_write, list_reply, no_content, permissions, propose, reply,
+    unexpected, Flavor, Reply, Res,
+};
 use crate::error::ApiError;
-use crate::params::{new_request_id, Req};
+use crate::params::Req;
 use crate::{render, rows, transactions, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Extension, Router};
 use model::command::AttributePatch;
 use model::command::SchemaOp;
-use model::permission::{self, Scope};
-use model::query::{Spec, DEFAULT_LIMIT};
-use model::reader::Consistency;
+use model::permission::Scope;
 use model::schema::{AttrKind, Attribute, Collection, Database, Index, IndexKind, Order};
-use model::{id, Envelope, Error, ErrorCode, Op, Outcome, Value};
-use serde_json::{json, Value as Json};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    Legacy,
-    Tables,
-}
-
-impl Flavor {
-    fn base(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "/v1/databases",
-            Flavor::Tables => "/v1/tablesdb",
-        }
-    }
-    fn coll_seg(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "collections",
-            Flavor::Tables => "tables",
-        }
-    }
-    pub fn attrs_key(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "attributes",
-            Flavor::Tables => "columns",
-        }
-    }
-    pub fn index_attrs_key(self) -> &'static str {
-        self.attrs_key()
-    }
-    pub(crate) fn docs_key(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "documents",
-            Flavor::Tables => "rows",
-        }
-    }
-    fn coll_id_param(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "collectionId",
-            Flavor::Tables => "tableId",
-        }
-    }
-    pub(crate) fn doc_id_param(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "documentId",
-            Flavor::Tables => "rowId",
-        }
-    }
-    pub fn security_key(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "documentSecurity",
-            Flavor::Tables => "rowSecurity",
-        }
-    }
-    pub fn parent_id_key(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "$collectionId",
-            Flavor::Tables => "$tableId",
-        }
-    }
-    fn kind(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "legacy",
-            Flavor::Tables => "tablesdb",
-        }
-    }
-
-    /// Renames a storage error into this API's vocabulary.
-    pub(crate) fn error(self, e: Error) -> ApiError {
-        match self {
-            Flavor::Legacy => ApiError(e),
-            Flavor::Tables => {
-                let message = e
-                    .message
-                    .replace("Document", "Row")
-                    .replace("document", "row")
-                    .replace("Attribute", "Column")
-                    .replace("attribute", "column")
-                    .replace("Collection", "Table")
-                    .replace("collection", "table");
-                ApiError(Error::new(e.code.for_tables(), message))
-            }
-        }
-    }
-
-    pub(crate) fn scopes(self, what: Res, write: bool) -> &'static [&'static str] {
-        match (what, write) {
-            (Res::Db, false) => &["databases.read"],
-            (Res::Db, true) => &["databases.write"],
-            (Res::Coll, false) => &["collections.read", "tables.read"],
-            (Res::Coll, true) => &["collections.write", "tables.write"],
-            (Res::Attr, false) => &[
-                "attributes.read",
-                "columns.read",
-                "collections.read",
-                "tables.read",
-            ],
-            (Res::Attr, true) => &[
-                "attributes.write",
-                "columns.write",
-                "collections.write",
-                "tables.write",
-            ],
-            (Res::Index, false) => &["indexes.read", "collections.read", "tables.read"],
-            (Res::Index, true) => &["indexes.write", "collections.write", "tables.write"],
-            (Res::Doc, false) => &["documents.read", "rows.read"],
-            (Res::Doc, true) => &["documents.write", "rows.write"],
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Res {
-    Db,
-    Coll,
-    Attr,
-    Index,
-    Doc,
-}
-
-pub(crate) type Reply = Result<Response, ApiError>;
+use model::{id, Error, ErrorCode, Op, Outcome, Value};
+use serde_json::Value as Json;
 
 pub fn router(f: Flavor) -> Router<AppState> {
     let b = f.base();
@@ -217,195 +97,6 @@ pub fn router(f: Flavor) -> Router<AppState> {
             patch(rows::decrement),
         )
         .layer(Extension(f))
-}
-
-pub(crate) fn reply(status: StatusCode, body: Json) -> Reply {
-    Ok((
-        status,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/json; charset=UTF-8",
-        )],
-        body.to_string(),
-    )
-        .into_response())
-}
-
-pub(crate) fn no_content() -> Reply {
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=UTF-8",
-        )],
-    )
-        .into_response())
-}
-
-/// A read: takes a linearizable view and authorises against it.
-pub(crate) async fn enter(s: &AppState, f: Flavor, req: &Req, what: Res) -> Result<Ctx, ApiError> {
-    let view = s.backend.read(Consistency::Linearizable).await?;
-    authorize(view, req, f.scopes(what, false))
-}
-
-/// A write: authorised, and checked by `check`, on this node's applied state — no read
-/// barrier, so a write costs one quorum round (its proposal). Those checks only give fast
-/// answers: apply checks the key, the schema and the data again against the committed state.
-/// When they refuse, they run once more on a linearizable view before the refusal is
-/// answered, so a node that lags behind never refuses what the cluster would accept (a
-/// table created through another node a moment ago, a key just made).
-pub(crate) async fn prepare<T>(
-    s: &AppState,
-    f: Flavor,
-    req: &Req,
-    what: Res,
-    check: impl Fn(&Ctx) -> Result<T, ApiError>,
-) -> Result<(Ctx, T), ApiError> {
-    let scopes = f.scopes(what, true);
-    let local = s.backend.read(Consistency::Local).await?;
-    let first = authorize(local, req, scopes).and_then(|ctx| {
-        let t = check(&ctx)?;
-        Ok((ctx, t))
-    });
-    match first {
-        Err(e) if e.is_refusal() => {
-            let view = s.backend.read(Consistency::Linearizable).await?;
-            let ctx = authorize(view, req, scopes)?;
-            let t = check(&ctx)?;
-            Ok((ctx, t))
-        }
-        other => other,
-    }
-}
-
-/// A write whose only state-dependent check is its authorisation.
-pub(crate) async fn enter_write(
-    s: &AppState,
-    f: Flavor,
-    req: &Req,
-    what: Res,
-) -> Result<Ctx, ApiError> {
-    Ok(prepare(s, f, req, what, |_| Ok(())).await?.0)
-}
-
-/// Proposes `op` as the request's actor, in its project, under a new request id.
-pub(crate) async fn propose(
-    s: &AppState,
-    f: Flavor,
-    ctx: &Ctx,
-    op: Op,
-) -> Result<Outcome, ApiError> {
-    let env = Envelope::new(ctx.project.clone(), new_request_id(), ctx.actor.clone(), op);
-    match s.backend.write(env).await? {
-        Outcome::Failed(e) => Err(f.error(e)),
-        o => Ok(o),
-    }
-}
-
-pub(crate) fn unexpected(o: Outcome) -> ApiError {
-    tracing::error!(outcome = ?o, "unexpected outcome for command");
-    ApiError::new(ErrorCode::GeneralServerError, "Server Error")
-}
-
-pub(crate) fn database(ctx: &Ctx, id: &str) -> Result<Database, ApiError> {
-    ctx.view.database(&ctx.project, id)?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::DatabaseNotFound,
-            format!("Database with the requested ID '{id}' could not be found."),
-        )
-    })
-}
-
-pub(crate) fn collection(f: Flavor, ctx: &Ctx, req: &Req) -> Result<Collection, ApiError> {
-    let db = req.path("db");
-    database(ctx, &db)?;
-    let id = req.path("coll");
-    ctx.view.collection(&ctx.project, &db, &id)?.ok_or_else(|| {
-        f.error(Error::new(
-            ErrorCode::CollectionNotFound,
-            format!("Collection with the requested ID '{id}' could not be found."),
-        ))
-    })
-}
-
-/// Filters, orders and pages a metadata list (databases, collections, …) with `queries[]`.
-pub(crate) fn page_json(items: Vec<Json>, req: &Req) -> Result<(Vec<Json>, u64), ApiError> {
-    let spec = Spec::parse(&req.queries()?)?;
-    let docs: Vec<(model::Document, Json)> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, j)| {
-            let get_str = |k: &str| j.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            let data = j
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(k, _)| !k.starts_with('$'))
-                        .filter_map(|(k, v)| Value::from_json(v).map(|v| (k.clone(), v)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let doc = model::Document {
-                id: get_str("$id"),
-                sequence: i as u64,
-                created_at: model::time::parse_ms(&get_str("$createdAt")).unwrap_or(0),
-                updated_at: model::time::parse_ms(&get_str("$updatedAt")).unwrap_or(0),
-                permissions: vec![],
-                data,
-            };
-            (doc, j)
-        })
-        .collect();
-    // `search` narrows metadata lists to items whose id or name contains the term.
-    let search = req.str_opt("search")?.unwrap_or_default().to_lowercase();
-    let found = |d: &model::Document| {
-        search.is_empty()
-            || d.id.to_lowercase().contains(&search)
-            || d.data
-                .get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.to_lowercase().contains(&search))
-    };
-    let mut matched: Vec<(model::Document, Json)> = docs
-        .into_iter()
-        .filter(|(d, _)| found(d) && spec.matches(d))
-        .collect();
-    matched.sort_by(|a, b| spec.compare(&a.0, &b.0));
-    let total = matched.len() as u64;
-    let start = match &spec.cursor {
-        None => 0,
-        Some(model::query::Cursor::After(id)) | Some(model::query::Cursor::Before(id)) => {
-            let pos = matched
-                .iter()
-                .position(|(d, _)| d.id == *id)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::GeneralCursorNotFound,
-                        format!("Document '{id}' for the 'cursor' value not found."),
-                    )
-                })?;
-            match &spec.cursor {
-                Some(model::query::Cursor::After(_)) => pos + 1,
-                _ => pos.saturating_sub(
-                    (spec.limit.unwrap_or(DEFAULT_LIMIT) as usize)
-                        .saturating_add(spec.offset as usize),
-                ),
-            }
-        }
-    };
-    let out = matched
-        .into_iter()
-        .skip(start.saturating_add(spec.offset as usize))
-        .take(spec.limit.unwrap_or(DEFAULT_LIMIT) as usize)
-        .map(|(_, j)| j)
-        .collect();
-    Ok((out, total))
-}
-
-pub(crate) fn list_reply(req: &Req, key: &str, items: Vec<Json>) -> Reply {
-    let (page, total) = page_json(items, req)?;
-    let total = if req.want_total()? { total } else { 0 };
-    reply(StatusCode::OK, json!({ "total": total, key: page }))
 }
 
 // ---- databases ----
@@ -496,13 +187,6 @@ async fn delete_database(
 }
 
 // ---- collections / tables ----
-
-pub(crate) fn permissions(req: &Req, scope: Scope) -> Result<Option<Vec<String>>, ApiError> {
-    match req.strings_opt("permissions")? {
-        Some(p) => Ok(Some(permission::normalize(&p, scope)?)),
-        None => Ok(None),
-    }
-}
 
 async fn list_collections(
     State(s): State<AppState>,

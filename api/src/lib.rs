@@ -6,6 +6,7 @@
 //! index, linearizable unless asked otherwise. A handler without a view cannot read.
 
 mod auth;
+mod common;
 mod databases;
 mod error;
 mod operator;
@@ -69,8 +70,8 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
     let state = AppState { backend };
     Router::new()
         .merge(operator::router())
-        .merge(databases::router(databases::Flavor::Legacy))
-        .merge(databases::router(databases::Flavor::Tables))
+        .merge(databases::router(common::Flavor::Legacy))
+        .merge(databases::router(common::Flavor::Tables))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
         .layer(axum::middleware::map_response(error::ensure_content_type))

@@ -1,6 +1,6 @@
 //! Appwrite's response models, rendered from stored entities.
 
-use crate::databases::Flavor;
+use crate::common::Flavor;
 use model::schema::{AttrKind, Attribute, Collection, Database, Document, Index};
 use model::time::format_ms;
 use model::{Transaction, Value};

@@ -2,73 +2,23 @@
 //! staged into a transaction.
 
 use crate::auth::Ctx;
-use crate::databases::{
-    collection, enter, no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply,
-    Res,
+use crate::common::{
+    bulk_item, collection, enter, inline_permissions, load_transaction, missing_data, negated,
+    no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
-use crate::params::{data_from_json, new_id, now_ms, Req};
+use crate::params::{data_from_json, now_ms, Req};
 use crate::{render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use model::command::{Data, DocOp, DocTarget};
 use model::command::{DocumentsOp, RangeChange, TransactionOp};
-use model::permission::{self, Scope};
+use model::permission::Scope;
 use model::query::Spec;
 use model::schema::{Collection, TransactionStatus};
 use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
 use serde_json::{json, Map, Value as Json};
-
-fn missing_data(f: Flavor, msg: &str) -> ApiError {
-    f.error(Error::new(ErrorCode::DocumentMissingData, msg))
-}
-
-/// `$permissions` carried inside row data (bulk items, operations, `data`), normalised.
-pub(crate) fn inline_permissions(m: &Map<String, Json>) -> Result<Option<Vec<String>>, ApiError> {
-    match m.get("$permissions") {
-        Some(Json::Array(a)) => {
-            let p: Vec<String> = a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            Ok(Some(permission::normalize(&p, Scope::Document)?))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The step a decrement applies: the value, negated.
-pub(crate) fn negated(v: Value) -> Value {
-    match v {
-        Value::Int(i) => Value::Int(-i),
-        v => Value::Float(-v.as_f64().unwrap_or(0.0)),
-    }
-}
-
-/// One bulk item: `$id` (or generated), `$permissions`, and the data.
-pub(crate) fn bulk_item(
-    f: Flavor,
-    item: &Json,
-) -> Result<(String, Data, Option<Vec<String>>), ApiError> {
-    let obj = item
-        .as_object()
-        .ok_or_else(|| missing_data(f, "Each item must be an object."))?;
-    let id = match obj.get("$id").and_then(|v| v.as_str()) {
-        None => new_id(),
-        Some(model::id::UNIQUE) => new_id(),
-        Some(s) => {
-            id::check("$id", s)?;
-            s.to_string()
-        }
-    };
-    let perms = inline_permissions(obj)?;
-    Ok((
-        id,
-        data_from_json(obj, ErrorCode::DocumentInvalidStructure).map_err(|e| f.error(e.0))?,
-        perms,
-    ))
-}
 
 /// Row data and the `$permissions` it may carry inline.
 type DataAndPermissions = (Data, Option<Vec<String>>);
@@ -101,7 +51,7 @@ fn staged_ops(ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> 
     let Some(id) = req.str_opt("transactionId")? else {
         return Ok(None);
     };
-    let t = crate::transactions::load_transaction(ctx, &id)?;
+    let t = load_transaction(ctx, &id)?;
     if t.status != TransactionStatus::Pending {
         return Err(ApiError::new(
             ErrorCode::TransactionNotReady,

@@ -1,12 +1,12 @@
 //! Transactions: create, stage operations, commit (one Raft entry) or roll back.
 
-use crate::auth::Ctx;
-use crate::databases::{
-    enter, enter_write, list_reply, no_content, propose, reply, unexpected, Flavor, Reply, Res,
+use crate::common::{
+    bulk_item, enter, enter_write, inline_permissions, list_reply, load_transaction, negated,
+    no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, Req};
-use crate::rows::{bulk_item, inline_permissions, negated};
+
 use crate::{render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ use axum::Extension;
 use model::command::TransactionOp;
 use model::command::{Data, DocOp, DocTarget};
 use model::query::Spec;
-use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
+use model::{id, Error, ErrorCode, Op, Outcome, Value};
 use serde_json::{Map, Value as Json};
 
 pub(crate) async fn list_transactions(
@@ -281,14 +281,4 @@ pub(crate) async fn create_operations(
         Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
         o => Err(unexpected(o)),
     }
-}
-
-/// A transaction of the caller's project, or `transaction_not_found`.
-pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
-    ctx.view.transaction(&ctx.project, id)?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::TransactionNotFound,
-            format!("Transaction with the requested ID '{id}' could not be found."),
-        )
-    })
 }
