@@ -2,12 +2,12 @@
 //! checks, health.
 
 use crate::auth::{authorize, require_root, sha256_hex, ALL_SCOPES};
+use crate::common::{no_content, reply, Reply};
 use crate::error::ApiError;
 use crate::params::{new_id, new_request_id, Req};
 use crate::{AppState, APPWRITE_VERSION};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use model::command::{ClusterOp, KeyOp, ProjectOp};
@@ -17,8 +17,6 @@ use model::time::format_ms;
 use model::{id, Actor, Envelope, Error, ErrorCode, Op, Outcome};
 use serde_json::{json, Value as Json};
 use std::sync::Arc;
-
-type Reply = Result<Response, ApiError>;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,18 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
         .route("/v1/cluster/check", post(cluster_check))
-}
-
-fn reply(status: StatusCode, body: Json) -> Reply {
-    Ok((
-        status,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/json; charset=UTF-8",
-        )],
-        body.to_string(),
-    )
-        .into_response())
 }
 
 async fn version() -> Reply {
@@ -254,14 +240,7 @@ async fn delete_key(State(s): State<AppState>, req: Req) -> Reply {
         id: req.path("key"),
     });
     match propose(&s, &project, op).await? {
-        Outcome::Done => Ok((
-            StatusCode::NO_CONTENT,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; charset=UTF-8",
-            )],
-        )
-            .into_response()),
+        Outcome::Done => no_content(),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
             format!("unexpected outcome {o:?}"),
