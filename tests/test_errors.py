@@ -128,3 +128,11 @@ def test_a_request_larger_than_one_log_entry_is_refused_and_changes_nothing(base
     # Under the cap, the same rows go in.
     status, _, reply = http("POST", base.node.url() + "/tablesdb/db/tables/t/rows", {"rows": big[:500]}, base.headers())
     assert status == 201, reply
+
+
+def test_tables_errors_keep_the_ids_the_client_sent(base, tables):
+    # TablesDB words for the error, the client's own id untouched (not 'my_row').
+    with pytest.raises(AppwriteException) as e:
+        tables.get_row("db", "t", "my_document")
+    assert e.value.type == "row_not_found"
+    assert e.value.message == "Row with the requested ID 'my_document' could not be found."

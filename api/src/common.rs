@@ -85,17 +85,10 @@ impl Flavor {
     pub(crate) fn error(self, e: Error) -> ApiError {
         match self {
             Flavor::Legacy => ApiError(e),
-            Flavor::Tables => {
-                let message = e
-                    .message
-                    .replace("Document", "Row")
-                    .replace("document", "row")
-                    .replace("Attribute", "Column")
-                    .replace("attribute", "column")
-                    .replace("Collection", "Table")
-                    .replace("collection", "table");
-                ApiError(Error::new(e.code.for_tables(), message))
-            }
+            Flavor::Tables => ApiError(Error::new(
+                e.code.for_tables(),
+                tables_vocabulary(&e.message),
+            )),
         }
     }
 
@@ -390,4 +383,73 @@ pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiEr
             format!("Transaction with the requested ID '{id}' could not be found."),
         )
     })
+}
+
+/// A Databases message in TablesDB's words (document → row, attribute → column, collection →
+/// table). What the client named — ids, keys, values, quoted `'…'`, `"…"` or `` `…` `` in every
+/// message — is kept as it was: `'my_document'` stays `'my_document'`.
+fn tables_vocabulary(message: &str) -> String {
+    let rewrite = |text: &str| {
+        text.replace("Document", "Row")
+            .replace("document", "row")
+            .replace("Attribute", "Column")
+            .replace("attribute", "column")
+            .replace("Collection", "Table")
+            .replace("collection", "table")
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        // The next quoted part, if its quote closes; an apostrophe in a word ("can't") does not
+        // open one.
+        let open = rest.char_indices().find(|(i, c)| {
+            matches!(c, '\'' | '"' | '`')
+                && (*i == 0 || !rest[..*i].ends_with(|p: char| p.is_alphanumeric()))
+                && rest[i + 1..].contains(*c)
+        });
+        match open {
+            Some((i, q)) => {
+                let close = i + 1 + rest[i + 1..].find(q).unwrap_or(0);
+                out.push_str(&rewrite(&rest[..i]));
+                out.push_str(&rest[i..=close]);
+                rest = &rest[close + 1..];
+            }
+            None => {
+                out.push_str(&rewrite(rest));
+                rest = "";
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tables_vocabulary;
+
+    #[test]
+    fn tables_messages_keep_what_the_client_named() {
+        for (databases, tables) in [
+            (
+                "Document with the requested ID 'my_document' could not be found.",
+                "Row with the requested ID 'my_document' could not be found.",
+            ),
+            (
+                "Invalid document structure: Unknown attribute: \"attribute_x\"",
+                "Invalid row structure: Unknown column: \"attribute_x\"",
+            ),
+            (
+                "Attribute 'document' cannot be renamed or deleted. Please remove the associated index 'collection_idx' first.",
+                "Column 'document' cannot be renamed or deleted. Please remove the associated index 'collection_idx' first.",
+            ),
+            (
+                "Invalid `documentId` param: Can't start with a special char",
+                "Invalid `documentId` param: Can't start with a special char",
+            ),
+            ("A collection with the requested ID 'x' already exists.", "A table with the requested ID 'x' already exists."),
+            ("unbalanced 'document quote", "unbalanced 'row quote"),
+        ] {
+            assert_eq!(tables_vocabulary(databases), tables, "{databases}");
+        }
+    }
 }
