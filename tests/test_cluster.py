@@ -91,6 +91,21 @@ class Writers:
             th.join(timeout=60)
 
 
+def wait_for_total(node, key, total, timeout):
+    """Waits until `node` lists `total` rows (it answers 503 while it catches up)."""
+    deadline = time.time() + timeout
+    seen = None
+    while time.time() < deadline:
+        try:
+            seen = tdb(node, "clu", key).list_rows("db", "t").total
+            if seen == total:
+                return
+        except AppwriteException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"node {node.node_id} lists {seen} rows, not {total}, after {timeout} s")
+
+
 def assert_acked_everywhere(cluster, key, acked):
     """Every acknowledged row is on every node, once, with its value; and every replica holds
     byte-identical state at one log entry (`basalt cluster check`)."""
@@ -190,14 +205,7 @@ def test_lagging_node_catches_up_through_a_snapshot(cluster):
     for i in range(60):
         writer.create_row("db", "t", f"s{i}", {"n": i})
     lagging.restart()
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if tdb(lagging, "clu", key).list_rows("db", "t").total == 360:
-                break
-        except AppwriteException:
-            pass
-        time.sleep(0.2)
+    wait_for_total(lagging, key, 360, timeout=30)
     assert len(all_rows(tdb(lagging, "clu", key))) == 360
     assert "installing a snapshot from the leader" in lagging.log_text()
 

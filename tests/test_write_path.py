@@ -10,7 +10,7 @@ import pytest
 from appwrite.exception import AppwriteException
 
 from harness import ROOT_KEY, TestCluster, create_project, fault_bin, http
-from test_cluster import Writers, all_rows, assert_acked_everywhere, eventually, setup_table, tdb
+from test_cluster import Writers, all_rows, assert_acked_everywhere, eventually, setup_table, tdb, wait_for_total
 
 needs_faults = pytest.mark.skipif(fault_bin() is None, reason="BASALT_FAULT_BIN (the fault-point build) is not set")
 
@@ -241,14 +241,7 @@ def test_a_snapshot_many_chunks_long_catches_a_node_up(clusters):
     for i in range(30):
         writer.create_row("db", "t", f"s{i}", {"n": i})
     lagging.restart()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if tdb(lagging, "clu", key).list_rows("db", "t").total == 4030:
-                break
-        except AppwriteException:
-            pass
-        time.sleep(0.2)
+    wait_for_total(lagging, key, 4030, timeout=60)
     assert "installing a snapshot from the leader" in lagging.log_text()
     cluster.assert_consistent()
     print(f"snapshot catch-up: receiver peak RSS {vm_kib(lagging, 'VmHWM')} KiB, "

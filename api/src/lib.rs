@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 pub use auth::ALL_SCOPES;
 pub use error::ApiError;
+pub use params::new_request_id;
 
 pub const APPWRITE_VERSION: &str = "1.9.6";
 

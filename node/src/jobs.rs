@@ -3,7 +3,7 @@
 //! apply grows with the collection. The job's progress is replicated state: a new leader
 //! carries on where the old one stopped.
 
-use model::command::{Actor, Envelope, Op, RequestId, SchemaOp};
+use model::command::{Actor, Envelope, Op, SchemaOp};
 use model::reader::Consistency;
 use raft::RaftNode;
 use std::sync::Weak;
@@ -13,13 +13,6 @@ use std::time::Duration;
 const IDLE: Duration = Duration::from_millis(200);
 /// Jobs looked at per pass.
 const JOBS_PER_PASS: usize = 16;
-
-fn request_id() -> RequestId {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    RequestId(u128::from_be_bytes(bytes))
-}
 
 /// Runs until the node is gone.
 pub async fn run(node: Weak<RaftNode>) {
@@ -52,7 +45,12 @@ pub async fn run(node: Weak<RaftNode>) {
                 collection: job.collection.clone(),
                 key: job.index.clone(),
             });
-            let env = Envelope::new(job.project.clone(), request_id(), Actor::Operator, op);
+            let env = Envelope::new(
+                job.project.clone(),
+                api::new_request_id(),
+                Actor::Operator,
+                op,
+            );
             match node.write(env).await {
                 Ok(_) => busy = true,
                 Err(e) => {

@@ -108,8 +108,13 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
-/// An envelope waiting for the group-commit batcher, and where its outcome goes.
-type Proposal = (Envelope, oneshot::Sender<Result<Outcome, ReplicationError>>);
+/// An envelope waiting for the group-commit batcher, its encoded size, and where its outcome
+/// goes.
+type Proposal = (
+    Envelope,
+    u64,
+    oneshot::Sender<Result<Outcome, ReplicationError>>,
+);
 
 /// Envelopes proposed together in one log entry, at most.
 const MAX_BATCH: usize = 64;
@@ -258,13 +263,6 @@ impl RaftNode {
     /// Proposes an envelope and returns its outcome once committed and applied. Forwards to
     /// the leader when this node does not lead. Bounded by the request timeout.
     pub async fn write(&self, env: Envelope) -> Result<Outcome, ReplicationError> {
-        let bytes = bincode::serialized_size(&env).unwrap_or(u64::MAX);
-        if bytes > MAX_COMMAND_BYTES {
-            return Err(ReplicationError::TooLarge {
-                bytes,
-                max: MAX_COMMAND_BYTES,
-            });
-        }
         let deadline = tokio::time::Instant::now() + self.timings.request_timeout;
         let mut first = true;
         loop {
@@ -325,11 +323,19 @@ impl RaftNode {
         }
     }
 
-    /// Proposes on this node only (no forwarding), through the group-commit batcher.
+    /// Proposes on this node only (no forwarding), through the group-commit batcher. Every
+    /// proposal passes here first, forwarded ones on the leader too: the size cap is kept here.
     pub(crate) async fn write_local(&self, env: Envelope) -> Result<Outcome, ReplicationError> {
+        let bytes = bincode::serialized_size(&env).unwrap_or(u64::MAX);
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(ReplicationError::TooLarge {
+                bytes,
+                max: MAX_COMMAND_BYTES,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.proposals
-            .send((env, tx))
+            .send((env, bytes, tx))
             .await
             .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?;
         rx.await
@@ -809,17 +815,16 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
                 None => return,
             },
         };
-        let mut bytes = bincode::serialized_size(&first.0).unwrap_or(0);
+        let mut bytes = first.1;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(p) => {
-                    let size = bincode::serialized_size(&p.0).unwrap_or(0);
-                    if bytes + size > MAX_BATCH_BYTES {
+                    if bytes + p.1 > MAX_BATCH_BYTES {
                         held = Some(p);
                         break;
                     }
-                    bytes += size;
+                    bytes += p.1;
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -830,7 +835,10 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (mut envs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let (mut envs, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|(env, _, reply)| (env, reply))
+                .unzip();
             for e in &mut envs {
                 e.at = at;
             }
@@ -866,31 +874,18 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
 /// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
 /// comes from gossip (the `node` crate); this only informs status, never Raft.
 async fn probe_peers(node: std::sync::Weak<RaftNode>) {
-    type Client = crate::pb::raft_client::RaftClient<tonic::transport::Channel>;
-    let mut clients: BTreeMap<u64, (String, Client)> = BTreeMap::new();
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(node) = node.upgrade() else { return };
         let members = node.peers();
-        clients.retain(|id, _| members.iter().any(|(m, _)| m == id));
         node.peer_applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| members.iter().any(|(m, _)| m == id));
         for (id, info) in members {
-            let stale = clients.get(&id).is_none_or(|(addr, _)| *addr != info.grpc);
-            if stale {
-                match network::client(&info.grpc, PROBE_EVERY * 2) {
-                    Some(c) => {
-                        clients.insert(id, (info.grpc.clone(), c));
-                    }
-                    None => continue,
-                }
-            }
-            let Some((_, client)) = clients.get(&id) else {
+            let Ok(mut client) = node.peer(&info.grpc) else {
                 continue;
             };
-            let mut client = client.clone();
             let known = node.peer_applied.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {

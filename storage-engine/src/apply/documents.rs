@@ -3,7 +3,7 @@
 
 use super::store::{
     all_documents, attribute_not_found, index_keys, load_collection, load_document,
-    put_index_entries, seq_key,
+    put_index_entries, seq_key, sequence_run,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, Failure, R};
@@ -32,18 +32,13 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> 
             let coll = load_collection(txn, project, database, collection)?;
             let mut spec = spec.clone();
             spec.validate(&coll)?;
-            let seq_prefix = keys::index_prefix(project, database, collection, keys::SEQ_INDEX);
-            let from = seq_key(project, &coll, after.saturating_add(1));
-            let seen = txn.scan_from(INDEX, &seq_prefix, &from, RANGE_SCAN)?;
+            let seen = sequence_run(txn, project, &coll, *after, RANGE_SCAN)?;
             let mut documents = Vec::new();
             let mut last = *after;
             let mut full = false;
-            for (k, id) in &seen {
-                if let Some(seq) = k.len().checked_sub(8).and_then(|i| k[i..].try_into().ok()) {
-                    last = u64::from_be_bytes(seq);
-                }
-                let id = String::from_utf8_lossy(id).into_owned();
-                let Some(old) = load_document(txn, project, &coll, &id)? else {
+            for (seq, id) in &seen {
+                last = *seq;
+                let Some(old) = load_document(txn, project, &coll, id)? else {
                     continue;
                 };
                 if !spec.matches(&old) {

@@ -2,7 +2,7 @@
 
 use super::store::{
     all_documents, attribute_not_found, load_collection, load_database, load_document,
-    put_index_entries, save_collection, seq_key,
+    put_index_entries, save_collection, sequence_run,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, projects::require_project, Failure, R};
@@ -263,20 +263,11 @@ fn build_index(
             .try_into()
             .map_err(|_| crate::engine::corrupt(&job, "index build cursor"))?,
     );
-    let seq_prefix = keys::index_prefix(project, database, collection, keys::SEQ_INDEX);
-    let from = seq_key(project, &coll, after.saturating_add(1));
-    let chunk = txn.scan_from(INDEX, &seq_prefix, &from, INDEX_BUILD_CHUNK)?;
+    let chunk = sequence_run(txn, project, &coll, after, INDEX_BUILD_CHUNK)?;
     let mut last = after;
-    for (k, id) in &chunk {
-        if let Some(seq) = k
-            .len()
-            .checked_sub(8)
-            .and_then(|at| k[at..].try_into().ok())
-        {
-            last = u64::from_be_bytes(seq);
-        }
-        let id = String::from_utf8_lossy(id).into_owned();
-        let Some(doc) = load_document(txn, project, &coll, &id)? else {
+    for (seq, id) in &chunk {
+        last = *seq;
+        let Some(doc) = load_document(txn, project, &coll, id)? else {
             continue;
         };
         match put_index_entries(txn, project, &coll, &index, &doc) {

@@ -165,3 +165,28 @@ pub(super) fn seq_key(project: &str, coll: &Collection, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&keys::seq_bytes(seq));
     k
 }
+
+/// The next run of a collection's `$seq` index after sequence `after`: at most `limit`
+/// entries, as (sequence, document id), in sequence order — the bounded unit of work of the
+/// chunked jobs (index builds, bulk changes by query).
+pub(super) fn sequence_run(
+    txn: &Txn,
+    project: &str,
+    coll: &Collection,
+    after: u64,
+    limit: usize,
+) -> R<Vec<(u64, String)>> {
+    let prefix = keys::index_prefix(project, &coll.database, &coll.id, keys::SEQ_INDEX);
+    let from = seq_key(project, coll, after.saturating_add(1));
+    txn.scan_from(INDEX, &prefix, &from, limit)?
+        .into_iter()
+        .map(|(k, id)| {
+            let seq = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| Failure::Storage(crate::engine::corrupt(&k, "sequence key")))?;
+            Ok((seq, String::from_utf8_lossy(&id).into_owned()))
+        })
+        .collect()
+}

@@ -384,6 +384,20 @@ fn schema(op: SchemaOp, at: i64) -> Envelope {
     env(Actor::Operator, Op::Schema(op), at)
 }
 
+/// An index over the column `n`, as a client asks for it.
+fn index_on_n(key: &str, kind: model::IndexKind) -> model::Index {
+    model::Index {
+        key: key.into(),
+        kind,
+        attributes: vec!["n".into()],
+        orders: vec![],
+        lengths: vec![],
+        status: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
 fn index_status(f: &Fixture, key: &str) -> model::schema::IndexStatus {
     let view = f.eng.view().unwrap();
     let coll = view.collection("p", "d", "c").unwrap().unwrap();
@@ -403,16 +417,7 @@ fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
             10,
         )]);
     }
-    let by_n = model::Index {
-        key: "by_n".into(),
-        kind: model::IndexKind::Key,
-        attributes: vec!["n".into()],
-        orders: vec![],
-        lengths: vec![],
-        status: IndexStatus::Available,
-        created_at: 0,
-        updated_at: 0,
-    };
+    let by_n = index_on_n("by_n", model::IndexKind::Key);
     let out = f.apply(vec![schema(
         SchemaOp::CreateIndex {
             database: "d".into(),
@@ -473,16 +478,7 @@ fn a_unique_index_over_duplicates_ends_failed_and_empty() {
         env(w.clone(), create("a", 1, "a"), 10),
         env(w.clone(), create("b", 1, "b"), 10),
     ]);
-    let uniq = model::Index {
-        key: "uniq_n".into(),
-        kind: model::IndexKind::Unique,
-        attributes: vec!["n".into()],
-        orders: vec![],
-        lengths: vec![],
-        status: IndexStatus::Available,
-        created_at: 0,
-        updated_at: 0,
-    };
+    let uniq = index_on_n("uniq_n", model::IndexKind::Unique);
     f.apply(vec![schema(
         SchemaOp::CreateIndex {
             database: "d".into(),
