@@ -175,6 +175,35 @@ def test_an_index_over_many_rows_is_built_in_chunks_while_writes_go_on(tables):
     assert tables.create_index("db", "empty", "by_n", TablesDBIndexType.KEY, ["n"]).status == "available"
 
 
+def test_renaming_and_deleting_columns_of_many_rows(tables):
+    """Both are whole at once; the stored rows are rewritten by a background job in chunks,
+    and until it is through the old key cannot name a new column."""
+    import time
+    tables.create(database_id="db", name="db")
+    tables.create_table("db", "t", "T")
+    tables.create_integer_column("db", "t", "n", False)
+    tables.create_integer_column("db", "t", "x", False)
+    for b in range(3):
+        tables.create_rows("db", "t", [{"$id": f"r{b}-{i}", "n": i, "x": 1} for i in range(1000)])
+    tables.update_integer_column("db", "t", "n", False, None, new_key="m")
+    tables.delete_column("db", "t", "x")
+    row = tables.get_row("db", "t", "r2-999")
+    assert row.data["m"] == 999 and "n" not in row.data and "x" not in row.data
+    deadline = time.time() + 30
+    while True:
+        try:
+            tables.create_integer_column("db", "t", "x", False)
+            break
+        except AppwriteException as e:
+            assert (e.code, e.type) == (409, "column_already_exists"), e
+            assert time.time() < deadline, "the rewrite did not finish"
+            time.sleep(0.05)
+    from appwrite.query import Query
+    page = tables.list_rows("db", "t", [Query.is_null("x"), Query.limit(1)])
+    assert page.total == 3000, "old values of a deleted column never come back"
+    assert tables.get_row("db", "t", "r0-5").data["m"] == 5
+
+
 def test_indexes(tables):
     tables.create(database_id="db", name="db")
     tables.create_table("db", "t", "T")

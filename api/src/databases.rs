@@ -249,6 +249,7 @@ async fn create_collection(
         document_security: req.bool_opt(f.security_key())?.unwrap_or(false),
         attributes,
         indexes,
+        reshapes: vec![],
         created_at: 0,
         updated_at: 0,
     };

@@ -187,6 +187,14 @@ pub enum SchemaOp {
         collection: String,
         key: String,
     },
+    /// The next chunk of a collection's document rewrite after attributes were renamed or
+    /// deleted (`schema::Reshape`): rewrites the next documents in `$sequence` order to the
+    /// current layout; the last chunk drops the collection's reshape records. Proposed by the
+    /// leader's job runner.
+    Reshape {
+        database: String,
+        collection: String,
+    },
 }
 
 pub type Data = BTreeMap<String, Value>;

@@ -48,13 +48,52 @@ pub struct Collection {
     pub document_security: bool,
     pub attributes: Vec<Attribute>,
     pub indexes: Vec<Index>,
+    /// Renames and deletions of attributes that stored documents may not have caught up
+    /// with yet, oldest first (see `Reshape`).
+    pub reshapes: Vec<Reshape>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A change of the document layout that documents stored before it may still have on disk:
+/// an attribute renamed or deleted. Every read settles a document to the current layout
+/// (`Collection::settle`), so the change is whole the moment it commits; a background job
+/// then rewrites the stored documents in bounded chunks, one log entry each, and drops the
+/// record when it is through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reshape {
+    Rename { from: String, to: String },
+    Drop { key: String },
 }
 
 impl Collection {
     pub fn attribute(&self, key: &str) -> Option<&Attribute> {
         self.attributes.iter().find(|a| a.key == key)
+    }
+
+    /// Brings a stored document's data to the current layout.
+    pub fn settle(&self, data: &mut BTreeMap<String, Value>) {
+        for r in &self.reshapes {
+            match r {
+                Reshape::Rename { from, to } => {
+                    if let Some(v) = data.remove(from) {
+                        data.insert(to.clone(), v);
+                    }
+                }
+                Reshape::Drop { key } => {
+                    data.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether stored documents may still hold `key` under an older layout: such a key cannot
+    /// name a new attribute until the rewrite is through (its old values would surface).
+    pub fn in_flux(&self, key: &str) -> bool {
+        self.reshapes.iter().any(|r| match r {
+            Reshape::Rename { from, .. } => from == key,
+            Reshape::Drop { key: k } => k == key,
+        })
     }
     pub fn index(&self, key: &str) -> Option<&Index> {
         self.indexes.iter().find(|i| i.key == key)

@@ -1,9 +1,10 @@
-//! Background jobs: while this node leads, it proposes the next chunk of every pending index
-//! build (`SchemaOp::BuildIndex`), one chunk per log entry, so other writes interleave and no
+//! Background jobs: while this node leads, it proposes the next chunk of every pending job —
+//! index builds (`SchemaOp::BuildIndex`) and document rewrites after a column was renamed or
+//! deleted (`SchemaOp::Reshape`) — one chunk per log entry, so other writes interleave and no
 //! apply grows with the collection. The job's progress is replicated state: a new leader
 //! carries on where the old one stopped.
 
-use model::command::{Actor, Envelope, Op, SchemaOp};
+use model::command::{Actor, Envelope, Op};
 use model::reader::Consistency;
 use raft::RaftNode;
 use std::sync::Weak;
@@ -29,7 +30,7 @@ pub async fn run(node: Weak<RaftNode>) {
         let jobs = match node
             .view(Consistency::Local)
             .await
-            .map(|v| v.index_jobs(JOBS_PER_PASS))
+            .map(|v| v.jobs(JOBS_PER_PASS))
         {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
@@ -40,21 +41,16 @@ pub async fn run(node: Weak<RaftNode>) {
         };
         // Each chunk waits for the one before it: one entry in flight per runner.
         for job in jobs {
-            let op = Op::Schema(SchemaOp::BuildIndex {
-                database: job.database.clone(),
-                collection: job.collection.clone(),
-                key: job.index.clone(),
-            });
             let env = Envelope::new(
                 job.project.clone(),
                 api::new_request_id(),
                 Actor::Operator,
-                op,
+                Op::Schema(job.op()),
             );
             match node.write(env).await {
                 Ok(_) => busy = true,
                 Err(e) => {
-                    tracing::debug!(error = %e, index = %job.index, "index build chunk not committed; retrying later");
+                    tracing::debug!(error = %e, ?job, "job chunk not committed; retrying later");
                     busy = false;
                     break;
                 }

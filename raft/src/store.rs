@@ -654,6 +654,7 @@ mod tests {
                             attr("n", AttrKind::Integer),
                         ],
                         indexes: vec![],
+                        reshapes: vec![],
                         created_at: 3,
                         updated_at: 3,
                     },

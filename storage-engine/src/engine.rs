@@ -43,6 +43,18 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     bincode::deserialize(bytes).map_err(|e| corrupt(key, e))
 }
 
+/// A stored document of `coll`, settled to the collection's current layout (attributes
+/// renamed or deleted since it was written). Every read of a document goes through here.
+pub(crate) fn decode_document(
+    coll: &model::schema::Collection,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<model::schema::Document, StorageError> {
+    let mut doc: model::schema::Document = decode(key, bytes)?;
+    coll.settle(&mut doc.data);
+    Ok(doc)
+}
+
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serialising plain data structs to a Vec cannot fail.
     bincode::serialize(v).expect("bincode serialisation of plain data")

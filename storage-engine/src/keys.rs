@@ -59,8 +59,10 @@ pub const APPLIED_INDEX: &[u8] = b"\0applied-index";
 pub const LAST_AT: &[u8] = b"\0last-at";
 /// `\0projects\0<id>`: the list of projects.
 pub const PROJECTS: &[u8] = b"\0projects\0";
-/// `\0jobs\0<project>\0<db>\0<coll>\0<index>` → how far the index's build has come (the
-/// last `$sequence` indexed, 8 big-endian bytes).
+/// `\0jobs\0<project>\0<db>\0<coll>\0<name>` → how far a collection's background job has
+/// come (the last `$sequence` done, 8 big-endian bytes). `<name>` is the key of the index being
+/// built, or `RESHAPE_JOB` for the rewrite of documents after attributes were renamed or
+/// deleted.
 pub const JOBS: &[u8] = b"\0jobs\0";
 /// `\0req\0<request id>` → the first outcome of that request.
 pub const REQUEST: &[u8] = b"\0req\0";
@@ -169,15 +171,19 @@ pub fn seq_bytes(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// The background-build record of one index.
-pub fn index_job(project: &str, db: &str, coll: &str, index: &str) -> Vec<u8> {
+/// The job name of a collection's document rewrite (no index key can start with `$`).
+pub const RESHAPE_JOB: &str = "$reshape";
+
+/// The record of one background job of a collection: an index build (`name` is the index
+/// key) or its document rewrite (`RESHAPE_JOB`).
+pub fn job(project: &str, db: &str, coll: &str, name: &str) -> Vec<u8> {
     let mut k = JOBS.to_vec();
-    k.extend_from_slice(&join(&[project, db, coll, index]));
+    k.extend_from_slice(&join(&[project, db, coll, name]));
     k
 }
 
-/// The prefix of every index-build record under `parts` (project, then database, …).
-pub fn index_jobs_under(parts: &[&str]) -> Vec<u8> {
+/// The prefix of every job record under `parts` (project, then database, …).
+pub fn jobs_under(parts: &[&str]) -> Vec<u8> {
     let mut k = JOBS.to_vec();
     k.extend_from_slice(&prefix(parts));
     k

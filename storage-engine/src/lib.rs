@@ -18,4 +18,4 @@ mod validate;
 pub use engine::{Engine, StorageError};
 pub use log::LogDb;
 pub use planner::Plan;
-pub use read::{IndexJob, View};
+pub use read::{Job, View};

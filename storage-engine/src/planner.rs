@@ -343,6 +343,7 @@ mod tests {
                 index("by_name", IndexKind::Unique, &["name"]),
                 index("bio_ft", IndexKind::Fulltext, &["bio"]),
             ],
+            reshapes: vec![],
             created_at: 0,
             updated_at: 0,
         }

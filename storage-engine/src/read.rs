@@ -2,7 +2,7 @@
 //! the API layer gets; and the query executor, which runs on it.
 
 use crate::apply::txn::Txn;
-use crate::engine::{decode, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
+use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
 use crate::keys::{self, SEQ_INDEX};
 use crate::planner;
 use model::query::{Cursor, Spec, DEFAULT_LIMIT};
@@ -164,7 +164,7 @@ impl View {
             let mut out = Vec::with_capacity(ids.len());
             for (k, r) in keys.iter().zip(results) {
                 if let Some(v) = r.map_err(StorageError::from)? {
-                    out.push(decode(k, &v)?);
+                    out.push(decode_document(coll, k, &v)?);
                 }
             }
             Ok(out)
@@ -306,7 +306,7 @@ impl StateReader for View {
             .get_cf(self.cf(CF_DOCS), &k)
             .map_err(StorageError::from)?
         {
-            Some(v) => Ok(Some(decode(&k, &v)?)),
+            Some(v) => Ok(Some(decode_document(coll, &k, &v)?)),
             None => Ok(None),
         }
     }
@@ -364,18 +364,39 @@ impl StateReader for View {
     }
 }
 
-/// A pending background job: the index build of `index` in `project`/`database`/`collection`.
+/// A pending background job of one collection; its next chunk is `op()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexJob {
+pub struct Job {
     pub project: String,
     pub database: String,
     pub collection: String,
-    pub index: String,
+    /// The index being built, or `None` for the document rewrite after attributes were
+    /// renamed or deleted.
+    pub index: Option<String>,
+}
+
+impl Job {
+    /// The command that does the job's next bounded chunk.
+    pub fn op(&self) -> model::command::SchemaOp {
+        use model::command::SchemaOp;
+        let (database, collection) = (self.database.clone(), self.collection.clone());
+        match &self.index {
+            Some(key) => SchemaOp::BuildIndex {
+                database,
+                collection,
+                key: key.clone(),
+            },
+            None => SchemaOp::Reshape {
+                database,
+                collection,
+            },
+        }
+    }
 }
 
 impl View {
-    /// Up to `limit` pending index builds, in key order.
-    pub fn index_jobs(&self, limit: usize) -> std::result::Result<Vec<IndexJob>, StorageError> {
+    /// Up to `limit` pending background jobs, in key order.
+    pub fn jobs(&self, limit: usize) -> std::result::Result<Vec<Job>, StorageError> {
         let mut out = Vec::new();
         for item in self.engine.db.iterator_cf_opt(
             self.cf(CF_META),
@@ -390,12 +411,12 @@ impl View {
                 .split(|b| *b == keys::SEP)
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .collect();
-            if let [project, database, collection, index] = parts.as_slice() {
-                out.push(IndexJob {
+            if let [project, database, collection, name] = parts.as_slice() {
+                out.push(Job {
                     project: project.clone(),
                     database: database.clone(),
                     collection: collection.clone(),
-                    index: index.clone(),
+                    index: (name != keys::RESHAPE_JOB).then(|| name.clone()),
                 });
             }
             if out.len() >= limit {

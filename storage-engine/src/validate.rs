@@ -337,6 +337,7 @@ mod tests {
             document_security: false,
             attributes: vec![req, opt],
             indexes: vec![],
+            reshapes: vec![],
             created_at: 0,
             updated_at: 0,
         };

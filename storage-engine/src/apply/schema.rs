@@ -1,22 +1,24 @@
 //! Databases, collections (tables), attributes (columns) and indexes.
 
 use super::store::{
-    all_documents, attribute_not_found, load_collection, load_database, load_document,
-    put_index_entries, save_collection, sequence_run,
+    attribute_not_found, load_collection, load_database, load_document, put_index_entries,
+    save_collection, sequence_run,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, projects::require_project, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use crate::validate;
-use model::command::{AttributePatch, Data, SchemaOp};
-use model::schema::{AttrKind, Collection, Index, IndexKind, IndexStatus};
+use model::command::{AttributePatch, SchemaOp};
+use model::schema::{AttrKind, Collection, Index, IndexKind, IndexStatus, Reshape};
 use model::{ErrorCode, Outcome};
 
 pub const MAX_ATTRIBUTES: usize = 1000;
 pub const MAX_INDEXES: usize = 64;
 /// Documents an index build indexes per log entry.
 pub const INDEX_BUILD_CHUNK: usize = 500;
+/// Documents a reshape rewrites per log entry.
+pub const RESHAPE_CHUNK: usize = 500;
 const UNIQUE_BUILD_FAILED: &str =
     "Unique index cannot be created: existing documents have duplicate values.";
 
@@ -59,7 +61,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             txn.delete_prefix(META, keys::meta_prefix(project, keys::SEQUENCE, &[id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, id]));
-            txn.delete_prefix(META, keys::index_jobs_under(&[project, id]));
+            txn.delete_prefix(META, keys::jobs_under(&[project, id]));
             Ok(Outcome::Done)
         }
         SchemaOp::CreateCollection { collection } => {
@@ -124,7 +126,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             txn.del(META, keys::meta(project, keys::SEQUENCE, &[database, id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, database, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, database, id]));
-            txn.delete_prefix(META, keys::index_jobs_under(&[project, database, id]));
+            txn.delete_prefix(META, keys::jobs_under(&[project, database, id]));
             Ok(Outcome::Done)
         }
         SchemaOp::CreateAttribute {
@@ -168,9 +170,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             }
             coll.attributes.retain(|a| a.key != *key);
             coll.updated_at = at;
-            rewrite_documents(txn, project, &coll, |data| {
-                data.remove(key.as_str());
-            })?;
+            reshape(txn, project, &mut coll, Reshape::Drop { key: key.clone() })?;
             save_collection(txn, project, &coll);
             Ok(Outcome::Done)
         }
@@ -191,7 +191,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
                 false => IndexStatus::Processing,
             };
             if !empty {
-                let job = keys::index_job(project, database, collection, &index.key);
+                let job = keys::job(project, database, collection, &index.key);
                 txn.put(META, job, 0u64.to_be_bytes().to_vec());
             }
             coll.indexes.push(index.clone());
@@ -214,7 +214,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             coll.indexes.retain(|i| i.key != *key);
             coll.updated_at = at;
             txn.delete_prefix(INDEX, keys::index_prefix(project, database, &coll.id, key));
-            txn.del(META, keys::index_job(project, database, &coll.id, key));
+            txn.del(META, keys::job(project, database, &coll.id, key));
             save_collection(txn, project, &coll);
             Ok(Outcome::Done)
         }
@@ -223,6 +223,83 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             collection,
             key,
         } => build_index(txn, project, database, collection, key, at),
+        SchemaOp::Reshape {
+            database,
+            collection,
+        } => reshape_chunk(txn, project, database, collection),
+    }
+}
+
+/// Records a rename or deletion of an attribute. Reads settle documents to the new layout
+/// from this entry on; when the collection has documents, its rewrite job starts over from
+/// the first one (documents it already rewrote have yet to see this change).
+fn reshape(txn: &mut Txn, project: &str, coll: &mut Collection, change: Reshape) -> R<()> {
+    let seq = keys::index_prefix(project, &coll.database, &coll.id, keys::SEQ_INDEX);
+    if txn.scan_limit(INDEX, &seq, 1)?.is_empty() {
+        return Ok(());
+    }
+    coll.reshapes.push(change);
+    let job = keys::job(project, &coll.database, &coll.id, keys::RESHAPE_JOB);
+    txn.put(META, job, 0u64.to_be_bytes().to_vec());
+    Ok(())
+}
+
+/// One chunk of a collection's document rewrite (see `SchemaOp::Reshape`). Only the stored
+/// data changes: what reads answer, `$updatedAt` and index entries stay as they were (an
+/// indexed attribute cannot be renamed or deleted).
+fn reshape_chunk(txn: &mut Txn, project: &str, database: &str, collection: &str) -> R<Outcome> {
+    let job = keys::job(project, database, collection, keys::RESHAPE_JOB);
+    let Some(cursor) = txn.get(META, &job)? else {
+        return Ok(Outcome::Done);
+    };
+    let mut coll = match load_collection(txn, project, database, collection) {
+        Ok(c) => c,
+        Err(Failure::User(_)) => {
+            txn.del(META, job);
+            return Ok(Outcome::Done);
+        }
+        Err(e) => return Err(e),
+    };
+    let after = job_cursor(&job, &cursor)?;
+    let chunk = sequence_run(txn, project, &coll, after, RESHAPE_CHUNK)?;
+    for (_, id) in &chunk {
+        // Loading settles the document; storing it keeps the settled form.
+        if let Some(doc) = load_document(txn, project, &coll, id)? {
+            txn.put(
+                DOCS,
+                keys::doc(project, database, collection, id),
+                encode(&doc),
+            );
+        }
+    }
+    match chunk.last() {
+        Some((last, _)) if chunk.len() >= RESHAPE_CHUNK => {
+            txn.put(META, job, last.to_be_bytes().to_vec());
+        }
+        _ => {
+            coll.reshapes.clear();
+            txn.del(META, job);
+            save_collection(txn, project, &coll);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn job_cursor(job: &[u8], cursor: &[u8]) -> R<u64> {
+    let bytes = <[u8; 8]>::try_from(cursor)
+        .map_err(|_| crate::engine::corrupt(job, "background job cursor"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// A key that stored documents may still hold under an older layout cannot name a new
+/// attribute until the rewrite is through.
+fn refuse_in_flux(coll: &Collection, key: &str) -> R<()> {
+    match coll.in_flux(key) {
+        true => Err(err(
+            ErrorCode::AttributeAlreadyExists,
+            format!("Attribute with the requested key '{key}' is still being removed from existing documents. Try again in a moment."),
+        )),
+        false => Ok(()),
     }
 }
 
@@ -236,7 +313,7 @@ fn build_index(
     key: &str,
     at: i64,
 ) -> R<Outcome> {
-    let job = keys::index_job(project, database, collection, key);
+    let job = keys::job(project, database, collection, key);
     let Some(cursor) = txn.get(META, &job)? else {
         return Ok(Outcome::Done);
     };
@@ -257,12 +334,7 @@ fn build_index(
         return Ok(Outcome::Done);
     };
     let index = coll.indexes[pos].clone();
-    let after = u64::from_be_bytes(
-        cursor
-            .as_slice()
-            .try_into()
-            .map_err(|_| crate::engine::corrupt(&job, "index build cursor"))?,
-    );
+    let after = job_cursor(&job, &cursor)?;
     let chunk = sequence_run(txn, project, &coll, after, INDEX_BUILD_CHUNK)?;
     let mut last = after;
     for (seq, id) in &chunk {
@@ -332,6 +404,7 @@ fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
             ),
         ));
     }
+    refuse_in_flux(coll, &attr.key)?;
     validate::attribute(&attr)?;
     coll.attributes.push(attr);
     Ok(())
@@ -397,13 +470,13 @@ fn update_attribute(
                 format!("Attribute '{key}' cannot be renamed or deleted. Please remove the associated index first."),
             ));
         }
+        refuse_in_flux(&coll, new_key)?;
         attr.key = new_key.clone();
-        let (old, new) = (key.to_string(), new_key.clone());
-        rewrite_documents(txn, project, &coll, |data| {
-            if let Some(v) = data.remove(&old) {
-                data.insert(new.clone(), v);
-            }
-        })?;
+        let rename = Reshape::Rename {
+            from: key.to_string(),
+            to: new_key.clone(),
+        };
+        reshape(txn, project, &mut coll, rename)?;
     }
     coll.attributes[pos] = attr.clone();
     coll.updated_at = now;
@@ -480,23 +553,6 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
             ErrorCode::IndexInvalid,
             "Index invalid: at most one array attribute per index.",
         ));
-    }
-    Ok(())
-}
-
-fn rewrite_documents(
-    txn: &mut Txn,
-    project: &str,
-    coll: &Collection,
-    f: impl Fn(&mut Data),
-) -> R<()> {
-    for mut doc in all_documents(txn, project, coll)? {
-        f(&mut doc.data);
-        txn.put(
-            DOCS,
-            keys::doc(project, &coll.database, &coll.id, &doc.id),
-            encode(&doc),
-        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, Failure, R};
-use crate::engine::{decode, encode};
+use crate::engine::{decode_document, encode};
 use crate::keys;
 use model::schema::{Collection, Document, Index, IndexKind, Order};
 use model::{ErrorCode, Value};
@@ -51,7 +51,7 @@ pub(super) fn all_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Ve
     let prefix = doc_prefix(project, coll);
     txn.scan(DOCS, &prefix)?
         .into_iter()
-        .map(|(k, v)| Ok(decode::<Document>(&k, &v)?))
+        .map(|(k, v)| Ok(decode_document(coll, &k, &v)?))
         .collect()
 }
 
@@ -156,7 +156,11 @@ pub(super) fn load_document(
     coll: &Collection,
     id: &str,
 ) -> R<Option<Document>> {
-    txn.get_as(DOCS, &keys::doc(project, &coll.database, &coll.id, id))
+    let k = keys::doc(project, &coll.database, &coll.id, id);
+    match txn.get(DOCS, &k)? {
+        Some(v) => Ok(Some(decode_document(coll, &k, &v)?)),
+        None => Ok(None),
+    }
 }
 
 /// The `$seq` index entry of the document with sequence `seq`.

@@ -111,6 +111,7 @@ impl Fixture {
                             created_at: 0,
                             updated_at: 0,
                         }],
+                        reshapes: vec![],
                         created_at: 0,
                         updated_at: 0,
                     },
@@ -448,7 +449,7 @@ fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
         let coll = view.collection("p", "d", "c").unwrap().unwrap();
         (
             view.find("p", &coll, &spec).unwrap().total,
-            view.index_jobs(10).unwrap().len(),
+            view.jobs(10).unwrap().len(),
         )
     };
     // Two full chunks, then the rest: available, and its job is gone.
@@ -572,4 +573,118 @@ fn a_range_chunk_looks_at_a_bounded_run_of_rows_and_says_where_to_go_on() {
         (rows - 3) as u64
     );
     assert_eq!(view.find("p", &coll, &spec).unwrap().total, 0);
+}
+
+#[test]
+fn renamed_and_deleted_columns_are_whole_at_once_and_rewritten_in_chunks() {
+    use model::command::AttributePatch;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let rows = super::schema::RESHAPE_CHUNK * 2 + 7;
+    for i in 0..rows {
+        f.apply(vec![env(
+            w.clone(),
+            create(&format!("r{i}"), i as i64, &format!("n{i}")),
+            10,
+        )]);
+    }
+    let column = |f: &Fixture, key: &str| {
+        let view = f.eng.view().unwrap();
+        let coll = view.collection("p", "d", "c").unwrap().unwrap();
+        let spec = model::query::Spec::parse(&[]).unwrap();
+        let page = view.find("p", &coll, &spec).unwrap();
+        let values: Vec<Value> = page.documents.iter().map(|d| d.get(key)).collect();
+        (values, coll.reshapes.len(), view.jobs(10).unwrap().len())
+    };
+    let out = f.apply(vec![schema(
+        SchemaOp::UpdateAttribute {
+            database: "d".into(),
+            collection: "c".into(),
+            key: "n".into(),
+            kind: AttrKind::Integer,
+            patch: AttributePatch {
+                new_key: Some("m".into()),
+                ..Default::default()
+            },
+        },
+        20,
+    )]);
+    assert!(
+        matches!(&out[0], Outcome::Attribute(a) if a.key == "m"),
+        "{out:?}"
+    );
+    // Every read answers the new name at once, none the old one.
+    let (m, reshapes, jobs) = column(&f, "m");
+    assert_eq!(m.first(), Some(&Value::Int(0)));
+    assert!(m.iter().all(|v| !v.is_null()));
+    assert!(column(&f, "n").0.iter().all(Value::is_null));
+    assert_eq!((reshapes, jobs), (1, 1));
+    // The old name cannot be taken while stored rows may still hold it.
+    let new_n = || {
+        schema(
+            SchemaOp::CreateAttribute {
+                database: "d".into(),
+                collection: "c".into(),
+                attribute: Attribute::new("n", AttrKind::Integer, 0),
+            },
+            21,
+        )
+    };
+    assert_eq!(
+        failed(&f.apply(vec![new_n()])[0]),
+        Some(ErrorCode::AttributeAlreadyExists)
+    );
+    // A write during the rewrite is stored in the new layout.
+    let out = f.apply(vec![env(
+        w.clone(),
+        Op::Documents(DocumentsOp::Write {
+            ops: vec![DocTarget {
+                database: "d".into(),
+                collection: "c".into(),
+                op: DocOp::Update {
+                    id: "r1".into(),
+                    data: [("m".to_string(), Value::Int(-1))].into_iter().collect(),
+                    permissions: None,
+                },
+            }],
+        }),
+        22,
+    )]);
+    assert_eq!(failed(&out[0]), None, "{out:?}");
+    // Deleting it too: gone at once; the rewrite starts over and settles both changes.
+    f.apply(vec![schema(
+        SchemaOp::DeleteAttribute {
+            database: "d".into(),
+            collection: "c".into(),
+            key: "m".into(),
+        },
+        23,
+    )]);
+    assert!(column(&f, "m").0.iter().all(Value::is_null));
+    let chunk = || {
+        schema(
+            SchemaOp::Reshape {
+                database: "d".into(),
+                collection: "c".into(),
+            },
+            24,
+        )
+    };
+    f.apply(vec![chunk()]);
+    f.apply(vec![chunk()]);
+    assert_eq!(column(&f, "m").1, 2, "not through yet");
+    f.apply(vec![chunk()]);
+    let (_, reshapes, jobs) = column(&f, "m");
+    assert_eq!((reshapes, jobs), (0, 0));
+    // Stored rows hold neither name now: a new column `n` starts empty everywhere.
+    assert_eq!(failed(&f.apply(vec![new_n()])[0]), None);
+    let (n, _, _) = column(&f, "n");
+    assert_eq!(n.len(), 25);
+    assert!(n.iter().all(Value::is_null), "{n:?}");
+    let view = f.eng.view().unwrap();
+    let coll = view.collection("p", "d", "c").unwrap().unwrap();
+    let doc = view.document("p", &coll, "r1").unwrap().unwrap();
+    assert_eq!(doc.data.keys().collect::<Vec<_>>(), vec!["name"]);
+    // A chunk after the end is a no-op.
+    assert_eq!(f.apply(vec![chunk()]), vec![Outcome::Done]);
 }
