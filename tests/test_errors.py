@@ -136,3 +136,37 @@ def test_tables_errors_keep_the_ids_the_client_sent(base, tables):
         tables.get_row("db", "t", "my_document")
     assert e.value.type == "row_not_found"
     assert e.value.message == "Row with the requested ID 'my_document' could not be found."
+
+
+def test_a_query_past_the_scan_budget_times_out_and_indexed_ones_do_not():
+    """An unindexed filter examines at most `--scan-budget` rows, then answers Appwrite's
+    `database_timeout` (408); a plain listing counts from the index and an indexed filter
+    examines only its matches, so both still answer."""
+    import time
+    from appwrite.enums.tables_db_index_type import TablesDBIndexType
+    from appwrite.query import Query
+    from harness import Node, create_project
+    from conftest import Project
+    node = Node(extra_args=["--scan-budget", "100"]).start()
+    try:
+        project = Project(node, "budget", create_project(node, "budget"))
+        tables = project.tables()
+        tables.create(database_id="db", name="db")
+        tables.create_table("db", "t", "T")
+        tables.create_integer_column("db", "t", "n", False)
+        tables.create_integer_column("db", "t", "m", False)
+        tables.create_rows("db", "t", [{"n": i, "m": i % 3} for i in range(150)])
+        tables.create_index("db", "t", "by_n", TablesDBIndexType.KEY, ["n"])
+        deadline = time.time() + 30
+        while tables.get_index("db", "t", "by_n").status != "available":
+            assert time.time() < deadline
+            time.sleep(0.05)
+        with pytest.raises(AppwriteException) as e:
+            tables.list_rows("db", "t", [Query.equal("m", 1)])
+        assert (e.value.code, e.value.type) == (408, "database_timeout"), e.value
+        assert "adding an index" in e.value.message
+        assert tables.list_rows("db", "t").total == 150
+        assert tables.list_rows("db", "t", [Query.less_than("n", 50)]).total == 50
+    finally:
+        node.stop()
+    assert not node.unexpected_errors()

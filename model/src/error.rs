@@ -41,6 +41,7 @@ error_codes! {
     KeyAlreadyExists = ("key_already_exists", 409),
     DatabaseNotFound = ("database_not_found", 404),
     DatabaseAlreadyExists = ("database_already_exists", 409),
+    DatabaseTimeout = ("database_timeout", 408),
     CollectionNotFound = ("collection_not_found", 404),
     CollectionAlreadyExists = ("collection_already_exists", 409),
     TableNotFound = ("table_not_found", 404),

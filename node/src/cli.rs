@@ -70,6 +70,10 @@ struct ServeArgs {
     /// Snapshot the state and purge the Raft log after this many entries.
     #[arg(long, env = "BASALT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Rows one query may examine without an index serving it; past that it answers
+    /// `database_timeout` (408) instead of scanning on.
+    #[arg(long, env = "BASALT_SCAN_BUDGET", default_value_t = storage_engine::DEFAULT_SCAN_BUDGET)]
+    scan_budget: usize,
 }
 
 #[derive(Args, Clone)]
@@ -217,6 +221,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),
         root_key: a.root_key,
         snapshot_every: a.snapshot_every.max(10),
+        scan_budget: a.scan_budget.max(1),
     };
     let handle = crate::run(cfg).await?;
     shutdown_signal().await;

@@ -21,6 +21,8 @@ pub struct ServeConfig {
     pub root_key: Option<String>,
     /// Take a snapshot (and purge the log behind it) after this many log entries.
     pub snapshot_every: u64,
+    /// Rows one query may examine (see `Engine::with_scan_budget`).
+    pub scan_budget: usize,
 }
 
 /// Who this node is; written on first start, checked on every later one.

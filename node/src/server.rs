@@ -96,6 +96,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
             ..RaftTimings::default()
         },
         bootstrap: cfg.join.is_empty(),
+        scan_budget: cfg.scan_budget,
     })
     .await
     .map_err(anyhow::Error::msg)?;

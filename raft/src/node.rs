@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub timings: RaftTimings,
     /// Start a new single-node cluster when the data dir has never been initialised.
     pub bootstrap: bool,
+    /// Rows one read may examine (see `Engine::with_scan_budget`).
+    pub scan_budget: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -155,6 +157,7 @@ impl RaftNode {
             LogDb::open(&cfg.data_dir.join("raft-log")).map_err(|e| format!("raft log: {e}"))?;
         let engine =
             Engine::open(&cfg.data_dir.join("state")).map_err(|e| format!("state: {e}"))?;
+        let engine = engine.with_scan_budget(cfg.scan_budget);
         let sm = StateMachine::open(engine.clone(), cfg.data_dir.join("snapshots"))
             .map_err(|e| format!("snapshots: {e}"))?;
         let t = &cfg.timings;

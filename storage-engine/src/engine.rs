@@ -65,6 +65,23 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 pub struct Engine {
     pub(crate) db: Arc<DB>,
     path: PathBuf,
+    scan_budget: usize,
+}
+
+/// Rows a read may examine when no index decides its filter, unless configured otherwise
+/// (`basalt serve --scan-budget`).
+pub const DEFAULT_SCAN_BUDGET: usize = 100_000;
+
+/// Rows an apply may examine for a bulk change by query with an order, offset or cursor, or a
+/// read inside a transaction. A constant, not a setting: every replica must decide alike.
+pub const APPLY_SCAN_BUDGET: usize = 100_000;
+
+/// Appwrite's answer to a query that would examine more than its budget.
+pub(crate) fn scan_budget_exceeded() -> model::Error {
+    model::Error::new(
+        model::ErrorCode::DatabaseTimeout,
+        "Database timed out. Try adjusting your queries or adding an index.",
+    )
 }
 
 impl Engine {
@@ -83,7 +100,18 @@ impl Engine {
         Ok(Engine {
             db: Arc::new(db),
             path: path.to_path_buf(),
+            scan_budget: DEFAULT_SCAN_BUDGET,
         })
+    }
+
+    /// Sets how many rows a read may examine before it answers `database_timeout`.
+    pub fn with_scan_budget(mut self, rows: usize) -> Engine {
+        self.scan_budget = rows.max(1);
+        self
+    }
+
+    pub(crate) fn scan_budget(&self) -> usize {
+        self.scan_budget
     }
 
     pub fn path(&self) -> &Path {

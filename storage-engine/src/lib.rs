@@ -15,7 +15,7 @@ mod read;
 mod snapshot;
 mod validate;
 
-pub use engine::{Engine, StorageError};
+pub use engine::{Engine, StorageError, APPLY_SCAN_BUDGET, DEFAULT_SCAN_BUDGET};
 pub use log::LogDb;
 pub use planner::Plan;
 pub use read::{Job, View};

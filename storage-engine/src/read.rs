@@ -178,6 +178,16 @@ impl View {
             }
         }
         let mut total_fast = None;
+        // Unfiltered default-order listing: count from the index, decode only the page.
+        let index_only = plan.index == SEQ_INDEX
+            && spec.filters.is_empty()
+            && spec.orders.is_empty()
+            && spec.cursor.is_none();
+        // Anything else decodes every candidate: at most the scan budget of them.
+        let budget = match index_only {
+            true => usize::MAX,
+            false => self.engine.scan_budget(),
+        };
         for (start, end) in &plan.ranges {
             let mut o = read_opts();
             o.set_iterate_upper_bound(end.clone());
@@ -187,15 +197,13 @@ impl View {
                 let (_, v) = item.map_err(StorageError::from)?;
                 if seen.insert(v.to_vec()) {
                     ids.push(v.to_vec());
+                    if ids.len() > budget {
+                        return Err(crate::engine::scan_budget_exceeded());
+                    }
                 }
             }
         }
-        // Unfiltered default-order listing: count from the index, decode only the page.
-        if plan.index == SEQ_INDEX
-            && spec.filters.is_empty()
-            && spec.orders.is_empty()
-            && spec.cursor.is_none()
-        {
+        if index_only {
             total_fast = Some(ids.len() as u64);
             let page: Vec<Vec<u8>> = ids
                 .iter()

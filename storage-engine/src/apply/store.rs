@@ -47,10 +47,17 @@ pub(super) fn doc_prefix(project: &str, coll: &Collection) -> Vec<u8> {
     keys::prefix(&[project, &coll.database, &coll.id])
 }
 
+/// Every document of a collection, for the applies that must see them all (bulk changes by
+/// query with an order, offset or cursor; reads inside a transaction): at most
+/// `APPLY_SCAN_BUDGET` of them, or `database_timeout`.
 pub(super) fn all_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Vec<Document>> {
     let prefix = doc_prefix(project, coll);
-    txn.scan(DOCS, &prefix)?
-        .into_iter()
+    let budget = crate::engine::APPLY_SCAN_BUDGET;
+    let rows = txn.scan_limit(DOCS, &prefix, budget + 1)?;
+    if rows.len() > budget {
+        return Err(Failure::User(crate::engine::scan_budget_exceeded()));
+    }
+    rows.into_iter()
         .map(|(k, v)| Ok(decode_document(coll, &k, &v)?))
         .collect()
 }

@@ -233,7 +233,8 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
-    /// Every live key/value under `prefix`.
+    /// Every live key/value under `prefix`; applies scan with a limit (`scan_limit`).
+    #[cfg(test)]
     pub(crate) fn scan(&self, cf: usize, prefix: &[u8]) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
         self.scan_limit(cf, prefix, usize::MAX)
     }
