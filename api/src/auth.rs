@@ -4,6 +4,7 @@
 use crate::error::ApiError;
 use crate::params::Req;
 use crate::AppState;
+use model::msg;
 use model::reader::StateReader;
 use model::{Actor, Error, ErrorCode};
 use sha2::{Digest, Sha256};
@@ -57,7 +58,7 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
     let Some(secret) = key else {
         return Err(ApiError::new(
             ErrorCode::GeneralUnauthorizedScope,
-            format!(
+            msg!(
                 "User (role: guests) missing scopes ({})",
                 scope_list(scopes)
             ),
@@ -80,8 +81,9 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
     if !scopes.iter().any(|s| api_key.scopes.iter().any(|k| k == s)) {
         return Err(ApiError::new(
             ErrorCode::GeneralUnauthorizedScope,
-            format!(
-                "app.{project}@service.localhost (role: applications) missing scopes ({})",
+            msg!(
+                "app.{}@service.localhost (role: applications) missing scopes ({})",
+                project,
                 scope_list(scopes)
             ),
         ));

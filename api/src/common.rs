@@ -9,6 +9,7 @@ use crate::AppState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use model::command::Data;
+use model::msg;
 use model::permission::{self, Scope};
 use model::query::{Spec, DEFAULT_LIMIT};
 use model::reader::Consistency;
@@ -85,10 +86,7 @@ impl Flavor {
     pub(crate) fn error(self, e: Error) -> ApiError {
         match self {
             Flavor::Legacy => ApiError(e),
-            Flavor::Tables => ApiError(Error::new(
-                e.code.for_tables(),
-                tables_vocabulary(&e.message),
-            )),
+            Flavor::Tables => ApiError(e.for_tables()),
         }
     }
 
@@ -221,7 +219,10 @@ pub(crate) fn database(ctx: &Ctx, id: &str) -> Result<Database, ApiError> {
     ctx.view.database(&ctx.project, id)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::DatabaseNotFound,
-            format!("Database with the requested ID '{id}' could not be found."),
+            msg!(
+                "Database with the requested ID '{}' could not be found.",
+                id
+            ),
         )
     })
 }
@@ -233,7 +234,10 @@ pub(crate) fn collection(f: Flavor, ctx: &Ctx, req: &Req) -> Result<Collection, 
     ctx.view.collection(&ctx.project, &db, &id)?.ok_or_else(|| {
         f.error(Error::new(
             ErrorCode::CollectionNotFound,
-            format!("Collection with the requested ID '{id}' could not be found."),
+            msg!(
+                "Collection with the requested ID '{}' could not be found.",
+                id
+            ),
         ))
     })
 }
@@ -291,7 +295,7 @@ pub(crate) fn page_json(items: Vec<Json>, req: &Req) -> Result<(Vec<Json>, u64),
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::GeneralCursorNotFound,
-                        format!("Document '{id}' for the 'cursor' value not found."),
+                        msg!("Document '{}' for the 'cursor' value not found.", id),
                     )
                 })?;
             match &spec.cursor {
@@ -380,76 +384,35 @@ pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiEr
     ctx.view.transaction(&ctx.project, id)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::TransactionNotFound,
-            format!("Transaction with the requested ID '{id}' could not be found."),
+            msg!(
+                "Transaction with the requested ID '{}' could not be found.",
+                id
+            ),
         )
     })
 }
 
-/// A Databases message in TablesDB's words (document → row, attribute → column, collection →
-/// table). What the client named — ids, keys, values, quoted `'…'`, `"…"` or `` `…` `` in every
-/// message — is kept as it was: `'my_document'` stays `'my_document'`.
-fn tables_vocabulary(message: &str) -> String {
-    let rewrite = |text: &str| {
-        text.replace("Document", "Row")
-            .replace("document", "row")
-            .replace("Attribute", "Column")
-            .replace("attribute", "column")
-            .replace("Collection", "Table")
-            .replace("collection", "table")
-    };
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while !rest.is_empty() {
-        // The next quoted part, if its quote closes; an apostrophe in a word ("can't") does not
-        // open one.
-        let open = rest.char_indices().find(|(i, c)| {
-            matches!(c, '\'' | '"' | '`')
-                && (*i == 0 || !rest[..*i].ends_with(|p: char| p.is_alphanumeric()))
-                && rest[i + 1..].contains(*c)
-        });
-        match open {
-            Some((i, q)) => {
-                let close = i + 1 + rest[i + 1..].find(q).unwrap_or(0);
-                out.push_str(&rewrite(&rest[..i]));
-                out.push_str(&rest[i..=close]);
-                rest = &rest[close + 1..];
-            }
-            None => {
-                out.push_str(&rewrite(rest));
-                rest = "";
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::tables_vocabulary;
+    use super::Flavor;
+    use model::{msg, Error, ErrorCode};
 
     #[test]
-    fn tables_messages_keep_what_the_client_named() {
-        for (databases, tables) in [
-            (
-                "Document with the requested ID 'my_document' could not be found.",
-                "Row with the requested ID 'my_document' could not be found.",
+    fn tables_errors_keep_what_the_client_named() {
+        let e = Error::new(
+            ErrorCode::IndexDependency,
+            msg!(
+                "Attribute '{}' cannot be renamed or deleted. Please remove the associated index '{}' first.",
+                "document",
+                "collection_idx"
             ),
-            (
-                "Invalid document structure: Unknown attribute: \"attribute_x\"",
-                "Invalid row structure: Unknown column: \"attribute_x\"",
-            ),
-            (
-                "Attribute 'document' cannot be renamed or deleted. Please remove the associated index 'collection_idx' first.",
-                "Column 'document' cannot be renamed or deleted. Please remove the associated index 'collection_idx' first.",
-            ),
-            (
-                "Invalid `documentId` param: Can't start with a special char",
-                "Invalid `documentId` param: Can't start with a special char",
-            ),
-            ("A collection with the requested ID 'x' already exists.", "A table with the requested ID 'x' already exists."),
-            ("unbalanced 'document quote", "unbalanced 'row quote"),
-        ] {
-            assert_eq!(tables_vocabulary(databases), tables, "{databases}");
-        }
+        );
+        let t = Flavor::Tables.error(e.clone()).0;
+        assert_eq!(t.code, ErrorCode::ColumnIndexDependency);
+        assert_eq!(
+            t.message.text(),
+            "Column 'document' cannot be renamed or deleted. Please remove the associated index 'collection_idx' first."
+        );
+        assert_eq!(Flavor::Legacy.error(e.clone()).0, e);
     }
 }

@@ -15,6 +15,7 @@ use axum::routing::{get, patch, post};
 use axum::{Extension, Router};
 use model::command::AttributePatch;
 use model::command::SchemaOp;
+use model::msg;
 use model::permission::Scope;
 use model::schema::{AttrKind, Attribute, Collection, Database, Index, IndexKind, Order};
 use model::{id, Error, ErrorCode, Op, Outcome, Value};
@@ -213,7 +214,7 @@ async fn create_collection(
     let mut attributes = Vec::new();
     for item in req.array_opt(f.attrs_key())?.unwrap_or_default() {
         let obj = item.as_object().cloned().ok_or_else(|| {
-            ApiError(Error::invalid(format!(
+            ApiError(Error::invalid(msg!(
                 "Invalid `{}` param: items must be objects",
                 f.attrs_key()
             )))
@@ -227,7 +228,7 @@ async fn create_collection(
             ("string", Some("enum")) => AttrKind::Enum,
             ("double", _) => AttrKind::Float,
             (k, _) => AttrKind::from_route(k)
-                .ok_or_else(|| ApiError(Error::invalid(format!("Invalid column type \"{k}\"."))))?,
+                .ok_or_else(|| ApiError(Error::invalid(msg!("Invalid column type \"{}\".", k))))?,
         };
         attributes.push(attribute_from(&sub, kind, false)?);
     }
@@ -322,8 +323,9 @@ fn value_param(req: &Req, name: &str) -> Result<Option<Value>, ApiError> {
     match req.params.get(name) {
         None | Some(Json::Null) => Ok(None),
         Some(v) => Value::from_json(v).map(Some).ok_or_else(|| {
-            ApiError(Error::invalid(format!(
-                "Invalid `{name}` param: Value must be a scalar"
+            ApiError(Error::invalid(msg!(
+                "Invalid `{}` param: Value must be a scalar",
+                name
             )))
         }),
     }
@@ -417,7 +419,10 @@ async fn get_attribute(
     let a = c.attribute(&key).ok_or_else(|| {
         f.error(Error::new(
             ErrorCode::AttributeNotFound,
-            format!("Attribute with the requested key '{key}' could not be found."),
+            msg!(
+                "Attribute with the requested key '{}' could not be found.",
+                key
+            ),
         ))
     })?;
     reply(StatusCode::OK, render::attribute(a))
@@ -484,15 +489,16 @@ fn index_from(req: &Req, f: Flavor) -> Result<Index, ApiError> {
     id::check_key("key", &key)?;
     let kind_s = req.str_req("type")?;
     let kind = IndexKind::parse(&kind_s).ok_or_else(|| {
-        ApiError(Error::invalid(format!(
-            "Invalid `type` param: Value must be one of (key, fulltext, unique); got \"{kind_s}\""
+        ApiError(Error::invalid(msg!(
+            "Invalid `type` param: Value must be one of (key, fulltext, unique); got \"{}\"",
+            kind_s
         )))
     })?;
     let attributes = req
         .strings_opt(f.index_attrs_key())?
         .or(req.strings_opt("attributes")?)
         .ok_or_else(|| {
-            ApiError(Error::invalid(format!(
+            ApiError(Error::invalid(msg!(
                 "Param \"{}\" is not optional.",
                 f.index_attrs_key()
             )))
@@ -566,7 +572,7 @@ async fn get_index(State(s): State<AppState>, Extension(f): Extension<Flavor>, r
     let i = c.index(&key).ok_or_else(|| {
         f.error(Error::new(
             ErrorCode::IndexNotFound,
-            format!("Index with the requested key '{key}' could not be found."),
+            msg!("Index with the requested key '{}' could not be found.", key),
         ))
     })?;
     reply(StatusCode::OK, render::index(i, f))

@@ -25,7 +25,7 @@ impl From<crate::Unavailable> for ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<model::error::Message>) -> Self {
         ApiError(Error::new(code, message))
     }
 
@@ -40,7 +40,7 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({
-            "message": self.0.message,
+            "message": self.0.message.text(),
             "code": self.0.code.status(),
             "type": self.0.code.as_str(),
             "version": APPWRITE_VERSION,

@@ -30,9 +30,10 @@ pub const APPWRITE_VERSION: &str = "1.9.6";
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why the cluster could not serve a request right now (answered with a 503).
-#[derive(Debug, Clone)]
-pub struct Unavailable(pub String);
+/// Why the cluster could not serve a request right now (answered with a 503, and logged
+/// there, once). The node's own error type, kept whole for the log.
+#[derive(Debug)]
+pub struct Unavailable(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// What the API needs from the node: replicated writes, views to read, and status.
 pub trait Backend: Send + Sync + 'static {

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use model::command::{ClusterOp, KeyOp, ProjectOp};
+use model::msg;
 use model::reader::{Consistency, StateReader};
 use model::schema::{ApiKey, Project};
 use model::time::format_ms;
@@ -92,7 +93,7 @@ async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
         Outcome::Project(p) => reply(StatusCode::CREATED, project_json(&p)),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
-            format!("unexpected outcome {o:?}"),
+            msg!("unexpected outcome {}", format!("{:?}", o)),
         ))),
     }
 }
@@ -125,8 +126,9 @@ async fn create_key(State(s): State<AppState>, req: Req) -> Reply {
     let scopes = match req.strings_opt("scopes")? {
         Some(list) => {
             if let Some(bad) = list.iter().find(|sc| !ALL_SCOPES.contains(&sc.as_str())) {
-                return Err(ApiError(Error::invalid(format!(
-                    "Invalid `scopes` param: unknown scope \"{bad}\""
+                return Err(ApiError(Error::invalid(msg!(
+                    "Invalid `scopes` param: unknown scope \"{}\"",
+                    bad
                 ))));
             }
             list
@@ -167,7 +169,7 @@ async fn create_key(State(s): State<AppState>, req: Req) -> Reply {
         Outcome::Key(k) => reply(StatusCode::CREATED, key_json(&k, Some(&secret))),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
-            format!("unexpected outcome {o:?}"),
+            msg!("unexpected outcome {}", format!("{:?}", o)),
         ))),
     }
 }
@@ -243,7 +245,7 @@ async fn delete_key(State(s): State<AppState>, req: Req) -> Reply {
         Outcome::Done => no_content(),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
-            format!("unexpected outcome {o:?}"),
+            msg!("unexpected outcome {}", format!("{:?}", o)),
         ))),
     }
 }

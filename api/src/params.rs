@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::HeaderMap;
+use model::msg;
 use model::{id, Error, ErrorCode, Value};
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ pub struct Req {
     pub params: Map<String, Json>,
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+fn bad(msg: impl Into<model::error::Message>) -> ApiError {
     ApiError(Error::invalid(msg))
 }
 
@@ -77,7 +78,7 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             match serde_json::from_slice::<Json>(&bytes) {
                 Ok(Json::Object(m)) => params.extend(m),
                 Ok(_) => return Err(bad("Request body must be a JSON object.")),
-                Err(e) => return Err(bad(format!("Invalid JSON body: {e}"))),
+                Err(e) => return Err(bad(msg!("Invalid JSON body: {}", e))),
             }
         }
         Ok(Req {
@@ -105,24 +106,23 @@ impl Req {
         match self.get(name) {
             None => Ok(None),
             Some(Json::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid string"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid string",
+                name
             ))),
         }
     }
 
     pub fn str_req(&self, name: &str) -> Result<String, ApiError> {
         self.str_opt(name)?
-            .ok_or_else(|| bad(format!("Param \"{name}\" is not optional.")))
+            .ok_or_else(|| bad(msg!("Param \"{}\" is not optional.", name)))
     }
 
     /// A string of 1..=max chars.
     pub fn text_req(&self, name: &str, max: usize) -> Result<String, ApiError> {
         let s = self.str_req(name)?;
         if s.is_empty() || s.chars().count() > max {
-            return Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid string and at least 1 chars and no longer than {max} chars"
-            )));
+            return Err(bad(msg!("Invalid `{}` param: Value must be a valid string and at least 1 chars and no longer than {} chars", name, max)));
         }
         Ok(s)
     }
@@ -143,15 +143,16 @@ impl Req {
             Some(Json::Bool(b)) => Ok(Some(*b)),
             Some(Json::String(s)) if s == "true" || s == "1" => Ok(Some(true)),
             Some(Json::String(s)) if s == "false" || s == "0" => Ok(Some(false)),
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid boolean"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid boolean",
+                name
             ))),
         }
     }
 
     pub fn bool_req(&self, name: &str) -> Result<bool, ApiError> {
         self.bool_opt(name)?
-            .ok_or_else(|| bad(format!("Param \"{name}\" is not optional.")))
+            .ok_or_else(|| bad(msg!("Param \"{}\" is not optional.", name)))
     }
 
     /// A number (JSON or query string), as a model value.
@@ -165,13 +166,15 @@ impl Req {
                 } else if let Ok(f) = s.parse::<f64>() {
                     Ok(Some(Value::Float(f)))
                 } else {
-                    Err(bad(format!(
-                        "Invalid `{name}` param: Value must be a valid number"
+                    Err(bad(msg!(
+                        "Invalid `{}` param: Value must be a valid number",
+                        name
                     )))
                 }
             }
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid number"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid number",
+                name
             ))),
         }
     }
@@ -184,8 +187,9 @@ impl Req {
             Some(Value::Float(f)) if f >= 0.0 && f.fract() == 0.0 && f < 1.8e19 => {
                 Ok(Some(f as u64))
             }
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid non-negative integer"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid non-negative integer",
+                name
             ))),
         }
     }
@@ -197,15 +201,17 @@ impl Req {
                 .iter()
                 .map(|v| match v {
                     Json::String(s) => Ok(s.clone()),
-                    _ => Err(bad(format!(
-                        "Invalid `{name}` param: Value must be an array of strings"
+                    _ => Err(bad(msg!(
+                        "Invalid `{}` param: Value must be an array of strings",
+                        name
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(Json::String(s)) => Ok(Some(vec![s.clone()])),
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid array"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid array",
+                name
             ))),
         }
     }
@@ -216,12 +222,14 @@ impl Req {
             Some(Json::Object(m)) => Ok(Some(m.clone())),
             Some(Json::String(s)) => match serde_json::from_str::<Json>(s) {
                 Ok(Json::Object(m)) => Ok(Some(m)),
-                _ => Err(bad(format!(
-                    "Invalid `{name}` param: Value must be a valid object"
+                _ => Err(bad(msg!(
+                    "Invalid `{}` param: Value must be a valid object",
+                    name
                 ))),
             },
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid object"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid object",
+                name
             ))),
         }
     }
@@ -230,8 +238,9 @@ impl Req {
         match self.get(name) {
             None => Ok(None),
             Some(Json::Array(a)) => Ok(Some(a.clone())),
-            Some(_) => Err(bad(format!(
-                "Invalid `{name}` param: Value must be a valid array"
+            Some(_) => Err(bad(msg!(
+                "Invalid `{}` param: Value must be a valid array",
+                name
             ))),
         }
     }
@@ -290,7 +299,7 @@ pub fn data_from_json(
         let v = Value::from_json(v).ok_or_else(|| {
             ApiError(Error::new(
                 code,
-                format!("Invalid document structure: Attribute \"{k}\" has invalid type. Nested objects are not supported."),
+                msg!("Invalid document structure: Attribute \"{}\" has invalid type. Nested objects are not supported.", k),
             ))
         })?;
         out.insert(k.clone(), v);

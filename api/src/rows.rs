@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::Extension;
 use model::command::{Data, DocOp, DocTarget};
 use model::command::{DocumentsOp, RangeChange, TransactionOp};
+use model::msg;
 use model::permission::Scope;
 use model::query::Spec;
 use model::schema::{Collection, TransactionStatus};
@@ -135,7 +136,7 @@ pub(crate) async fn create_documents(
     match (bulk, req.has("data")) {
         (Some(_), true) => Err(ApiError::new(
             ErrorCode::GeneralBadRequest,
-            format!(
+            msg!(
                 "You can only send one of the following parameters: data, {}",
                 f.docs_key()
             ),
@@ -146,10 +147,10 @@ pub(crate) async fn create_documents(
         )),
         (Some(items), false) => {
             if req.has(f.doc_id_param()) {
-                return Err(ApiError::new(ErrorCode::GeneralBadRequest, format!("Param \"{}\" is not allowed when creating multiple {}, set \"$id\" on each instead.", f.doc_id_param(), f.docs_key())));
+                return Err(ApiError::new(ErrorCode::GeneralBadRequest, msg!("Param \"{}\" is not allowed when creating multiple {}, set \"$id\" on each instead.", f.doc_id_param(), f.docs_key())));
             }
             if items.len() > 1000 {
-                return Err(ApiError(Error::invalid(format!(
+                return Err(ApiError(Error::invalid(msg!(
                     "Invalid `{}` param: Value must a valid array no longer than 1000 items",
                     f.docs_key()
                 ))));
@@ -199,7 +200,7 @@ pub(crate) async fn upsert_documents(
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let items = req.array_opt(f.docs_key())?.ok_or_else(|| {
-        ApiError(Error::invalid(format!(
+        ApiError(Error::invalid(msg!(
             "Param \"{}\" is not optional.",
             f.docs_key()
         )))
@@ -358,7 +359,10 @@ pub(crate) async fn get_document(
     let d = found.ok_or_else(|| {
         f.error(Error::new(
             ErrorCode::DocumentNotFound,
-            format!("Document with the requested ID '{id}' could not be found."),
+            msg!(
+                "Document with the requested ID '{}' could not be found.",
+                id
+            ),
         ))
     })?;
     reply(

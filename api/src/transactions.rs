@@ -6,6 +6,7 @@ use crate::common::{
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, Req};
+use model::msg;
 
 use crate::{render, AppState};
 use axum::extract::State;
@@ -106,11 +107,10 @@ pub(crate) async fn delete_transaction(
     no_content()
 }
 
-fn op_error(msg: impl Into<String>) -> ApiError {
-    ApiError(Error::invalid(format!(
-        "Invalid `operations` param: {}",
-        msg.into()
-    )))
+fn op_error(msg: impl Into<model::error::Message>) -> ApiError {
+    ApiError(Error::invalid(
+        msg.into().prefixed("Invalid `operations` param: "),
+    ))
 }
 
 /// Parses one operation object of `createOperations` into document ops.
@@ -251,7 +251,7 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
         "bulkDelete" => vec![t(DocOp::DeleteWhere {
             spec: queries(&obj(&data)?)?,
         })],
-        other => return Err(op_error(format!("unknown action \"{other}\""))),
+        other => return Err(op_error(msg!("unknown action \"{}\"", other))),
     };
     Ok(ops)
 }

@@ -119,33 +119,185 @@ impl ErrorCode {
     }
 }
 
+/// A message for the client: a template in the Databases API's words, with `{}` where the
+/// values the client named (ids, keys, values) go, and those values kept apart. The TablesDB
+/// wording renames the template's words only, so an id such as `my_document` reaches the
+/// client as it was sent. Made with `msg!`, or from plain text that names nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    template: String,
+    args: Vec<String>,
+}
+
+/// `msg!("Document '{}' not found.", id)`: a `Message` whose `{}` are filled by the arguments
+/// (anything `Display`), which are never translated.
+#[macro_export]
+macro_rules! msg {
+    ($template:literal $(, $arg:expr)* $(,)?) => {
+        $crate::error::Message::new($template, vec![$(($arg).to_string()),*])
+    };
+}
+
+impl Message {
+    pub fn new(template: impl Into<String>, args: Vec<String>) -> Message {
+        Message {
+            template: template.into(),
+            args,
+        }
+    }
+
+    /// The text in the Databases API's words.
+    pub fn text(&self) -> String {
+        fill(&self.template, &self.args)
+    }
+
+    /// The same message in the TablesDB API's words (documents → rows, attributes → columns,
+    /// collections → tables); the arguments as they were.
+    pub fn tables_text(&self) -> String {
+        fill(&tables_words(&self.template), &self.args)
+    }
+
+    /// This message after `prefix` (plain text of ours).
+    pub fn prefixed(self, prefix: &str) -> Message {
+        Message {
+            template: format!("{prefix}{}", self.template),
+            args: self.args,
+        }
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Message {
+        Message::new(text, Vec::new())
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Message {
+        Message::new(text, Vec::new())
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// The template with each `{}` replaced by the next argument, in one pass (an argument that
+/// itself holds `{}` stays as it is). Text without arguments is left whole.
+fn fill(template: &str, args: &[String]) -> String {
+    if args.is_empty() {
+        return template.to_string();
+    }
+    let mut out =
+        String::with_capacity(template.len() + args.iter().map(String::len).sum::<usize>());
+    let mut args = args.iter();
+    let mut parts = template.split("{}").peekable();
+    while let Some(part) = parts.next() {
+        out.push_str(part);
+        if parts.peek().is_some() {
+            out.push_str(args.next().map(String::as_str).unwrap_or("{}"));
+        }
+    }
+    out
+}
+
+fn tables_words(template: &str) -> String {
+    template
+        .replace("Document", "Row")
+        .replace("document", "row")
+        .replace("Attribute", "Column")
+        .replace("attribute", "column")
+        .replace("Collection", "Table")
+        .replace("collection", "table")
+}
+
 /// A deterministic, user-facing failure: an Appwrite error type plus a message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct Error {
     pub code: ErrorCode,
-    pub message: String,
+    pub message: Message,
 }
 
 impl Error {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<Message>) -> Self {
         Error {
             code,
             message: message.into(),
         }
     }
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub fn invalid(message: impl Into<Message>) -> Self {
         Error::new(ErrorCode::GeneralArgumentInvalid, message)
     }
-    pub fn query(message: impl Into<String>) -> Self {
+    pub fn query(message: impl Into<Message>) -> Self {
         Error::new(ErrorCode::GeneralQueryInvalid, message)
     }
-    pub fn structure(message: impl Into<String>) -> Self {
+    pub fn structure(message: impl Into<Message>) -> Self {
         Error::new(
             ErrorCode::DocumentInvalidStructure,
-            format!("Invalid document structure: {}", message.into()),
+            message.into().prefixed("Invalid document structure: "),
         )
+    }
+    /// `self` as the cause of a failure of type `code`: its message after `prefix`.
+    pub fn caused(self, code: ErrorCode, prefix: &str) -> Self {
+        Error::new(code, self.message.prefixed(prefix))
+    }
+    /// The same failure as the TablesDB API reports it: its type and its words.
+    pub fn for_tables(self) -> Self {
+        Error {
+            code: self.code.for_tables(),
+            message: Message::new(tables_words(&self.message.template), self.message.args),
+        }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_wording_renames_words_not_what_the_client_named() {
+        let e = Error::new(
+            ErrorCode::DocumentNotFound,
+            msg!(
+                "Document with the requested ID '{}' could not be found.",
+                "my_document"
+            ),
+        );
+        assert_eq!(
+            e.message.text(),
+            "Document with the requested ID 'my_document' could not be found."
+        );
+        let t = e.for_tables();
+        assert_eq!(t.code, ErrorCode::RowNotFound);
+        assert_eq!(
+            t.message.text(),
+            "Row with the requested ID 'my_document' could not be found."
+        );
+        // Unquoted and nested too.
+        let e = Error::structure(msg!("Unknown attribute: {}", "attribute_x")).for_tables();
+        assert_eq!(
+            e.message.text(),
+            "Invalid row structure: Unknown column: attribute_x"
+        );
+        let e = e.caused(
+            ErrorCode::TransactionFailed,
+            "The transaction has errored: ",
+        );
+        assert_eq!(
+            e.message.text(),
+            "The transaction has errored: Invalid row structure: Unknown column: attribute_x"
+        );
+    }
+
+    #[test]
+    fn filling_is_one_pass() {
+        assert_eq!(fill("a {} b {}", &["{}".into(), "x".into()]), "a {} b x");
+        assert_eq!(fill("no args {}", &[]), "no args {}");
+        assert_eq!(fill("{} {}", &["only".into()]), "only {}");
+    }
+}

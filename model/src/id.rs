@@ -1,6 +1,7 @@
 //! Appwrite id rules: `[a-zA-Z0-9][a-zA-Z0-9._-]{0,35}`; `unique()` asks the server for one.
 
 use crate::error::{Error, Result};
+use crate::msg;
 
 pub const UNIQUE: &str = "unique()";
 pub const MAX_ID_LEN: usize = 36;
@@ -21,9 +22,7 @@ pub fn check(param: &str, id: &str) -> Result<()> {
     if is_valid(id) {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "Invalid `{param}` param: Parameter must contain at most 36 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"
-        )))
+        Err(Error::invalid(msg!("Invalid `{}` param: Parameter must contain at most 36 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char", param)))
     }
 }
 
@@ -38,9 +37,7 @@ pub fn check_key(param: &str, key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "Invalid `{param}` param: Parameter must contain at most 255 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"
-        )))
+        Err(Error::invalid(msg!("Invalid `{}` param: Parameter must contain at most 255 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char", param)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Appwrite permission strings: `read("any")`, `update("user:ID")`, `delete("team:ID/role")`.
 
 use crate::error::{Error, Result};
+use crate::msg;
 
 pub const ACTIONS: [&str; 5] = ["read", "create", "update", "delete", "write"];
 
@@ -21,9 +22,7 @@ pub struct Permission {
 impl Permission {
     pub fn parse(s: &str) -> Result<Permission> {
         let bad = || {
-            Error::invalid(format!(
-                "Invalid `permissions` param: Permission \"{s}\" is not allowed. Must be one of: read, create, update, delete, write."
-            ))
+            Error::invalid(msg!("Invalid `permissions` param: Permission \"{}\" is not allowed. Must be one of: read, create, update, delete, write.", s))
         };
         let open = s.find('(').ok_or_else(bad)?;
         let action = &s[..open];
@@ -35,8 +34,7 @@ impl Permission {
             .strip_prefix('"')
             .and_then(|r| r.strip_suffix('"'))
             .ok_or_else(bad)?;
-        check_role(role)
-            .map_err(|m| Error::invalid(format!("Invalid `permissions` param: {m}")))?;
+        check_role(role).map_err(|m| Error::invalid(msg!("Invalid `permissions` param: {}", m)))?;
         Ok(Permission {
             action: action.to_string(),
             role: role.to_string(),

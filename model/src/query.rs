@@ -2,6 +2,7 @@
 //! form, validated against a collection's schema, and evaluated against documents.
 
 use crate::error::{Error, Result};
+use crate::msg;
 use crate::schema::{AttrKind, Collection, Document, IndexKind, Order};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -80,20 +81,21 @@ pub struct Spec {
     pub cursor: Option<Cursor>,
 }
 
-fn invalid(msg: impl std::fmt::Display) -> Error {
-    Error::query(format!("Invalid query: {msg}"))
+fn invalid(msg: impl Into<crate::error::Message>) -> Error {
+    Error::query(msg.into().prefixed("Invalid query: "))
 }
 
 impl Query {
     /// Parses one query string as the SDKs send it.
     pub fn parse(s: &str) -> Result<Query> {
         if s.len() > MAX_QUERY_LEN {
-            return Err(invalid(format!(
-                "Query is longer than {MAX_QUERY_LEN} characters"
+            return Err(invalid(msg!(
+                "Query is longer than {} characters",
+                MAX_QUERY_LEN
             )));
         }
         let v: serde_json::Value =
-            serde_json::from_str(s).map_err(|_| invalid(format!("Syntax error: {s}")))?;
+            serde_json::from_str(s).map_err(|_| invalid(msg!("Syntax error: {}", s)))?;
         Query::from_json(&v)
     }
 
@@ -119,14 +121,13 @@ impl Query {
             raw_values
                 .iter()
                 .map(|v| {
-                    Value::from_json(v)
-                        .ok_or_else(|| invalid(format!("Invalid value for {method}")))
+                    Value::from_json(v).ok_or_else(|| invalid(msg!("Invalid value for {}", method)))
                 })
                 .collect()
         };
         let need_attr = || -> Result<String> {
             if attr.is_empty() {
-                Err(invalid(format!("{method} queries require an attribute")))
+                Err(invalid(msg!("{} queries require an attribute", method)))
             } else {
                 Ok(attr.clone())
             }
@@ -134,13 +135,16 @@ impl Query {
         let cmp = |op: CmpOp| -> Result<Query> {
             let values = values()?;
             if values.is_empty() {
-                return Err(invalid(format!(
-                    "{method} queries require at least one value"
+                return Err(invalid(msg!(
+                    "{} queries require at least one value",
+                    method
                 )));
             }
             if values.len() > MAX_QUERIES {
-                return Err(invalid(format!(
-                    "{method} queries accept at most {MAX_QUERIES} values"
+                return Err(invalid(msg!(
+                    "{} queries accept at most {} values",
+                    method,
+                    MAX_QUERIES
                 )));
             }
             Ok(Query::Filter(Filter::Cmp {
@@ -153,13 +157,13 @@ impl Query {
             match raw_values.as_slice() {
                 [n] => n
                     .as_u64()
-                    .ok_or_else(|| invalid(format!("{method} must be a non-negative integer"))),
-                _ => Err(invalid(format!("{method} queries take exactly one value"))),
+                    .ok_or_else(|| invalid(msg!("{} must be a non-negative integer", method))),
+                _ => Err(invalid(msg!("{} queries take exactly one value", method))),
             }
         };
         let nested = || -> Result<Vec<Filter>> {
             if raw_values.is_empty() {
-                return Err(invalid(format!("{method} queries require nested queries")));
+                return Err(invalid(msg!("{} queries require nested queries", method)));
             }
             raw_values
                 .iter()
@@ -170,9 +174,7 @@ impl Query {
                     };
                     match q {
                         Query::Filter(f) => Ok(f),
-                        _ => Err(invalid(format!(
-                            "{method} queries may only contain filters"
-                        ))),
+                        _ => Err(invalid(msg!("{} queries may only contain filters", method))),
                     }
                 })
                 .collect()
@@ -180,7 +182,7 @@ impl Query {
         let between = |negate: bool| -> Result<Query> {
             let mut v = values()?;
             if v.len() != 2 {
-                return Err(invalid(format!("{method} queries take exactly two values")));
+                return Err(invalid(msg!("{} queries take exactly two values", method)));
             }
             let hi = v.pop().unwrap_or(Value::Null);
             let lo = v.pop().unwrap_or(Value::Null);
@@ -194,7 +196,7 @@ impl Query {
         let date_cmp = |field: &str, op: CmpOp| -> Result<Query> {
             let v = values()?;
             if v.len() != 1 {
-                return Err(invalid(format!("{method} queries take exactly one value")));
+                return Err(invalid(msg!("{} queries take exactly one value", method)));
             }
             Ok(Query::Filter(Filter::Cmp {
                 attr: field.to_string(),
@@ -205,7 +207,7 @@ impl Query {
         let date_between = |field: &str| -> Result<Query> {
             let mut v = values()?;
             if v.len() != 2 {
-                return Err(invalid(format!("{method} queries take exactly two values")));
+                return Err(invalid(msg!("{} queries take exactly two values", method)));
             }
             let hi = v.pop().unwrap_or(Value::Null);
             let lo = v.pop().unwrap_or(Value::Null);
@@ -263,8 +265,9 @@ impl Query {
             "limit" => {
                 let n = single_int()?;
                 if n > MAX_LIMIT {
-                    return Err(invalid(format!(
-                        "Invalid limit: Value must be a valid range between 0 and {MAX_LIMIT}"
+                    return Err(invalid(msg!(
+                        "Invalid limit: Value must be a valid range between 0 and {}",
+                        MAX_LIMIT
                     )));
                 }
                 Query::Limit(n)
@@ -285,7 +288,7 @@ impl Query {
                     Query::Cursor(Cursor::Before(id))
                 }
             }
-            other => return Err(invalid(format!("Query method not valid: {other}"))),
+            other => return Err(invalid(msg!("Query method not valid: {}", other))),
         })
     }
 }
@@ -302,8 +305,9 @@ impl Spec {
     /// Parses the `queries[]` of a list request.
     pub fn parse(queries: &[String]) -> Result<Spec> {
         if queries.len() > MAX_QUERIES {
-            return Err(Error::invalid(format!(
-                "Invalid `queries` param: Value must a valid array no longer than {MAX_QUERIES} items"
+            return Err(Error::invalid(msg!(
+                "Invalid `queries` param: Value must a valid array no longer than {} items",
+                MAX_QUERIES
             )));
         }
         let mut spec = Spec::default();
@@ -338,10 +342,11 @@ impl Spec {
             if system_kind(attr).is_none() {
                 let a = coll
                     .attribute(attr)
-                    .ok_or_else(|| invalid(format!("Attribute not found in schema: {attr}")))?;
+                    .ok_or_else(|| invalid(msg!("Attribute not found in schema: {}", attr)))?;
                 if a.array {
-                    return Err(invalid(format!(
-                        "Cannot order by attribute \"{attr}\" because it is an array"
+                    return Err(invalid(msg!(
+                        "Cannot order by attribute \"{}\" because it is an array",
+                        attr
                     )));
                 }
             }
@@ -353,7 +358,7 @@ impl Spec {
                     && !is_meta(attr)
                     && coll.attribute(attr).is_none()
                 {
-                    return Err(invalid(format!("Attribute not found in schema: {attr}")));
+                    return Err(invalid(msg!("Attribute not found in schema: {}", attr)));
                 }
             }
         }
@@ -414,8 +419,9 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
         Filter::Between { attr, lo, hi, .. } => {
             let (kind, array) = lookup(coll, attr)?;
             if array {
-                return Err(invalid(format!(
-                    "Cannot query between on attribute \"{attr}\" because it is an array."
+                return Err(invalid(msg!(
+                    "Cannot query between on attribute \"{}\" because it is an array.",
+                    attr
                 )));
             }
             normalize_value(lo, kind, attr)?;
@@ -428,9 +434,10 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
                 CmpOp::Contains | CmpOp::ContainsAll | CmpOp::NotContains
             );
             if array && !array_ok {
-                return Err(invalid(format!(
-                    "Cannot query {} on attribute \"{attr}\" because it is an array.",
-                    op_name(*op)
+                return Err(invalid(msg!(
+                    "Cannot query {} on attribute \"{}\" because it is an array.",
+                    op_name(*op),
+                    attr
                 )));
             }
             match op {
@@ -442,24 +449,17 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
                 | CmpOp::NotSearch
                     if !kind.is_string() =>
                 {
-                    return Err(invalid(format!(
-                        "Cannot query {} on attribute \"{attr}\" because it is not a string.",
-                        op_name(*op)
-                    )))
+                    return Err(invalid(msg!("Cannot query {} on attribute \"{}\" because it is not a string.", op_name(*op), attr)))
                 }
                 CmpOp::Contains | CmpOp::ContainsAll | CmpOp::NotContains if !array && !kind.is_string() => {
-                    return Err(invalid(format!(
-                        "Cannot query contains on attribute \"{attr}\" because it is not an array or string."
-                    )))
+                    return Err(invalid(msg!("Cannot query contains on attribute \"{}\" because it is not an array or string.", attr)))
                 }
                 CmpOp::Search | CmpOp::NotSearch => {
                     let indexed = coll.indexes.iter().any(|i| {
                         i.kind == IndexKind::Fulltext && i.attributes.len() == 1 && i.attributes[0] == *attr
                     });
                     if !indexed {
-                        return Err(invalid(format!(
-                            "Searching by attribute \"{attr}\" requires a fulltext index."
-                        )));
+                        return Err(invalid(msg!("Searching by attribute \"{}\" requires a fulltext index.", attr)));
                     }
                 }
                 _ => {}
@@ -478,11 +478,11 @@ fn lookup(coll: &Collection, attr: &str) -> Result<(AttrKind, bool)> {
     }
     coll.attribute(attr)
         .map(|a| (a.kind, a.array))
-        .ok_or_else(|| invalid(format!("Attribute not found in schema: {attr}")))
+        .ok_or_else(|| invalid(msg!("Attribute not found in schema: {}", attr)))
 }
 
 fn normalize_value(v: &mut Value, kind: AttrKind, attr: &str) -> Result<()> {
-    let bad = || invalid(format!("Query value is invalid for attribute \"{attr}\""));
+    let bad = || invalid(msg!("Query value is invalid for attribute \"{}\"", attr));
     match (kind, &*v) {
         (_, Value::Null) => Ok(()),
         (

@@ -8,7 +8,7 @@ use model::reader::{Consistency, StateReader};
 use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
 use model::DocTarget;
 use model::{Envelope, Outcome};
-use raft::{RaftNode, ReplicationError};
+use raft::{RaftNode, Refusal, ReplicationError};
 use std::sync::Arc;
 use storage_engine::View;
 
@@ -94,6 +94,22 @@ pub struct NodeBackend {
     pub root_key_sha256: String,
 }
 
+/// An operator request's failure as the client sees it: the command's own failure, a refusal
+/// (400), or the cluster being unavailable (503).
+fn refusal(e: ReplicationError) -> model::Error {
+    match e {
+        ReplicationError::Refused(Refusal::Failed(e)) => e,
+        ReplicationError::Refused(r) => model::Error::invalid(r.to_string()),
+        e => {
+            tracing::warn!(error = %e, "operator request failed");
+            model::Error::new(
+                model::ErrorCode::GeneralUnavailable,
+                "The server cannot reach a quorum of the cluster right now. Please try again.",
+            )
+        }
+    }
+}
+
 impl Backend for NodeBackend {
     fn write(&self, env: Envelope) -> BoxFuture<'_, Result<Outcome, Unavailable>> {
         Box::pin(async move {
@@ -103,7 +119,7 @@ impl Backend for NodeBackend {
                 Err(e @ ReplicationError::TooLarge { .. }) => Ok(Outcome::Failed(
                     model::Error::invalid(format!("Invalid request: {e}.")),
                 )),
-                Err(e) => Err(Unavailable(e.to_string())),
+                Err(e) => Err(Unavailable(Box::new(e))),
             }
         })
     }
@@ -117,7 +133,7 @@ impl Backend for NodeBackend {
                 .node
                 .view(consistency)
                 .await
-                .map_err(|e| Unavailable(e.to_string()))?;
+                .map_err(|e| Unavailable(Box::new(e)))?;
             Ok(Arc::new(OffRuntime(view)) as Arc<dyn StateReader>)
         })
     }
@@ -127,9 +143,7 @@ impl Backend for NodeBackend {
         check: Envelope,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>> {
         Box::pin(async move {
-            let report = self.node.cluster_check(check).await.map_err(|e| {
-                model::Error::new(model::ErrorCode::GeneralUnavailable, e.to_string())
-            })?;
+            let report = self.node.cluster_check(check).await.map_err(refusal)?;
             let mut digests = serde_json::Map::new();
             let mut errors = serde_json::Map::new();
             let mut applied = None;
@@ -196,11 +210,7 @@ impl Backend for NodeBackend {
         Box::pin(async move {
             match self.node.remove_member(node_id).await {
                 Ok(_) => Ok(self.cluster_status()),
-                Err(ReplicationError::Refused(m)) => Err(model::Error::invalid(m)),
-                Err(e) => Err(model::Error::new(
-                    model::ErrorCode::GeneralUnavailable,
-                    e.to_string(),
-                )),
+                Err(e) => Err(refusal(e)),
             }
         })
     }

@@ -98,8 +98,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         bootstrap: cfg.join.is_empty(),
         scan_budget: cfg.scan_budget,
     })
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     let _ = raft_node.set(Arc::downgrade(&node));
     if !cfg.join.is_empty() && !node.is_initialized().await {
         tracing::info!(seeds = ?cfg.join, "asking the cluster to add this node");

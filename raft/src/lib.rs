@@ -20,7 +20,8 @@ pub mod pb {
 use serde::{Deserialize, Serialize};
 
 pub use node::{
-    CheckReport, ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, ReplicationError,
+    CheckReport, ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, Refusal,
+    ReplicationError, StartError, Unavailable,
 };
 
 /// What every member knows about another: where to reach it, and its region label.

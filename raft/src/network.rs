@@ -141,7 +141,7 @@ impl Service {
 }
 
 fn fatal(e: impl std::fmt::Display) -> RemoteError {
-    RemoteError::Unavailable(e.to_string())
+    RemoteError::Replication(crate::node::Unavailable::Raft(e.to_string()).into())
 }
 
 #[tonic::async_trait]

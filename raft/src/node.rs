@@ -10,7 +10,7 @@ use model::reader::Consistency;
 use model::{Envelope, Outcome, RequestId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -63,28 +63,86 @@ pub struct NodeConfig {
     pub scan_budget: usize,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir: {0}")]
+    DataDir(std::io::Error),
+    #[error("raft log: {0}")]
+    Log(storage_engine::StorageError),
+    #[error("state: {0}")]
+    State(storage_engine::StorageError),
+    #[error("snapshots: {0}")]
+    Snapshots(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a request could not be carried out. Travels between nodes as it is (`RemoteError`),
+/// so a forwarded request fails on the node that took it with the leader's reason.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 pub enum ReplicationError {
     #[error("this node is not the leader")]
     NotLeader { leader: Option<u64> },
     #[error("the cluster is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] Unavailable),
     #[error("timed out waiting for the cluster")]
     Timeout,
-    /// A request the cluster will not carry out (e.g. reusing a member's node id).
+    /// A request the cluster will not carry out; retrying does not help.
     #[error("{0}")]
-    Refused(String),
+    Refused(#[from] Refusal),
     /// A command larger than one log entry may carry.
     #[error("the request is too large: {bytes} bytes encoded, at most {max}")]
     TooLarge { bytes: u64, max: u64 },
 }
 
-impl From<ReplicationError> for RemoteError {
-    fn from(e: ReplicationError) -> Self {
-        match e {
-            ReplicationError::NotLeader { leader } => RemoteError::NotLeader { leader },
-            ReplicationError::Refused(m) => RemoteError::Refused(m),
-            other => RemoteError::Unavailable(other.to_string()),
+/// What kept the cluster from serving a request now; a retry may succeed.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum Unavailable {
+    #[error("this node is shutting down")]
+    ShuttingDown,
+    #[error("{addr} is not a valid peer address")]
+    BadAddress { addr: String },
+    /// A peer did not answer (transport error, dropped connection, deadline).
+    #[error("no answer from {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// Raft could not commit or confirm (openraft's error, as text: its types are generic).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// This node's state could not be read.
+    #[error("state: {0}")]
+    State(String),
+    #[error("the digest at index {index} failed: {reason}")]
+    Digest { index: u64, reason: String },
+    /// A bug: the state machine answered a batch with the wrong number of outcomes.
+    #[error("an entry answered {got} outcomes for {expected} commands")]
+    OutcomeCount { expected: usize, got: usize },
+    /// Test fault point `lose-forward-reply`.
+    #[error("fault point: the leader's answer was dropped")]
+    FaultLostReply,
+}
+
+/// A request the cluster refuses.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "node {id} is already a voter; a node whose data was wiped must join with a new --node-id"
+    )]
+    VoterIdReused { id: u64 },
+    #[error("node {id} is not a member")]
+    NotMember { id: u64 },
+    #[error("cannot remove the last voter")]
+    LastVoter,
+    /// The command was applied and failed (deterministically, on every replica).
+    #[error("{0}")]
+    Failed(model::Error),
+}
+
+impl Unavailable {
+    fn unreachable(addr: &str, status: &tonic::Status) -> Unavailable {
+        Unavailable::Unreachable {
+            addr: addr.to_string(),
+            reason: format!("{:?}: {}", status.code(), status.message()),
         }
     }
 }
@@ -151,15 +209,13 @@ pub struct RaftNode {
 pub type CheckReport = BTreeMap<u64, Result<(u64, String), String>>;
 
 impl RaftNode {
-    pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, String> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("data dir: {e}"))?;
-        let log =
-            LogDb::open(&cfg.data_dir.join("raft-log")).map_err(|e| format!("raft log: {e}"))?;
-        let engine =
-            Engine::open(&cfg.data_dir.join("state")).map_err(|e| format!("state: {e}"))?;
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(StartError::DataDir)?;
+        let log = LogDb::open(&cfg.data_dir.join("raft-log")).map_err(StartError::Log)?;
+        let engine = Engine::open(&cfg.data_dir.join("state")).map_err(StartError::State)?;
         let engine = engine.with_scan_budget(cfg.scan_budget);
         let sm = StateMachine::open(engine.clone(), cfg.data_dir.join("snapshots"))
-            .map_err(|e| format!("snapshots: {e}"))?;
+            .map_err(|e| StartError::Snapshots(e.to_string()))?;
         let t = &cfg.timings;
         let config = Config {
             cluster_name: "basalt".into(),
@@ -172,7 +228,7 @@ impl RaftNode {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| format!("raft config: {e}"))?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let raft = Raft::new(
             cfg.id,
             Arc::new(config),
@@ -181,7 +237,7 @@ impl RaftNode {
             sm.clone(),
         )
         .await
-        .map_err(|e| format!("raft: {e}"))?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (proposals, queue) = tokio::sync::mpsc::channel::<Proposal>(4096);
         tokio::spawn(group_commit(raft.clone(), queue));
@@ -219,7 +275,7 @@ impl RaftNode {
         let initialized = raft
             .is_initialized()
             .await
-            .map_err(|e| format!("raft: {e}"))?;
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized && cfg.bootstrap {
             let members: BTreeMap<u64, NodeInfo> =
                 [(cfg.id, cfg.info.clone())].into_iter().collect();
@@ -228,7 +284,7 @@ impl RaftNode {
                     tracing::info!(node_id = cfg.id, "bootstrapped a new single-node cluster")
                 }
                 Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(format!("raft initialize: {e}")),
+                Err(e) => return Err(StartError::Raft(format!("initialize: {e}"))),
             }
         }
         Ok(node)
@@ -257,8 +313,11 @@ impl RaftNode {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = network::client(addr, self.timings.request_timeout * 30)
-            .ok_or_else(|| ReplicationError::Unavailable(format!("bad peer address {addr}")))?;
+        let c = network::client(addr, self.timings.request_timeout * 30).ok_or_else(|| {
+            Unavailable::BadAddress {
+                addr: addr.to_string(),
+            }
+        })?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -311,15 +370,10 @@ impl RaftNode {
                     Ok(_) if lose_reply => {
                         // Test fault: the leader committed, but its answer never arrives.
                         tracing::warn!(request = %env.request_id, "fault point lose-forward-reply: dropping the leader's answer");
-                        Err(ReplicationError::Unavailable(
-                            "fault: forward reply lost".into(),
-                        ))
+                        Err(Unavailable::FaultLostReply.into())
                     }
-                    Ok(r) => r.into_inner().map_err(|e| match e {
-                        RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
-                        other => ReplicationError::Unavailable(other.to_string()),
-                    }),
-                    Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+                    Ok(r) => r.into_inner().map_err(Self::from_remote),
+                    Err(s) => Err(Unavailable::unreachable(&info.grpc, &s).into()),
                 }
             }
             other => other,
@@ -340,9 +394,8 @@ impl RaftNode {
         self.proposals
             .send((env, bytes, tx))
             .await
-            .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?;
-        rx.await
-            .map_err(|_| ReplicationError::Unavailable("shutting down".into()))?
+            .map_err(|_| Unavailable::ShuttingDown)?;
+        rx.await.map_err(|_| Unavailable::ShuttingDown)?
     }
 
     /// A view of the state: after a read barrier for `Linearizable` (it reflects every write
@@ -354,7 +407,7 @@ impl RaftNode {
         }
         self.engine
             .view()
-            .map_err(|e| ReplicationError::Unavailable(format!("state: {e}")))
+            .map_err(|e| Unavailable::State(e.to_string()).into())
     }
 
     /// Makes the next local read linearizable: confirms leadership with a quorum (or asks the
@@ -380,7 +433,7 @@ impl RaftNode {
                                     .wait(Some(timeout))
                                     .applied_index_at_least(Some(index), "read index")
                                     .await
-                                    .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+                                    .map_err(|e| Unavailable::Raft(e.to_string()))?;
                                 return Ok(());
                             }
                             _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -401,7 +454,7 @@ impl RaftNode {
         const WAIT: Duration = Duration::from_secs(30);
         let id = check.request_id;
         if let Outcome::Failed(e) = self.write(check).await? {
-            return Err(ReplicationError::Refused(e.message));
+            return Err(Refusal::Failed(e).into());
         }
         let members: Vec<(u64, NodeInfo)> = self
             .membership()
@@ -440,9 +493,7 @@ impl RaftNode {
             match self.sm.check(id) {
                 Some(CheckState::Done { index, digest }) => return Ok((index, digest)),
                 Some(CheckState::Failed { index, reason }) => {
-                    return Err(ReplicationError::Unavailable(format!(
-                        "digest at {index} failed: {reason}"
-                    )))
+                    return Err(Unavailable::Digest { index, reason }.into())
                 }
                 Some(CheckState::Computing { .. }) | None => {}
             }
@@ -461,7 +512,7 @@ impl RaftNode {
                     leader: f.leader_id,
                 })
             }
-            Err(e) => Err(ReplicationError::Unavailable(e.to_string())),
+            Err(e) => Err(Unavailable::Raft(e.to_string()).into()),
         }
     }
 
@@ -491,7 +542,12 @@ impl RaftNode {
                     .ok_or(ReplicationError::NotLeader { leader: Some(l) })?;
                 network::client(&info.grpc, timeout)
                     .map(Some)
-                    .ok_or_else(|| ReplicationError::Unavailable("bad leader address".into()))
+                    .ok_or_else(|| {
+                        Unavailable::BadAddress {
+                            addr: info.grpc.clone(),
+                        }
+                        .into()
+                    })
             }
         }
     }
@@ -522,15 +578,14 @@ impl RaftNode {
     ) -> Result<T, ReplicationError> {
         match res {
             Ok(r) => r.into_inner().map_err(Self::from_remote),
-            Err(s) => Err(ReplicationError::Unavailable(s.to_string())),
+            Err(s) => Err(Unavailable::unreachable("the leader", &s).into()),
         }
     }
 
     fn from_remote(e: RemoteError) -> ReplicationError {
         match e {
-            RemoteError::NotLeader { leader } => ReplicationError::NotLeader { leader },
-            RemoteError::Refused(m) => ReplicationError::Refused(m),
-            other => ReplicationError::Unavailable(other.to_string()),
+            RemoteError::Replication(e) => e,
+            RemoteError::SnapshotMismatch(m) => Unavailable::Raft(m.to_string()).into(),
         }
     }
 
@@ -544,9 +599,7 @@ impl RaftNode {
         let membership = self.membership();
         if membership.voter_ids().any(|v| v == id) {
             // Re-adding a voter that lost its log could elect a stale leader: ids are never reused.
-            return Err(ReplicationError::Refused(format!(
-                "node {id} is already a voter; a node whose data was wiped must join with a new --node-id"
-            )));
+            return Err(Refusal::VoterIdReused { id }.into());
         }
         tracing::info!(node_id = id, grpc = %info.grpc, "adding a learner");
         tokio::time::timeout(JOIN_TIMEOUT, self.raft.add_learner(id, info, true))
@@ -573,9 +626,7 @@ impl RaftNode {
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout)? {
             return Self::remote_reply(leader.announce((id, info)).await);
         }
-        let known = self
-            .member(id)
-            .ok_or_else(|| ReplicationError::Refused(format!("node {id} is not a member")))?;
+        let known = self.member(id).ok_or(Refusal::NotMember { id })?;
         if known != info {
             tracing::info!(node_id = id, grpc = %info.grpc, http = %info.http, "member moved: updating its addresses");
             let change = openraft::ChangeMembers::SetNodes([(id, info)].into_iter().collect());
@@ -623,16 +674,12 @@ impl RaftNode {
         }
         let membership = self.membership();
         if membership.get_node(&id).is_none() {
-            return Err(ReplicationError::Refused(format!(
-                "node {id} is not a member"
-            )));
+            return Err(Refusal::NotMember { id }.into());
         }
         let mut voters = self.voters();
         let change: openraft::ChangeMembers<u64, NodeInfo> = if voters.remove(&id) {
             if voters.is_empty() {
-                return Err(ReplicationError::Refused(
-                    "cannot remove the last voter".into(),
-                ));
+                return Err(Refusal::LastVoter.into());
             }
             openraft::ChangeMembers::ReplaceAllVoters(voters)
         } else {
@@ -685,7 +732,9 @@ impl RaftNode {
                         )
                         .await;
                 }
-                Ok(Err(RemoteError::Refused(m))) if !self.voters().contains(&self.id) => {
+                Ok(Err(RemoteError::Replication(ReplicationError::Refused(m))))
+                    if !self.voters().contains(&self.id) =>
+                {
                     tracing::error!(%seed, reason = %m, "join refused");
                     return;
                 }
@@ -853,15 +902,13 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
                     }
                 }
                 Ok(other) => {
-                    tracing::error!(
-                        expected = n,
-                        got = other.len(),
-                        "an entry answered with the wrong number of outcomes"
-                    );
+                    let e = Unavailable::OutcomeCount {
+                        expected: n,
+                        got: other.len(),
+                    };
+                    tracing::error!(error = %e, "group commit");
                     for reply in replies {
-                        let _ = reply.send(Err(ReplicationError::Unavailable(
-                            "internal batching error".into(),
-                        )));
+                        let _ = reply.send(Err(e.clone().into()));
                     }
                 }
                 Err(e) => {
@@ -911,6 +958,6 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Replicatio
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicationError::NotLeader {
             leader: f.leader_id,
         },
-        other => ReplicationError::Unavailable(other.to_string()),
+        other => Unavailable::Raft(other.to_string()).into(),
     }
 }

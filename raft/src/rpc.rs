@@ -13,12 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum RemoteError {
     #[error("snapshot segment mismatch")]
     SnapshotMismatch(SnapshotMismatch),
-    #[error("not the leader (leader hint {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("refused: {0}")]
-    Refused(String),
+    #[error(transparent)]
+    Replication(#[from] crate::ReplicationError),
 }
 
 pub type VoteReq = VoteRequest<u64>;

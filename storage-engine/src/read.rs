@@ -5,6 +5,7 @@ use crate::apply::txn::Txn;
 use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
 use crate::keys::{self, SEQ_INDEX};
 use crate::planner;
+use model::msg;
 use model::query::{Cursor, Spec, DEFAULT_LIMIT};
 use model::reader::{Page, StateReader};
 use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
@@ -29,7 +30,7 @@ where
 fn cursor_not_found(id: &str) -> Error {
     Error::new(
         ErrorCode::GeneralCursorNotFound,
-        format!("Document '{id}' for the 'cursor' value not found."),
+        msg!("Document '{}' for the 'cursor' value not found.", id),
     )
 }
 

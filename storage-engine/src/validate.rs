@@ -2,15 +2,17 @@
 //! Deterministic — they depend only on the command and the stored schema.
 
 use model::command::Data;
+use model::msg;
 use model::schema::{AttrKind, Attribute, Collection};
 use model::{Error, ErrorCode, Value};
 
 pub const MAX_STRING_SIZE: u64 = 1_073_741_824;
 
 fn type_error(attr: &Attribute, what: &str) -> Error {
-    Error::structure(format!(
-        "Attribute \"{}\" has invalid type. {what}",
-        attr.key
+    Error::structure(msg!(
+        "Attribute \"{}\" has invalid type. {}",
+        attr.key,
+        what
     ))
 }
 
@@ -174,14 +176,14 @@ pub fn new_document(coll: &Collection, data: &Data) -> Result<Data, Error> {
     for (k, v) in data {
         let attr = coll
             .attribute(k)
-            .ok_or_else(|| Error::structure(format!("Unknown attribute: \"{k}\"")))?;
+            .ok_or_else(|| Error::structure(msg!("Unknown attribute: \"{}\"", k)))?;
         out.insert(k.clone(), value(attr, v)?);
     }
     for attr in &coll.attributes {
         let present = out.get(&attr.key).is_some_and(|v| !v.is_null());
         if !present {
             if attr.required {
-                return Err(Error::structure(format!(
+                return Err(Error::structure(msg!(
                     "Missing required attribute \"{}\"",
                     attr.key
                 )));
@@ -199,11 +201,12 @@ pub fn update_document(coll: &Collection, existing: &Data, patch: &Data) -> Resu
     for (k, v) in patch {
         let attr = coll
             .attribute(k)
-            .ok_or_else(|| Error::structure(format!("Unknown attribute: \"{k}\"")))?;
+            .ok_or_else(|| Error::structure(msg!("Unknown attribute: \"{}\"", k)))?;
         let v = value(attr, v)?;
         if attr.required && v.is_null() {
-            return Err(Error::structure(format!(
-                "Missing required attribute \"{k}\""
+            return Err(Error::structure(msg!(
+                "Missing required attribute \"{}\"",
+                k
             )));
         }
         out.insert(k.clone(), v);
@@ -213,7 +216,7 @@ pub fn update_document(coll: &Collection, existing: &Data, patch: &Data) -> Resu
 
 /// Validates an attribute definition (type limits, default, enum elements).
 pub fn attribute(attr: &Attribute) -> Result<(), Error> {
-    let invalid = |m: String| Error::new(ErrorCode::AttributeValueInvalid, m);
+    let invalid = |m: model::error::Message| Error::new(ErrorCode::AttributeValueInvalid, m);
     if attr.default.as_ref().is_some_and(|d| !d.is_null()) && (attr.required || attr.array) {
         return Err(Error::new(
             ErrorCode::AttributeDefaultUnsupported,
@@ -224,9 +227,10 @@ pub fn attribute(attr: &Attribute) -> Result<(), Error> {
         AttrKind::String | AttrKind::Varchar => match attr.size {
             Some(s) if (1..=MAX_STRING_SIZE).contains(&s) => {}
             _ => {
-                return Err(Error::invalid(format!(
-                "Invalid `size` param: Value must be a valid range between 1 and {MAX_STRING_SIZE}"
-            )))
+                return Err(Error::invalid(msg!(
+                    "Invalid `size` param: Value must be a valid range between 1 and {}",
+                    MAX_STRING_SIZE
+                )))
             }
         },
         AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => {
@@ -257,7 +261,7 @@ pub fn attribute(attr: &Attribute) -> Result<(), Error> {
     }
     if let Some(d) = attr.default.as_ref().filter(|d| !d.is_null()) {
         value(attr, d).map_err(|_| {
-            invalid(format!(
+            invalid(msg!(
                 "Invalid default value for attribute \"{}\": {}",
                 attr.key,
                 describe(attr)

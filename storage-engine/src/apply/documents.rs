@@ -11,6 +11,7 @@ use crate::engine::encode;
 use crate::keys;
 use crate::validate;
 use model::command::{Data, DocOp, DocTarget, DocumentsOp, RangeChange};
+use model::msg;
 use model::schema::{AttrKind, Collection, Document};
 use model::{ErrorCode, Outcome, Value};
 use std::collections::BTreeMap;
@@ -126,7 +127,10 @@ fn write_document(
 fn document_not_found(id: &str) -> Failure {
     err(
         ErrorCode::DocumentNotFound,
-        format!("Document with the requested ID '{id}' could not be found."),
+        msg!(
+            "Document with the requested ID '{}' could not be found.",
+            id
+        ),
     )
 }
 
@@ -174,7 +178,7 @@ fn doc_op(
             if load_document(txn, project, coll, id)?.is_some() {
                 return Err(err(
                     ErrorCode::DocumentAlreadyExists,
-                    format!("Document with the requested ID '{id}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID."),
+                    msg!("Document with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
                 ));
             }
             let data = validate::new_document(coll, data)?;
@@ -244,7 +248,7 @@ fn doc_op(
             {
                 return Err(err(
                     ErrorCode::AttributeTypeInvalid,
-                    format!("Attribute \"{attr}\" is not a number"),
+                    msg!("Attribute \"{}\" is not a number", attr),
                 ));
             }
             let current = old.get(attr);
@@ -258,7 +262,7 @@ fn doc_op(
                     Value::Int(c.checked_add(*b).ok_or_else(|| {
                         err(
                             ErrorCode::AttributeValueInvalid,
-                            format!("Attribute \"{attr}\" would overflow."),
+                            msg!("Attribute \"{}\" would overflow.", attr),
                         )
                     })?)
                 }
@@ -275,8 +279,10 @@ fn doc_op(
                     let which = if up { "maximum" } else { "minimum" };
                     return Err(err(
                         ErrorCode::AttributeLimitExceeded,
-                        format!(
-                            "Attribute \"{attr}\" has reached the {which} value of {}",
+                        msg!(
+                            "Attribute \"{}\" has reached the {} value of {}",
+                            attr,
+                            which,
                             b.to_json()
                         ),
                     ));

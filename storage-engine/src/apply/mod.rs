@@ -19,6 +19,7 @@ pub(crate) use documents::{staged_document, staged_documents};
 use crate::engine::{encode, Engine, StorageError};
 use crate::keys;
 use model::command::{Actor, Batch, ClusterOp, Envelope, Op, RequestId, COMMAND_VERSION};
+use model::msg;
 use model::{ApiKey, Error, ErrorCode, Outcome};
 use txn::{Txn, META};
 
@@ -54,7 +55,7 @@ impl From<rocksdb::Error> for Failure {
     }
 }
 
-pub(crate) fn err(code: ErrorCode, msg: impl Into<String>) -> Failure {
+pub(crate) fn err(code: ErrorCode, msg: impl Into<model::error::Message>) -> Failure {
     Failure::User(Error::new(code, msg))
 }
 
@@ -230,7 +231,7 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<()> {
     if !scopes.iter().any(|s| key.scopes.contains(s)) {
         return Err(err(
             ErrorCode::GeneralUnauthorizedScope,
-            format!(
+            msg!(
                 "app.{}@service.localhost (role: applications) missing scopes ({})",
                 env.project,
                 serde_json::to_string(scopes).unwrap_or_default()

@@ -10,6 +10,7 @@ use crate::engine::encode;
 use crate::keys;
 use crate::validate;
 use model::command::{AttributePatch, SchemaOp};
+use model::msg;
 use model::schema::{AttrKind, Collection, Index, IndexKind, IndexStatus, Reshape};
 use model::{ErrorCode, Outcome};
 
@@ -30,7 +31,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             if txn.get(META, &k)?.is_some() {
                 return Err(err(
                     ErrorCode::DatabaseAlreadyExists,
-                    format!("Database with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", database.id),
+                    msg!("Database with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", database.id),
                 ));
             }
             let database = model::Database {
@@ -74,7 +75,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             if txn.get(META, &k)?.is_some() {
                 return Err(err(
                     ErrorCode::CollectionAlreadyExists,
-                    format!("A collection with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", collection.id),
+                    msg!("A collection with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", collection.id),
                 ));
             }
             let mut coll = Collection {
@@ -165,7 +166,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             if let Some(i) = coll.indexes.iter().find(|i| i.attributes.contains(key)) {
                 return Err(err(
                     ErrorCode::IndexDependency,
-                    format!("Attribute '{key}' cannot be renamed or deleted. Please remove the associated index '{}' first.", i.key),
+                    msg!("Attribute '{}' cannot be renamed or deleted. Please remove the associated index '{}' first.", key, i.key),
                 ));
             }
             coll.attributes.retain(|a| a.key != *key);
@@ -208,7 +209,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             if coll.index(key).is_none() {
                 return Err(err(
                     ErrorCode::IndexNotFound,
-                    format!("Index with the requested key '{key}' could not be found."),
+                    msg!("Index with the requested key '{}' could not be found.", key),
                 ));
             }
             coll.indexes.retain(|i| i.key != *key);
@@ -297,7 +298,7 @@ fn refuse_in_flux(coll: &Collection, key: &str) -> R<()> {
     match coll.in_flux(key) {
         true => Err(err(
             ErrorCode::AttributeAlreadyExists,
-            format!("Attribute with the requested key '{key}' is still being removed from existing documents. Try again in a moment."),
+            msg!("Attribute with the requested key '{}' is still being removed from existing documents. Try again in a moment.", key),
         )),
         false => Ok(()),
     }
@@ -392,13 +393,13 @@ fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
     if coll.attribute(&attr.key).is_some() {
         return Err(err(
             ErrorCode::AttributeAlreadyExists,
-            format!("Attribute with the requested key '{}' already exists. Attribute keys must be unique, try again with a different key.", attr.key),
+            msg!("Attribute with the requested key '{}' already exists. Attribute keys must be unique, try again with a different key.", attr.key),
         ));
     }
     if coll.attributes.len() >= MAX_ATTRIBUTES {
         return Err(err(
             ErrorCode::AttributeLimitExceeded,
-            format!(
+            msg!(
                 "The maximum number or size of attributes for collection '{}' has been reached.",
                 coll.id
             ),
@@ -430,7 +431,7 @@ fn update_attribute(
     if !same_family {
         return Err(err(
             ErrorCode::AttributeTypeInvalid,
-            format!("The attribute '{key}' type is invalid."),
+            msg!("The attribute '{}' type is invalid.", key),
         ));
     }
     if let Some(r) = patch.required {
@@ -457,7 +458,7 @@ fn update_attribute(
         if coll.attribute(new_key).is_some() {
             return Err(err(
                 ErrorCode::AttributeAlreadyExists,
-                format!("Attribute with the requested key '{new_key}' already exists. Attribute keys must be unique, try again with a different key."),
+                msg!("Attribute with the requested key '{}' already exists. Attribute keys must be unique, try again with a different key.", new_key),
             ));
         }
         if coll
@@ -467,7 +468,7 @@ fn update_attribute(
         {
             return Err(err(
                 ErrorCode::IndexDependency,
-                format!("Attribute '{key}' cannot be renamed or deleted. Please remove the associated index first."),
+                msg!("Attribute '{}' cannot be renamed or deleted. Please remove the associated index first.", key),
             ));
         }
         refuse_in_flux(&coll, new_key)?;
@@ -487,7 +488,7 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
     if coll.index(&index.key).is_some() {
         return Err(err(
             ErrorCode::IndexAlreadyExists,
-            format!(
+            msg!(
                 "Index with the requested key '{}' already exists. Try again with a different key.",
                 index.key
             ),
@@ -496,7 +497,7 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
     if coll.indexes.len() >= MAX_INDEXES {
         return Err(err(
             ErrorCode::IndexInvalid,
-            format!(
+            msg!(
                 "The maximum number of indexes for collection '{}' has been reached.",
                 coll.id
             ),
@@ -513,7 +514,7 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
         if seen.contains(&a) {
             return Err(err(
                 ErrorCode::IndexInvalid,
-                format!("Index invalid: duplicate attribute \"{a}\"."),
+                msg!("Index invalid: duplicate attribute \"{}\".", a),
             ));
         }
         seen.push(a);
@@ -525,14 +526,15 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
         if attr.is_none() && !system {
             return Err(err(
                 ErrorCode::AttributeUnknown,
-                format!("The attribute '{a}' required for the index could not be found. Please confirm all your attributes are in the available state."),
+                msg!("The attribute '{}' required for the index could not be found. Please confirm all your attributes are in the available state.", a),
             ));
         }
         if index.kind == IndexKind::Fulltext && !attr.is_some_and(|a| a.kind.is_string()) {
             return Err(err(
                 ErrorCode::IndexInvalid,
-                format!(
-                    "Index invalid: fulltext indexes need string attributes, \"{a}\" is not one."
+                msg!(
+                    "Index invalid: fulltext indexes need string attributes, \"{}\" is not one.",
+                    a
                 ),
             ));
         }

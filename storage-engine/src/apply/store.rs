@@ -4,6 +4,7 @@ use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, Failure, R};
 use crate::engine::{decode_document, encode};
 use crate::keys;
+use model::msg;
 use model::schema::{Collection, Document, Index, IndexKind, Order};
 use model::{ErrorCode, Value};
 
@@ -12,7 +13,10 @@ pub(super) fn load_database(txn: &Txn, project: &str, id: &str) -> R<model::Data
         .ok_or_else(|| {
             err(
                 ErrorCode::DatabaseNotFound,
-                format!("Database with the requested ID '{id}' could not be found."),
+                msg!(
+                    "Database with the requested ID '{}' could not be found.",
+                    id
+                ),
             )
         })
 }
@@ -23,7 +27,10 @@ pub(super) fn load_collection(txn: &Txn, project: &str, db: &str, id: &str) -> R
         .ok_or_else(|| {
             err(
                 ErrorCode::CollectionNotFound,
-                format!("Collection with the requested ID '{id}' could not be found."),
+                msg!(
+                    "Collection with the requested ID '{}' could not be found.",
+                    id
+                ),
             )
         })
 }
@@ -39,7 +46,10 @@ pub(super) fn save_collection(txn: &mut Txn, project: &str, coll: &Collection) {
 pub(super) fn attribute_not_found(key: &str) -> Failure {
     err(
         ErrorCode::AttributeNotFound,
-        format!("Attribute with the requested key '{key}' could not be found."),
+        msg!(
+            "Attribute with the requested key '{}' could not be found.",
+            key
+        ),
     )
 }
 

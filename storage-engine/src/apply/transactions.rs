@@ -9,6 +9,7 @@ use super::{err, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use model::command::TransactionOp;
+use model::msg;
 use model::schema::{Transaction, TransactionStatus};
 use model::{Error, ErrorCode, Outcome};
 
@@ -22,7 +23,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &TransactionOp, at: i64) -
             if txn.get(META, &k)?.is_some() {
                 return Err(err(
                     ErrorCode::TransactionAlreadyExists,
-                    format!("Transaction with the requested ID '{id}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID."),
+                    msg!("Transaction with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
                 ));
             }
             let t = Transaction {
@@ -41,11 +42,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &TransactionOp, at: i64) -
             if t.operations.len().saturating_add(ops.len()) > MAX_TRANSACTION_OPERATIONS {
                 return Err(err(
                     ErrorCode::TransactionLimitExceeded,
-                    format!(
-                        "Transaction already has {} operations, adding {} would exceed the maximum of {MAX_TRANSACTION_OPERATIONS}",
-                        t.operations.len(),
-                        ops.len()
-                    ),
+                    msg!("Transaction already has {} operations, adding {} would exceed the maximum of {}", t.operations.len(), ops.len(), MAX_TRANSACTION_OPERATIONS),
                 ));
             }
             for op in ops {
@@ -82,7 +79,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &TransactionOp, at: i64) -
                     txn.put(META, k, encode(&t));
                     Ok(Outcome::Failed(Error::new(
                         ErrorCode::TransactionFailed,
-                        format!("The transaction has errored: {}", e.message),
+                        msg!("The transaction has errored: {}", e.message),
                     )))
                 }
                 Err(other) => Err(other),
@@ -115,7 +112,10 @@ fn load_transaction(txn: &Txn, project: &str, id: &str) -> R<model::Transaction>
         .ok_or_else(|| {
             err(
                 ErrorCode::TransactionNotFound,
-                format!("Transaction with the requested ID '{id}' could not be found."),
+                msg!(
+                    "Transaction with the requested ID '{}' could not be found.",
+                    id
+                ),
             )
         })
 }
@@ -125,7 +125,7 @@ fn pending_transaction(txn: &Txn, project: &str, id: &str, now: i64) -> R<model:
     if t.status != TransactionStatus::Pending {
         return Err(err(
             ErrorCode::TransactionNotReady,
-            format!(
+            msg!(
                 "The transaction is {} and can no longer change.",
                 t.status.as_str()
             ),
