@@ -214,7 +214,11 @@ impl RaftNode {
         let log = LogDb::open(&cfg.data_dir.join("raft-log")).map_err(StartError::Log)?;
         let engine = Engine::open(&cfg.data_dir.join("state")).map_err(StartError::State)?;
         let engine = engine.with_scan_budget(cfg.scan_budget);
-        let sm = StateMachine::open(engine.clone(), cfg.data_dir.join("snapshots"))
+        // Opening may finish a snapshot install a crash interrupted: file work, off the runtime.
+        let (e, dir) = (engine.clone(), cfg.data_dir.join("snapshots"));
+        let sm = tokio::task::spawn_blocking(move || StateMachine::open(e, dir))
+            .await
+            .map_err(|e| StartError::Snapshots(e.to_string()))?
             .map_err(|e| StartError::Snapshots(e.to_string()))?;
         let t = &cfg.timings;
         let config = Config {
@@ -307,12 +311,19 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader.is_some()
     }
 
-    /// A client for a peer's gRPC address, on the channel kept for it.
+    /// A client for a peer's gRPC address, on the channel kept for it. Opening a new one drops
+    /// the channels of addresses no member has any more (a member that moved, one removed).
     fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, ReplicationError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
+        let members: std::collections::HashSet<String> = self
+            .membership()
+            .nodes()
+            .map(|(_, info)| info.grpc.clone())
+            .collect();
+        channels.retain(|a, _| members.contains(a));
         let c = network::client(addr, self.timings.request_timeout * 30).ok_or_else(|| {
             Unavailable::BadAddress {
                 addr: addr.to_string(),
