@@ -356,6 +356,66 @@ mod tests {
         assert_eq!(bincode::deserialize::<Batch>(&bytes).unwrap(), batch);
     }
 
+    /// A command that carries a whole collection: what the collection keeps beside its record
+    /// (`reshapes`) is not part of it.
+    #[test]
+    fn golden_collection_encoding() {
+        let create = Envelope {
+            at: 8,
+            ..Envelope::new(
+                "p",
+                RequestId(2),
+                Actor::Operator,
+                Op::Schema(SchemaOp::CreateCollection {
+                    collection: crate::schema::Collection {
+                        id: "c".into(),
+                        database: "d".into(),
+                        name: "C".into(),
+                        enabled: true,
+                        permissions: vec![],
+                        document_security: false,
+                        attributes: vec![],
+                        indexes: vec![],
+                        reshapes: vec![crate::schema::Reshape::Drop { key: "x".into() }],
+                        created_at: 1,
+                        updated_at: 2,
+                    },
+                }),
+            )
+        };
+        let hex: String = bincode::serialize(&create)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // version, project, request id, at, actor, op: Schema, CreateCollection, then the
+        // collection: id, database, name, enabled, permissions, document security, attributes,
+        // indexes, created, updated — and no reshapes.
+        assert_eq!(
+            hex,
+            concat!(
+                "0100",
+                "0100000000000000",
+                "70",
+                "02000000000000000000000000000000",
+                "0800000000000000",
+                "00000000",
+                "02000000",
+                "03000000",
+                "010000000000000063",
+                "010000000000000064",
+                "010000000000000043",
+                "01",
+                "0000000000000000",
+                "00",
+                "0000000000000000",
+                "0000000000000000",
+                "0100000000000000",
+                "0200000000000000"
+            )
+        );
+    }
+
     /// The log format is pinned: a change to these bytes is a change of what every node has
     /// on disk, and must come with a new `COMMAND_VERSION` and a way to read the old one.
     #[test]

@@ -49,7 +49,10 @@ pub struct Collection {
     pub attributes: Vec<Attribute>,
     pub indexes: Vec<Index>,
     /// Renames and deletions of attributes that stored documents may not have caught up
-    /// with yet, oldest first (see `Reshape`).
+    /// with yet, oldest first (see `Reshape`). Kept in a record of its own beside the
+    /// collection's (and loaded with it), so neither the collection record nor the commands
+    /// that carry a collection change their encoding.
+    #[serde(skip)]
     pub reshapes: Vec<Reshape>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -49,6 +49,8 @@ pub const KEY_HASH: &str = "H";
 pub const DATABASE: &str = "D";
 pub const COLLECTION: &str = "C";
 pub const SEQUENCE: &str = "S";
+/// A collection's pending reshapes (`Collection::reshapes`), when it has any.
+pub const RESHAPES: &str = "R";
 pub const TRANSACTION: &str = "T";
 
 /// The Raft layer's opaque applied-state record.

@@ -298,12 +298,26 @@ impl StateReader for View {
     }
 
     fn collection(&self, project: &str, db: &str, id: &str) -> Result<Option<Collection>> {
-        self.get_meta(&keys::meta(project, keys::COLLECTION, &[db, id]))
+        let Some(mut coll) =
+            self.get_meta::<Collection>(&keys::meta(project, keys::COLLECTION, &[db, id]))?
+        else {
+            return Ok(None);
+        };
+        if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &[db, id]))? {
+            coll.reshapes = r;
+        }
+        Ok(Some(coll))
     }
 
     fn list_collections(&self, project: &str, db: &str) -> Result<Vec<Collection>> {
         let mut v: Vec<Collection> =
             self.scan_meta(&keys::meta_prefix(project, keys::COLLECTION, &[db]))?;
+        for coll in &mut v {
+            let at = [db, coll.id.as_str()];
+            if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &at))? {
+                coll.reshapes = r;
+            }
+        }
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
     }

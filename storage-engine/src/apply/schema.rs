@@ -59,6 +59,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             load_database(txn, project, id)?;
             txn.del(META, keys::meta(project, keys::DATABASE, &[id]));
             txn.delete_prefix(META, keys::meta_prefix(project, keys::COLLECTION, &[id]));
+            txn.delete_prefix(META, keys::meta_prefix(project, keys::RESHAPES, &[id]));
             txn.delete_prefix(META, keys::meta_prefix(project, keys::SEQUENCE, &[id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, id]));
@@ -124,6 +125,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
         SchemaOp::DeleteCollection { database, id } => {
             load_collection(txn, project, database, id)?;
             txn.del(META, keys::meta(project, keys::COLLECTION, &[database, id]));
+            txn.del(META, keys::meta(project, keys::RESHAPES, &[database, id]));
             txn.del(META, keys::meta(project, keys::SEQUENCE, &[database, id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, database, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, database, id]));

@@ -23,7 +23,8 @@ pub(super) fn load_database(txn: &Txn, project: &str, id: &str) -> R<model::Data
 
 pub(super) fn load_collection(txn: &Txn, project: &str, db: &str, id: &str) -> R<Collection> {
     load_database(txn, project, db)?;
-    txn.get_as(META, &keys::meta(project, keys::COLLECTION, &[db, id]))?
+    let mut coll: Collection = txn
+        .get_as(META, &keys::meta(project, keys::COLLECTION, &[db, id]))?
         .ok_or_else(|| {
             err(
                 ErrorCode::CollectionNotFound,
@@ -32,15 +33,25 @@ pub(super) fn load_collection(txn: &Txn, project: &str, db: &str, id: &str) -> R
                     id
                 ),
             )
-        })
+        })?;
+    if let Some(r) = txn.get_as(META, &keys::meta(project, keys::RESHAPES, &[db, id]))? {
+        coll.reshapes = r;
+    }
+    Ok(coll)
 }
 
 pub(super) fn save_collection(txn: &mut Txn, project: &str, coll: &Collection) {
+    let at = [coll.database.as_str(), coll.id.as_str()];
     txn.put(
         META,
-        keys::meta(project, keys::COLLECTION, &[&coll.database, &coll.id]),
+        keys::meta(project, keys::COLLECTION, &at),
         encode(coll),
     );
+    let reshapes = keys::meta(project, keys::RESHAPES, &at);
+    match coll.reshapes.is_empty() {
+        true => txn.del(META, reshapes),
+        false => txn.put(META, reshapes, encode(&coll.reshapes)),
+    }
 }
 
 pub(super) fn attribute_not_found(key: &str) -> Failure {
