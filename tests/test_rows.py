@@ -104,6 +104,26 @@ def test_bulk_changes_by_query_over_many_rows_go_in_chunks(people):
     assert everything.total == 5000 - 700 and t.list_rows("db", "people").total == 0
 
 
+def test_ordered_bulk_changes_pick_rows_in_order_and_go_in_chunks(people):
+    # With an order, offset or cursor the rows are picked in the query's order from one view,
+    # then changed by id, 500 per log entry, each only if it still matches.
+    t = people
+    for b in range(3):
+        t.create_rows("db", "people", [{"$id": f"o{b}-{i}", "name": f"o{b}-{i}", "age": b * 1000 + i} for i in range(1000)])
+    top = t.update_rows("db", "people", {"city": "Top"},
+                        queries=[Query.greater_than("age", 100), Query.order_desc("age"), Query.limit(1200)])
+    assert top.total == 1200
+    assert [r.data["age"] for r in top.rows[:3]] == [2999, 2998, 2997]
+    assert all(r.data["city"] == "Top" for r in top.rows)
+    assert t.list_rows("db", "people", [Query.equal("city", "Top")]).total == 1200
+    assert t.list_rows("db", "people", [Query.equal("city", "Top"), Query.order_asc("age"), Query.limit(1)]).rows[0].data["age"] == 1800
+    skipped = t.delete_rows("db", "people", queries=[Query.order_asc("age"), Query.offset(10), Query.limit(600)])
+    assert [r.data["age"] for r in skipped.rows[:2]] == [10, 11] and skipped.total == 600
+    assert t.list_rows("db", "people").total == 3000 - 600
+    after = t.delete_rows("db", "people", queries=[Query.cursor_after("o2-989"), Query.order_asc("age")])
+    assert sorted(r.data["age"] for r in after.rows) == list(range(2990, 3000))
+
+
 def test_increment_decrement(people):
     t = people
     t.create_row("db", "people", "a", {"name": "A", "age": 5, "score": 1.5})

@@ -17,6 +17,7 @@ use model::command::{DocumentsOp, RangeChange, TransactionOp};
 use model::msg;
 use model::permission::Scope;
 use model::query::Spec;
+use model::reader::Consistency;
 use model::schema::{Collection, TransactionStatus};
 use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
 use serde_json::{json, Map, Value as Json};
@@ -233,10 +234,13 @@ fn bulk_spec(req: &Req, c: &Collection) -> Result<Spec, ApiError> {
 /// Rows a bulk change by query changes per log entry, at most.
 const RANGE_CHUNK: u32 = 500;
 
-/// A bulk update or delete by query outside a transaction, when its queries only filter (and
-/// limit): applied as many bounded log entries, each looking at a bounded run of rows in
-/// `$sequence` order — never one apply over the whole table. `None` when the queries also
-/// order, offset or use a cursor (then it is one entry, as before).
+/// A bulk update or delete by query outside a transaction: applied as many bounded log
+/// entries, never one apply over the whole table. When the queries only filter (and limit),
+/// each entry looks at a bounded run of rows in `$sequence` order (`DocumentsOp::Range`);
+/// when they also order, offset or use a cursor, the rows are picked from one linearizable
+/// view (bounded by the scan budget) and changed in chunks by id, each row only if it still
+/// matches the filters (`DocumentsOp::Listed`). `None` inside a transaction (staged as one
+/// operation).
 async fn change_in_chunks(
     s: &AppState,
     f: Flavor,
@@ -245,12 +249,11 @@ async fn change_in_chunks(
     spec: &Spec,
     change: RangeChange,
 ) -> Result<Option<Vec<model::Document>>, ApiError> {
-    if req.str_opt("transactionId")?.is_some()
-        || !spec.orders.is_empty()
-        || spec.cursor.is_some()
-        || spec.offset > 0
-    {
+    if req.str_opt("transactionId")?.is_some() {
         return Ok(None);
+    }
+    if !spec.orders.is_empty() || spec.cursor.is_some() || spec.offset > 0 {
+        return change_listed(s, f, ctx, req, spec, change).await.map(Some);
     }
     let mut remaining = spec.limit.unwrap_or(u64::MAX);
     let filters = Spec {
@@ -280,6 +283,54 @@ async fn change_in_chunks(
         }
     }
     Ok(Some(docs))
+}
+
+/// The ordered case of `change_in_chunks`.
+async fn change_listed(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    spec: &Spec,
+    change: RangeChange,
+) -> Result<Vec<model::Document>, ApiError> {
+    let view = s.backend.read(Consistency::Linearizable).await?;
+    let fresh = Ctx {
+        project: ctx.project.clone(),
+        actor: ctx.actor.clone(),
+        view,
+    };
+    let c = collection(f, &fresh, req)?;
+    let all = Spec {
+        limit: Some(spec.limit.unwrap_or(u64::MAX)),
+        ..spec.clone()
+    };
+    let picked = fresh
+        .view
+        .find(&ctx.project, &c, &all)
+        .map_err(|e| f.error(e))?;
+    let filters = Spec {
+        orders: Vec::new(),
+        cursor: None,
+        offset: 0,
+        limit: None,
+        ..spec.clone()
+    };
+    let mut docs = Vec::with_capacity(picked.documents.len());
+    for chunk in picked.documents.chunks(RANGE_CHUNK as usize) {
+        let op = DocumentsOp::Listed {
+            database: req.path("db"),
+            collection: req.path("coll"),
+            spec: filters.clone(),
+            ids: chunk.iter().map(|d| d.id.clone()).collect(),
+            change: change.clone(),
+        };
+        match propose(s, f, ctx, Op::Documents(op)).await? {
+            Outcome::Range { documents, .. } => docs.extend(documents),
+            o => return Err(unexpected(o)),
+        }
+    }
+    Ok(docs)
 }
 
 pub(crate) async fn update_documents(

@@ -263,6 +263,17 @@ pub enum DocumentsOp {
         after: u64,
         max: u32,
     },
+    /// One chunk of a bulk update or delete by query that orders, offsets or uses a cursor:
+    /// the proposer picked the documents (`ids`, in the query's order) from one view; each is
+    /// changed if it still exists and still matches `spec`'s filters. Answers
+    /// `Outcome::Range` with no `next`.
+    Listed {
+        database: String,
+        collection: String,
+        spec: Spec,
+        ids: Vec<String>,
+        change: RangeChange,
+    },
 }
 
 /// What a `DocumentsOp::Range` does to the documents it picks.

@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 
 /// Documents a range chunk looks at, at most (matching or not): the bound on its work.
 pub const RANGE_SCAN: usize = 2000;
+/// Documents one `DocumentsOp::Listed` chunk may name, at most.
+pub const LISTED_MAX: usize = 1000;
 
 pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> R<Outcome> {
     match op {
@@ -45,17 +47,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> 
                 if !spec.matches(&old) {
                     continue;
                 }
-                match change {
-                    RangeChange::Update { data } => {
-                        let doc = updated(&coll, &old, data, &None, at)?;
-                        write_document(txn, project, &coll, Some(&old), Some(&doc))?;
-                        documents.push(doc);
-                    }
-                    RangeChange::Delete => {
-                        write_document(txn, project, &coll, Some(&old), None)?;
-                        documents.push(old);
-                    }
-                }
+                documents.push(range_change(txn, project, &coll, old, change, at)?);
                 if documents.len() >= (*max).max(1) as usize {
                     full = true;
                     break;
@@ -66,6 +58,60 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> 
                 false => None,
             };
             Ok(Outcome::Range { documents, next })
+        }
+        DocumentsOp::Listed {
+            database,
+            collection,
+            spec,
+            ids,
+            change,
+        } => {
+            if ids.len() > LISTED_MAX {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    msg!("At most {} documents per chunk.", LISTED_MAX),
+                ));
+            }
+            let coll = load_collection(txn, project, database, collection)?;
+            let mut spec = spec.clone();
+            spec.validate(&coll)?;
+            let mut documents = Vec::new();
+            for id in ids {
+                let Some(old) = load_document(txn, project, &coll, id)? else {
+                    continue;
+                };
+                if !spec.matches(&old) {
+                    continue;
+                }
+                documents.push(range_change(txn, project, &coll, old, change, at)?);
+            }
+            Ok(Outcome::Range {
+                documents,
+                next: None,
+            })
+        }
+    }
+}
+
+/// Applies a bulk change to one document it picked; answers the document as it is now (a
+/// deleted one as it was).
+fn range_change(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    old: Document,
+    change: &RangeChange,
+    at: i64,
+) -> R<Document> {
+    match change {
+        RangeChange::Update { data } => {
+            let doc = updated(coll, &old, data, &None, at)?;
+            write_document(txn, project, coll, Some(&old), Some(&doc))?;
+            Ok(doc)
+        }
+        RangeChange::Delete => {
+            write_document(txn, project, coll, Some(&old), None)?;
+            Ok(old)
         }
     }
 }
