@@ -7,6 +7,7 @@
 pub mod command;
 pub mod error;
 pub mod id;
+pub mod nesting;
 pub mod permission;
 pub mod query;
 pub mod reader;

@@ -11,6 +11,8 @@ use std::cmp::Ordering;
 pub const MAX_QUERIES: usize = 100;
 pub const MAX_QUERY_LEN: usize = 4096;
 pub const MAX_LIMIT: u64 = 5000;
+/// Levels of `and`/`or` one query may nest.
+pub const MAX_DEPTH: usize = 8;
 pub const DEFAULT_LIMIT: u64 = 25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +50,8 @@ pub enum Filter {
     },
     IsNull(String),
     IsNotNull(String),
-    And(Vec<Filter>),
-    Or(Vec<Filter>),
+    And(#[serde(deserialize_with = "crate::nesting::nested")] Vec<Filter>),
+    Or(#[serde(deserialize_with = "crate::nesting::nested")] Vec<Filter>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,8 +240,20 @@ impl Query {
             "notBetween" => between(true)?,
             "isNull" => Query::Filter(Filter::IsNull(need_attr()?)),
             "isNotNull" => Query::Filter(Filter::IsNotNull(need_attr()?)),
-            "and" => Query::Filter(Filter::And(nested()?)),
-            "or" => Query::Filter(Filter::Or(nested()?)),
+            "and" | "or" => {
+                let inner = nested()?;
+                if inner.iter().any(|f| f.depth() >= MAX_DEPTH) {
+                    return Err(invalid(msg!(
+                        "{} queries may nest at most {} levels deep",
+                        method,
+                        MAX_DEPTH
+                    )));
+                }
+                Query::Filter(match method {
+                    "and" => Filter::And(inner),
+                    _ => Filter::Or(inner),
+                })
+            }
             "createdBefore" => date_cmp("$createdAt", CmpOp::LessThan)?,
             "createdAfter" => date_cmp("$createdAt", CmpOp::GreaterThan)?,
             "createdBetween" => date_between("$createdAt")?,
@@ -540,6 +554,14 @@ pub fn search_matches(text: &str, search: &str) -> bool {
 }
 
 impl Filter {
+    /// Levels of `and`/`or`: 1 for a plain filter.
+    pub fn depth(&self) -> usize {
+        match self {
+            Filter::And(fs) | Filter::Or(fs) => 1 + fs.iter().map(Filter::depth).max().unwrap_or(0),
+            _ => 1,
+        }
+    }
+
     pub fn matches(&self, doc: &Document) -> bool {
         match self {
             Filter::And(fs) => fs.iter().all(|f| f.matches(doc)),
@@ -770,6 +792,21 @@ mod tests {
             &d,
             true,
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nest = |levels: usize| {
+            let mut q = r#"{"method":"isNull","attribute":"a"}"#.to_string();
+            for _ in 1..levels {
+                q = format!(r#"{{"method":"and","values":[{q}]}}"#);
+            }
+            Query::parse(&q)
+        };
+        assert!(nest(MAX_DEPTH).is_ok());
+        let e = nest(MAX_DEPTH + 1).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::GeneralQueryInvalid);
+        assert!(nest(100).is_err());
     }
 
     #[test]

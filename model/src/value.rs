@@ -11,7 +11,7 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Str(String),
-    Array(Vec<Value>),
+    Array(#[serde(deserialize_with = "crate::nesting::nested")] Vec<Value>),
 }
 
 impl Value {

@@ -7,20 +7,24 @@ use crate::pb::raft_server::{Raft as RaftService, RaftServer};
 use crate::rpc::{self, RemoteError};
 use crate::{NodeInfo, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError as OrRemoteError,
-    Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError as OrRemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{LogId, Vote};
+use std::sync::Mutex;
 use std::sync::Weak;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// What tonic buffers of one message at most: the largest frame any method takes (an append).
+/// Each method then has its own, smaller, cap (`rpc::Frame`).
+pub const MAX_MESSAGE: usize = rpc::MAX_APPEND;
 
 /// A lazily connecting client to a peer's gRPC address.
 pub fn client(addr: &str, timeout: Duration) -> Option<RaftClient<Channel>> {
@@ -85,6 +89,14 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        // A batch the receiver would refuse as too large goes as several smaller ones.
+        let bytes = bincode::serialized_size(&rpc).unwrap_or(u64::MAX);
+        if bytes > rpc::MAX_APPEND as u64 && rpc.entries.len() > 1 {
+            let fewer = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
         let mut c = self.client().map_err(unreachable)?;
         match c.append(with_ttl(rpc, &option)).await {
             Ok(r) => r.into_inner().map_err(remote_network),
@@ -130,13 +142,85 @@ impl RaftNetwork<TypeConfig> for Conn {
 pub struct Service {
     pub raft: openraft::Raft<TypeConfig>,
     pub node: Weak<RaftNode>,
+    /// The snapshot being received: its id and how many bytes have arrived.
+    pub receiving: Mutex<Option<(String, u64)>>,
 }
 
 impl Service {
+    pub fn new(raft: openraft::Raft<TypeConfig>, node: Weak<RaftNode>) -> Service {
+        Service {
+            raft,
+            node,
+            receiving: Mutex::new(None),
+        }
+    }
+
     fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
         self.node
             .upgrade()
             .ok_or_else(|| Status::unavailable("shutting down"))
+    }
+
+    /// A snapshot chunk may start anywhere up to what has arrived of its snapshot (a resent
+    /// chunk rewrites bytes already there), never beyond: a crafted offset cannot make a huge
+    /// sparse file that installing would then read.
+    fn check_chunk(&self, req: &rpc::SnapshotReq) -> Result<(), Status> {
+        let mut receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
+        admit_chunk(
+            &mut receiving,
+            &req.meta.snapshot_id,
+            req.offset,
+            req.data.len() as u64,
+        )
+    }
+}
+
+/// See `Service::check_chunk`; `receiving` is the snapshot being received and its bytes so far.
+fn admit_chunk(
+    receiving: &mut Option<(String, u64)>,
+    id: &str,
+    offset: u64,
+    len: u64,
+) -> Result<(), Status> {
+    let arrived = match receiving.as_ref() {
+        _ if offset == 0 => 0,
+        Some((current, arrived)) if current == id => *arrived,
+        _ => {
+            return Err(Status::invalid_argument(
+                "snapshot chunk of a snapshot that was not started",
+            ))
+        }
+    };
+    if offset > arrived {
+        return Err(Status::invalid_argument(format!(
+            "snapshot chunk at offset {offset} but only {arrived} bytes have arrived"
+        )));
+    }
+    *receiving = Some((id.to_string(), arrived.max(offset.saturating_add(len))));
+    Ok(())
+}
+
+/// Terms and log indexes a peer may name: far beyond any real cluster's (a term per election,
+/// an index per entry), and far enough from `u64::MAX` that openraft's `+ 1` never wraps.
+const MAX_TERM: u64 = 1 << 48;
+const MAX_INDEX: u64 = 1 << 56;
+
+fn sane_vote(v: &Vote<u64>) -> Result<(), Status> {
+    match v.leader_id.term <= MAX_TERM {
+        true => Ok(()),
+        false => Err(Status::invalid_argument(format!(
+            "term {} is out of range",
+            v.leader_id.term
+        ))),
+    }
+}
+
+fn sane_log_id(l: &Option<LogId<u64>>) -> Result<(), Status> {
+    match l {
+        Some(l) if l.leader_id.term > MAX_TERM || l.index > MAX_INDEX => Err(
+            Status::invalid_argument(format!("log id {l} is out of range")),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -147,20 +231,25 @@ fn fatal(e: impl std::fmt::Display) -> RemoteError {
 #[tonic::async_trait]
 impl RaftService for Service {
     async fn vote(&self, req: Request<rpc::VoteReq>) -> Result<Response<rpc::VoteReply>, Status> {
-        Ok(Response::new(
-            self.raft.vote(req.into_inner()).await.map_err(fatal),
-        ))
+        let req = req.into_inner();
+        sane_vote(&req.vote)?;
+        sane_log_id(&req.last_log_id)?;
+        Ok(Response::new(self.raft.vote(req).await.map_err(fatal)))
     }
 
     async fn append(
         &self,
         req: Request<rpc::AppendReq>,
     ) -> Result<Response<rpc::AppendReply>, Status> {
+        let req = req.into_inner();
+        sane_vote(&req.vote)?;
+        sane_log_id(&req.prev_log_id)?;
+        sane_log_id(&req.leader_commit)?;
+        for e in &req.entries {
+            sane_log_id(&Some(e.log_id))?;
+        }
         Ok(Response::new(
-            self.raft
-                .append_entries(req.into_inner())
-                .await
-                .map_err(fatal),
+            self.raft.append_entries(req).await.map_err(fatal),
         ))
     }
 
@@ -168,16 +257,16 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::SnapshotReq>,
     ) -> Result<Response<rpc::SnapshotReply>, Status> {
-        let res = self
-            .raft
-            .install_snapshot(req.into_inner())
-            .await
-            .map_err(|e| match e {
-                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m)) => {
-                    RemoteError::SnapshotMismatch(m)
-                }
-                other => fatal(other),
-            });
+        let req = req.into_inner();
+        sane_vote(&req.vote)?;
+        sane_log_id(&req.meta.last_log_id)?;
+        self.check_chunk(&req)?;
+        let res = self.raft.install_snapshot(req).await.map_err(|e| match e {
+            RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m)) => {
+                RemoteError::SnapshotMismatch(m)
+            }
+            other => fatal(other),
+        });
         Ok(Response::new(res))
     }
 
@@ -261,4 +350,36 @@ pub fn server(svc: Service) -> RaftServer<Service> {
     RaftServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_may_not_skip_ahead() {
+        let mut r = None;
+        assert!(admit_chunk(&mut r, "s1", 5, 10).is_err(), "not started");
+        admit_chunk(&mut r, "s1", 0, 10).unwrap();
+        admit_chunk(&mut r, "s1", 10, 10).unwrap();
+        admit_chunk(&mut r, "s1", 10, 10).unwrap(); // resent
+        assert!(admit_chunk(&mut r, "s1", 1 << 62, 10).is_err());
+        assert!(
+            admit_chunk(&mut r, "s2", 20, 10).is_err(),
+            "another snapshot"
+        );
+        admit_chunk(&mut r, "s2", 0, 3).unwrap();
+        assert!(admit_chunk(&mut r, "s2", 20, 1).is_err());
+    }
+
+    #[test]
+    fn terms_and_indexes_out_of_range_are_refused() {
+        assert!(sane_vote(&Vote::new(7, 1)).is_ok());
+        assert!(sane_vote(&Vote::new(u64::MAX, 1)).is_err());
+        let id = |term, index| Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index));
+        assert!(sane_log_id(&id(7, 100)).is_ok());
+        assert!(sane_log_id(&None).is_ok());
+        assert!(sane_log_id(&id(u64::MAX, 1)).is_err());
+        assert!(sane_log_id(&id(1, u64::MAX)).is_err());
+    }
 }

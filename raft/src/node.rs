@@ -229,6 +229,7 @@ impl RaftNode {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
             max_in_snapshot_log_to_keep: t.keep_logs,
+            snapshot_max_chunk_size: crate::rpc::SNAPSHOT_CHUNK,
             ..Default::default()
         }
         .validate()
@@ -257,10 +258,7 @@ impl RaftNode {
             grpc_task: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
         });
-        let service = network::server(Service {
-            raft: raft.clone(),
-            node: Arc::downgrade(&node),
-        });
+        let service = network::server(Service::new(raft.clone(), Arc::downgrade(&node)));
         let incoming =
             tonic::transport::server::TcpIncoming::from(cfg.grpc_listener).with_nodelay(Some(true));
         let grpc_task = tokio::spawn(async move {

@@ -42,3 +42,43 @@ pub type PingReply = (u64, Option<u64>);
 pub type RemoveReq = u64;
 /// The voter ids after a membership change.
 pub type MembershipReply = Result<Vec<u64>, RemoteError>;
+
+/// The largest frame a message may be, checked before a byte of it is decoded: a peer (or
+/// anyone who reaches the port) cannot make a node read more than this per message.
+pub trait Frame {
+    const MAX: usize;
+}
+
+const SMALL: usize = 64 << 10;
+/// An append carries entries of at most `MAX_COMMAND_BYTES` each; a sender whose batch would
+/// be larger is told to send fewer (openraft's `PayloadTooLarge`), never one over this.
+pub const MAX_APPEND: usize = 64 << 20;
+/// A snapshot chunk: openraft's chunk size (`SNAPSHOT_CHUNK`) plus its metadata.
+pub const MAX_SNAPSHOT_FRAME: usize = SNAPSHOT_CHUNK as usize + SMALL + (1 << 20);
+/// Bytes of snapshot data per chunk.
+pub const SNAPSHOT_CHUNK: u64 = 3 << 20;
+
+macro_rules! frames {
+    ($($t:ty => $max:expr,)*) => { $(impl Frame for $t { const MAX: usize = $max; })* };
+}
+
+frames! {
+    VoteReq => SMALL,
+    VoteReply => SMALL,
+    AppendReq => MAX_APPEND,
+    AppendReply => SMALL,
+    SnapshotReq => MAX_SNAPSHOT_FRAME,
+    SnapshotReply => SMALL,
+    ForwardReq => crate::node::MAX_COMMAND_BYTES as usize + SMALL,
+    // A bulk write's outcome holds its documents: bounded by what the command could carry,
+    // with room for the stored form (ids, timestamps) each document gains.
+    ForwardReply => 4 * crate::node::MAX_COMMAND_BYTES as usize,
+    DigestReq => SMALL,
+    DigestReply => SMALL,
+    ReadIndexReq => SMALL,
+    ReadIndexReply => SMALL,
+    JoinReq => SMALL,
+    MembershipReply => SMALL,
+    RemoveReq => SMALL,
+    PingReply => SMALL,
+}
