@@ -42,6 +42,7 @@ class Node:
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="basalt-test-")
         self.data_dir = os.path.join(self.base_dir, f"node{node_id}")
         self.extra_args = list(extra_args)
+        self.root_key_file = None  # pass the root key in a file instead of on the command line
         self.proc = None
         self.endpoint = None
         self.grpc = None
@@ -67,7 +68,7 @@ class Node:
             "--http", http_addr,
             "--grpc", grpc_addr,
             "--node-id", str(self.node_id),
-            "--root-key", ROOT_KEY,
+            *(["--root-key-file", self.root_key_file] if self.root_key_file else ["--root-key", ROOT_KEY]),
             *self.extra_args,
         ]
         env = dict(os.environ, NO_COLOR="1", **self.env)  # the node's own log filter unless BASALT_LOG is set

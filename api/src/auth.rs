@@ -98,10 +98,19 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
     })
 }
 
+/// Compares two secrets' digests in time that depends only on their length.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Operator endpoints: `X-Appwrite-Key` must be the root key.
 pub fn require_root(state: &AppState, req: &Req) -> Result<(), ApiError> {
     match header(req, "x-appwrite-key") {
-        Some(k) if sha256_hex(k) == state.backend.root_key_sha256() => Ok(()),
+        Some(k) if same_secret(&sha256_hex(k), state.backend.root_key_sha256()) => Ok(()),
         _ => Err(ApiError(Error::new(
             ErrorCode::GeneralUnauthorizedScope,
             "The root key is required for operator endpoints.",

@@ -8,6 +8,7 @@
 mod auth;
 mod common;
 mod databases;
+mod edge;
 mod error;
 mod operator;
 mod params;
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use auth::ALL_SCOPES;
+pub use edge::Limits;
 pub use error::ApiError;
 pub use params::new_request_id;
 
@@ -65,11 +67,15 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct AppState {
     pub backend: Arc<dyn Backend>,
+    edge: Arc<edge::Edge>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack.
-pub fn router(backend: Arc<dyn Backend>) -> Router {
-    let state = AppState { backend };
+pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
+    let state = AppState {
+        backend,
+        edge: Arc::new(edge::Edge::new(limits)),
+    };
     Router::new()
         .merge(operator::router())
         .merge(databases::router(common::Flavor::Legacy))
@@ -85,17 +91,58 @@ pub fn router(backend: Arc<dyn Backend>) -> Router {
             ),
         )
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::guard,
+        ))
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Connections whose headers do not arrive within `limits.header_timeout` are closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     backend: Arc<dyn Backend>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(backend))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    let header_timeout = limits.header_timeout;
+    let app = router(backend, limits);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accepting an HTTP connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -31,6 +31,7 @@ error_codes! {
     GeneralNotImplemented = ("general_not_implemented", 405),
     GeneralBadRequest = ("general_bad_request", 400),
     GeneralUnavailable = ("general_server_error", 503),
+    GeneralRateLimitExceeded = ("general_rate_limit_exceeded", 429),
     UserUnauthorized = ("user_unauthorized", 401),
     ProjectNotFound = ("project_not_found", 404),
     ProjectAlreadyExists = ("project_already_exists", 409),

@@ -65,8 +65,27 @@ struct ServeArgs {
     region: String,
     #[arg(long, env = "BASALT_JOIN", value_delimiter = ',')]
     join: Vec<String>,
-    #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
+    /// The operator's root key. Prefer `BASALT_ROOT_KEY` or `--root-key-file`: a command
+    /// line is visible to every local user.
+    #[arg(
+        long,
+        env = "BASALT_ROOT_KEY",
+        hide_env_values = true,
+        conflicts_with = "root_key_file"
+    )]
     root_key: Option<String>,
+    /// A file holding the root key (its first line).
+    #[arg(long, env = "BASALT_ROOT_KEY_FILE")]
+    root_key_file: Option<PathBuf>,
+    /// Requests served at once, at most; more are answered 429 at once.
+    #[arg(long, env = "BASALT_MAX_REQUESTS", default_value_t = 1024)]
+    max_requests: usize,
+    /// Seconds a request may take, body reading included, before it is answered 503.
+    #[arg(long, env = "BASALT_REQUEST_TIMEOUT", default_value_t = 60)]
+    request_timeout: u64,
+    /// Seconds a connection may take to send a request's headers before it is closed.
+    #[arg(long, env = "BASALT_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
     /// Snapshot the state and purge the Raft log after this many entries.
     #[arg(long, env = "BASALT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     snapshot_every: u64,
@@ -219,7 +238,25 @@ async fn serve(a: ServeArgs) -> Result<()> {
         node_id: a.node_id,
         region: a.region,
         join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),
-        root_key: a.root_key,
+        root_key: match (a.root_key, a.root_key_file) {
+            (Some(k), _) => Some(k),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            )
+            .filter(|k| !k.is_empty()),
+            (None, None) => None,
+        },
+        limits: api::Limits {
+            max_in_flight: a.max_requests.max(1),
+            request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
+            header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
+        },
         snapshot_every: a.snapshot_every.max(10),
         scan_budget: a.scan_budget.max(1),
     };

@@ -19,6 +19,8 @@ pub struct ServeConfig {
     pub region: String,
     pub join: Vec<String>,
     pub root_key: Option<String>,
+    /// The HTTP edge's bounds.
+    pub limits: api::Limits,
     /// Take a snapshot (and purge the log behind it) after this many log entries.
     pub snapshot_every: u64,
     /// Rows one query may examine (see `Engine::with_scan_budget`).

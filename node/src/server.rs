@@ -125,8 +125,9 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         root_key_sha256: api_root_sha(&root_key),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let limits = cfg.limits.clone();
     let http_task = tokio::spawn(async move {
-        let res = api::serve(http_listener, backend, async {
+        let res = api::serve(http_listener, backend, limits, async {
             let _ = stop_rx.await;
         })
         .await;

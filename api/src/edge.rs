@@ -1,0 +1,134 @@
+//! The HTTP edge: what a request may cost before it is authenticated or served. Headers must
+//! arrive within `header_timeout` (a slowloris connection is closed), a request is answered
+//! within `request_timeout` (body reading included), at most `max_in_flight` requests run at
+//! once (more are answered 429 at once rather than queued without end), and a large body is
+//! only read from a request that names a valid key (or the root key): cheap checks on this
+//! node's state, no read barrier.
+
+use crate::auth::sha256_hex;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use model::reader::Consistency;
+use model::ErrorCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// The edge's bounds (`basalt serve --max-requests`, `--request-timeout`, `--header-timeout`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight: 1024,
+            request_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A body larger than this is read only after the request's key checks out.
+pub const UNAUTHENTICATED_BODY: u64 = 64 << 10;
+
+pub(crate) struct Edge {
+    pub limits: Limits,
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl Edge {
+    pub fn new(limits: Limits) -> Edge {
+        Edge {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            limits,
+        }
+    }
+}
+
+pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = s.edge.in_flight.clone().try_acquire_owned() else {
+        return ApiError::new(
+            ErrorCode::GeneralRateLimitExceeded,
+            "Rate limit for the current endpoint has been exceeded. Please try again after some time.",
+        )
+        .into_response();
+    };
+    if large_body(&req) && !credentialed(&s, key_and_project(&req)).await {
+        // Refused before a byte of the body is read; the connection is not kept, so the
+        // unread body is never waited for.
+        let mut res = ApiError::new(
+            ErrorCode::UserUnauthorized,
+            "The current user is not authorized to perform the requested action.",
+        )
+        .into_response();
+        res.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return res;
+    }
+    let limit = s.edge.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::new(
+                ErrorCode::GeneralUnavailable,
+                model::msg!(
+                    "The request did not complete within {} seconds. Please try again.",
+                    limit.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn large_body(req: &Request) -> bool {
+    let h = req.headers();
+    let length = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) => n > UNAUTHENTICATED_BODY,
+        None => h.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+fn key_and_project(req: &Request) -> (Option<String>, Option<String>) {
+    let text = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    (text("x-appwrite-key"), text("x-appwrite-project"))
+}
+
+/// The request names the root key, or a key of the project it names (not checked for scopes
+/// or expiry here: the handler does that).
+async fn credentialed(s: &AppState, (key, project): (Option<String>, Option<String>)) -> bool {
+    let Some(key) = key else {
+        return false;
+    };
+    let sha = sha256_hex(&key);
+    if crate::auth::same_secret(&sha, s.backend.root_key_sha256()) {
+        return true;
+    }
+    let Some(project) = project else {
+        return false;
+    };
+    match s.backend.read(Consistency::Local).await {
+        Ok(view) => matches!(view.key_by_secret_sha256(&project, &sha), Ok(Some(_))),
+        Err(_) => false,
+    }
+}
