@@ -51,6 +51,7 @@ def test_identity_and_generated_root_key():
         assert first["event"] == "root_key_generated" and len(first["root_key"]) == 64
         key_file = os.path.join(data, "root-key")
         assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(data).st_mode) == 0o700, "the data dir is its owner's alone"
         with open(key_file) as f:
             assert f.read().strip() == first["root_key"]
         listening = json.loads(proc.stdout.readline())

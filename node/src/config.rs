@@ -42,6 +42,13 @@ const ROOT_KEY: &str = "root-key";
 pub fn identity(cfg: &ServeConfig) -> Result<(Identity, bool)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    // The data dir holds every project's data and the root key: its owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
+    }
     let path = cfg.data_dir.join(IDENTITY);
     let wanted = Identity {
         node_id: cfg.node_id,
