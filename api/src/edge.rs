@@ -62,17 +62,19 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
         .into_response();
     };
     if large_body(&req) && !credentialed(&s, key_and_project(&req)).await {
-        // Refused before a byte of the body is read; the connection is not kept, so the
-        // unread body is never waited for.
+        // Refused before a byte of the body is read. An HTTP/1 connection is not kept, so the
+        // unread body is never waited for (HTTP/2 resets the stream by itself).
         let mut res = ApiError::new(
             ErrorCode::UserUnauthorized,
             "The current user is not authorized to perform the requested action.",
         )
         .into_response();
-        res.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
+        if req.version() < axum::http::Version::HTTP_2 {
+            res.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         return res;
     }
     let limit = s.edge.limits.request_timeout;
