@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
@@ -25,6 +25,28 @@ pub struct ServeConfig {
     pub snapshot_every: u64,
     /// Rows one query may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
+}
+
+/// Everything but the root key, which is never formatted (the one first-start line aside).
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("http", &self.http)
+            .field("grpc", &self.grpc)
+            .field("advertise_http", &self.advertise_http)
+            .field("advertise_grpc", &self.advertise_grpc)
+            .field("gossip", &self.gossip)
+            .field("advertise_gossip", &self.advertise_gossip)
+            .field("node_id", &self.node_id)
+            .field("region", &self.region)
+            .field("join", &self.join)
+            .field("root_key", &self.root_key.as_ref().map(|_| "<redacted>"))
+            .field("limits", &self.limits)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("scan_budget", &self.scan_budget)
+            .finish()
+    }
 }
 
 /// Who this node is; written on first start, checked on every later one.
@@ -131,5 +153,31 @@ pub fn root_key(cfg: &ServeConfig) -> Result<String> {
             );
             Ok(key)
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    #[test]
+    fn the_root_key_is_never_formatted() {
+        let cfg = super::ServeConfig {
+            data_dir: "d".into(),
+            http: "127.0.0.1:1".parse().unwrap(),
+            grpc: "127.0.0.1:2".parse().unwrap(),
+            advertise_http: None,
+            advertise_grpc: None,
+            gossip: "127.0.0.1:3".parse().unwrap(),
+            advertise_gossip: None,
+            node_id: 1,
+            region: "r".into(),
+            join: vec![],
+            root_key: Some("s3cret-root-key".into()),
+            limits: api::Limits::default(),
+            snapshot_every: 10,
+            scan_budget: 10,
+        };
+        let text = format!("{cfg:?} {cfg:#?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 }
