@@ -1,7 +1,8 @@
 """HTTP edge benchmark (not a test): a well-behaved client reads one row over and over, alone,
 then while (a) 200 connections trickle their headers a byte at a time (slowloris) and (b) 8
 senders flood unauthenticated requests announcing 30 MiB bodies. Prints the client's p50/p99 in
-each phase and the ratio to the quiet phase (the aim: p99 at most 2x).
+each phase, the ratio to the quiet phase (the aim: p99 at most 2x), and the node's CPU use in
+cores (the attackers run on the same machine and compete for its cores too).
 
     BASALT_BIN=~/.cache/basalt/target/release/basalt python bench/edge_abuse.py [seconds]
 """
@@ -18,6 +19,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from harness import Node, create_project  # noqa: E402
 from harness import http as call  # noqa: E402
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(host, port, headers, seconds):
@@ -92,14 +99,18 @@ def main():
         assert call("POST", url + "/tablesdb/db/tables/t/rows", {"rowId": "r1", "data": {"s": "x"}}, h)[0] == 201
         host, port = node.endpoint.replace("http://", "").split(":")
         port = int(port)
+        before = cpu_s(node.proc.pid)
         out = {"quiet": measure(host, port, h, seconds)}
+        out["quiet"]["node_cpu_share"] = round((cpu_s(node.proc.pid) - before) / seconds, 2)
         for name, attack, threads in (("slowloris_200", slowloris, 1), ("flood_30MiB_x8", flood, 8)):
             stop = threading.Event()
             ts = [threading.Thread(target=attack, args=(host, port, stop), daemon=True) for _ in range(threads)]
             for t in ts:
                 t.start()
             time.sleep(1)
+            before = cpu_s(node.proc.pid)
             out[name] = measure(host, port, h, seconds)
+            out[name]["node_cpu_share"] = round((cpu_s(node.proc.pid) - before) / seconds, 2)
             stop.set()
             for t in ts:
                 t.join(10)
