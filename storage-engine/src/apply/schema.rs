@@ -251,19 +251,11 @@ fn reshape(txn: &mut Txn, project: &str, coll: &mut Collection, change: Reshape)
 /// data changes: what reads answer, `$updatedAt` and index entries stay as they were (an
 /// indexed attribute cannot be renamed or deleted).
 fn reshape_chunk(txn: &mut Txn, project: &str, database: &str, collection: &str) -> R<Outcome> {
-    let job = keys::job(project, database, collection, keys::RESHAPE_JOB);
-    let Some(cursor) = txn.get(META, &job)? else {
+    let Some((job, after, mut coll)) =
+        open_job(txn, project, database, collection, keys::RESHAPE_JOB)?
+    else {
         return Ok(Outcome::Done);
     };
-    let mut coll = match load_collection(txn, project, database, collection) {
-        Ok(c) => c,
-        Err(Failure::User(_)) => {
-            txn.del(META, job);
-            return Ok(Outcome::Done);
-        }
-        Err(e) => return Err(e),
-    };
-    let after = job_cursor(&job, &cursor)?;
     let chunk = sequence_run(txn, project, &coll, after, RESHAPE_CHUNK)?;
     for (_, id) in &chunk {
         // Loading settles the document; storing it keeps the settled form.
@@ -288,10 +280,31 @@ fn reshape_chunk(txn: &mut Txn, project: &str, database: &str, collection: &str)
     Ok(Outcome::Done)
 }
 
-fn job_cursor(job: &[u8], cursor: &[u8]) -> R<u64> {
-    let bytes = <[u8; 8]>::try_from(cursor)
-        .map_err(|_| crate::engine::corrupt(job, "background job cursor"))?;
-    Ok(u64::from_be_bytes(bytes))
+/// A pending job of a collection: its record's key, how far it has come, and the collection.
+/// `None` when there is nothing to do: no such job (a late chunk), or the collection is gone
+/// (then the record goes too).
+fn open_job(
+    txn: &mut Txn,
+    project: &str,
+    database: &str,
+    collection: &str,
+    name: &str,
+) -> R<Option<(Vec<u8>, u64, Collection)>> {
+    let job = keys::job(project, database, collection, name);
+    let Some(cursor) = txn.get(META, &job)? else {
+        return Ok(None);
+    };
+    let coll = match load_collection(txn, project, database, collection) {
+        Ok(c) => c,
+        Err(Failure::User(_)) => {
+            txn.del(META, job);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let bytes = <[u8; 8]>::try_from(cursor.as_slice())
+        .map_err(|_| crate::engine::corrupt(&job, "background job cursor"))?;
+    Ok(Some((job, u64::from_be_bytes(bytes), coll)))
 }
 
 /// A key that stored documents may still hold under an older layout cannot name a new
@@ -316,17 +329,8 @@ fn build_index(
     key: &str,
     at: i64,
 ) -> R<Outcome> {
-    let job = keys::job(project, database, collection, key);
-    let Some(cursor) = txn.get(META, &job)? else {
+    let Some((job, after, mut coll)) = open_job(txn, project, database, collection, key)? else {
         return Ok(Outcome::Done);
-    };
-    let mut coll = match load_collection(txn, project, database, collection) {
-        Ok(c) => c,
-        Err(Failure::User(_)) => {
-            txn.del(META, job);
-            return Ok(Outcome::Done);
-        }
-        Err(e) => return Err(e),
     };
     let Some(pos) = coll
         .indexes
@@ -337,7 +341,6 @@ fn build_index(
         return Ok(Outcome::Done);
     };
     let index = coll.indexes[pos].clone();
-    let after = job_cursor(&job, &cursor)?;
     let chunk = sequence_run(txn, project, &coll, after, INDEX_BUILD_CHUNK)?;
     let mut last = after;
     for (seq, id) in &chunk {
