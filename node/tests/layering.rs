@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 fn dependencies(krate: &str) -> Vec<String> {
-    let path = format!("{}/../{krate}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+    // Where cargo runs the test, not where it was compiled (see api/tests/modules.rs).
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{root}/../{krate}/Cargo.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut deps = Vec::new();
     let mut in_deps = false;
