@@ -248,6 +248,13 @@ def test_minority_answers_503_within_bounded_time(cluster):
                 call()
             assert e.value.code == 503
             assert time.time() - started < 12
+        # A request without a key is refused on the node's own state: no quorum round to wait
+        # for, so it is answered at once even here.
+        anonymous = TablesDB(Client().set_endpoint(lone.url()).set_project("clu"))
+        started = time.time()
+        with pytest.raises(AppwriteException) as e:
+            anonymous.list_rows("db", "t")
+        assert e.value.code == 401 and time.time() - started < 2
     finally:
         for n in others:
             n.resume()
