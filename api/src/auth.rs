@@ -29,6 +29,11 @@ fn header<'a>(req: &'a Req, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Whether the request names a key at all (an empty header names none).
+pub(crate) fn has_key(req: &Req) -> bool {
+    header(req, "x-appwrite-key").is_some()
+}
+
 fn scope_list(scopes: &[&str]) -> String {
     serde_json::to_string(scopes).unwrap_or_default()
 }

@@ -154,7 +154,7 @@ pub(crate) fn no_content() -> Reply {
 /// is refused on this node's state instead, without a quorum round: an anonymous flood costs
 /// no barriers. (Guest reads allowed by permissions will need the linearizable view too.)
 pub(crate) async fn enter(s: &AppState, f: Flavor, req: &Req, what: Res) -> Result<Ctx, ApiError> {
-    let consistency = match req.headers.contains_key("x-appwrite-key") {
+    let consistency = match crate::auth::has_key(req) {
         true => Consistency::Linearizable,
         false => Consistency::Local,
     };

@@ -125,6 +125,15 @@ impl View {
         }
     }
 
+    /// Fills in a collection's pending reshapes, kept in a record beside its own.
+    fn load_reshapes(&self, project: &str, coll: &mut Collection) -> Result<()> {
+        let at = [coll.database.as_str(), coll.id.as_str()];
+        if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &at))? {
+            coll.reshapes = r;
+        }
+        Ok(())
+    }
+
     fn scan_meta<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for item in self.engine.db.iterator_cf_opt(
@@ -303,9 +312,7 @@ impl StateReader for View {
         else {
             return Ok(None);
         };
-        if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &[db, id]))? {
-            coll.reshapes = r;
-        }
+        self.load_reshapes(project, &mut coll)?;
         Ok(Some(coll))
     }
 
@@ -313,10 +320,7 @@ impl StateReader for View {
         let mut v: Vec<Collection> =
             self.scan_meta(&keys::meta_prefix(project, keys::COLLECTION, &[db]))?;
         for coll in &mut v {
-            let at = [db, coll.id.as_str()];
-            if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &at))? {
-                coll.reshapes = r;
-            }
+            self.load_reshapes(project, coll)?;
         }
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
