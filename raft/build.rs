@@ -77,6 +77,18 @@ fn main() {
             "crate::rpc::RemoveReq",
             "crate::rpc::MembershipReply",
         ))
+        .method(unary(
+            "enroll",
+            "Enroll",
+            "crate::rpc::EnrollReq",
+            "crate::rpc::EnrollReply",
+        ))
+        .method(unary(
+            "renew",
+            "Renew",
+            "crate::rpc::RenewReq",
+            "crate::rpc::RenewReply",
+        ))
         .build();
     Builder::new().compile(&[service]);
 }

@@ -5,7 +5,7 @@
 //! what makes them correct), and reads go through a view — one snapshot at a known applied
 //! index, linearizable unless asked otherwise. A handler without a view cannot read.
 
-mod auth;
+pub mod auth;
 mod common;
 mod databases;
 mod edge;

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage projects.
     Project {
         #[command(subcommand)]
@@ -77,6 +77,25 @@ struct ServeArgs {
     /// A file holding the root key (its first line).
     #[arg(long, env = "BASALT_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
+    /// Join with a token from `basalt cluster join-token` instead of the root key.
+    #[arg(long, env = "BASALT_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Plain-text node-to-node traffic, for local experiments only (warned on every start).
+    #[arg(long, env = "BASALT_INSECURE")]
+    insecure: bool,
+    /// The operator's own CA certificate (PEM), instead of the cluster's generated one; needs
+    /// --node-cert and --node-key. Such nodes sign no certificates for others.
+    #[arg(long, env = "BASALT_CA_CERT", requires_all = ["node_cert", "node_key"], conflicts_with = "insecure")]
+    ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by --ca-cert, naming `node-<id>.basalt`.
+    #[arg(long, env = "BASALT_NODE_CERT", requires = "ca_cert")]
+    node_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "BASALT_NODE_KEY", requires = "ca_cert")]
+    node_key: Option<PathBuf>,
+    /// Seconds the node certificates this node signs are valid (renewed when a third is left).
+    #[arg(long, env = "BASALT_CERT_TTL", default_value_t = 90 * 86_400, hide = true)]
+    cert_ttl: u64,
     /// Requests served at once, at most; more are answered 429 at once.
     #[arg(long, env = "BASALT_MAX_REQUESTS", default_value_t = 1024)]
     max_requests: usize,
@@ -190,7 +209,7 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Project { command } => project(command).await,
             Command::Key { command } => key(command).await,
             Command::Cluster { command } => cluster(command).await,
@@ -259,6 +278,13 @@ async fn serve(a: ServeArgs) -> Result<()> {
         },
         snapshot_every: a.snapshot_every.max(10),
         scan_budget: a.scan_budget.max(1),
+        join_token: a.join_token.filter(|t| !t.is_empty()),
+        insecure: a.insecure,
+        own_certs: match (a.ca_cert, a.node_cert, a.node_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(crate::config::OwnCerts { ca, cert, key }),
+            _ => None,
+        },
+        cert_ttl: std::time::Duration::from_secs(a.cert_ttl.max(60)),
     };
     let handle = crate::run(cfg).await?;
     shutdown_signal().await;

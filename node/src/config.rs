@@ -25,6 +25,22 @@ pub struct ServeConfig {
     pub snapshot_every: u64,
     /// Rows one query may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
+    /// A join token (`basalt cluster join-token`), proving this node may join.
+    pub join_token: Option<String>,
+    /// Plain-text node-to-node traffic (`--insecure`).
+    pub insecure: bool,
+    /// Certificates the operator brought, instead of the cluster's own CA.
+    pub own_certs: Option<OwnCerts>,
+    /// How long the node certificates this node signs are valid.
+    pub cert_ttl: std::time::Duration,
+}
+
+/// `--ca-cert`, `--node-cert`, `--node-key`.
+#[derive(Clone, Debug)]
+pub struct OwnCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Everything but the root key, which is never formatted (the one first-start line aside).
@@ -45,6 +61,13 @@ impl std::fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("snapshot_every", &self.snapshot_every)
             .field("scan_budget", &self.scan_budget)
+            .field(
+                "join_token",
+                &self.join_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("insecure", &self.insecure)
+            .field("own_certs", &self.own_certs)
+            .field("cert_ttl", &self.cert_ttl)
             .finish()
     }
 }
@@ -125,6 +148,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The root key this node was given (flag, env or file), else the one stored in its data
+/// dir; never a new one. Stored when given.
+pub fn given_root_key(cfg: &ServeConfig) -> Result<Option<String>> {
+    let path = cfg.data_dir.join(ROOT_KEY);
+    match &cfg.root_key {
+        Some(k) => {
+            write_private(&path, k.as_bytes())?;
+            Ok(Some(k.clone()))
+        }
+        None => match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        },
+    }
+}
+
 /// The operator's root key: the flag's, else the stored one, else a new one (printed once).
 pub fn root_key(cfg: &ServeConfig) -> Result<String> {
     let path = cfg.data_dir.join(ROOT_KEY);
@@ -175,6 +215,10 @@ mod redaction {
             limits: api::Limits::default(),
             snapshot_every: 10,
             scan_budget: 10,
+            join_token: Some("basalt1.s3cret-token".into()),
+            insecure: false,
+            own_certs: None,
+            cert_ttl: std::time::Duration::from_secs(60),
         };
         let text = format!("{cfg:?} {cfg:#?}");
         assert!(!text.contains("s3cret"), "{text}");

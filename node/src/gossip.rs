@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use memberlist::delegate::{CompositeDelegate, NodeDelegate, VoidDelegate};
 use memberlist::net::{stream_layer::tcp::Tcp, NetTransport, NetTransportOptions};
-use memberlist::proto::{MaybeResolvedAddress, Meta};
+use memberlist::proto::{EncryptionAlgorithm, Label, MaybeResolvedAddress, Meta, SecretKey};
 use memberlist::tokio::{TokioRuntime, TokioSocketAddrResolver};
 use memberlist::{Memberlist, Options};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,7 +65,14 @@ pub struct GossipConfig {
     pub advertise: Option<SocketAddr>,
     pub region: String,
     pub http: String,
+    /// The cluster's gossip key: every packet and stream is sealed with it (AES-256-GCM, the
+    /// label as associated data), and anything not sealed with it is dropped. `None` only with
+    /// `--insecure`.
+    pub key: Option<[u8; 32]>,
 }
+
+/// Every Basalt gossip message carries this label; another label's traffic is dropped.
+const LABEL: &str = "basalt";
 
 /// How often the view is refreshed, each online peer pinged, and a missing peer contacted.
 const TICK: Duration = Duration::from_millis(250);
@@ -162,7 +169,19 @@ fn node_meta(region: &str, http: &str) -> Meta {
 }
 
 /// Timings for one region: a dead peer is declared within about two to three seconds.
-fn options() -> Options {
+fn options(key: Option<[u8; 32]>) -> Options {
+    let options = timings().with_label(Label::try_from(LABEL).expect("a short label"));
+    match key {
+        Some(key) => options
+            .with_encryption_algo(EncryptionAlgorithm::NoPadding)
+            .with_primary_key(SecretKey::Aes256(key))
+            .with_gossip_verify_outgoing(true)
+            .with_gossip_verify_incoming(true),
+        None => options,
+    }
+}
+
+fn timings() -> Options {
     Options::local()
         .with_probe_interval(Duration::from_millis(300))
         .with_probe_timeout(Duration::from_millis(200))
@@ -192,7 +211,7 @@ impl MemberlistGossip {
         if let Some(a) = cfg.advertise {
             transport = transport.with_advertise_address(a);
         }
-        let cluster = Memberlist::with_delegate(delegate, transport, options())
+        let cluster = Memberlist::with_delegate(delegate, transport, options(cfg.key))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("starting gossip on {}", cfg.bind))?;
@@ -407,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_ping_ends_before_the_next_one_to_the_same_peer_starts() {
-        assert!(options().probe_timeout() * 2 < PING_EVERY);
+        assert!(timings().probe_timeout() * 2 < PING_EVERY);
     }
 
     #[test]
@@ -420,11 +439,11 @@ mod tests {
 
     /// Three real memberlist instances on loopback find each other from the peer lists alone,
     /// and a stopped one is declared dead by the others.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn peers_find_each_other_and_see_one_leave() {
+    /// Starts one memberlist instance per key, ids 1.., each watching all the others.
+    async fn group(keys: &[Option<[u8; 32]>]) -> Vec<Arc<MemberlistGossip>> {
         let addrs: Arc<Mutex<BTreeMap<u64, SocketAddr>>> = Arc::default();
         let mut nodes = Vec::new();
-        for id in 1..=3u64 {
+        for (id, key) in (1u64..).zip(keys) {
             let all = addrs.clone();
             let peers: Peers = Arc::new(move || {
                 let all = all.lock().unwrap();
@@ -439,11 +458,20 @@ mod tests {
                 advertise: None,
                 region: "test".into(),
                 http: format!("http://127.0.0.1:{id}"),
+                key: *key,
             };
             let g = MemberlistGossip::start(cfg, peers).await.unwrap();
             addrs.lock().unwrap().insert(id, g.address());
             nodes.push(g);
         }
+        nodes
+    }
+
+    /// Three real memberlist instances on loopback find each other from the peer lists alone,
+    /// and a stopped one is declared dead by the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_find_each_other_and_see_one_leave() {
+        let mut nodes = group(&[Some([7; 32]); 3]).await;
         let all_alive = |nodes: &[Arc<MemberlistGossip>]| {
             nodes.iter().enumerate().all(|(i, g)| {
                 (1..=3u64)
@@ -464,6 +492,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(nodes[0].health(2) == Health::Alive && nodes[1].health(1) == Health::Alive);
+        for g in nodes {
+            g.shutdown().await;
+        }
+    }
+
+    /// A node without the cluster's gossip key (or with another one) is never heard: its
+    /// packets are dropped, and it hears nothing either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gossip_without_the_key_is_ignored() {
+        let nodes = group(&[Some([7; 32]), Some([7; 32]), None, Some([8; 32])]).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while nodes[0].health(2) != Health::Alive || nodes[1].health(1) != Health::Alive {
+            assert!(
+                Instant::now() < deadline,
+                "the keyed peers never saw each other"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (i, g) in nodes.iter().enumerate() {
+            let me = i as u64 + 1;
+            for other in (1..=4u64).filter(|o| *o != me) {
+                let same_key = me <= 2 && other <= 2;
+                assert_eq!(
+                    g.health(other) == Health::Alive,
+                    same_key,
+                    "node {me} hears node {other}: {:?}",
+                    g.health(other)
+                );
+            }
+        }
         for g in nodes {
             g.shutdown().await;
         }

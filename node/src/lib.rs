@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod gossip;
 mod jobs;
+mod security;
 mod server;
 
 pub use config::ServeConfig;

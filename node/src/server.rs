@@ -45,7 +45,7 @@ impl NodeHandle {
 pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     let (identity, fresh) = config::identity(&cfg)?;
     tracing::info!(node_id = identity.node_id, region = %identity.region, data_dir = %cfg.data_dir.display(), fresh, "starting node");
-    let root_key = config::root_key(&cfg)?;
+    let secured = crate::security::prepare(&cfg, identity.node_id).await?;
 
     let grpc_listener = TcpListener::bind(cfg.grpc)
         .await
@@ -70,6 +70,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
             advertise: cfg.advertise_gossip,
             region: identity.region.clone(),
             http: http_url.clone(),
+            key: secured.gossip_key,
         },
         gossip_peers(raft_node.clone()),
     )
@@ -97,6 +98,9 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         },
         bootstrap: cfg.join.is_empty(),
         scan_budget: cfg.scan_budget,
+        transport: secured.transport.clone(),
+        root_key_sha256: secured.root_key_sha256.clone(),
+        cert_ttl: cfg.cert_ttl,
     })
     .await?;
     let _ = raft_node.set(Arc::downgrade(&node));
@@ -122,7 +126,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     let backend = Arc::new(NodeBackend {
         node: node.clone(),
         gossip: gossip.clone(),
-        root_key_sha256: api_root_sha(&root_key),
+        root_key_sha256: secured.root_key_sha256.clone(),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let limits = cfg.limits.clone();
@@ -164,9 +168,4 @@ fn gossip_peers(node: Arc<OnceLock<Weak<RaftNode>>>) -> Peers {
             .filter_map(|(id, info)| Some((id, info.gossip.parse().ok()?)))
             .collect()
     })
-}
-
-fn api_root_sha(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(key.as_bytes()))
 }

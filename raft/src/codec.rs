@@ -236,7 +236,18 @@ mod fuzz {
         hammer::<DigestReq>("digest", &RequestId(5), 7);
         hammer::<ForwardReply>("forward reply", &Ok(model::Outcome::Done), 8);
         hammer::<MembershipReply>("membership reply", &Ok(vec![1, 2, 3]), 9);
-        hammer::<PingReply>("ping reply", &(1, Some(2)), 10);
+        hammer::<PingReply>("ping reply", &(1, Some(2), Some(1_800_000_000)), 10);
+        hammer::<EnrollReq>(
+            "enroll",
+            &crate::enroll::Request {
+                node_id: 4,
+                csr: crate::pki::new_request().unwrap().1,
+                proof: crate::enroll::prove(&"a".repeat(64), 4, b"csr"),
+            },
+            11,
+        );
+        hammer::<RenewReq>("renew", &crate::pki::new_request().unwrap().1, 12);
+        hammer::<RenewReply>("renew reply", &Ok("-----BEGIN CERTIFICATE-----".into()), 13);
     }
 
     #[test]

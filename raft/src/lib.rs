@@ -8,10 +8,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod enroll;
 mod network;
 mod node;
+pub mod pki;
 pub mod rpc;
 mod store;
+pub mod tls;
 
 pub mod pb {
     tonic::include_proto!("basalt.raft.Raft");

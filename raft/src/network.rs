@@ -5,7 +5,10 @@ use crate::node::RaftNode;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::raft_server::{Raft as RaftService, RaftServer};
 use crate::rpc::{self, RemoteError};
+use crate::tls::{self, Transport};
 use crate::{NodeInfo, TypeConfig};
+use crate::{Refusal, ReplicationError};
+use hyper_util::rt::TokioIo;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
     RemoteError as OrRemoteError, Unreachable,
@@ -19,6 +22,7 @@ use openraft::{LogId, Vote};
 use std::sync::Mutex;
 use std::sync::Weak;
 use std::time::Duration;
+use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -26,22 +30,60 @@ use tonic::{Request, Response, Status};
 /// Each method then has its own, smaller, cap (`rpc::Frame`).
 pub const MAX_MESSAGE: usize = rpc::MAX_APPEND;
 
-/// A lazily connecting client to a peer's gRPC address.
-pub fn client(addr: &str, timeout: Duration) -> Option<RaftClient<Channel>> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-    let channel = endpoint
+/// A lazily connecting client to a peer's gRPC address: over mutual TLS unless the cluster
+/// runs `--insecure`; when `expect` names a node, the peer's certificate must name it.
+pub fn client(
+    addr: &str,
+    timeout: Duration,
+    transport: &Transport,
+    expect: Option<u64>,
+) -> Option<RaftClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
         .connect_timeout(Duration::from_millis(500))
         .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Some(
-        RaftClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    )
+        .tcp_nodelay(true);
+    let channel = match transport {
+        Transport::Insecure => endpoint.connect_lazy(),
+        Transport::Tls(tls) => {
+            let (tls, addr) = (tls.clone(), addr.to_string());
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let (tls, addr) = (tls.clone(), addr.clone());
+                async move { tls.connect(&addr, expect).await.map(TokioIo::new) }
+            }))
+        }
+    };
+    Some(sized(channel))
 }
 
-pub struct Network;
+fn sized(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// A client over a connection already made (a joiner's, to enroll).
+pub(crate) async fn over<S>(stream: S) -> Result<RaftClient<Channel>, tonic::transport::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let slot = std::sync::Arc::new(Mutex::new(Some(stream)));
+    let channel = Endpoint::from_static("http://enroll.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let stream = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            async move {
+                stream
+                    .map(TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the enrollment connection is gone"))
+            }
+        }))
+        .await?;
+    Ok(sized(channel))
+}
+
+pub struct Network {
+    pub transport: Transport,
+}
 
 pub struct Conn {
     target: u64,
@@ -54,7 +96,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Conn {
         Conn {
             target,
-            client: client(&node.grpc, Duration::from_secs(30)),
+            client: client(
+                &node.grpc,
+                Duration::from_secs(30),
+                &self.transport,
+                Some(target),
+            ),
         }
     }
 }
@@ -142,17 +189,85 @@ impl RaftNetwork<TypeConfig> for Conn {
 pub struct Service {
     pub raft: openraft::Raft<TypeConfig>,
     pub node: Weak<RaftNode>,
+    pub transport: Transport,
     /// The snapshot being received: its id and how many bytes have arrived.
     pub receiving: Mutex<Option<(String, u64)>>,
+    /// Refusals already logged (by peer and method): each is logged once, not per retry.
+    refused: Mutex<std::collections::HashSet<(String, &'static str)>>,
+}
+
+/// Who may call a method (with mutual TLS; `--insecure` clusters check nothing).
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// A current member (voter or learner). A node not yet in any membership (a joiner waiting
+    /// for its first append) takes any node the cluster CA certified.
+    Member,
+    /// A member acting as node `id` (a candidate's vote, a leader's append): its certificate
+    /// must name that node.
+    MemberActingAs(u64),
+    /// Node `id` itself, member or not (asking to be added).
+    Node(u64),
 }
 
 impl Service {
-    pub fn new(raft: openraft::Raft<TypeConfig>, node: Weak<RaftNode>) -> Service {
+    pub fn new(
+        raft: openraft::Raft<TypeConfig>,
+        node: Weak<RaftNode>,
+        transport: Transport,
+    ) -> Service {
         Service {
             raft,
             node,
+            transport,
             receiving: Mutex::new(None),
+            refused: Mutex::new(Default::default()),
         }
+    }
+
+    /// Checks the caller's certificate for `method`; returns the node it names (`None` in an
+    /// `--insecure` cluster).
+    fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        who: Who,
+    ) -> Result<Option<u64>, Status> {
+        if matches!(self.transport, Transport::Insecure) {
+            return Ok(None);
+        }
+        let check = || -> Result<u64, Status> {
+            let id = tls::peer_node(req)?;
+            let acting = match who {
+                Who::Member => None,
+                Who::MemberActingAs(a) | Who::Node(a) => Some(a),
+            };
+            if let Some(a) = acting.filter(|a| *a != id) {
+                return Err(Status::permission_denied(format!(
+                    "the certificate names node {id}, but the request acts as node {a}"
+                )));
+            }
+            if !matches!(who, Who::Node(_)) {
+                let membership = self.node()?.membership();
+                if membership.nodes().next().is_some() && membership.get_node(&id).is_none() {
+                    return Err(Status::permission_denied(format!(
+                        "node {id} is not a member of this cluster"
+                    )));
+                }
+            }
+            Ok(id)
+        };
+        check().map(Some).inspect_err(|status| {
+            let peer = req
+                .remote_addr()
+                .map_or_else(|| "?".to_string(), |a| a.ip().to_string());
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            if refused.len() > 1024 {
+                refused.clear();
+            }
+            if refused.insert((peer.clone(), method)) {
+                tracing::warn!(%peer, method, reason = status.message(), "refused a node-to-node request (logged once per peer and method)");
+            }
+        })
     }
 
     fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
@@ -231,6 +346,11 @@ fn fatal(e: impl std::fmt::Display) -> RemoteError {
 #[tonic::async_trait]
 impl RaftService for Service {
     async fn vote(&self, req: Request<rpc::VoteReq>) -> Result<Response<rpc::VoteReply>, Status> {
+        self.authorize(
+            &req,
+            "vote",
+            Who::MemberActingAs(req.get_ref().vote.leader_id.node_id),
+        )?;
         let req = req.into_inner();
         sane_vote(&req.vote)?;
         sane_log_id(&req.last_log_id)?;
@@ -241,6 +361,11 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::AppendReq>,
     ) -> Result<Response<rpc::AppendReply>, Status> {
+        self.authorize(
+            &req,
+            "append",
+            Who::MemberActingAs(req.get_ref().vote.leader_id.node_id),
+        )?;
         let req = req.into_inner();
         sane_vote(&req.vote)?;
         sane_log_id(&req.prev_log_id)?;
@@ -257,6 +382,11 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::SnapshotReq>,
     ) -> Result<Response<rpc::SnapshotReply>, Status> {
+        self.authorize(
+            &req,
+            "snapshot",
+            Who::MemberActingAs(req.get_ref().vote.leader_id.node_id),
+        )?;
         let req = req.into_inner();
         sane_vote(&req.vote)?;
         sane_log_id(&req.meta.last_log_id)?;
@@ -274,6 +404,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::ForwardReq>,
     ) -> Result<Response<rpc::ForwardReply>, Status> {
+        self.authorize(&req, "forward", Who::Member)?;
         let node = self.node()?;
         Ok(Response::new(
             node.write_local(req.into_inner())
@@ -286,6 +417,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::JoinReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
+        self.authorize(&req, "join", Who::Node(req.get_ref().0))?;
         let node = self.node()?;
         let (id, info) = req.into_inner();
         Ok(Response::new(
@@ -297,6 +429,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::RemoveReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
+        self.authorize(&req, "remove", Who::Member)?;
         let node = self.node()?;
         Ok(Response::new(
             node.remove_member(req.into_inner())
@@ -309,6 +442,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::JoinReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
+        self.authorize(&req, "announce", Who::MemberActingAs(req.get_ref().0))?;
         let node = self.node()?;
         let (id, info) = req.into_inner();
         Ok(Response::new(
@@ -322,6 +456,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::DigestReq>,
     ) -> Result<Response<rpc::DigestReply>, Status> {
+        self.authorize(&req, "digest", Who::Member)?;
         let node = self.node()?;
         Ok(Response::new(
             node.wait_check(req.into_inner(), std::time::Duration::from_secs(30))
@@ -330,15 +465,48 @@ impl RaftService for Service {
         ))
     }
 
-    async fn ping(&self, _req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
+    async fn ping(&self, req: Request<rpc::PingReq>) -> Result<Response<rpc::PingReply>, Status> {
+        self.authorize(&req, "ping", Who::Member)?;
         let node = self.node()?;
-        Ok(Response::new((node.id, node.applied_index())))
+        let expires = self.transport.tls().map(|t| t.cert().not_after);
+        Ok(Response::new((node.id, node.applied_index(), expires)))
+    }
+
+    async fn enroll(
+        &self,
+        req: Request<rpc::EnrollReq>,
+    ) -> Result<Response<rpc::EnrollReply>, Status> {
+        let node = self.node()?;
+        let req = req.into_inner();
+        let answer = node.enroll(req).await;
+        if let Err(e) = &answer {
+            tracing::warn!(error = %e, "refused to enroll a node");
+        }
+        Ok(Response::new(answer.map_err(RemoteError::from)))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<rpc::RenewReq>,
+    ) -> Result<Response<rpc::RenewReply>, Status> {
+        let Some(id) = self.authorize(&req, "renew", Who::Member)? else {
+            return Ok(Response::new(Err(ReplicationError::from(
+                Refusal::Insecure,
+            )
+            .into())));
+        };
+        let node = self.node()?;
+        Ok(Response::new(
+            node.sign_for(&req.into_inner(), id)
+                .map_err(RemoteError::from),
+        ))
     }
 
     async fn read_index(
         &self,
-        _req: Request<rpc::ReadIndexReq>,
+        req: Request<rpc::ReadIndexReq>,
     ) -> Result<Response<rpc::ReadIndexReply>, Status> {
+        self.authorize(&req, "read_index", Who::Member)?;
         let node = self.node()?;
         Ok(Response::new(
             node.read_index_local().await.map_err(RemoteError::from),

@@ -1,10 +1,12 @@
 //! `RaftNode`: one member of the Raft group — start-up, writes (forwarded to the leader when
 //! this node does not lead), linearizable read barriers, status and shutdown.
 
+use crate::enroll::{self, Enrolled, Proof};
 use crate::network::{self, Network, Service};
 use crate::pb::raft_client::RaftClient;
 use crate::rpc::RemoteError;
 use crate::store::{CheckState, LogStore, StateMachine};
+use crate::tls::Transport;
 use crate::{NodeInfo, TypeConfig};
 use model::reader::Consistency;
 use model::{Envelope, Outcome, RequestId};
@@ -61,6 +63,12 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     /// Rows one read may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
+    /// How nodes talk (mutual TLS unless `--insecure`).
+    pub transport: Transport,
+    /// SHA-256 of the cluster's root key (hex): what a joiner's root-key proof is checked with.
+    pub root_key_sha256: String,
+    /// How long the node certificates this node signs are valid.
+    pub cert_ttl: Duration,
 }
 
 /// Why a node could not start.
@@ -133,6 +141,16 @@ pub enum Refusal {
     NotMember { id: u64 },
     #[error("cannot remove the last voter")]
     LastVoter,
+    #[error("this cluster runs without TLS (--insecure): there are no certificates to hand out")]
+    Insecure,
+    #[error("the root key does not match the cluster's")]
+    BadProof,
+    #[error("this member holds no CA key (its certificates were brought by the operator); join through a member that does")]
+    NoCaKey,
+    #[error("the certificate request is not valid: {0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Token(String),
     /// The command was applied and failed (deterministically, on every replica).
     #[error("{0}")]
     Failed(model::Error),
@@ -157,6 +175,9 @@ pub struct MemberStatus {
     pub role: &'static str,
     /// As its last answer to a probe said (this node's own: current).
     pub applied: Option<u64>,
+    /// When its node certificate expires (RFC 3339), as its last answer to a probe said;
+    /// `None` without TLS or before it answered.
+    pub cert_expires: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -188,10 +209,16 @@ const IN_FLIGHT: usize = 2;
 /// How often every peer is asked how far it has applied.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
+/// A peer's applied index and certificate expiry (Unix seconds), as it last answered a probe.
+type PeerReport = (Option<u64>, Option<i64>);
+
 pub struct RaftNode {
     pub id: u64,
-    /// Each peer's applied index, as its last answer to a probe said.
-    peer_applied: Arc<Mutex<BTreeMap<u64, Option<u64>>>>,
+    /// Each peer's applied index and certificate expiry, as its last answer to a probe said.
+    peer_applied: Arc<Mutex<BTreeMap<u64, PeerReport>>>,
+    transport: Transport,
+    root_key_sha256: String,
+    cert_ttl: Duration,
     raft: Raft<TypeConfig>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     sm: StateMachine,
@@ -201,7 +228,7 @@ pub struct RaftNode {
     grpc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One channel per peer address, reused by forwarded writes, read-index calls and checks
     /// (a channel multiplexes requests over one HTTP/2 connection and reconnects by itself).
-    channels: Mutex<HashMap<String, RaftClient<Channel>>>,
+    channels: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -237,7 +264,9 @@ impl RaftNode {
         let raft = Raft::new(
             cfg.id,
             Arc::new(config),
-            Network,
+            Network {
+                transport: cfg.transport.clone(),
+            },
             LogStore::new(log),
             sm.clone(),
         )
@@ -249,6 +278,9 @@ impl RaftNode {
         let node = Arc::new(RaftNode {
             id: cfg.id,
             peer_applied: Arc::new(Mutex::new(BTreeMap::new())),
+            transport: cfg.transport.clone(),
+            root_key_sha256: cfg.root_key_sha256.clone(),
+            cert_ttl: cfg.cert_ttl,
             raft: raft.clone(),
             proposals,
             sm,
@@ -258,20 +290,30 @@ impl RaftNode {
             grpc_task: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
         });
-        let service = network::server(Service::new(raft.clone(), Arc::downgrade(&node)));
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(cfg.grpc_listener).with_nodelay(Some(true));
-        let grpc_task = tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "gRPC server stopped");
+        let service = network::server(Service::new(
+            raft.clone(),
+            Arc::downgrade(&node),
+            cfg.transport.clone(),
+        ));
+        let server = tonic::transport::Server::builder().add_service(service);
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        let grpc_task = match &cfg.transport {
+            Transport::Insecure => {
+                let incoming = tonic::transport::server::TcpIncoming::from(cfg.grpc_listener)
+                    .with_nodelay(Some(true));
+                tokio::spawn(serve_grpc(
+                    server.serve_with_incoming_shutdown(incoming, stop),
+                ))
             }
-        });
+            Transport::Tls(t) => {
+                let incoming = crate::tls::accept(cfg.grpc_listener, t.clone());
+                tokio::spawn(serve_grpc(
+                    server.serve_with_incoming_shutdown(incoming, stop),
+                ))
+            }
+        };
         *node.grpc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc_task);
         tokio::spawn(probe_peers(Arc::downgrade(&node)));
         let initialized = raft
@@ -311,23 +353,28 @@ impl RaftNode {
 
     /// A client for a peer's gRPC address, on the channel kept for it. Opening a new one drops
     /// the channels of addresses no member has any more (a member that moved, one removed).
-    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, ReplicationError> {
+    fn peer(&self, id: u64, addr: &str) -> Result<RaftClient<Channel>, ReplicationError> {
+        let key = (id, addr.to_string());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
+        if let Some(c) = channels.get(&key) {
             return Ok(c.clone());
         }
-        let members: std::collections::HashSet<String> = self
+        let members: std::collections::HashSet<(u64, String)> = self
             .membership()
             .nodes()
-            .map(|(_, info)| info.grpc.clone())
+            .map(|(id, info)| (*id, info.grpc.clone()))
             .collect();
-        channels.retain(|a, _| members.contains(a));
-        let c = network::client(addr, self.timings.request_timeout * 30).ok_or_else(|| {
-            Unavailable::BadAddress {
-                addr: addr.to_string(),
-            }
+        channels.retain(|k, _| members.contains(k));
+        let c = network::client(
+            addr,
+            self.timings.request_timeout * 30,
+            &self.transport,
+            Some(id),
+        )
+        .ok_or_else(|| Unavailable::BadAddress {
+            addr: addr.to_string(),
         })?;
-        channels.insert(addr.to_string(), c.clone());
+        channels.insert(key, c.clone());
         Ok(c)
     }
 
@@ -366,7 +413,7 @@ impl RaftNode {
                 let info = self.member(leader).ok_or(ReplicationError::NotLeader {
                     leader: Some(leader),
                 })?;
-                let mut client = self.peer(&info.grpc)?;
+                let mut client = self.peer(leader, &info.grpc)?;
                 let mut req = tonic::Request::new(env.clone());
                 req.set_timeout(self.timings.request_timeout);
                 #[cfg(feature = "fault-points")]
@@ -433,7 +480,7 @@ impl RaftNode {
                         let info = self.member(leader).ok_or(ReplicationError::NotLeader {
                             leader: Some(leader),
                         })?;
-                        let mut client = self.peer(&info.grpc)?;
+                        let mut client = self.peer(leader, &info.grpc)?;
                         let mut req = tonic::Request::new(());
                         req.set_timeout(timeout);
                         match client.read_index(req).await.map(|r| r.into_inner()) {
@@ -474,7 +521,7 @@ impl RaftNode {
             let answer = if member == self.id {
                 self.wait_check(id, WAIT).await.map_err(|e| e.to_string())
             } else {
-                match self.peer(&info.grpc) {
+                match self.peer(member, &info.grpc) {
                     Ok(mut c) => {
                         let mut req = tonic::Request::new(id);
                         req.set_timeout(WAIT + Duration::from_secs(1));
@@ -549,7 +596,7 @@ impl RaftNode {
                 let info = self
                     .member(l)
                     .ok_or(ReplicationError::NotLeader { leader: Some(l) })?;
-                network::client(&info.grpc, timeout)
+                network::client(&info.grpc, timeout, &self.transport, Some(l))
                     .map(Some)
                     .ok_or_else(|| {
                         Unavailable::BadAddress {
@@ -562,7 +609,7 @@ impl RaftNode {
     }
 
     /// The current membership (voters, learners and their addresses).
-    fn membership(&self) -> openraft::Membership<u64, NodeInfo> {
+    pub(crate) fn membership(&self) -> openraft::Membership<u64, NodeInfo> {
         self.raft
             .metrics()
             .borrow()
@@ -654,9 +701,13 @@ impl RaftNode {
             if self.member(self.id).is_none_or(|known| known == info) {
                 return;
             }
-            let peers: Vec<NodeInfo> = self.peers().into_iter().map(|(_, n)| n).collect();
-            for peer in peers {
-                if let Some(mut c) = network::client(&peer.grpc, self.timings.request_timeout) {
+            for (id, peer) in self.peers() {
+                if let Some(mut c) = network::client(
+                    &peer.grpc,
+                    self.timings.request_timeout,
+                    &self.transport,
+                    Some(id),
+                ) {
                     match c
                         .announce((self.id, info.clone()))
                         .await
@@ -713,16 +764,17 @@ impl RaftNode {
             }
             let seed = &seeds[attempt as usize % seeds.len()];
             attempt += 1;
-            let result = match network::client(seed, Duration::from_secs(150)) {
-                Some(mut c) => c
-                    .join((self.id, info.clone()))
-                    .await
-                    .map(|r| r.into_inner()),
-                None => {
-                    tracing::error!(%seed, "--join address is not a valid host:port");
-                    return;
-                }
-            };
+            let result =
+                match network::client(seed, Duration::from_secs(150), &self.transport, None) {
+                    Some(mut c) => c
+                        .join((self.id, info.clone()))
+                        .await
+                        .map(|r| r.into_inner()),
+                    None => {
+                        tracing::error!(%seed, "--join address is not a valid host:port");
+                        return;
+                    }
+                };
             match result {
                 Ok(Ok(voters)) => {
                     tracing::info!(node_id = self.id, ?voters, "join accepted");
@@ -754,6 +806,61 @@ impl RaftNode {
         }
     }
 
+    /// Admits node `req.node_id` if its proof holds: signs its certificate request and hands
+    /// it what a member holds. Runs on whichever member the joiner reached.
+    pub(crate) async fn enroll(&self, req: enroll::Request) -> Result<Enrolled, ReplicationError> {
+        let Transport::Tls(tls) = &self.transport else {
+            return Err(Refusal::Insecure.into());
+        };
+        let nonce = match &req.proof {
+            Proof::RootKey { nonce, mac } => {
+                if !enroll::check_proof(&self.root_key_sha256, req.node_id, &req.csr, nonce, mac) {
+                    return Err(Refusal::BadProof.into());
+                }
+                Some(nonce.clone())
+            }
+            Proof::Token { .. } => {
+                return Err(
+                    Refusal::Token("join tokens are not accepted by this node".into()).into(),
+                )
+            }
+        };
+        if self.voters().contains(&req.node_id) {
+            return Err(Refusal::VoterIdReused { id: req.node_id }.into());
+        }
+        let cert_pem = self.sign_for(&req.csr, req.node_id)?;
+        let creds = tls.credentials();
+        let mut answer = Enrolled {
+            ca_pem: creds.ca_pem,
+            ca_key_pem: creds.ca_key_pem,
+            cert_pem,
+            gossip_key: creds.gossip_key,
+            root_key_sha256: self.root_key_sha256.clone(),
+            mac: Vec::new(),
+        };
+        if let Some(nonce) = nonce {
+            enroll::seal(&self.root_key_sha256, &nonce, &mut answer);
+        }
+        tracing::info!(
+            node_id = req.node_id,
+            "enrolled a node: signed its certificate"
+        );
+        Ok(answer)
+    }
+
+    /// Signs a certificate request as node `node_id`'s certificate, if this node holds the CA key.
+    pub(crate) fn sign_for(&self, csr: &[u8], node_id: u64) -> Result<String, ReplicationError> {
+        let Transport::Tls(tls) = &self.transport else {
+            return Err(Refusal::Insecure.into());
+        };
+        let now = wall_clock_ms() / 1000;
+        match tls.sign(csr, node_id, now, self.cert_ttl.as_secs() as i64) {
+            None => Err(Refusal::NoCaKey.into()),
+            Some(Err(e)) => Err(Refusal::BadRequest(e.to_string()).into()),
+            Some(Ok(pem)) => Ok(pem),
+        }
+    }
+
     fn member(&self, id: u64) -> Option<NodeInfo> {
         self.membership().get_node(&id).cloned()
     }
@@ -769,15 +876,18 @@ impl RaftNode {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let applied = if *id == self.id {
-                    m.last_applied.map(|l| l.index)
+                let (applied, expires) = if *id == self.id {
+                    (
+                        m.last_applied.map(|l| l.index),
+                        self.transport.tls().map(|t| t.cert().not_after),
+                    )
                 } else {
                     self.peer_applied
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get(id)
                         .copied()
-                        .flatten()
+                        .unwrap_or_default()
                 };
                 MemberStatus {
                     id: *id,
@@ -791,6 +901,7 @@ impl RaftNode {
                         "learner"
                     },
                     applied,
+                    cert_expires: expires.and_then(rfc3339),
                 }
             })
             .collect();
@@ -837,6 +948,14 @@ impl RaftNode {
     }
 }
 
+async fn serve_grpc(
+    server: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+) {
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "gRPC server stopped");
+    }
+}
+
 /// Proposes envelopes as one log entry and waits for their outcomes.
 async fn propose(
     raft: &Raft<TypeConfig>,
@@ -846,6 +965,12 @@ async fn propose(
         .await
         .map(|resp| resp.data)
         .map_err(write_error)
+}
+
+fn rfc3339(unix_secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_secs).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Epoch milliseconds from this node's clock (the leader's, when it proposes).
@@ -942,18 +1067,18 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| members.iter().any(|(m, _)| m == id));
         for (id, info) in members {
-            let Ok(mut client) = node.peer(&info.grpc) else {
+            let Ok(mut client) = node.peer(id, &info.grpc) else {
                 continue;
             };
             let known = node.peer_applied.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {
-                    let (peer, applied) = r.into_inner();
+                    let (peer, applied, expires) = r.into_inner();
                     if peer == id {
                         known
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, applied);
+                            .insert(id, (applied, expires));
                     }
                 }
             });

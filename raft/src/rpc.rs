@@ -36,8 +36,16 @@ pub type ReadIndexReply = Result<u64, RemoteError>;
 pub type JoinReq = (u64, crate::NodeInfo);
 /// A liveness probe between members.
 pub type PingReq = ();
-/// The probed node's id and applied log index.
-pub type PingReply = (u64, Option<u64>);
+/// The probed node's id, applied log index, and when its certificate expires (Unix seconds;
+/// `None` without TLS).
+pub type PingReply = (u64, Option<u64>, Option<i64>);
+/// A node without a certificate asking for one: see `crate::enroll`.
+pub type EnrollReq = crate::enroll::Request;
+pub type EnrollReply = Result<crate::enroll::Enrolled, RemoteError>;
+/// A member renewing its certificate: a signing request for a new key (DER).
+pub type RenewReq = Vec<u8>;
+/// The new certificate (PEM).
+pub type RenewReply = Result<String, RemoteError>;
 /// Removing a member by id.
 pub type RemoveReq = u64;
 /// The voter ids after a membership change.
@@ -81,4 +89,8 @@ frames! {
     MembershipReply => SMALL,
     RemoveReq => SMALL,
     PingReply => SMALL,
+    EnrollReq => SMALL,
+    EnrollReply => SMALL,
+    RenewReq => SMALL,
+    RenewReply => SMALL,
 }
