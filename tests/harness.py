@@ -43,6 +43,7 @@ class Node:
         self.data_dir = os.path.join(self.base_dir, f"node{node_id}")
         self.extra_args = list(extra_args)
         self.root_key_file = None  # pass the root key in a file instead of on the command line
+        self.root_key = ROOT_KEY  # None: start without one (a node joining with a token)
         self.proc = None
         self.endpoint = None
         self.grpc = None
@@ -68,7 +69,8 @@ class Node:
             "--http", http_addr,
             "--grpc", grpc_addr,
             "--node-id", str(self.node_id),
-            *(["--root-key-file", self.root_key_file] if self.root_key_file else ["--root-key", ROOT_KEY]),
+            *(["--root-key-file", self.root_key_file] if self.root_key_file
+              else ["--root-key", self.root_key] if self.root_key else []),
             *self.extra_args,
         ]
         env = dict(os.environ, NO_COLOR="1", **self.env)  # the node's own log filter unless BASALT_LOG is set

@@ -62,6 +62,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         check: Envelope,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
+    /// `basalt cluster join-token`: a new one-time join token valid for `ttl`, as JSON
+    /// (`token`, `expires`).
+    fn join_token(
+        &self,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
 }
 
 #[derive(Clone)]

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
         .route("/v1/cluster/check", post(cluster_check))
+        .route("/v1/cluster/join-token", post(cluster_join_token))
 }
 
 async fn version() -> Reply {
@@ -197,6 +198,21 @@ async fn cluster_remove(State(s): State<AppState>, req: Req) -> Reply {
         .ok_or_else(|| ApiError(Error::invalid("Param \"nodeId\" is not optional.")))?;
     let status = s.backend.remove_member(id).await?;
     reply(StatusCode::OK, status)
+}
+
+async fn cluster_join_token(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let ttl = req.uint_opt("ttl")?.unwrap_or(3600);
+    if !(1..=366 * 86_400).contains(&ttl) {
+        return Err(ApiError(Error::invalid(
+            "Invalid `ttl` param: a token lives between 1 second and 366 days.",
+        )));
+    }
+    let token = s
+        .backend
+        .join_token(std::time::Duration::from_secs(ttl))
+        .await?;
+    reply(StatusCode::CREATED, token)
 }
 
 async fn linearizable(s: &AppState) -> Result<Arc<dyn StateReader>, ApiError> {

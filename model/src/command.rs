@@ -94,6 +94,31 @@ pub enum ClusterOp {
     /// this log entry, so digests of all replicas compare the same point of the log
     /// (`basalt cluster check`); the check is known by the envelope's request id.
     Check,
+    /// A one-time join token (`basalt cluster join-token`): only its secret's digest is kept.
+    IssueToken {
+        id: String,
+        secret_sha256: String,
+        /// Epoch milliseconds; the token is refused from then on.
+        expires: i64,
+    },
+    /// Node `node` may be a member, holding the key whose SPKI digest is `key_sha256` (a
+    /// later `Admit` of the same node records its renewed key). With `token`, the token is
+    /// consumed in the same apply: refused if unknown, wrong, used or expired. Refused for a
+    /// retired node.
+    Admit {
+        node: u64,
+        key_sha256: String,
+        token: Option<TokenUse>,
+    },
+    /// Node `node` was removed: its id is never admitted again, its certificate never accepted.
+    Retire { node: u64 },
+}
+
+/// A join token presented by a joiner: its id and the digest of the secret it sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenUse {
+    pub id: String,
+    pub secret_sha256: String,
 }
 
 /// Projects. The envelope's `project` is the project created.

@@ -403,3 +403,22 @@ pub struct Transaction {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// A node the cluster admitted (`ClusterOp::Admit`), and whether it was removed since.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// SHA-256 of the public key (DER SubjectPublicKeyInfo) its certificate must carry, hex.
+    pub key_sha256: String,
+    pub admitted_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// A join token as the cluster keeps it: the secret's digest, never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub secret_sha256: String,
+    pub issued_at: i64,
+    pub expires: i64,
+    /// The node that used it; a token works once.
+    pub used_by: Option<u64>,
+}

@@ -190,7 +190,7 @@ impl Backend for NodeBackend {
                 serde_json::json!({
                     "id": m.id, "http": m.http, "grpc": m.grpc, "gossip": m.gossip,
                     "region": m.region, "role": m.role, "health": health.as_str(),
-                    "applied": m.applied,
+                    "applied": m.applied, "cert_expires": m.cert_expires,
                 })
             })
             .collect();
@@ -200,6 +200,19 @@ impl Backend for NodeBackend {
             "term": status.term,
             "state": status.state,
             "members": members,
+        })
+    }
+
+    fn join_token(
+        &self,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>> {
+        Box::pin(async move {
+            let (token, expires) = self.node.issue_join_token(ttl).await.map_err(refusal)?;
+            Ok(serde_json::json!({
+                "token": token,
+                "expires": model::time::format_ms(expires),
+            }))
         })
     }
 

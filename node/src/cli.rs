@@ -40,6 +40,19 @@ enum Command {
     },
     /// Load generator: row writes from concurrent clients, then indexed queries.
     Bench(crate::bench::BenchArgs),
+    /// Test builds only: call every node-to-node RPC of a node as a given client identity
+    /// (`anonymous`, `self-signed:ID`, `files:DATA_DIR`, `minted:DATA_DIR:ID`) and print each
+    /// method's answer.
+    #[cfg(feature = "fault-points")]
+    ProbeRpc {
+        #[arg(long)]
+        grpc: String,
+        #[arg(long = "as")]
+        identity: String,
+        /// The node id the requests act as.
+        #[arg(long)]
+        claim: u64,
+    },
 }
 
 #[derive(Args)]
@@ -193,6 +206,36 @@ enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A one-time token a new node joins with (`serve --join ADDR --join-token TOKEN`).
+    JoinToken {
+        /// How long it is valid: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d` as seconds (at least one, at most a year).
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.trim().char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.trim().split_at(i),
+        None => (s.trim(), "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d")),
+    };
+    match n.checked_mul(per) {
+        Some(secs) if (1..=366 * 86_400).contains(&secs) => Ok(secs),
+        _ => Err(format!("{s:?}: a token lives between a second and a year")),
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -210,6 +253,12 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            #[cfg(feature = "fault-points")]
+            Command::ProbeRpc {
+                grpc,
+                identity,
+                claim,
+            } => probe_rpc(&grpc, &identity, claim).await,
             Command::Project { command } => project(command).await,
             Command::Key { command } => key(command).await,
             Command::Cluster { command } => cluster(command).await,
@@ -384,6 +433,23 @@ async fn key(c: KeyCommand) -> Result<()> {
     }
 }
 
+#[cfg(feature = "fault-points")]
+async fn probe_rpc(grpc: &str, identity: &str, claim: u64) -> Result<()> {
+    use raft::probe::Identity;
+    let parts: Vec<&str> = identity.split(':').collect();
+    let identity = match parts.as_slice() {
+        ["anonymous"] => Identity::Anonymous,
+        ["self-signed", id] => Identity::SelfSigned(id.parse()?),
+        ["files", dir] => Identity::NodeFiles(dir.into()),
+        ["minted", dir, id] => Identity::Minted(dir.into(), id.parse()?),
+        _ => anyhow::bail!("unknown identity {identity:?}"),
+    };
+    let answers = raft::probe::every_rpc(grpc, identity, claim)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    print(&json!(answers))
+}
+
 async fn cluster(c: ClusterCommand) -> Result<()> {
     match c {
         ClusterCommand::Status { remote } => {
@@ -413,6 +479,39 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 anyhow::bail!("the replicas are not consistent");
             }
             Ok(())
+        }
+        ClusterCommand::JoinToken { ttl, remote } => {
+            let v = remote
+                .console()?
+                .post("/cluster/join-token", json!({ "ttl": ttl }))
+                .await
+                .context("making a join token")?;
+            print(&v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_lifetimes_parse_with_units_and_bounds() {
+        use super::parse_ttl;
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        for bad in [
+            "",
+            "h",
+            "0",
+            "1y",
+            "-5m",
+            "400d",
+            "99999999999999999999d",
+            "1.5h",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }
 }

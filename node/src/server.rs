@@ -116,6 +116,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         tokio::spawn(async move { announcer.announce_addresses(info).await });
     }
     tokio::spawn(crate::jobs::run(Arc::downgrade(&node)));
+    tokio::spawn(RaftNode::admit_self(Arc::downgrade(&node)));
     if node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::info!(leader = ?node.status().leader, "raft ready");
     } else {

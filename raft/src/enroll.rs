@@ -133,6 +133,11 @@ fn unsealed(root_key_sha256: &str, nonce: &[u8], e: &Enrolled) -> bool {
     hmac::verify(&key(root_key_sha256), &accept_message(nonce, e), &e.mac).is_ok()
 }
 
+/// SHA-256 of a secret, hex: how the cluster keeps a join token's secret.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 /// A join token: `basalt1.<CA fingerprint>.<token id>.<secret>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
@@ -161,7 +166,7 @@ impl JoinToken {
     }
 
     pub fn secret_sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.secret.as_bytes()))
+        digest(&self.secret)
     }
 
     pub fn parse(s: &str) -> Option<JoinToken> {

@@ -12,6 +12,8 @@ pub mod enroll;
 mod network;
 mod node;
 pub mod pki;
+#[cfg(feature = "fault-points")]
+pub mod probe;
 pub mod rpc;
 mod store;
 pub mod tls;

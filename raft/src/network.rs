@@ -205,8 +205,9 @@ enum Who {
     /// A member acting as node `id` (a candidate's vote, a leader's append): its certificate
     /// must name that node.
     MemberActingAs(u64),
-    /// Node `id` itself, member or not (asking to be added).
-    Node(u64),
+    /// Node `id` itself, member or not (asking to be added), or a member passing its request
+    /// on to the leader.
+    NodeOrMember(u64),
 }
 
 impl Service {
@@ -224,37 +225,53 @@ impl Service {
         }
     }
 
-    /// Checks the caller's certificate for `method`; returns the node it names (`None` in an
-    /// `--insecure` cluster).
+    /// Checks the caller's certificate for `method`; returns the node it names and what it
+    /// says (`None` in an `--insecure` cluster).
     fn authorize<T>(
         &self,
         req: &Request<T>,
         method: &'static str,
         who: Who,
-    ) -> Result<Option<u64>, Status> {
+    ) -> Result<Option<(u64, crate::pki::CertInfo)>, Status> {
         if matches!(self.transport, Transport::Insecure) {
             return Ok(None);
         }
-        let check = || -> Result<u64, Status> {
-            let id = tls::peer_node(req)?;
+        let check = || -> Result<(u64, crate::pki::CertInfo), Status> {
+            let (id, cert) = tls::peer_cert(req)?;
             let acting = match who {
-                Who::Member => None,
-                Who::MemberActingAs(a) | Who::Node(a) => Some(a),
+                Who::Member | Who::NodeOrMember(_) => None,
+                Who::MemberActingAs(a) => Some(a),
             };
             if let Some(a) = acting.filter(|a| *a != id) {
                 return Err(Status::permission_denied(format!(
                     "the certificate names node {id}, but the request acts as node {a}"
                 )));
             }
-            if !matches!(who, Who::Node(_)) {
-                let membership = self.node()?.membership();
+            let node = self.node()?;
+            // The cluster's record of the node, once it has one, is the last word: a removed
+            // node's certificate, or one for a key the node was not admitted with (made by
+            // someone holding the CA key), is refused.
+            if let Some(record) = node.node_record(id) {
+                if record.retired_at.is_some() {
+                    return Err(Status::permission_denied(format!(
+                        "node {id} was removed from this cluster"
+                    )));
+                }
+                if record.key_sha256 != cert.key_sha256 {
+                    return Err(Status::permission_denied(format!(
+                        "the certificate's key is not the one node {id} was admitted with"
+                    )));
+                }
+            }
+            if !matches!(who, Who::NodeOrMember(a) if a == id) {
+                let membership = node.membership();
                 if membership.nodes().next().is_some() && membership.get_node(&id).is_none() {
                     return Err(Status::permission_denied(format!(
                         "node {id} is not a member of this cluster"
                     )));
                 }
             }
-            Ok(id)
+            Ok((id, cert))
         };
         check().map(Some).inspect_err(|status| {
             let peer = req
@@ -417,9 +434,23 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::JoinReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        self.authorize(&req, "join", Who::Node(req.get_ref().0))?;
+        let caller = self.authorize(&req, "join", Who::NodeOrMember(req.get_ref().0))?;
         let node = self.node()?;
         let (id, info) = req.into_inner();
+        // In a cluster whose CA the operator runs (--ca-cert: no member holds its key), a node
+        // comes with a certificate that CA signed and never enrolls: it is admitted with that
+        // certificate's key. Where the cluster made its own CA, only enrollment admits.
+        let operator_ca = self
+            .transport
+            .tls()
+            .is_some_and(|t| t.credentials().ca_key_pem.is_none());
+        if let Some((caller, cert)) = caller.filter(|(c, _)| *c == id && operator_ca) {
+            if node.node_record(caller).is_none() {
+                if let Err(e) = node.admit(caller, cert.key_sha256).await {
+                    return Ok(Response::new(Err(e.into())));
+                }
+            }
+        }
         Ok(Response::new(
             node.add_member(id, info).await.map_err(RemoteError::from),
         ))
@@ -489,7 +520,7 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::RenewReq>,
     ) -> Result<Response<rpc::RenewReply>, Status> {
-        let Some(id) = self.authorize(&req, "renew", Who::Member)? else {
+        let Some((id, _)) = self.authorize(&req, "renew", Who::Member)? else {
             return Ok(Response::new(Err(ReplicationError::from(
                 Refusal::Insecure,
             )

@@ -149,8 +149,10 @@ pub enum Refusal {
     NoCaKey,
     #[error("the certificate request is not valid: {0}")]
     BadRequest(String),
-    #[error("{0}")]
-    Token(String),
+    #[error("node {id} was removed from this cluster and cannot join again; node ids are never reused: join with a new --node-id")]
+    Retired { id: u64 },
+    #[error("node {id} was never admitted: it must enroll (root key or join token) first")]
+    NotAdmitted { id: u64 },
     /// The command was applied and failed (deterministically, on every replica).
     #[error("{0}")]
     Failed(model::Error),
@@ -657,6 +659,15 @@ impl RaftNode {
             // Re-adding a voter that lost its log could elect a stale leader: ids are never reused.
             return Err(Refusal::VoterIdReused { id }.into());
         }
+        if let Transport::Tls(_) = &self.transport {
+            // Only a node the cluster admitted (a proof at enrollment, or its own certificate
+            // on a direct join) is added: a member cannot add a node of its own making.
+            match self.node_record(id) {
+                None => return Err(Refusal::NotAdmitted { id }.into()),
+                Some(r) if r.retired_at.is_some() => return Err(Refusal::Retired { id }.into()),
+                Some(_) => {}
+            }
+        }
         tracing::info!(node_id = id, grpc = %info.grpc, "adding a learner");
         tokio::time::timeout(JOIN_TIMEOUT, self.raft.add_learner(id, info, true))
             .await
@@ -750,6 +761,9 @@ impl RaftNode {
             .change_membership(change, false)
             .await
             .map_err(write_error)?;
+        // From here on its certificate is refused everywhere and its id never admitted again.
+        self.cluster_write(model::command::ClusterOp::Retire { node: id })
+            .await?;
         Ok(self.voters().into_iter().collect())
     }
 
@@ -819,16 +833,31 @@ impl RaftNode {
                 }
                 Some(nonce.clone())
             }
-            Proof::Token { .. } => {
-                return Err(
-                    Refusal::Token("join tokens are not accepted by this node".into()).into(),
-                )
-            }
+            Proof::Token { .. } => None,
         };
         if self.voters().contains(&req.node_id) {
             return Err(Refusal::VoterIdReused { id: req.node_id }.into());
         }
         let cert_pem = self.sign_for(&req.csr, req.node_id)?;
+        let key_sha256 = crate::pki::first_cert(&cert_pem)
+            .and_then(|der| crate::pki::inspect(&der))
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?
+            .key_sha256;
+        // The admission (and the token's one use) is a Raft entry: it holds on every member,
+        // and a token cannot be used twice through two members at once.
+        let token = match &req.proof {
+            Proof::Token { id, secret } => Some(model::command::TokenUse {
+                id: id.clone(),
+                secret_sha256: crate::enroll::digest(secret),
+            }),
+            Proof::RootKey { .. } => None,
+        };
+        self.cluster_write(model::command::ClusterOp::Admit {
+            node: req.node_id,
+            key_sha256,
+            token,
+        })
+        .await?;
         let creds = tls.credentials();
         let mut answer = Enrolled {
             ca_pem: creds.ca_pem,
@@ -846,6 +875,84 @@ impl RaftNode {
             "enrolled a node: signed its certificate"
         );
         Ok(answer)
+    }
+
+    /// Commits one of the cluster's own operations; a refusal in apply is a `Refusal::Failed`.
+    async fn cluster_write(&self, op: model::command::ClusterOp) -> Result<(), ReplicationError> {
+        let env = Envelope::new(
+            "",
+            new_request_id(),
+            model::Actor::Operator,
+            model::Op::Cluster(op),
+        );
+        match self.write(env).await? {
+            Outcome::Failed(e) => Err(Refusal::Failed(e).into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new one-time join token, valid for `ttl`: the token (shown once) and when it
+    /// expires (epoch milliseconds).
+    pub async fn issue_join_token(&self, ttl: Duration) -> Result<(String, i64), ReplicationError> {
+        let Transport::Tls(tls) = &self.transport else {
+            return Err(Refusal::Insecure.into());
+        };
+        let token = enroll::JoinToken::new(tls.ca_fingerprint());
+        let expires = wall_clock_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        self.cluster_write(model::command::ClusterOp::IssueToken {
+            id: token.id.clone(),
+            secret_sha256: token.secret_sha256(),
+            expires,
+        })
+        .await?;
+        Ok((token.to_string(), expires))
+    }
+
+    /// Records this node's own admission (its certificate's key) if the cluster has none: the
+    /// node that started the cluster, and nodes with operator-made certificates, which never
+    /// enrolled. Retries until it is committed.
+    pub async fn admit_self(node: std::sync::Weak<RaftNode>) {
+        loop {
+            let Some(me) = node.upgrade() else { return };
+            let Transport::Tls(tls) = &me.transport else {
+                return;
+            };
+            match me.engine.cluster_node(me.id) {
+                Ok(Some(_)) => return,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reading this node's admission"),
+            }
+            let op = model::command::ClusterOp::Admit {
+                node: me.id,
+                key_sha256: tls.cert().key_sha256,
+                token: None,
+            };
+            match me.cluster_write(op).await {
+                Ok(()) => return,
+                Err(ReplicationError::Refused(r)) => {
+                    tracing::error!(reason = %r, "the cluster refused this node's admission");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "recording this node's admission; retrying"),
+            }
+            drop(me);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Admits node `id` with the key its certificate carries.
+    pub(crate) async fn admit(&self, id: u64, key_sha256: String) -> Result<(), ReplicationError> {
+        self.cluster_write(model::command::ClusterOp::Admit {
+            node: id,
+            key_sha256,
+            token: None,
+        })
+        .await
+    }
+
+    /// What the cluster records about node `id` (admitted key, retired), as applied here.
+    pub(crate) fn node_record(&self, id: u64) -> Option<model::schema::NodeRecord> {
+        self.engine.cluster_node(id).ok().flatten()
     }
 
     /// Signs a certificate request as node `node_id`'s certificate, if this node holds the CA key.
@@ -965,6 +1072,12 @@ async fn propose(
         .await
         .map(|resp| resp.data)
         .map_err(write_error)
+}
+
+fn new_request_id() -> RequestId {
+    let mut bytes = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    RequestId(u128::from_be_bytes(bytes))
 }
 
 fn rfc3339(unix_secs: i64) -> Option<String> {

@@ -527,9 +527,9 @@ impl futures::Stream for Incoming {
     }
 }
 
-/// The node id named by the certificate a peer presented on this request's connection, or why
-/// there is none.
-pub fn peer_node<T>(req: &tonic::Request<T>) -> Result<u64, tonic::Status> {
+/// What the certificate a peer presented on this request's connection says (it names a
+/// node), or why there is none.
+pub fn peer_cert<T>(req: &tonic::Request<T>) -> Result<(u64, CertInfo), tonic::Status> {
     let certs = req.peer_certs().ok_or_else(|| {
         tonic::Status::unauthenticated(
             "a client certificate signed by the cluster's CA is required",
@@ -540,10 +540,15 @@ pub fn peer_node<T>(req: &tonic::Request<T>) -> Result<u64, tonic::Status> {
             "a client certificate signed by the cluster's CA is required",
         )
     })?;
-    pki::inspect(first)
-        .ok()
-        .and_then(|i| i.node_id)
-        .ok_or_else(|| tonic::Status::permission_denied("the client certificate names no node"))
+    let info = pki::inspect(first).map_err(|e| {
+        tonic::Status::permission_denied(format!("unreadable client certificate: {e}"))
+    })?;
+    match info.node_id {
+        Some(id) => Ok((id, info)),
+        None => Err(tonic::Status::permission_denied(
+            "the client certificate names no node",
+        )),
+    }
 }
 
 /// How nodes talk: mutual TLS, or plain text (`--insecure`, for local experiments only).

@@ -68,6 +68,22 @@ pub const PROJECTS: &[u8] = b"\0projects\0";
 pub const JOBS: &[u8] = b"\0jobs\0";
 /// `\0req\0<request id>` → the first outcome of that request.
 pub const REQUEST: &[u8] = b"\0req\0";
+/// Admitted and retired nodes, by id (big-endian): `NodeRecord`.
+pub const NODES: &[u8] = b"\0node\0";
+/// Join tokens, by id: `JoinTokenRecord`.
+pub const JOIN_TOKENS: &[u8] = b"\0token\0";
+
+pub fn cluster_node(id: u64) -> Vec<u8> {
+    let mut k = NODES.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn join_token(id: &str) -> Vec<u8> {
+    let mut k = JOIN_TOKENS.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 /// `\0req-at\0<at><request id>`: request ids in the order they expire.
 pub const REQUEST_AT: &[u8] = b"\0req-at\0";
 

@@ -80,6 +80,19 @@ pub struct View {
 }
 
 impl Engine {
+    /// What the cluster records about node `id` (admitted with which key, retired), as
+    /// applied now: checked on every node-to-node request, so a point read, not a view.
+    pub fn cluster_node(
+        &self,
+        id: u64,
+    ) -> std::result::Result<Option<model::schema::NodeRecord>, StorageError> {
+        let key = keys::cluster_node(id);
+        match self.db.get_cf(self.cf(CF_META), &key)? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// A view of the state as applied now.
     pub fn view(&self) -> std::result::Result<View, StorageError> {
         let snap = self.db.snapshot();

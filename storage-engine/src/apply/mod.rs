@@ -7,6 +7,7 @@
 //! [`REQUEST_WINDOW_MS`] of leader time answers its first outcome again) and its actor is
 //! authorised against the committed state. Each service's operations live in their own module.
 
+mod cluster;
 mod documents;
 mod projects;
 mod schema;
@@ -18,7 +19,7 @@ pub(crate) use documents::{staged_document, staged_documents};
 
 use crate::engine::{encode, Engine, StorageError};
 use crate::keys;
-use model::command::{Actor, Batch, ClusterOp, Envelope, Op, RequestId, COMMAND_VERSION};
+use model::command::{Actor, Batch, Envelope, Op, RequestId, COMMAND_VERSION};
 use model::msg;
 use model::{ApiKey, Error, ErrorCode, Outcome};
 use txn::{Txn, META};
@@ -249,7 +250,7 @@ fn dispatch(txn: &mut Txn, env: &Envelope, at: i64) -> R<Outcome> {
         Op::Schema(op) => schema::apply(txn, project, op, at),
         Op::Documents(op) => documents::apply(txn, project, op, at),
         Op::Transactions(op) => transactions::apply(txn, project, op, at),
-        Op::Cluster(ClusterOp::Check) => Ok(Outcome::Done),
+        Op::Cluster(op) => cluster::apply(txn, op, at),
     }
 }
 
