@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import ROOT_KEY, Node, TestCluster, basalt_bin, fault_bin, http
+from harness import ROOT_KEY, Node, TestCluster, basalt_bin, create_project, fault_bin, http
 
 METHODS = {"vote", "append", "snapshot", "forward", "read_index", "digest", "ping",
            "announce", "join", "remove", "renew"}
@@ -176,3 +176,40 @@ def test_certificate_files_are_private_and_name_their_node(cluster):
         for f in ("ca-key.pem", "node-key.pem", "gossip.key"):
             assert os.stat(os.path.join(tls, f)).st_mode & 0o777 == 0o600, f
         assert os.stat(tls).st_mode & 0o777 == 0o700
+
+
+def test_certificates_renew_before_they_expire_without_a_restart():
+    c = TestCluster(3, extra_args=["--cert-ttl", "15"]).start()
+    try:
+        n1 = c.nodes[0]
+        deadline = time.time() + 10
+        while True:
+            first = {m["id"]: m["cert_expires"] for m in n1.status()["members"]}
+            if all(first.values()) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        # Each renews when a third of its 15 s is left; after 25 s every first certificate
+        # has expired, and each node holds a later one.
+        time.sleep(25)
+        later = {}
+        deadline = time.time() + 10
+        while True:
+            later = {m["id"]: m["cert_expires"] for m in n1.status()["members"]}
+            if all(later[i] and first[i] and later[i] > first[i] for i in first) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert all(later[i] > first[i] for i in first), (first, later)
+        # New connections (a restarted node, and its peers' connections to it) are made with
+        # the renewed certificates: the restarted node catches up and the replicas agree.
+        c.expect_faults()
+        c.nodes[2].stop()
+        create_project(n1, "after-renewal")
+        c.nodes[2].start()
+        c.wait_for_voters([1, 2, 3])
+        code, report = c.check()
+        assert code == 0, report
+        assert "renewed this node's certificate" in n1.log_text()
+    finally:
+        c.shutdown()
+    errors = c.unexpected_errors()
+    assert not errors, "\n".join(errors)

@@ -333,7 +333,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
             (Some(ca), Some(cert), Some(key)) => Some(crate::config::OwnCerts { ca, cert, key }),
             _ => None,
         },
-        cert_ttl: std::time::Duration::from_secs(a.cert_ttl.max(60)),
+        cert_ttl: std::time::Duration::from_secs(a.cert_ttl.max(10)),
     };
     let handle = crate::run(cfg).await?;
     shutdown_signal().await;

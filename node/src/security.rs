@@ -39,31 +39,21 @@ pub async fn prepare(cfg: &ServeConfig, node_id: u64) -> Result<Secured> {
         });
     }
     if let Some(own) = &cfg.own_certs {
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
         let root_key_sha256 = sha256_hex(&config::given_root_key(cfg)?.context(
             "with --ca-cert every node needs the cluster's root key (--root-key-file or BASALT_ROOT_KEY)",
         )?);
         // Operator-made certificates carry no gossip key: it is derived from the root key,
         // which every such node holds.
-        let gossip_key = ring::hmac::sign(
+        let gossip_key: Option<[u8; 32]> = ring::hmac::sign(
             &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, root_key_sha256.as_bytes()),
             b"basalt-gossip-key-v1",
-        );
-        let creds = Credentials {
-            ca_pem: read(&own.ca)?,
-            ca_key_pem: None,
-            node: raft::pki::KeyedCert {
-                cert_pem: read(&own.cert)?,
-                key_pem: read(&own.key)?,
-            },
-            gossip_key: gossip_key.as_ref().try_into().ok(),
-            root_key_sha256: None,
-        };
-        let gossip_key = creds.gossip_key;
+        )
+        .as_ref()
+        .try_into()
+        .ok();
+        let files = [own.ca.clone(), own.cert.clone(), own.key.clone()];
         return Ok(Secured {
-            transport: Transport::Tls(ClusterTls::new(node_id, creds, None)?),
+            transport: Transport::Tls(ClusterTls::from_files(node_id, files, gossip_key)?),
             root_key_sha256,
             gossip_key,
         });

@@ -117,6 +117,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     }
     tokio::spawn(crate::jobs::run(Arc::downgrade(&node)));
     tokio::spawn(RaftNode::admit_self(Arc::downgrade(&node)));
+    tokio::spawn(RaftNode::renew_certificates(Arc::downgrade(&node)));
     if node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::info!(leader = ?node.status().leader, "raft ready");
     } else {

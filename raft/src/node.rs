@@ -950,6 +950,77 @@ impl RaftNode {
         .await
     }
 
+    /// Renews this node's certificate before it expires, without a restart: when a third of
+    /// its lifetime is left, a certificate for the same key is signed (here if this node holds
+    /// the CA key, else by a member that does) and used by every new connection. Certificates
+    /// the operator brought are reloaded from their files when those change instead.
+    pub async fn renew_certificates(node: std::sync::Weak<RaftNode>) {
+        loop {
+            let Some(me) = node.upgrade() else { return };
+            let Transport::Tls(tls) = me.transport.clone() else {
+                return;
+            };
+            let cert = tls.cert();
+            // Certificates are backdated an hour for clock skew: that hour is not lifetime.
+            let lifetime = (cert.not_after - cert.not_before - 3600).max(1);
+            let now = wall_clock_ms() / 1000;
+            if tls.renews() && cert.not_after - now < lifetime / 3 {
+                match me.renew_once(&tls).await {
+                    Ok(info) => tracing::info!(
+                        expires = rfc3339(info.not_after).unwrap_or_default(),
+                        "renewed this node's certificate"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not renew this node's certificate yet")
+                    }
+                }
+            } else if !tls.renews() {
+                match tls.reload() {
+                    Ok(true) => tracing::info!("reloaded this node's certificate files"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the certificate files could not be reloaded")
+                    }
+                }
+            }
+            drop(me);
+            let every = Duration::from_secs((lifetime as u64 / 20).clamp(1, 60));
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn renew_once(
+        &self,
+        tls: &crate::tls::ClusterTls,
+    ) -> Result<crate::pki::CertInfo, String> {
+        let key_pem = tls.credentials().node.key_pem;
+        let csr = crate::pki::request_for(&key_pem).map_err(|e| e.to_string())?;
+        let cert_pem = match self.sign_for(&csr, self.id) {
+            Ok(pem) => pem,
+            Err(ReplicationError::Refused(Refusal::NoCaKey)) => {
+                let mut last = "no member to ask".to_string();
+                let mut signed = None;
+                for (id, info) in self.peers() {
+                    let Ok(mut c) = self.peer(id, &info.grpc) else {
+                        continue;
+                    };
+                    match c.renew(csr.clone()).await.map(|r| r.into_inner()) {
+                        Ok(Ok(pem)) => {
+                            signed = Some(pem);
+                            break;
+                        }
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(s) => last = s.message().to_string(),
+                    }
+                }
+                signed.ok_or(last)?
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        tls.install(crate::pki::KeyedCert { cert_pem, key_pem })
+            .map_err(|e| e.to_string())
+    }
+
     /// What the cluster records about node `id` (admitted key, retired), as applied here.
     pub(crate) fn node_record(&self, id: u64) -> Option<model::schema::NodeRecord> {
         self.engine.cluster_node(id).ok().flatten()

@@ -94,6 +94,15 @@ pub fn new_request() -> Result<(String, Vec<u8>), PkiError> {
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
+/// A signing request for an existing key (PEM): a renewal keeps the key the cluster admitted.
+pub fn request_for(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(CertificateParams::default()
+        .serialize_request(&key)?
+        .der()
+        .to_vec())
+}
+
 /// Signs `csr_der` (whose signature proves the requester holds the key) as node `node_id`'s
 /// certificate, valid from an hour before `now` for `ttl_secs`.
 pub fn sign(
@@ -206,6 +215,18 @@ mod tests {
         );
         let ca_info = inspect(&first_cert(&ca.cert_pem).unwrap()).unwrap();
         assert_eq!(ca_info.node_id, None);
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_key() {
+        let ca = new_ca(NOW).unwrap();
+        let (key_pem, csr) = new_request().unwrap();
+        let first = inspect(&first_cert(&sign(&ca, &csr, 5, NOW, 60).unwrap()).unwrap()).unwrap();
+        let again = request_for(&key_pem).unwrap();
+        let renewed = sign(&ca, &again, 5, NOW + 30, 60).unwrap();
+        let renewed = inspect(&first_cert(&renewed).unwrap()).unwrap();
+        assert_eq!(renewed.key_sha256, first.key_sha256);
+        assert_eq!(renewed.not_after, NOW + 90);
     }
 
     #[test]

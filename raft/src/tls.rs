@@ -198,6 +198,22 @@ impl Credentials {
     }
 }
 
+fn read_files(files: &[PathBuf; 3], gossip_key: Option<[u8; 32]>) -> Result<Credentials, TlsError> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|e| TlsError::Io(format!("reading {}", p.display()), e))
+    };
+    Ok(Credentials {
+        ca_pem: read(&files[0])?,
+        ca_key_pem: None,
+        node: KeyedCert {
+            cert_pem: read(&files[1])?,
+            key_pem: read(&files[2])?,
+        },
+        gossip_key,
+        root_key_sha256: None,
+    })
+}
+
 /// The configurations made from one set of credentials.
 struct Loaded {
     creds: Credentials,
@@ -265,6 +281,8 @@ pub struct ClusterTls {
     node_id: u64,
     /// Where renewed credentials are written; `None` for certificates the operator brought.
     dir: Option<PathBuf>,
+    /// The operator's files (CA, certificate, key), reloaded when they change.
+    files: Option<[PathBuf; 3]>,
     current: RwLock<Arc<Loaded>>,
 }
 
@@ -286,8 +304,43 @@ impl ClusterTls {
         Ok(Arc::new(ClusterTls {
             node_id,
             dir,
+            files: None,
             current: RwLock::new(Arc::new(Loaded::new(node_id, creds)?)),
         }))
+    }
+
+    /// A node whose certificates the operator brought in these files (CA, certificate, key);
+    /// `reload` picks up replaced files.
+    pub fn from_files(
+        node_id: u64,
+        files: [PathBuf; 3],
+        gossip_key: Option<[u8; 32]>,
+    ) -> Result<Arc<ClusterTls>, TlsError> {
+        let creds = read_files(&files, gossip_key)?;
+        Ok(Arc::new(ClusterTls {
+            node_id,
+            dir: None,
+            files: Some(files),
+            current: RwLock::new(Arc::new(Loaded::new(node_id, creds)?)),
+        }))
+    }
+
+    /// Rereads the operator's files; uses them if they changed. Returns whether they did.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let Some(files) = &self.files else {
+            return Ok(false);
+        };
+        let cur = self.current();
+        let creds = read_files(files, cur.creds.gossip_key)?;
+        if creds.ca_pem == cur.creds.ca_pem
+            && creds.node.cert_pem == cur.creds.node.cert_pem
+            && creds.node.key_pem == cur.creds.node.key_pem
+        {
+            return Ok(false);
+        }
+        let loaded = Loaded::new(self.node_id, creds)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(true)
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -311,9 +364,9 @@ impl ClusterTls {
         Ok(info)
     }
 
-    /// Whether renewed certificates are this node's to write (not the operator's).
+    /// Whether this node renews its own certificate (not one the operator brought).
     pub fn renews(&self) -> bool {
-        self.dir.is_some()
+        self.files.is_none()
     }
 
     pub fn cert(&self) -> CertInfo {
