@@ -213,3 +213,34 @@ def test_certificates_renew_before_they_expire_without_a_restart():
         c.shutdown()
     errors = c.unexpected_errors()
     assert not errors, "\n".join(errors)
+
+
+def test_the_root_key_is_the_clusters_and_rotates_everywhere_at_once(cluster):
+    n1, n2, n3 = cluster.nodes
+    token = join_token(n1)
+    n4 = Node(4, cluster.base_dir, ["--join", n2.grpc, "--join-token", token["token"]])
+    n4.root_key = "a-root-key-of-its-own-0123456789"  # ignored: the cluster's key rules
+    cluster.nodes.append(n4)
+    n4.start()
+    cluster.wait_for_voters([1, 2, 3, 4])
+    own = {"X-Appwrite-Project": "console", "X-Appwrite-Key": n4.root_key}
+    assert http("GET", n4.url() + "/cluster/status", headers=own)[0] == 401
+
+    new_key = "the-new-root-key-0123456789abcdef"
+    r = subprocess.run([basalt_bin(), "cluster", "rotate-root-key", "--endpoint", n3.endpoint,
+                        "--root-key", ROOT_KEY], env=dict(os.environ, BASALT_NEW_ROOT_KEY=new_key),
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    old = {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY}
+    new = {"X-Appwrite-Project": "console", "X-Appwrite-Key": new_key}
+    deadline = time.time() + 10
+    for n in cluster.nodes:
+        while http("GET", n.url() + "/cluster/status", headers=new)[0] != 200:
+            assert time.time() < deadline, f"node {n.node_id} never took the new key"
+            time.sleep(0.1)
+        assert http("GET", n.url() + "/cluster/status", headers=old)[0] == 401
+    # Back, so the fixture's own checks (made with the harness's key) work.
+    r = subprocess.run([basalt_bin(), "cluster", "rotate-root-key", "--endpoint", n1.endpoint,
+                        "--root-key", new_key], env=dict(os.environ, BASALT_NEW_ROOT_KEY=ROOT_KEY),
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()

@@ -115,7 +115,7 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 /// Operator endpoints: `X-Appwrite-Key` must be the root key.
 pub fn require_root(state: &AppState, req: &Req) -> Result<(), ApiError> {
     match header(req, "x-appwrite-key") {
-        Some(k) if same_secret(&sha256_hex(k), state.backend.root_key_sha256()) => Ok(()),
+        Some(k) if same_secret(&sha256_hex(k), &state.backend.root_key_sha256()) => Ok(()),
         _ => Err(ApiError(Error::new(
             ErrorCode::GeneralUnauthorizedScope,
             "The root key is required for operator endpoints.",

@@ -123,7 +123,7 @@ async fn credentialed(s: &AppState, (key, project): (Option<String>, Option<Stri
         return false;
     };
     let sha = sha256_hex(&key);
-    if crate::auth::same_secret(&sha, s.backend.root_key_sha256()) {
+    if crate::auth::same_secret(&sha, &s.backend.root_key_sha256()) {
         return true;
     }
     let Some(project) = project else {

@@ -47,8 +47,10 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         consistency: Consistency,
     ) -> BoxFuture<'_, Result<Arc<dyn StateReader>, Unavailable>>;
-    /// SHA-256 (hex) of the operator's root key.
-    fn root_key_sha256(&self) -> &str;
+    /// SHA-256 (hex) of the cluster's root key.
+    fn root_key_sha256(&self) -> String;
+    /// `basalt cluster rotate-root-key`: makes `sha256` the digest of the cluster's root key.
+    fn set_root_key(&self, sha256: String) -> BoxFuture<'_, Result<(), model::Error>>;
     /// `basalt cluster status` as JSON.
     fn cluster_status(&self) -> serde_json::Value;
     /// Ready: a leader is known.

@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/remove", post(cluster_remove))
         .route("/v1/cluster/check", post(cluster_check))
         .route("/v1/cluster/join-token", post(cluster_join_token))
+        .route("/v1/cluster/root-key", post(cluster_root_key))
 }
 
 async fn version() -> Reply {
@@ -213,6 +214,22 @@ async fn cluster_join_token(State(s): State<AppState>, req: Req) -> Reply {
         .join_token(std::time::Duration::from_secs(ttl))
         .await?;
     reply(StatusCode::CREATED, token)
+}
+
+/// Replaces the cluster's root key: the body carries the new key's SHA-256 (hex), never the key.
+async fn cluster_root_key(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let sha = req
+        .str_opt("sha256")?
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError(Error::invalid(
+            "Invalid `sha256` param: the new root key's SHA-256, 64 hex digits.",
+        )));
+    }
+    s.backend.set_root_key(sha).await?;
+    reply(StatusCode::OK, serde_json::json!({ "rotated": true }))
 }
 
 async fn linearizable(s: &AppState) -> Result<Arc<dyn StateReader>, ApiError> {

@@ -112,6 +112,9 @@ pub enum ClusterOp {
     },
     /// Node `node` was removed: its id is never admitted again, its certificate never accepted.
     Retire { node: u64 },
+    /// The cluster's root key, by its SHA-256 digest (hex): every node checks the operator's
+    /// key against it (`basalt cluster rotate-root-key` replaces it).
+    SetRootKey { sha256: String },
 }
 
 /// A join token presented by a joiner: its id and the digest of the secret it sent.

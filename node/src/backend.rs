@@ -91,7 +91,6 @@ impl StateReader for OffRuntime {
 pub struct NodeBackend {
     pub node: Arc<RaftNode>,
     pub gossip: Arc<dyn Gossip>,
-    pub root_key_sha256: String,
 }
 
 /// An operator request's failure as the client sees it: the command's own failure, a refusal
@@ -172,8 +171,12 @@ impl Backend for NodeBackend {
         })
     }
 
-    fn root_key_sha256(&self) -> &str {
-        &self.root_key_sha256
+    fn root_key_sha256(&self) -> String {
+        self.node.root_key_sha256()
+    }
+
+    fn set_root_key(&self, sha256: String) -> BoxFuture<'_, Result<(), model::Error>> {
+        Box::pin(async move { self.node.set_root_key(sha256).await.map_err(refusal) })
     }
 
     fn cluster_status(&self) -> serde_json::Value {

@@ -206,6 +206,14 @@ enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Replace the cluster's root key on every node at once. The new key is read from the
+    /// file (its first line) or BASALT_NEW_ROOT_KEY; only its SHA-256 is sent.
+    RotateRootKey {
+        #[arg(long, env = "BASALT_NEW_ROOT_KEY_FILE")]
+        new_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// A one-time token a new node joins with (`serve --join ADDR --join-token TOKEN`).
     JoinToken {
         /// How long it is valid: seconds, or a number with s, m, h or d.
@@ -479,6 +487,32 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 anyhow::bail!("the replicas are not consistent");
             }
             Ok(())
+        }
+        ClusterCommand::RotateRootKey {
+            new_key_file,
+            remote,
+        } => {
+            let key = match new_key_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                None => std::env::var("BASALT_NEW_ROOT_KEY").unwrap_or_default(),
+            };
+            anyhow::ensure!(
+                key.len() >= 16,
+                "the new root key (--new-key-file or BASALT_NEW_ROOT_KEY) must be at least 16 characters"
+            );
+            let sha256 = crate::security::sha256_hex(&key);
+            let v = remote
+                .console()?
+                .post("/cluster/root-key", json!({ "sha256": sha256 }))
+                .await
+                .context("replacing the root key")?;
+            print(&v)
         }
         ClusterCommand::JoinToken { ttl, remote } => {
             let v = remote

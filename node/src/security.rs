@@ -90,17 +90,11 @@ pub async fn prepare(cfg: &ServeConfig, node_id: u64) -> Result<Secured> {
             creds
         }
     };
-    // A joined node checks root keys against the cluster's digest; one given a different
-    // root key on the command line would otherwise be a second operator key for the cluster.
+    // Every node checks the operator's key against the cluster's digest (replicated; see
+    // `RaftNode::root_key_sha256`). This one is only what a node checks with before it has
+    // applied that: the digest it was handed when it enrolled, or its own key.
     let root_key_sha256 = match &creds.root_key_sha256 {
-        Some(cluster) => {
-            if let Some(k) = config::given_root_key(cfg)? {
-                if !api::auth::same_secret(&sha256_hex(&k), cluster) {
-                    bail!("the root key given to this node is not the cluster's; start it with the cluster's root key or none");
-                }
-            }
-            cluster.clone()
-        }
+        Some(cluster) => cluster.clone(),
         None => sha256_hex(&config::root_key(cfg)?),
     };
     let gossip_key = creds.gossip_key;

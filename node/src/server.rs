@@ -128,7 +128,6 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     let backend = Arc::new(NodeBackend {
         node: node.clone(),
         gossip: gossip.clone(),
-        root_key_sha256: secured.root_key_sha256.clone(),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let limits = cfg.limits.clone();

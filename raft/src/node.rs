@@ -828,7 +828,8 @@ impl RaftNode {
         };
         let nonce = match &req.proof {
             Proof::RootKey { nonce, mac } => {
-                if !enroll::check_proof(&self.root_key_sha256, req.node_id, &req.csr, nonce, mac) {
+                if !enroll::check_proof(&self.root_key_sha256(), req.node_id, &req.csr, nonce, mac)
+                {
                     return Err(Refusal::BadProof.into());
                 }
                 Some(nonce.clone())
@@ -864,11 +865,11 @@ impl RaftNode {
             ca_key_pem: creds.ca_key_pem,
             cert_pem,
             gossip_key: creds.gossip_key,
-            root_key_sha256: self.root_key_sha256.clone(),
+            root_key_sha256: self.root_key_sha256(),
             mac: Vec::new(),
         };
         if let Some(nonce) = nonce {
-            enroll::seal(&self.root_key_sha256, &nonce, &mut answer);
+            enroll::seal(&answer.root_key_sha256.clone(), &nonce, &mut answer);
         }
         tracing::info!(
             node_id = req.node_id,
@@ -917,6 +918,16 @@ impl RaftNode {
             let Transport::Tls(tls) = &me.transport else {
                 return;
             };
+            // The node that started the cluster also records the cluster's root key.
+            if me.engine.cluster_root_key().is_ok_and(|k| k.is_none()) {
+                let sha256 = me.root_key_sha256.clone();
+                if let Err(e) = me.set_root_key(sha256).await {
+                    tracing::debug!(error = %e, "recording the cluster's root key; retrying");
+                    drop(me);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
             match me.engine.cluster_node(me.id) {
                 Ok(Some(_)) => return,
                 Ok(None) => {}
@@ -938,6 +949,21 @@ impl RaftNode {
             drop(me);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// The cluster's root key digest: as its replicated state records it, else (before this
+    /// node applied that) the one it started with.
+    pub fn root_key_sha256(&self) -> String {
+        match self.engine.cluster_root_key() {
+            Ok(Some(sha)) => sha,
+            _ => self.root_key_sha256.clone(),
+        }
+    }
+
+    /// Replaces the cluster's root key (by its digest), for every node at once.
+    pub async fn set_root_key(&self, sha256: String) -> Result<(), ReplicationError> {
+        self.cluster_write(model::command::ClusterOp::SetRootKey { sha256 })
+            .await
     }
 
     /// Admits node `id` with the key its certificate carries.

@@ -70,6 +70,8 @@ pub const JOBS: &[u8] = b"\0jobs\0";
 pub const REQUEST: &[u8] = b"\0req\0";
 /// Admitted and retired nodes, by id (big-endian): `NodeRecord`.
 pub const NODES: &[u8] = b"\0node\0";
+/// The cluster's root key digest (`ClusterOp::SetRootKey`).
+pub const ROOT_KEY: &[u8] = b"\0root-key";
 /// Join tokens, by id: `JoinTokenRecord`.
 pub const JOIN_TOKENS: &[u8] = b"\0token\0";
 

@@ -93,6 +93,14 @@ impl Engine {
         }
     }
 
+    /// The cluster's root key digest, as applied now (`None` before the first node records it).
+    pub fn cluster_root_key(&self) -> std::result::Result<Option<String>, StorageError> {
+        match self.db.get_cf(self.cf(CF_META), keys::ROOT_KEY)? {
+            Some(v) => Ok(Some(decode(keys::ROOT_KEY, &v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// A view of the state as applied now.
     pub fn view(&self) -> std::result::Result<View, StorageError> {
         let snap = self.db.snapshot();

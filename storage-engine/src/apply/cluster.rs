@@ -60,6 +60,20 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
             txn.put(META, k, encode(&record));
             Ok(Outcome::Done)
         }
+        ClusterOp::SetRootKey { sha256 } => {
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "the root key digest is not 64 hex digits",
+                ));
+            }
+            txn.put(
+                META,
+                keys::ROOT_KEY.to_vec(),
+                encode(&sha256.to_ascii_lowercase()),
+            );
+            Ok(Outcome::Done)
+        }
         ClusterOp::Retire { node } => {
             let k = keys::cluster_node(*node);
             let known: Option<NodeRecord> = txn.get_as(META, &k)?;
