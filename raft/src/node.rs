@@ -231,6 +231,8 @@ pub struct RaftNode {
     /// One channel per peer address, reused by forwarded writes, read-index calls and checks
     /// (a channel multiplexes requests over one HTTP/2 connection and reconnects by itself).
     channels: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
+    /// Token enrollments checked at once (each may take a read barrier).
+    enrolling: tokio::sync::Semaphore,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -291,6 +293,7 @@ impl RaftNode {
             stop_grpc: Mutex::new(Some(stop_tx)),
             grpc_task: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
+            enrolling: tokio::sync::Semaphore::new(2),
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -834,7 +837,31 @@ impl RaftNode {
                 }
                 Some(nonce.clone())
             }
-            Proof::Token { .. } => None,
+            Proof::Token { id, secret } => {
+                // Anyone may call `enroll`: a token is checked against this node's state (after
+                // a read barrier if it is not there yet) before it may cost a log entry.
+                let _slot = self
+                    .enrolling
+                    .acquire()
+                    .await
+                    .map_err(|_| Unavailable::ShuttingDown)?;
+                let digest = crate::enroll::digest(secret);
+                let known = |node: &RaftNode| {
+                    node.engine
+                        .join_token(id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|t| t.secret_sha256 == digest)
+                };
+                if !known(self) && (self.read_barrier().await.is_err() || !known(self)) {
+                    return Err(Refusal::Failed(model::Error::new(
+                        model::ErrorCode::GeneralAccessForbidden,
+                        "the join token is not valid for this cluster",
+                    ))
+                    .into());
+                }
+                None
+            }
         };
         if self.voters().contains(&req.node_id) {
             return Err(Refusal::VoterIdReused { id: req.node_id }.into());

@@ -93,6 +93,18 @@ impl Engine {
         }
     }
 
+    /// A join token's record, as applied now.
+    pub fn join_token(
+        &self,
+        id: &str,
+    ) -> std::result::Result<Option<model::schema::JoinTokenRecord>, StorageError> {
+        let key = keys::join_token(id);
+        match self.db.get_cf(self.cf(CF_META), &key)? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The cluster's root key digest, as applied now (`None` before the first node records it).
     pub fn cluster_root_key(&self) -> std::result::Result<Option<String>, StorageError> {
         match self.db.get_cf(self.cf(CF_META), keys::ROOT_KEY)? {
