@@ -165,6 +165,10 @@ def test_every_rpc_refuses_whoever_the_cluster_did_not_admit(cluster):
     time.sleep(2)
     assert "removed from this cluster" in n4.log_text()
     n4.stop()
+    # Every member held the root key's digest that root-key proofs are keyed with, n4 too:
+    # until the key is rotated, joining by root key is refused (tokens still work).
+    n5 = Node(5, cluster.base_dir, ["--join", n1.grpc])
+    assert "rotate it" in start_refused(n5)
     assert members(n1) == [(1, "voter"), (2, "voter"), (3, "voter")]
     code, report = cluster.check()
     assert code == 0, report

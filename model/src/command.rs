@@ -101,10 +101,10 @@ pub enum ClusterOp {
         /// Epoch milliseconds; the token is refused from then on.
         expires: i64,
     },
-    /// Node `node` may be a member, holding the key whose SPKI digest is `key_sha256` (a
-    /// later `Admit` of the same node records its renewed key). With `token`, the token is
-    /// consumed in the same apply: refused if unknown, wrong, used or expired. Refused for a
-    /// retired node.
+    /// Node `node` may be a member, holding the key whose SPKI digest is `key_sha256`. With
+    /// `token`, the token is consumed in the same apply: refused if unknown, wrong, expired, or
+    /// used by another node. Refused for a retired node, and for a node already admitted with
+    /// another key (a second admission of the same key is a retry and changes nothing).
     Admit {
         node: u64,
         key_sha256: String,
@@ -113,8 +113,9 @@ pub enum ClusterOp {
     /// Node `node` was removed: its id is never admitted again, its certificate never accepted.
     Retire { node: u64 },
     /// The cluster's root key, by its SHA-256 digest (hex): every node checks the operator's
-    /// key against it (`basalt cluster rotate-root-key` replaces it).
-    SetRootKey { sha256: String },
+    /// key against it (`basalt cluster rotate-root-key` replaces it). `initial`: only if the
+    /// cluster has none yet (the node that started the cluster recording its key).
+    SetRootKey { sha256: String, initial: bool },
 }
 
 /// A join token presented by a joiner: its id and the digest of the secret it sent.

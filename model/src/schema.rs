@@ -413,6 +413,17 @@ pub struct NodeRecord {
     pub retired_at: Option<i64>,
 }
 
+/// The cluster's root key as the cluster keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RootKeyRecord {
+    /// SHA-256 of the root key, hex.
+    pub sha256: String,
+    /// A node was removed since the key was set: the removed node may know the key (or the
+    /// digest enrollment proofs are keyed with), so joining by root key is refused until the
+    /// key is rotated.
+    pub removed_since: bool,
+}
+
 /// A join token as the cluster keeps it: the secret's digest, never the secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JoinTokenRecord {

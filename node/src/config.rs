@@ -149,14 +149,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The root key this node was given (flag, env or file), else the one stored in its data
-/// dir; never a new one. Stored when given.
+/// dir; never a new one, and never stored: only the node that starts a cluster keeps the key
+/// (a joined node keeps the cluster's digest, so a removed one takes no key away).
 pub fn given_root_key(cfg: &ServeConfig) -> Result<Option<String>> {
     let path = cfg.data_dir.join(ROOT_KEY);
     match &cfg.root_key {
-        Some(k) => {
-            write_private(&path, k.as_bytes())?;
-            Ok(Some(k.clone()))
-        }
+        Some(k) => Ok(Some(k.clone())),
         None => match std::fs::read_to_string(&path) {
             Ok(s) => Ok(Some(s.trim().to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -57,6 +57,10 @@ pub struct Enrolled {
     pub root_key_sha256: String,
     /// For a root-key proof: the member's HMAC over the nonce and this answer.
     pub mac: Vec<u8>,
+    /// For a root-key proof: the CA key and gossip key, encrypted (AES-256-GCM) under a key
+    /// derived from the root key's digest and the nonce, so that a server the joiner has not
+    /// verified yet — which could be relaying to a real member — never sees them in the clear.
+    pub sealed: Vec<u8>,
 }
 
 impl std::fmt::Debug for Enrolled {
@@ -88,6 +92,7 @@ fn accept_message(nonce: &[u8], e: &Enrolled) -> Vec<u8> {
         e.ca_key_pem.as_deref().unwrap_or("").as_bytes(),
         e.gossip_key.as_ref().map_or(&[][..], |k| &k[..]),
         e.root_key_sha256.as_bytes(),
+        &e.sealed,
     ] {
         m.extend_from_slice(&Sha256::digest(part));
     }
@@ -122,15 +127,49 @@ pub fn check_proof(
         .is_ok()
 }
 
-/// The member signs its answer to a root-key proof.
+fn secrets_key(root_key_sha256: &str, nonce: &[u8]) -> ring::aead::LessSafeKey {
+    let mut m = b"basalt-enroll-secrets-v1\0".to_vec();
+    m.extend_from_slice(nonce);
+    let k = hmac::sign(&key(root_key_sha256), &m);
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, k.as_ref())
+        .expect("an HMAC-SHA256 tag is an AES-256 key");
+    ring::aead::LessSafeKey::new(unbound)
+}
+
+type Secrets = (Option<String>, Option<[u8; 32]>);
+
+/// The member seals its answer to a root-key proof: encrypts the secrets, then signs it all.
 pub fn seal(root_key_sha256: &str, nonce: &[u8], e: &mut Enrolled) {
+    let secrets: Secrets = (e.ca_key_pem.take(), e.gossip_key.take());
+    let mut buf = bincode::serialize(&secrets).unwrap_or_default();
+    // The key is new for every nonce (a fresh random one per request): a fixed IV is safe.
+    let iv = ring::aead::Nonce::assume_unique_for_key([0; 12]);
+    match secrets_key(root_key_sha256, nonce).seal_in_place_append_tag(
+        iv,
+        ring::aead::Aad::empty(),
+        &mut buf,
+    ) {
+        Ok(()) => e.sealed = buf,
+        Err(_) => e.sealed.clear(),
+    }
     e.mac = hmac::sign(&key(root_key_sha256), &accept_message(nonce, e))
         .as_ref()
         .to_vec();
 }
 
-fn unsealed(root_key_sha256: &str, nonce: &[u8], e: &Enrolled) -> bool {
-    hmac::verify(&key(root_key_sha256), &accept_message(nonce, e), &e.mac).is_ok()
+/// The joiner checks a root-key answer and decrypts its secrets; `None` if the member did not
+/// prove it knows the root key.
+fn unseal(root_key_sha256: &str, nonce: &[u8], mut e: Enrolled) -> Option<Enrolled> {
+    hmac::verify(&key(root_key_sha256), &accept_message(nonce, &e), &e.mac).ok()?;
+    let iv = ring::aead::Nonce::assume_unique_for_key([0; 12]);
+    let mut buf = std::mem::take(&mut e.sealed);
+    let plain = secrets_key(root_key_sha256, nonce)
+        .open_in_place(iv, ring::aead::Aad::empty(), &mut buf)
+        .ok()?;
+    let (ca_key_pem, gossip_key): Secrets = bincode::deserialize(plain).ok()?;
+    e.ca_key_pem = ca_key_pem;
+    e.gossip_key = gossip_key;
+    Some(e)
 }
 
 /// SHA-256 of a secret, hex: how the cluster keeps a join token's secret.
@@ -225,11 +264,14 @@ pub async fn enroll(
     node_id: u64,
     credential: &Credential,
 ) -> Result<Credentials, EnrollError> {
+    // One key for every attempt: an attempt whose answer was lost after the cluster admitted
+    // this key (and used the token) is repeated with the same key, which the cluster accepts.
+    let (key_pem, csr) = crate::pki::new_request()?;
     let mut attempt = 0usize;
     loop {
         let seed = &seeds[attempt % seeds.len()];
         attempt += 1;
-        match enroll_once(seed, node_id, credential).await {
+        match enroll_once(seed, node_id, credential, &key_pem, &csr).await {
             Ok(creds) => return Ok(creds),
             Err(Retry::No(e)) => return Err(e),
             Err(Retry::Yes(reason)) => {
@@ -249,10 +291,11 @@ async fn enroll_once(
     seed: &str,
     node_id: u64,
     credential: &Credential,
+    key_pem: &str,
+    csr: &[u8],
 ) -> Result<Credentials, Retry> {
-    let (key_pem, csr) = crate::pki::new_request().map_err(|e| Retry::No(e.into()))?;
     let (trust, proof) = match credential {
-        Credential::RootKey(sha) => (Trust::Proven, prove(sha, node_id, &csr)),
+        Credential::RootKey(sha) => (Trust::Proven, prove(sha, node_id, csr)),
         Credential::Token(t) => (
             Trust::CaFingerprint(t.ca_fingerprint.clone()),
             Proof::Token {
@@ -285,7 +328,7 @@ async fn enroll_once(
         .map_err(|e| Retry::Yes(e.to_string()))?;
     let mut req = tonic::Request::new(Request {
         node_id,
-        csr,
+        csr: csr.to_vec(),
         proof,
     });
     req.set_timeout(Duration::from_secs(30));
@@ -301,12 +344,12 @@ async fn enroll_once(
         }
         Err(other) => return Err(Retry::Yes(other.to_string())),
     };
-    match credential {
-        Credential::RootKey(sha) if !unsealed(sha, &nonce, &e) => {
-            return Err(Retry::No(EnrollError::Impostor {
+    let e = match credential {
+        Credential::RootKey(sha) => unseal(sha, &nonce, e).ok_or_else(|| {
+            Retry::No(EnrollError::Impostor {
                 seed: seed.to_string(),
-            }))
-        }
+            })
+        })?,
         Credential::Token(t) => {
             let ca = crate::pki::first_cert(&e.ca_pem).map_err(|e| Retry::No(e.into()))?;
             if !crate::pki::fingerprint(&ca).eq_ignore_ascii_case(&t.ca_fingerprint) {
@@ -314,15 +357,15 @@ async fn enroll_once(
                     "the cluster's CA is not the one the token names".into(),
                 ));
             }
+            e
         }
-        _ => {}
-    }
+    };
     Ok(Credentials {
         ca_pem: e.ca_pem,
         ca_key_pem: e.ca_key_pem,
         node: crate::pki::KeyedCert {
             cert_pem: e.cert_pem,
-            key_pem,
+            key_pem: key_pem.to_string(),
         },
         gossip_key: e.gossip_key,
         root_key_sha256: Some(e.root_key_sha256),
@@ -346,18 +389,29 @@ mod tests {
         assert!(!check_proof(&sha, 7, b"csr", &nonce[..16], &mac));
         let mut e = Enrolled {
             ca_pem: "ca".into(),
-            ca_key_pem: Some("k".into()),
+            ca_key_pem: Some("CA PRIVATE KEY".into()),
             cert_pem: "c".into(),
             gossip_key: Some([1; 32]),
             root_key_sha256: sha.clone(),
             mac: vec![],
+            sealed: vec![],
         };
         seal(&sha, &nonce, &mut e);
-        assert!(unsealed(&sha, &nonce, &e));
-        assert!(!unsealed(&"b".repeat(64), &nonce, &e));
+        // What crosses the wire holds the secrets only encrypted.
+        assert!(e.ca_key_pem.is_none() && e.gossip_key.is_none());
+        let wire = bincode::serialize(&e).unwrap();
+        assert!(!wire.windows(14).any(|w| w == b"CA PRIVATE KEY"));
+        let opened = unseal(&sha, &nonce, e.clone()).unwrap();
+        assert_eq!(opened.ca_key_pem.as_deref(), Some("CA PRIVATE KEY"));
+        assert_eq!(opened.gossip_key, Some([1; 32]));
+        assert!(unseal(&"b".repeat(64), &nonce, e.clone()).is_none());
+        assert!(unseal(&sha, &[9; 32], e.clone()).is_none());
         let mut swapped = e.clone();
         swapped.ca_pem = "another ca".into();
-        assert!(!unsealed(&sha, &nonce, &swapped));
+        assert!(unseal(&sha, &nonce, swapped).is_none());
+        let mut tampered = e.clone();
+        tampered.sealed[0] ^= 1;
+        assert!(unseal(&sha, &nonce, tampered).is_none());
     }
 
     #[test]

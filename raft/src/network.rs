@@ -528,7 +528,7 @@ impl RaftService for Service {
         };
         let node = self.node()?;
         Ok(Response::new(
-            node.sign_for(&req.into_inner(), id)
+            node.renew_for(&req.into_inner(), id)
                 .map_err(RemoteError::from),
         ))
     }

@@ -153,6 +153,10 @@ pub enum Refusal {
     Retired { id: u64 },
     #[error("node {id} was never admitted: it must enroll (root key or join token) first")]
     NotAdmitted { id: u64 },
+    #[error("a node was removed since the root key was set: rotate it (`basalt cluster rotate-root-key`) or join with a token (`basalt cluster join-token`)")]
+    RootKeyStale,
+    #[error("the request is for another key than the one node {id} was admitted with")]
+    OtherKey { id: u64 },
     /// The command was applied and failed (deterministically, on every replica).
     #[error("{0}")]
     Failed(model::Error),
@@ -748,6 +752,13 @@ impl RaftNode {
         }
         let membership = self.membership();
         if membership.get_node(&id).is_none() {
+            // A removal whose `Retire` did not commit (a leader change between the two steps)
+            // is finished by asking again.
+            if self.node_record(id).is_some_and(|r| r.retired_at.is_none()) {
+                self.cluster_write(model::command::ClusterOp::Retire { node: id })
+                    .await?;
+                return Ok(self.voters().into_iter().collect());
+            }
             return Err(Refusal::NotMember { id }.into());
         }
         let mut voters = self.voters();
@@ -759,14 +770,22 @@ impl RaftNode {
         } else {
             openraft::ChangeMembers::RemoveNodes([id].into_iter().collect())
         };
+        // Retired first (its certificate refused from then on, so it cannot ask to be added
+        // back between the two steps) — unless it is this leader, whose appends must still be
+        // accepted for the membership change to commit.
+        if id != self.id {
+            self.cluster_write(model::command::ClusterOp::Retire { node: id })
+                .await?;
+        }
         tracing::info!(node_id = id, "removing a member");
         self.raft
             .change_membership(change, false)
             .await
             .map_err(write_error)?;
-        // From here on its certificate is refused everywhere and its id never admitted again.
-        self.cluster_write(model::command::ClusterOp::Retire { node: id })
-            .await?;
+        if id == self.id {
+            self.cluster_write(model::command::ClusterOp::Retire { node: id })
+                .await?;
+        }
         Ok(self.voters().into_iter().collect())
     }
 
@@ -835,16 +854,25 @@ impl RaftNode {
                 {
                     return Err(Refusal::BadProof.into());
                 }
+                // A removed node knows what root-key proofs are keyed with: after a removal,
+                // only a rotated root key (or a join token) admits.
+                if self
+                    .engine
+                    .cluster_root_key()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.removed_since)
+                {
+                    return Err(Refusal::RootKeyStale.into());
+                }
                 Some(nonce.clone())
             }
             Proof::Token { id, secret } => {
                 // Anyone may call `enroll`: a token is checked against this node's state (after
                 // a read barrier if it is not there yet) before it may cost a log entry.
-                let _slot = self
-                    .enrolling
-                    .acquire()
-                    .await
-                    .map_err(|_| Unavailable::ShuttingDown)?;
+                let _slot = self.enrolling.try_acquire().map_err(|_| {
+                    Unavailable::Raft("busy checking other join tokens; retry".into())
+                })?;
                 let digest = crate::enroll::digest(secret);
                 let known = |node: &RaftNode| {
                     node.engine
@@ -894,6 +922,7 @@ impl RaftNode {
             gossip_key: creds.gossip_key,
             root_key_sha256: self.root_key_sha256(),
             mac: Vec::new(),
+            sealed: Vec::new(),
         };
         if let Some(nonce) = nonce {
             enroll::seal(&answer.root_key_sha256.clone(), &nonce, &mut answer);
@@ -945,10 +974,14 @@ impl RaftNode {
             let Transport::Tls(tls) = &me.transport else {
                 return;
             };
-            // The node that started the cluster also records the cluster's root key.
+            // The node that started the cluster also records the cluster's root key (only if the
+            // cluster has none: a joiner whose state is not there yet changes nothing).
             if me.engine.cluster_root_key().is_ok_and(|k| k.is_none()) {
-                let sha256 = me.root_key_sha256.clone();
-                if let Err(e) = me.set_root_key(sha256).await {
+                let op = model::command::ClusterOp::SetRootKey {
+                    sha256: me.root_key_sha256.clone(),
+                    initial: true,
+                };
+                if let Err(e) = me.cluster_write(op).await {
                     tracing::debug!(error = %e, "recording the cluster's root key; retrying");
                     drop(me);
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -982,15 +1015,18 @@ impl RaftNode {
     /// node applied that) the one it started with.
     pub fn root_key_sha256(&self) -> String {
         match self.engine.cluster_root_key() {
-            Ok(Some(sha)) => sha,
+            Ok(Some(record)) => record.sha256,
             _ => self.root_key_sha256.clone(),
         }
     }
 
     /// Replaces the cluster's root key (by its digest), for every node at once.
     pub async fn set_root_key(&self, sha256: String) -> Result<(), ReplicationError> {
-        self.cluster_write(model::command::ClusterOp::SetRootKey { sha256 })
-            .await
+        self.cluster_write(model::command::ClusterOp::SetRootKey {
+            sha256,
+            initial: false,
+        })
+        .await
     }
 
     /// Admits node `id` with the key its certificate carries.
@@ -1077,6 +1113,19 @@ impl RaftNode {
     /// What the cluster records about node `id` (admitted key, retired), as applied here.
     pub(crate) fn node_record(&self, id: u64) -> Option<model::schema::NodeRecord> {
         self.engine.cluster_node(id).ok().flatten()
+    }
+
+    /// A member's renewal: its new certificate, for the key the cluster admitted it with only.
+    pub(crate) fn renew_for(&self, csr: &[u8], node_id: u64) -> Result<String, ReplicationError> {
+        let pem = self.sign_for(csr, node_id)?;
+        let key = crate::pki::first_cert(&pem)
+            .and_then(|der| crate::pki::inspect(&der))
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?
+            .key_sha256;
+        match self.node_record(node_id) {
+            Some(r) if r.key_sha256 == key && r.retired_at.is_none() => Ok(pem),
+            _ => Err(Refusal::OtherKey { id: node_id }.into()),
+        }
     }
 
     /// Signs a certificate request as node `node_id`'s certificate, if this node holds the CA key.

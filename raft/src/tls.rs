@@ -339,6 +339,13 @@ impl ClusterTls {
             return Ok(false);
         }
         let loaded = Loaded::new(self.node_id, creds)?;
+        // The cluster pinned the key this node was admitted with: a certificate for another
+        // key would lock it out of every peer.
+        if loaded.cert.key_sha256 != cur.cert.key_sha256 {
+            return Err(TlsError::Invalid(
+                "the new certificate is for another key than the one this node was admitted with; renew the certificate for the same key (a new key needs a new node id)".into(),
+            ));
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         Ok(true)
     }

@@ -105,8 +105,10 @@ impl Engine {
         }
     }
 
-    /// The cluster's root key digest, as applied now (`None` before the first node records it).
-    pub fn cluster_root_key(&self) -> std::result::Result<Option<String>, StorageError> {
+    /// The cluster's root key record, as applied now (`None` before the first node records it).
+    pub fn cluster_root_key(
+        &self,
+    ) -> std::result::Result<Option<model::schema::RootKeyRecord>, StorageError> {
         match self.db.get_cf(self.cf(CF_META), keys::ROOT_KEY)? {
             Some(v) => Ok(Some(decode(keys::ROOT_KEY, &v)?)),
             None => Ok(None),

@@ -5,7 +5,7 @@ use super::{err, R};
 use crate::engine::encode;
 use crate::keys;
 use model::command::{ClusterOp, TokenUse};
-use model::schema::{JoinTokenRecord, NodeRecord};
+use model::schema::{JoinTokenRecord, NodeRecord, RootKeyRecord};
 use model::{msg, ErrorCode, Outcome};
 
 fn forbidden(m: impl Into<model::error::Message>) -> super::Failure {
@@ -49,6 +49,12 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
                     node
                 )));
             }
+            if known.as_ref().is_some_and(|r| &r.key_sha256 != key_sha256) {
+                return Err(forbidden(msg!(
+                    "node {} is already admitted with another key; node ids are never reused: join with a new --node-id",
+                    node
+                )));
+            }
             if let Some(t) = token {
                 redeem(txn, t, *node, at)?;
             }
@@ -60,18 +66,21 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
             txn.put(META, k, encode(&record));
             Ok(Outcome::Done)
         }
-        ClusterOp::SetRootKey { sha256 } => {
+        ClusterOp::SetRootKey { sha256, initial } => {
             if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err(
                     ErrorCode::GeneralArgumentInvalid,
                     "the root key digest is not 64 hex digits",
                 ));
             }
-            txn.put(
-                META,
-                keys::ROOT_KEY.to_vec(),
-                encode(&sha256.to_ascii_lowercase()),
-            );
+            if *initial && txn.get(META, keys::ROOT_KEY)?.is_some() {
+                return Ok(Outcome::Done);
+            }
+            let record = RootKeyRecord {
+                sha256: sha256.to_ascii_lowercase(),
+                removed_since: false,
+            };
+            txn.put(META, keys::ROOT_KEY.to_vec(), encode(&record));
             Ok(Outcome::Done)
         }
         ClusterOp::Retire { node } => {
@@ -85,6 +94,10 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
                 retired_at: Some(known.and_then(|r| r.retired_at).unwrap_or(at)),
             };
             txn.put(META, k, encode(&record));
+            if let Some(mut root) = txn.get_as::<RootKeyRecord>(META, keys::ROOT_KEY)? {
+                root.removed_since = true;
+                txn.put(META, keys::ROOT_KEY.to_vec(), encode(&root));
+            }
             Ok(Outcome::Done)
         }
     }
@@ -99,7 +112,9 @@ fn redeem(txn: &mut Txn, t: &TokenUse, node: u64, at: i64) -> R<()> {
     if record.secret_sha256 != t.secret_sha256 {
         return Err(invalid());
     }
-    if let Some(by) = record.used_by {
+    // Used by this same node: a retry whose first answer was lost (the key must still match,
+    // which `Admit` checks).
+    if let Some(by) = record.used_by.filter(|by| *by != node) {
         return Err(forbidden(msg!(
             "the join token was already used (by node {}); tokens work once",
             by

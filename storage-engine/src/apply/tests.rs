@@ -688,3 +688,106 @@ fn renamed_and_deleted_columns_are_whole_at_once_and_rewritten_in_chunks() {
     // A chunk after the end is a no-op.
     assert_eq!(f.apply(vec![chunk()]), vec![Outcome::Done]);
 }
+
+fn cluster(op: model::command::ClusterOp, at: i64) -> Envelope {
+    env(Actor::Operator, Op::Cluster(op), at)
+}
+
+#[test]
+fn join_tokens_admit_once_and_ids_keep_their_key() {
+    use model::command::{ClusterOp, TokenUse};
+    let mut f = Fixture::new();
+    let token = |secret: &str| {
+        Some(TokenUse {
+            id: "t1".into(),
+            secret_sha256: secret.into(),
+        })
+    };
+    let admit = |node, key: &str, t| ClusterOp::Admit {
+        node,
+        key_sha256: key.into(),
+        token: t,
+    };
+    let issue = ClusterOp::IssueToken {
+        id: "t1".into(),
+        secret_sha256: "s".into(),
+        expires: 5_000,
+    };
+    let out = f.apply(vec![
+        cluster(issue, 1_000),
+        cluster(admit(4, "k4", token("wrong")), 1_100),
+        cluster(admit(4, "k4", token("s")), 1_200),
+        // A retry of the same admission (its answer lost): accepted, changes nothing.
+        cluster(admit(4, "k4", token("s")), 1_300),
+        // The used token for another node, or the same id with another key: refused.
+        cluster(admit(5, "k5", token("s")), 1_400),
+        cluster(admit(4, "other", None), 1_500),
+    ]);
+    let codes: Vec<_> = out.iter().map(failed).collect();
+    let forbidden = Some(ErrorCode::GeneralAccessForbidden);
+    assert_eq!(
+        codes,
+        vec![None, forbidden, None, None, forbidden, forbidden]
+    );
+    assert_eq!(f.eng.cluster_node(4).unwrap().unwrap().key_sha256, "k4");
+    assert!(f.eng.cluster_node(5).unwrap().is_none());
+
+    // Expired.
+    let late = ClusterOp::IssueToken {
+        id: "t2".into(),
+        secret_sha256: "s2".into(),
+        expires: 2_000,
+    };
+    let expired = ClusterOp::Admit {
+        node: 6,
+        key_sha256: "k6".into(),
+        token: Some(TokenUse {
+            id: "t2".into(),
+            secret_sha256: "s2".into(),
+        }),
+    };
+    let out = f.apply(vec![cluster(late, 1_600), cluster(expired, 2_000)]);
+    assert_eq!(failed(&out[1]), forbidden);
+}
+
+#[test]
+fn a_removal_retires_the_id_and_stales_the_root_key_until_it_rotates() {
+    use model::command::ClusterOp;
+    let mut f = Fixture::new();
+    let root = |sha: &str, initial| ClusterOp::SetRootKey {
+        sha256: sha.into(),
+        initial,
+    };
+    let a = "a".repeat(64);
+    let b = "b".repeat(64);
+    let out = f.apply(vec![
+        cluster(root(&a, true), 1_000),
+        cluster(root(&b, true), 1_100), // a joiner's "initial" changes nothing
+        cluster(
+            ClusterOp::Admit {
+                node: 2,
+                key_sha256: "k2".into(),
+                token: None,
+            },
+            1_200,
+        ),
+        cluster(ClusterOp::Retire { node: 2 }, 1_300),
+        cluster(
+            ClusterOp::Admit {
+                node: 2,
+                key_sha256: "k2".into(),
+                token: None,
+            },
+            1_400,
+        ),
+    ]);
+    assert_eq!(failed(&out[4]), Some(ErrorCode::GeneralAccessForbidden));
+    let record = f.eng.cluster_root_key().unwrap().unwrap();
+    assert_eq!(record.sha256, a);
+    assert!(record.removed_since);
+    assert!(f.eng.cluster_node(2).unwrap().unwrap().retired_at.is_some());
+    f.apply(vec![cluster(root(&b, false), 1_500)]);
+    let record = f.eng.cluster_root_key().unwrap().unwrap();
+    assert_eq!(record.sha256, b);
+    assert!(!record.removed_since);
+}
