@@ -18,6 +18,9 @@ pub struct Secured {
     pub root_key_sha256: String,
     /// The key gossip is encrypted with (`None` with `--insecure`).
     pub gossip_key: Option<[u8; 32]>,
+    /// Whom to accept Raft traffic from before this node has the cluster's state (see
+    /// `raft::NodeConfig::peers`).
+    pub peers: Vec<(u64, String)>,
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -36,6 +39,7 @@ pub async fn prepare(cfg: &ServeConfig, node_id: u64) -> Result<Secured> {
             transport: Transport::Insecure,
             root_key_sha256: sha256_hex(&config::root_key(cfg)?),
             gossip_key: None,
+            peers: Vec::new(),
         });
     }
     if let Some(own) = &cfg.own_certs {
@@ -56,6 +60,7 @@ pub async fn prepare(cfg: &ServeConfig, node_id: u64) -> Result<Secured> {
             transport: Transport::Tls(ClusterTls::from_files(node_id, files, gossip_key)?),
             root_key_sha256,
             gossip_key,
+            peers: Vec::new(),
         });
     }
     let creds = match Credentials::load(&dir)? {
@@ -97,10 +102,11 @@ pub async fn prepare(cfg: &ServeConfig, node_id: u64) -> Result<Secured> {
         Some(cluster) => cluster.clone(),
         None => sha256_hex(&config::root_key(cfg)?),
     };
-    let gossip_key = creds.gossip_key;
+    let (gossip_key, peers) = (creds.gossip_key, creds.peers.clone());
     Ok(Secured {
         transport: Transport::Tls(ClusterTls::new(node_id, creds, Some(dir))?),
         root_key_sha256,
         gossip_key,
+        peers,
     })
 }

@@ -101,6 +101,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         transport: secured.transport.clone(),
         root_key_sha256: secured.root_key_sha256.clone(),
         cert_ttl: cfg.cert_ttl,
+        peers: secured.peers.clone(),
     })
     .await?;
     let _ = raft_node.set(Arc::downgrade(&node));

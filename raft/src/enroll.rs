@@ -61,6 +61,9 @@ pub struct Enrolled {
     /// derived from the root key's digest and the nonce, so that a server the joiner has not
     /// verified yet — which could be relaying to a real member — never sees them in the clear.
     pub sealed: Vec<u8>,
+    /// Every node the cluster had admitted, with its pinned key: until its own state arrives
+    /// the joiner accepts Raft traffic from these only.
+    pub members: Vec<(u64, String)>,
 }
 
 impl std::fmt::Debug for Enrolled {
@@ -93,6 +96,7 @@ fn accept_message(nonce: &[u8], e: &Enrolled) -> Vec<u8> {
         e.gossip_key.as_ref().map_or(&[][..], |k| &k[..]),
         e.root_key_sha256.as_bytes(),
         &e.sealed,
+        &bincode::serialize(&e.members).unwrap_or_default(),
     ] {
         m.extend_from_slice(&Sha256::digest(part));
     }
@@ -369,6 +373,7 @@ async fn enroll_once(
         },
         gossip_key: e.gossip_key,
         root_key_sha256: Some(e.root_key_sha256),
+        peers: e.members,
     })
 }
 
@@ -395,6 +400,7 @@ mod tests {
             root_key_sha256: sha.clone(),
             mac: vec![],
             sealed: vec![],
+            members: vec![(1, "k1".into())],
         };
         seal(&sha, &nonce, &mut e);
         // What crosses the wire holds the secrets only encrypted.
@@ -409,6 +415,9 @@ mod tests {
         let mut swapped = e.clone();
         swapped.ca_pem = "another ca".into();
         assert!(unseal(&sha, &nonce, swapped).is_none());
+        let mut pins = e.clone();
+        pins.members.push((66, "evil".into()));
+        assert!(unseal(&sha, &nonce, pins).is_none());
         let mut tampered = e.clone();
         tampered.sealed[0] ^= 1;
         assert!(unseal(&sha, &nonce, tampered).is_none());

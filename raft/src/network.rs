@@ -265,7 +265,13 @@ impl Service {
             }
             if !matches!(who, Who::NodeOrMember(a) if a == id) {
                 let membership = node.membership();
-                if membership.nodes().next().is_some() && membership.get_node(&id).is_none() {
+                let unknown = match membership.nodes().next() {
+                    Some(_) => membership.get_node(&id).is_none(),
+                    // No membership yet (a joiner before its first append): the nodes the
+                    // cluster had admitted when this one enrolled.
+                    None => !node.known_before_state(id, &cert.key_sha256),
+                };
+                if unknown {
                     return Err(Status::permission_denied(format!(
                         "node {id} is not a member of this cluster"
                     )));

@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub root_key_sha256: String,
     /// How long the node certificates this node signs are valid.
     pub cert_ttl: Duration,
+    /// Whom a node that enrolled accepts Raft traffic from before its own state arrives: the
+    /// nodes the cluster had admitted, with their keys (empty: any node the CA certified).
+    pub peers: Vec<(u64, String)>,
 }
 
 /// Why a node could not start.
@@ -225,6 +228,7 @@ pub struct RaftNode {
     transport: Transport,
     root_key_sha256: String,
     cert_ttl: Duration,
+    peers: BTreeMap<u64, String>,
     raft: Raft<TypeConfig>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     sm: StateMachine,
@@ -289,6 +293,7 @@ impl RaftNode {
             transport: cfg.transport.clone(),
             root_key_sha256: cfg.root_key_sha256.clone(),
             cert_ttl: cfg.cert_ttl,
+            peers: cfg.peers.iter().cloned().collect(),
             raft: raft.clone(),
             proposals,
             sm,
@@ -923,6 +928,10 @@ impl RaftNode {
             root_key_sha256: self.root_key_sha256(),
             mac: Vec::new(),
             sealed: Vec::new(),
+            members: self
+                .engine
+                .admitted_nodes()
+                .map_err(|e| Unavailable::State(e.to_string()))?,
         };
         if let Some(nonce) = nonce {
             enroll::seal(&answer.root_key_sha256.clone(), &nonce, &mut answer);
@@ -1108,6 +1117,12 @@ impl RaftNode {
         };
         tls.install(crate::pki::KeyedCert { cert_pem, key_pem })
             .map_err(|e| e.to_string())
+    }
+
+    /// Before this node has any of the cluster's state: whether a peer with this certificate
+    /// is one the cluster had admitted when this node enrolled.
+    pub(crate) fn known_before_state(&self, id: u64, key_sha256: &str) -> bool {
+        self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
     }
 
     /// What the cluster records about node `id` (admitted key, retired), as applied here.

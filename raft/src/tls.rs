@@ -33,6 +33,7 @@ const NODE_CERT: &str = "node.pem";
 const NODE_KEY: &str = "node-key.pem";
 const GOSSIP_KEY: &str = "gossip.key";
 const ROOT_KEY_SHA: &str = "root-key.sha256";
+const PEERS: &str = "peers";
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,9 @@ pub struct Credentials {
     /// The cluster's root key digest (SHA-256, hex), as the member that admitted this node
     /// handed it over; `None` on the node that started the cluster (it has the key itself).
     pub root_key_sha256: Option<String>,
+    /// The nodes (and pinned keys) the cluster had admitted when this node enrolled: whom it
+    /// accepts Raft traffic from until its own copy of the cluster's state arrives.
+    pub peers: Vec<(u64, String)>,
 }
 
 /// Never shows a key.
@@ -147,6 +151,14 @@ impl Credentials {
             node: KeyedCert { cert_pem, key_pem },
             gossip_key,
             root_key_sha256: read_opt(&dir.join(ROOT_KEY_SHA))?.map(|s| s.trim().to_string()),
+            peers: read_opt(&dir.join(PEERS))?
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (id, key) = l.split_once(' ')?;
+                    Some((id.parse().ok()?, key.trim().to_string()))
+                })
+                .collect(),
         }))
     }
 
@@ -168,6 +180,14 @@ impl Credentials {
         if let Some(k) = &self.gossip_key {
             write_private(&dir.join(GOSSIP_KEY), hex::encode(k).as_bytes())
                 .map_err(|e| io(GOSSIP_KEY, e))?;
+        }
+        if !self.peers.is_empty() {
+            let text: String = self
+                .peers
+                .iter()
+                .map(|(id, key)| format!("{id} {key}\n"))
+                .collect();
+            write_private(&dir.join(PEERS), text.as_bytes()).map_err(|e| io(PEERS, e))?;
         }
         if let Some(sha) = &self.root_key_sha256 {
             write_private(&dir.join(ROOT_KEY_SHA), sha.as_bytes())
@@ -194,6 +214,7 @@ impl Credentials {
             node: KeyedCert { cert_pem, key_pem },
             gossip_key: Some(gossip_key),
             root_key_sha256: None,
+            peers: Vec::new(),
         })
     }
 }
@@ -211,6 +232,7 @@ fn read_files(files: &[PathBuf; 3], gossip_key: Option<[u8; 32]>) -> Result<Cred
         },
         gossip_key,
         root_key_sha256: None,
+        peers: Vec::new(),
     })
 }
 
@@ -636,6 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut creds = Credentials::new_cluster(3, 1_800_000_000, 3600).unwrap();
         creds.root_key_sha256 = Some("ab".repeat(32));
+        creds.peers = vec![(1, "k1".into()), (2, "k2".into())];
         creds.save(dir.path()).unwrap();
         let back = Credentials::load(dir.path()).unwrap().unwrap();
         assert_eq!(back.ca_pem, creds.ca_pem);
@@ -643,6 +666,7 @@ mod tests {
         assert_eq!(back.node.cert_pem, creds.node.cert_pem);
         assert_eq!(back.gossip_key, creds.gossip_key);
         assert_eq!(back.root_key_sha256, creds.root_key_sha256);
+        assert_eq!(back.peers, creds.peers);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

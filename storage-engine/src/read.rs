@@ -93,6 +93,25 @@ impl Engine {
         }
     }
 
+    /// Every node the cluster admitted and has not retired, with its pinned key.
+    pub fn admitted_nodes(&self) -> std::result::Result<Vec<(u64, String)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_META), keys::NODES) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(keys::NODES) {
+                break;
+            }
+            let Ok(id) = <[u8; 8]>::try_from(&k[keys::NODES.len()..]) else {
+                continue;
+            };
+            let record: model::schema::NodeRecord = decode(&k, &v)?;
+            if record.retired_at.is_none() {
+                out.push((u64::from_be_bytes(id), record.key_sha256));
+            }
+        }
+        Ok(out)
+    }
+
     /// A join token's record, as applied now.
     pub fn join_token(
         &self,
