@@ -316,16 +316,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         join: a.join.into_iter().filter(|j| !j.is_empty()).collect(),
         root_key: match (a.root_key, a.root_key_file) {
             (Some(k), _) => Some(k),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            )
-            .filter(|k| !k.is_empty()),
+            (None, Some(path)) => Some(first_line(&path)?).filter(|k| !k.is_empty()),
             (None, None) => None,
         },
         limits: api::Limits {
@@ -458,6 +449,17 @@ async fn probe_rpc(grpc: &str, identity: &str, claim: u64) -> Result<()> {
     print(&json!(answers))
 }
 
+/// A secret kept in a file: its first line, trimmed.
+fn first_line(path: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
 async fn cluster(c: ClusterCommand) -> Result<()> {
     match c {
         ClusterCommand::Status { remote } => {
@@ -493,13 +495,7 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
             remote,
         } => {
             let key = match new_key_file {
-                Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
+                Some(path) => first_line(&path)?,
                 None => std::env::var("BASALT_NEW_ROOT_KEY").unwrap_or_default(),
             };
             anyhow::ensure!(
