@@ -262,7 +262,8 @@ def test_order_limit_offset_cursor(people):
     page = t.list_rows("db", "people", [Query.limit(10), Query.offset(20)])
     assert [r.id for r in page.rows] == [r["$id"] for r in rows[20:30]] and page.total == 60
     with_age = [r for r in rows if r["age"] is not None]
-    desc = sorted(with_age, key=lambda r: (-r["age"], -int(r["$id"][1:])))
+    # Ties go by creation ($sequence) ascending whatever the order's direction, as in Appwrite.
+    desc = sorted(with_age, key=lambda r: (-r["age"], int(r["$id"][1:])))
     got = t.list_rows("db", "people", [Query.is_not_null("age"), Query.order_desc("age"), Query.limit(100)])
     assert [r.id for r in got.rows] == [r["$id"] for r in desc]
     asc = sorted(with_age, key=lambda r: (r["age"], int(r["$id"][1:])))

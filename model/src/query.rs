@@ -384,7 +384,10 @@ impl Spec {
         self.filters.iter().all(|f| f.matches(doc))
     }
 
-    /// Compares two documents in the requested order, `$sequence` breaking ties.
+    /// Compares two documents in the requested order. Ties are broken as Appwrite breaks them:
+    /// by `$sequence` **ascending**, whatever the direction of the orders before it (Appwrite
+    /// appends `$sequence ASC` to every order that does not already name `$id` or `$sequence`,
+    /// both of which are unique, so the appended order only ever decides exact ties).
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
         for (attr, order) in &self.orders {
             let o = a.get(attr).total_cmp(&b.get(attr));
@@ -396,11 +399,7 @@ impl Spec {
                 return o;
             }
         }
-        let tie = a.sequence.cmp(&b.sequence);
-        match self.orders.last() {
-            Some((_, Order::Desc)) => tie.reverse(),
-            _ => tie,
-        }
+        a.sequence.cmp(&b.sequence)
     }
 }
 
@@ -848,5 +847,33 @@ mod tests {
         assert!(search_matches("The quick brown fox", "qui"));
         assert!(!search_matches("The quick brown fox", "qui dog"));
         assert!(search_matches("The quick brown fox", "dog fox"));
+    }
+
+    #[test]
+    fn ties_go_by_sequence_ascending_whatever_the_order_direction() {
+        let spec = |orders: &[&str]| {
+            let raw: Vec<String> = orders.iter().map(|o| o.to_string()).collect();
+            Spec::parse(&raw).unwrap()
+        };
+        let mut early = doc(&[("rating", Value::Int(5))]);
+        early.sequence = 1;
+        let mut late = doc(&[("rating", Value::Int(5))]);
+        late.sequence = 2;
+        let mut low = doc(&[("rating", Value::Int(1))]);
+        low.sequence = 3;
+        for orders in [
+            vec![r#"{"method":"orderDesc","attribute":"rating"}"#],
+            vec![r#"{"method":"orderAsc","attribute":"rating"}"#],
+            vec![],
+        ] {
+            let s = spec(&orders);
+            assert_eq!(s.compare(&early, &late), Ordering::Less, "{orders:?}");
+            assert_eq!(s.compare(&late, &early), Ordering::Greater, "{orders:?}");
+        }
+        let desc = spec(&[r#"{"method":"orderDesc","attribute":"rating"}"#]);
+        assert_eq!(desc.compare(&low, &early), Ordering::Greater);
+        // An explicit `$sequence` order is the order itself.
+        let by_seq = spec(&[r#"{"method":"orderDesc","attribute":"$sequence"}"#]);
+        assert_eq!(by_seq.compare(&early, &late), Ordering::Greater);
     }
 }
