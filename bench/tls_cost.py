@@ -9,22 +9,15 @@ and the TLS/insecure ratio of the medians.
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import ROOT_KEY, TestCluster, basalt_bin  # noqa: E402
+from cluster_vs_single import bench  # noqa: E402
+from harness import TestCluster  # noqa: E402
 
 CLIENTS = (8, 64)
-
-
-def bench(endpoint, clients, writes):
-    out = subprocess.run(
-        [basalt_bin(), "bench", "--endpoint", endpoint, "--root-key", ROOT_KEY,
-         "--clients", str(clients), "--writes", str(writes), "--rows", "0", "--queries", "0"],
-        check=True, capture_output=True, text=True, timeout=600)
-    return json.loads(out.stdout)["write_phase"]["result"]
 
 
 def run(extra, writes):

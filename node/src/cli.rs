@@ -502,7 +502,7 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 key.len() >= 16,
                 "the new root key (--new-key-file or BASALT_NEW_ROOT_KEY) must be at least 16 characters"
             );
-            let sha256 = crate::security::sha256_hex(&key);
+            let sha256 = api::auth::sha256_hex(&key);
             let v = remote
                 .console()?
                 .post("/cluster/root-key", json!({ "sha256": sha256 }))

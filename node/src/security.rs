@@ -7,9 +7,9 @@
 
 use crate::config::{self, ServeConfig};
 use anyhow::{bail, Context, Result};
+use api::auth::sha256_hex;
 use raft::enroll::{self, Credential, JoinToken};
 use raft::tls::{ClusterTls, Credentials, Transport, TLS_DIR};
-use sha2::{Digest, Sha256};
 
 /// What `prepare` decided.
 pub struct Secured {
@@ -21,10 +21,6 @@ pub struct Secured {
     /// Whom to accept Raft traffic from before this node has the cluster's state (see
     /// `raft::NodeConfig::peers`).
     pub peers: Vec<(u64, String)>,
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 fn now_secs() -> i64 {

@@ -471,16 +471,27 @@ pub async fn connect_to_enroll(
     addr: &str,
     trust: Trust,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(std::io::Error::other)?
+    let config = client_trusting(trust, None).map_err(std::io::Error::other)?;
+    dial(addr, Arc::new(config), pki::ANY_MEMBER.to_string()).await
+}
+
+/// A client configuration that checks the server as `trust` says (not against a cluster CA
+/// it holds), presenting `cert` if given.
+pub(crate) fn client_trusting(
+    trust: Trust,
+    cert: Option<&KeyedCert>,
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(EnrollVerifier {
             trust,
             provider: provider(),
-        }))
-        .with_no_client_auth();
-    dial(addr, Arc::new(config), pki::ANY_MEMBER.to_string()).await
+        }));
+    Ok(match cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_auth_cert(pki::certs(&c.cert_pem)?, key_der(&c.key_pem)?)?,
+    })
 }
 
 #[derive(Debug)]
