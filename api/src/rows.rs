@@ -109,13 +109,14 @@ pub(crate) async fn list_documents(
     let c = collection(f, &ctx, &req)?;
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
+    let want_total = req.want_total()?;
     let page = match staged_ops(&ctx, &req)? {
         Some(staged) => ctx
             .view
             .find_staged(&ctx.project, &c, &spec, &staged, now_ms())?,
-        None => ctx.view.find(&ctx.project, &c, &spec)?,
+        None => ctx.view.find(&ctx.project, &c, &spec, want_total)?,
     };
-    let total = if req.want_total()? { page.total } else { 0 };
+    let total = if want_total { page.total } else { 0 };
     let docs: Vec<Json> = page
         .documents
         .iter()
@@ -307,7 +308,7 @@ async fn change_listed(
     };
     let picked = fresh
         .view
-        .find(&ctx.project, &c, &all)
+        .find(&ctx.project, &c, &all, false)
         .map_err(|e| f.error(e))?;
     let filters = Spec {
         orders: Vec::new(),

@@ -38,8 +38,9 @@ pub trait StateReader: Send + Sync {
     fn collection(&self, project: &str, db: &str, id: &str) -> Result<Option<Collection>>;
     fn list_collections(&self, project: &str, db: &str) -> Result<Vec<Collection>>;
     fn document(&self, project: &str, coll: &Collection, id: &str) -> Result<Option<Document>>;
-    /// Runs a validated query spec; uses an index when one fits.
-    fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page>;
+    /// Runs a validated query spec; uses an index when one fits. `total` asks for the
+    /// number of matches (Appwrite counts at most 5,000); without it `Page::total` is 0.
+    fn find(&self, project: &str, coll: &Collection, spec: &Spec, total: bool) -> Result<Page>;
     /// A document as a pending transaction sees it: its staged operations applied on top of
     /// the committed state, in memory only. `now` stamps the staged changes.
     fn document_staged(

@@ -57,8 +57,8 @@ impl StateReader for OffRuntime {
     fn document(&self, project: &str, coll: &Collection, id: &str) -> R<Option<Document>> {
         self.0.document(project, coll, id)
     }
-    fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> R<Page> {
-        blocking(|| self.0.find(project, coll, spec))
+    fn find(&self, project: &str, coll: &Collection, spec: &Spec, total: bool) -> R<Page> {
+        blocking(|| self.0.find(project, coll, spec, total))
     }
     fn document_staged(
         &self,

@@ -1,7 +1,8 @@
 //! `basalt bench`: a load generator over HTTP, as the SDKs would drive the node.
 //! Phase 1: N concurrent clients create rows one request at a time (throughput, p50/p99).
-//! Phase 2: a table of R rows answers indexed filter queries (p50/p99), and — for
-//! comparison — the same filter on an unindexed column.
+//! Phase 2: a table of R rows answers indexed lists (`equal` + `limit(20)` + total) from the
+//! same N clients (lists/s, p50/p99), and — for comparison — the same filter on an unindexed
+//! column from one client.
 
 use crate::cli::Remote;
 use crate::client::Client;
@@ -24,7 +25,7 @@ pub struct BenchArgs {
     /// Rows in the query table.
     #[arg(long, default_value_t = 100_000)]
     rows: usize,
-    /// Queries in the query phase.
+    /// Indexed lists in the query phase (split across the clients).
     #[arg(long, default_value_t = 500)]
     queries: usize,
 }
@@ -133,35 +134,43 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         .await?;
     }
     let fill_seconds = fill_started.elapsed().as_secs_f64();
-    let mut indexed = Vec::new();
-    let mut scanned = Vec::new();
-    for i in 0..a.queries {
-        let k = (i * 7919) % 10_000;
-        let q = |attr: &str| {
-            let query = json!({ "method": "equal", "attribute": attr, "values": [k] }).to_string();
-            format!(
-                "/tablesdb/bench/tables/query/rows?queries%5B0%5D={}",
-                urlencode(&query)
-            )
-        };
-        let t = Instant::now();
-        let r = c.get(&q("n")).await?;
-        indexed.push(t.elapsed());
-        anyhow::ensure!(
-            r["total"].as_u64()
-                == Some((a.rows / 10_000 + usize::from(k < a.rows % 10_000)) as u64)
-                || a.rows < 10_000,
-            "indexed query returned a wrong total: {}",
-            r["total"]
-        );
-        if i < a.queries / 10 {
-            let t = Instant::now();
-            c.get(&q("m")).await?;
-            scanned.push(t.elapsed());
-        }
+    // Indexed lists as the SDKs send them by default (`equal` + `limit(20)`, with the total),
+    // from the same number of concurrent clients as the write phase.
+    let per_client = a.queries.div_ceil(a.clients.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..a.clients {
+        let c = c.clone();
+        let rows = a.rows;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let k = ((client * per_client + i) * 7919) % 10_000;
+                let t = Instant::now();
+                let r = c.get(&list_path("n", k)).await?;
+                lat.push(t.elapsed());
+                let expect = (rows / 10_000 + usize::from(k < rows % 10_000)) as u64;
+                anyhow::ensure!(
+                    r["total"].as_u64() == Some(expect.min(5000)) || rows < 10_000,
+                    "indexed query returned a wrong total: {}",
+                    r["total"]
+                );
+            }
+            anyhow::Ok(lat)
+        }));
     }
-    // One client issues the queries one after another, so busy time is the sum of latencies.
-    let indexed_busy: Duration = indexed.iter().sum();
+    let mut indexed = Vec::new();
+    for t in tasks {
+        indexed.extend(t.await??);
+    }
+    let indexed = summary(indexed, started.elapsed());
+    // The same filter on the unindexed column, one client, a tenth as many.
+    let mut scanned = Vec::new();
+    for i in 0..a.queries / 10 {
+        let t = Instant::now();
+        c.get(&list_path("m", (i * 7919) % 10_000)).await?;
+        scanned.push(t.elapsed());
+    }
     let scanned_busy: Duration = scanned.iter().sum();
     let report = json!({
         "endpoint": a.remote.endpoint,
@@ -169,12 +178,24 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         "query_phase": {
             "rows": a.rows,
             "bulk_fill_seconds": fill_seconds,
-            "indexed_equal": summary(indexed, indexed_busy),
+            "clients": a.clients,
+            "indexed_equal_limit20": indexed,
             "unindexed_equal_same_filter": summary(scanned, scanned_busy),
         },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// `equal(attr, k)` + `limit(20)` on the query table, with the total.
+fn list_path(attr: &str, k: usize) -> String {
+    let equal = json!({ "method": "equal", "attribute": attr, "values": [k] }).to_string();
+    let limit = json!({ "method": "limit", "values": [20] }).to_string();
+    format!(
+        "/tablesdb/bench/tables/query/rows?queries%5B0%5D={}&queries%5B1%5D={}",
+        urlencode(&equal),
+        urlencode(&limit)
+    )
 }
 
 fn urlencode(s: &str) -> String {

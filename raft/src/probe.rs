@@ -10,7 +10,6 @@ use openraft::{SnapshotMeta, Vote};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_rustls::rustls;
 
 /// Who the probe claims to be.
@@ -105,7 +104,9 @@ pub async fn every_rpc(
                     Err(e) => format!("connection: {e}"),
                     Ok(mut client) => {
                         let mut req = tonic::Request::new($req);
-                        req.set_timeout(Duration::from_secs(10));
+                        // Longer than the server's handshake bound, so a handshake it never
+                        // finishes shows as the dropped connection it ends in.
+                        req.set_timeout(tls::HANDSHAKE_TIMEOUT * 2);
                         match client.$method(req).await {
                             Ok(r) => match format!("{:?}", r.into_inner()) {
                                 // The method ran and the node answered with a refusal.

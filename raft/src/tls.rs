@@ -36,7 +36,7 @@ const ROOT_KEY_SHA: &str = "root-key.sha256";
 const PEERS: &str = "peers";
 
 /// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait to be accepted.
 const MAX_HANDSHAKES: usize = 256;
 

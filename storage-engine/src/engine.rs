@@ -20,6 +20,9 @@ pub enum StorageError {
     /// A log entry written by a newer Basalt: this node must be upgraded before it can apply it.
     #[error("command format version {version} is newer than this node understands")]
     UnsupportedCommand { version: u16 },
+    /// A data directory whose key layout this build does not read (written by another build).
+    #[error("the state in this data directory uses key layout {found}, this build reads layout {wanted}: start from an empty data directory (or a backup of this build)")]
+    StateFormat { found: String, wanted: u32 },
 }
 
 impl From<StorageError> for model::Error {
@@ -97,11 +100,45 @@ impl Engine {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Engine {
+        let eng = Engine {
             db: Arc::new(db),
             path: path.to_path_buf(),
             scan_budget: DEFAULT_SCAN_BUDGET,
-        })
+        };
+        eng.check_format()?;
+        Ok(eng)
+    }
+
+    /// Refuses a state written with another key layout; stamps an empty one with ours.
+    fn check_format(&self) -> Result<(), StorageError> {
+        use crate::keys::{FORMAT, STATE_FORMAT};
+        let meta = self.cf(CF_META);
+        match self.db.get_cf(meta, FORMAT)? {
+            Some(v) if v.as_slice() == STATE_FORMAT.to_be_bytes() => Ok(()),
+            Some(v) => Err(StorageError::StateFormat {
+                found: match <[u8; 4]>::try_from(v.as_slice()) {
+                    Ok(b) => u32::from_be_bytes(b).to_string(),
+                    Err(_) => "unknown".to_string(),
+                },
+                wanted: STATE_FORMAT,
+            }),
+            None => {
+                let empty = CFS.iter().all(|name| {
+                    self.db
+                        .iterator_cf(self.cf(name), rocksdb::IteratorMode::Start)
+                        .next()
+                        .is_none()
+                });
+                if !empty {
+                    return Err(StorageError::StateFormat {
+                        found: "1".to_string(),
+                        wanted: STATE_FORMAT,
+                    });
+                }
+                self.db.put_cf(meta, FORMAT, STATE_FORMAT.to_be_bytes())?;
+                Ok(())
+            }
+        }
     }
 
     /// Sets how many rows a read may examine before it answers `database_timeout`.

@@ -191,6 +191,54 @@ pub fn seq_bytes(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+/// The value of every index entry: the document's `$sequence` (8 big-endian bytes), then its
+/// id. Entry keys end with the sequence too (except a unique index's fully non-null tuples,
+/// which are stored bare so the tuple itself is the uniqueness check), so the entries of
+/// equal values lie in `$sequence` order: Appwrite's tie order.
+pub fn entry_value(seq: u64, id: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + id.len());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(id.as_bytes());
+    v
+}
+
+/// `(sequence, id)` of an index entry's value.
+pub fn parse_entry_value(v: &[u8]) -> Option<(u64, &[u8])> {
+    let seq = <[u8; 8]>::try_from(v.get(..8)?).ok()?;
+    Some((u64::from_be_bytes(seq), &v[8..]))
+}
+
+/// The length of the value encoded at the start of `bytes` (as `encode_value` wrote it for a
+/// column of this order), or `None` if the bytes do not start with a whole value.
+pub fn value_len(bytes: &[u8], order: Order) -> Option<usize> {
+    let flip = |b: u8| if order == Order::Desc { !b } else { b };
+    match flip(*bytes.first()?) {
+        NULL | FALSE | TRUE => Some(1),
+        INT | FLOAT => (bytes.len() >= 9).then_some(9),
+        STR => {
+            let mut i = 1;
+            loop {
+                let b = flip(*bytes.get(i)?);
+                if b == 0 {
+                    match flip(*bytes.get(i + 1)?) {
+                        0 => return Some(i + 2),
+                        0xFF => i += 2,
+                        _ => return None,
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The version of the state's key layout this build reads and writes (`\0format`); a data
+/// directory written with another layout is refused at open rather than misread.
+pub const STATE_FORMAT: u32 = 2;
+pub const FORMAT: &[u8] = b"\0format";
+
 /// The job name of a collection's document rewrite (no index key can start with `$`).
 pub const RESHAPE_JOB: &str = "$reshape";
 
@@ -258,6 +306,31 @@ mod tests {
         a.extend_from_slice(b"zzzz");
         let b = enc(&Value::Str("ab".into()), Order::Asc);
         assert!(a < b);
+    }
+
+    #[test]
+    fn value_lengths_are_read_back_in_either_order() {
+        let vals = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Float(2.5),
+            Value::Str(String::new()),
+            Value::Str("a\0b\0\0".into()),
+            Value::Str("\u{ff}é".into()),
+        ];
+        for order in [Order::Asc, Order::Desc] {
+            for v in &vals {
+                let mut k = enc(v, order);
+                let len = k.len();
+                k.extend_from_slice(&[0, 0, 7]);
+                assert_eq!(value_len(&k, order), Some(len), "{v:?} {order:?}");
+            }
+        }
+        assert_eq!(value_len(&[STR, b'a'], Order::Asc), None);
+        assert_eq!(value_len(&[], Order::Asc), None);
+        let v = entry_value(9, "doc");
+        assert_eq!(parse_entry_value(&v), Some((9, &b"doc"[..])));
     }
 
     #[test]

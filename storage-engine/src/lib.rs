@@ -8,6 +8,9 @@
 
 mod apply;
 mod engine;
+mod exec;
+#[cfg(test)]
+mod exec_props;
 pub mod keys;
 mod log;
 mod planner;
@@ -16,6 +19,7 @@ mod snapshot;
 mod validate;
 
 pub use engine::{Engine, StorageError, APPLY_SCAN_BUDGET, DEFAULT_SCAN_BUDGET};
+pub use exec::TOTAL_CAP;
 pub use log::LogDb;
 pub use planner::Plan;
 pub use read::{Job, View};

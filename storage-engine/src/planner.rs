@@ -1,34 +1,77 @@
-//! The query planner: picks one index whose leading columns the query's top-level filters
-//! constrain (equality prefix, then at most one range), or a fulltext index for `search`,
-//! or falls back to scanning the collection in `$sequence` order. Index results are only
-//! candidates: the executor re-checks every filter on the documents it fetches.
+//! The query planner. It picks one index and the key ranges of it that hold the candidates:
+//! an index whose leading columns the top-level filters pin (equality prefix, then at most one
+//! range), a fulltext index for `search`, primary-key lookups for `equal("$id", …)`, or the
+//! built-in `$sequence` index. It says which filters those ranges decide exactly (the
+//! executor checks the others on the rows it fetches), and whether the index's key order is
+//! the query's order, so the executor can stream the ranges and stop after one page.
+//!
+//! Among indexes it prefers the one that decides the most filters, then the one that also
+//! serves the order; an index that only serves the order is used when no index serves the
+//! filters. A plan never changes a result, only its cost.
 
 use crate::keys::{self, SEQ_INDEX};
 use model::query::{CmpOp, Filter, Spec};
 use model::schema::{AttrKind, Collection, IndexKind, IndexStatus, Order};
 use model::Value;
 
-/// Which index to read and which key ranges of it (`[start, end)`).
+/// Which index to read, which key ranges of it, and what the executor may rely on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub index: String,
     pub ranges: Vec<KeyRange>,
     /// Direct primary-key lookups (`equal("$id", …)`), instead of index ranges.
     pub ids: Vec<String>,
+    /// Positions in `spec.filters` of the filters the ranges decide exactly.
+    pub decided: Vec<usize>,
+    /// The index columns after the equality prefix, in key order: the executor reads group
+    /// values and cursor positions out of them.
+    pub columns: Vec<(String, Order)>,
+    /// A unique index: an entry whose values are all non-null has no sequence suffix.
+    pub unique: bool,
+    /// One document may have several entries (an array column, a fulltext index).
+    pub multi: bool,
+    /// How the index order serves the query order, if it does.
+    pub order: Option<Served>,
     /// Human-readable, for the debug log and for tests.
     pub describe: String,
+}
+
+/// `[start, end)` in the index column family; the first `fixed` bytes are the same for every
+/// key of the range (index prefix and pinned values).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub fixed: usize,
+}
+
+/// Entries come out in query order when each range is read `reverse`d or not, grouped by the
+/// first `group` columns, each group in `$sequence` order (descending if `seq_desc`). When
+/// `full`, a group is one whole tuple of values, whose entries already lie in sequence order
+/// in the index; otherwise the executor sorts each group's entries by sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub reverse: bool,
+    pub group: usize,
+    pub full: bool,
+    pub seq_desc: bool,
 }
 
 impl Plan {
     pub fn is_scan(&self) -> bool {
         self.index == SEQ_INDEX
     }
+
+    /// Do the ranges alone decide every filter of `spec`?
+    pub fn exact(&self, spec: &Spec) -> bool {
+        self.ids.is_empty() && self.decided.len() == spec.filters.len()
+    }
 }
 
 const MAX_POINTS: usize = 1000;
 
-/// `[start, end)` in the index column family.
-type KeyRange = (Vec<u8>, Vec<u8>);
+/// `[start, end)` of one range filter.
+type Bounds = (Vec<u8>, Vec<u8>);
 
 fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
     match attr {
@@ -39,7 +82,8 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
     }
 }
 
-/// The value as the index stores it for an attribute of `kind`, if it can be stored at all.
+/// The value as the index stores it for an attribute of `kind`, if it can be stored at all
+/// (and so compared exactly by its bytes).
 fn index_value(kind: AttrKind, v: &Value) -> Option<Value> {
     match (kind, v) {
         (AttrKind::Integer | AttrKind::Bigint, Value::Int(_)) => Some(v.clone()),
@@ -48,7 +92,9 @@ fn index_value(kind: AttrKind, v: &Value) -> Option<Value> {
         {
             Some(Value::Int(*f as i64))
         }
-        (AttrKind::Float, Value::Int(i)) => Some(Value::Float(*i as f64)),
+        (AttrKind::Float, Value::Int(i)) if i.unsigned_abs() < (1 << 53) => {
+            Some(Value::Float(*i as f64))
+        }
         (AttrKind::Float, Value::Float(_)) => Some(v.clone()),
         (AttrKind::Boolean, Value::Bool(_)) => Some(v.clone()),
         (k, Value::Str(_)) if k.is_string() || k == AttrKind::Datetime => Some(v.clone()),
@@ -62,33 +108,57 @@ fn encoded(prefix: &[u8], v: &Value, order: Order) -> Vec<u8> {
     k
 }
 
-/// Equality values a top-level filter pins `attr` to, if any.
-fn equality<'a>(filters: &'a [Filter], attr: &str, array: bool) -> Option<&'a [Value]> {
-    filters.iter().find_map(|f| match f {
+/// The values an `or` of equalities on one attribute accepts (`or(equal(a,1), equal(a,2))`
+/// is `equal(a,[1,2])`).
+fn or_values<'a>(f: &'a Filter, attr: &str, op: CmpOp, out: &mut Vec<&'a Value>) -> bool {
+    match f {
+        Filter::Or(fs) => !fs.is_empty() && fs.iter().all(|f| or_values(f, attr, op, out)),
         Filter::Cmp {
             attr: a,
-            op: CmpOp::Equal,
+            op: o,
             values,
-        } if a == attr && !array => Some(values.as_slice()),
-        Filter::Cmp {
-            attr: a,
-            op: CmpOp::Contains,
-            values,
-        } if a == attr && array => Some(values.as_slice()),
-        _ => None,
+        } if a == attr && *o == op => {
+            out.extend(values.iter());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The first top-level filter not yet `used` that pins `attr` to a set of values: its
+/// position and the values.
+fn equality<'a>(
+    filters: &'a [Filter],
+    used: &[usize],
+    attr: &str,
+    array: bool,
+) -> Option<(usize, Vec<&'a Value>)> {
+    let op = if array { CmpOp::Contains } else { CmpOp::Equal };
+    filters.iter().enumerate().find_map(|(i, f)| {
+        if used.contains(&i) {
+            return None;
+        }
+        let mut values = Vec::new();
+        (matches!(f, Filter::Cmp { .. } | Filter::Or(_)) && or_values(f, attr, op, &mut values))
+            .then_some((i, values))
     })
 }
 
-/// A key range for one range filter on an ascending column, under `prefix`.
+/// A key range for one range filter on an ascending column, under `prefix`: the filter's
+/// position and the range.
 fn range(
     filters: &[Filter],
+    used: &[usize],
     attr: &str,
     kind: AttrKind,
     prefix: &[u8],
-) -> Option<(KeyRange, String)> {
+) -> Option<(usize, Bounds)> {
     let null_end = keys::prefix_end(&encoded(prefix, &Value::Null, Order::Asc));
     let all_end = keys::prefix_end(prefix);
-    for f in filters {
+    for (i, f) in filters.iter().enumerate() {
+        if used.contains(&i) {
+            continue;
+        }
         match f {
             Filter::Cmp {
                 attr: a,
@@ -119,7 +189,7 @@ fn range(
                     }
                     _ => continue,
                 };
-                return Some((r, format!("range on {attr}")));
+                return Some((i, r));
             }
             Filter::Between {
                 attr: a,
@@ -134,7 +204,7 @@ fn range(
                     encoded(prefix, &lo, Order::Asc),
                     keys::prefix_end(&encoded(prefix, &hi, Order::Asc)),
                 );
-                return Some((r, format!("range on {attr}")));
+                return Some((i, r));
             }
             _ => {}
         }
@@ -142,11 +212,60 @@ fn range(
     None
 }
 
+/// The query's orders without a trailing `$sequence` order, and the direction of the
+/// `$sequence` tie-break (ascending unless the query orders by `$sequence` last). `None` if
+/// the orders name `$sequence` or `$id` elsewhere: no index but the primary keys has those.
+fn split_orders(spec: &Spec) -> Option<(&[(String, Order)], bool)> {
+    let (orders, seq_desc) = match spec.orders.split_last() {
+        Some(((attr, order), rest)) if attr == "$sequence" => (rest, *order == Order::Desc),
+        _ => (spec.orders.as_slice(), false),
+    };
+    let named = |a: &str| orders.iter().any(|(attr, _)| attr == a);
+    (!named("$sequence") && !named("$id")).then_some((orders, seq_desc))
+}
+
+/// How an index whose remaining columns are `columns` serves the query order.
+fn serves(spec: &Spec, columns: &[(String, Order, bool)]) -> Option<Served> {
+    let (orders, seq_desc) = split_orders(spec)?;
+    if orders.len() > columns.len() {
+        return None;
+    }
+    let mut reverse = None;
+    for ((attr, order), (col, col_order, array)) in orders.iter().zip(columns) {
+        if attr != col || *array {
+            return None;
+        }
+        let flipped = order != col_order;
+        if *reverse.get_or_insert(flipped) != flipped {
+            return None;
+        }
+    }
+    let full = orders.len() == columns.len();
+    Some(Served {
+        // With no orders, read in the direction the sequence order goes.
+        reverse: reverse.unwrap_or(full && seq_desc),
+        group: orders.len(),
+        full,
+        seq_desc,
+    })
+}
+
+/// How much a served order is worth: streaming whole tuples beats sorting groups, which beats
+/// sorting the whole range by sequence.
+fn order_rank(served: Option<Served>) -> u32 {
+    match served {
+        Some(s) if s.full => 3,
+        Some(s) if s.group > 0 => 2,
+        Some(_) => 1,
+        None => 0,
+    }
+}
+
 /// Chooses how to find the candidates of `spec` in `coll`.
 pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
     let filters = &spec.filters;
     // `equal("$id", …)` is a primary-key lookup: nothing is cheaper.
-    for f in filters {
+    for (i, f) in filters.iter().enumerate() {
         if let Filter::Cmp {
             attr,
             op: CmpOp::Equal,
@@ -154,20 +273,28 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         } = f
         {
             if attr == "$id" && values.len() <= MAX_POINTS {
-                let ids: Vec<String> = values
+                let mut ids: Vec<String> = values
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect();
+                ids.sort();
+                ids.dedup();
                 return Plan {
                     index: "$id".to_string(),
                     ranges: Vec::new(),
                     describe: format!("primary key lookup ({} ids)", ids.len()),
                     ids,
+                    decided: vec![i],
+                    columns: Vec::new(),
+                    unique: true,
+                    multi: false,
+                    order: None,
                 };
             }
         }
     }
-    // Fulltext first: `search` cannot be answered by a scan-cheap index otherwise.
+    // Fulltext first: `search` cannot be answered by a scan-cheap index otherwise. The token
+    // ranges hold candidates; the executor checks the search itself on each.
     for f in filters {
         if let Filter::Cmp {
             attr,
@@ -189,9 +316,22 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                         let mut k = ip.clone();
                         keys::encode_token(&mut k, t, i + 1 == toks.len());
                         let end = keys::prefix_end(&k);
-                        ranges.push((k, end));
+                        ranges.push(KeyRange {
+                            fixed: ip.len(),
+                            start: k,
+                            end,
+                        });
                     }
                 }
+                // Only the sequence order is served: by sorting each token range.
+                let order = split_orders(spec)
+                    .filter(|(orders, _)| orders.is_empty())
+                    .map(|(_, seq_desc)| Served {
+                        reverse: false,
+                        group: 0,
+                        full: false,
+                        seq_desc,
+                    });
                 return Plan {
                     index: index.key.clone(),
                     describe: format!(
@@ -199,109 +339,185 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                         index.key,
                         ranges.len()
                     ),
-                    ranges,
+                    ranges: dedup(ranges),
                     ids: Vec::new(),
+                    decided: Vec::new(),
+                    columns: Vec::new(),
+                    unique: false,
+                    multi: true,
+                    order,
                 };
             }
         }
     }
-    let mut best: Option<(u32, Plan)> = None;
+    let mut best: Option<((u32, u32), Plan)> = None;
     for index in coll
         .indexes
         .iter()
         .filter(|i| i.kind != IndexKind::Fulltext && i.status == IndexStatus::Available)
     {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
-        let mut prefixes = vec![ip];
+        let mut prefixes = vec![ip.clone()];
+        let mut decided = Vec::new();
         let mut eq_cols = 0;
         let mut usable = true;
         let mut range_used = None;
+        let mut multi = false;
+        let mut cols = Vec::new();
         for (pos, attr) in index.attributes.iter().enumerate() {
             let Some((kind, array)) = kind_of(coll, attr) else {
                 usable = false;
                 break;
             };
+            multi |= array;
             let order = index.orders.get(pos).copied().unwrap_or(Order::Asc);
-            if let Some(values) = equality(filters, attr, array) {
+            cols.push((attr.clone(), order, array, kind));
+        }
+        if !usable {
+            continue;
+        }
+        for (attr, order, array, kind) in &cols {
+            let kind = *kind;
+            if let Some((at, values)) = equality(filters, &decided, attr, *array) {
+                // A value the column can never hold matches nothing through this index; the
+                // filter stays for the executor (it matches nothing there either).
                 let vals: Option<Vec<Value>> =
                     values.iter().map(|v| index_value(kind, v)).collect();
-                let Some(vals) = vals else {
-                    usable = eq_cols > 0;
+                let Some(mut vals) = vals else {
                     break;
                 };
+                vals.sort_by(|a, b| a.total_cmp(b));
+                vals.dedup_by(|a, b| a.loose_eq(b));
                 if prefixes.len().saturating_mul(vals.len()) > MAX_POINTS {
                     break;
                 }
                 prefixes = prefixes
                     .iter()
-                    .flat_map(|p| vals.iter().map(move |v| encoded(p, v, order)))
+                    .flat_map(|p| vals.iter().map(move |v| encoded(p, v, *order)))
                     .collect();
+                decided.push(at);
                 eq_cols += 1;
                 continue;
             }
-            if order == Order::Asc && !array {
+            if *order == Order::Asc && !array {
                 let ranges: Vec<_> = prefixes
                     .iter()
-                    .filter_map(|p| range(filters, attr, kind, p))
+                    .filter_map(|p| range(filters, &decided, attr, kind, p))
                     .collect();
                 if ranges.len() == prefixes.len() && !ranges.is_empty() {
-                    range_used = Some(ranges);
+                    decided.push(ranges[0].0);
+                    range_used = Some(ranges.into_iter().map(|(_, r)| r).collect::<Vec<_>>());
                 }
             }
             break;
         }
-        if !usable || (eq_cols == 0 && range_used.is_none()) {
-            continue;
-        }
+        let columns: Vec<(String, Order, bool)> = cols[eq_cols..]
+            .iter()
+            .map(|(a, o, arr, _)| (a.clone(), *o, *arr))
+            .collect();
+        let served = serves(spec, &columns);
         let full_unique = index.kind == IndexKind::Unique && eq_cols == index.attributes.len();
-        let score = if full_unique {
+        let filter_score = if full_unique {
             1000
         } else {
             eq_cols as u32 * 10 + u32::from(range_used.is_some()) * 5
         };
-        let (ranges, describe) = match range_used {
-            Some(r) => {
-                let what = r[0].1.clone();
-                (
-                    r.into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
-                    format!("index {} ({} equality columns, {what})", index.key, eq_cols),
-                )
-            }
-            None => (
-                prefixes
-                    .iter()
-                    .map(|p| {
-                        // A fully pinned unique key is stored without the document id suffix.
-                        let end = keys::prefix_end(p);
-                        (p.clone(), end)
-                    })
-                    .collect(),
-                format!("index {} ({} equality columns)", index.key, eq_cols),
-            ),
+        // An index that decides no filter is worth reading only for its order, and only when
+        // that order needs no sorting of the whole index.
+        let rank = order_rank(served);
+        if filter_score == 0 && rank < 2 {
+            continue;
+        }
+        let fixed_of = |p: &Vec<u8>| p.len();
+        let ranges: Vec<KeyRange> = match range_used {
+            Some(r) => prefixes
+                .iter()
+                .zip(r)
+                .map(|(p, (start, end))| KeyRange {
+                    fixed: fixed_of(p),
+                    start,
+                    end,
+                })
+                .collect(),
+            None => prefixes
+                .iter()
+                .map(|p| KeyRange {
+                    fixed: fixed_of(p),
+                    start: p.clone(),
+                    end: keys::prefix_end(p),
+                })
+                .collect(),
         };
+        let describe = format!(
+            "index {} ({} equality columns{}{}, {} ranges)",
+            index.key,
+            eq_cols,
+            if decided.len() > eq_cols {
+                ", a range"
+            } else {
+                ""
+            },
+            match served {
+                Some(s) if s.full => ", streams the order",
+                Some(s) if s.group > 0 => ", sorts groups by sequence",
+                Some(_) => ", sorts by sequence",
+                None => ", sorts rows",
+            },
+            ranges.len()
+        );
         let candidate = Plan {
             index: index.key.clone(),
-            ranges,
+            ranges: dedup(ranges),
             ids: Vec::new(),
+            decided,
+            columns: columns.into_iter().map(|(a, o, _)| (a, o)).collect(),
+            unique: index.kind == IndexKind::Unique,
+            multi,
+            order: served,
             describe,
         };
+        let score = (filter_score, rank);
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, candidate));
         }
     }
-    match best {
-        Some((_, p)) => p,
-        None => {
-            let ip = keys::index_prefix(project, &coll.database, &coll.id, SEQ_INDEX);
-            let end = keys::prefix_end(&ip);
-            Plan {
-                index: SEQ_INDEX.to_string(),
-                ranges: vec![(ip, end)],
-                ids: Vec::new(),
-                describe: "full scan in $sequence order".to_string(),
+    let scan = || {
+        let ip = keys::index_prefix(project, &coll.database, &coll.id, SEQ_INDEX);
+        let end = keys::prefix_end(&ip);
+        let order = serves(spec, &[]);
+        Plan {
+            index: SEQ_INDEX.to_string(),
+            ranges: vec![KeyRange {
+                fixed: ip.len(),
+                start: ip,
+                end,
+            }],
+            ids: Vec::new(),
+            decided: Vec::new(),
+            columns: Vec::new(),
+            unique: false,
+            multi: false,
+            order,
+            describe: match order {
+                Some(_) => "full scan in $sequence order, streamed",
+                None => "full scan in $sequence order, sorts rows",
             }
+            .to_string(),
         }
+    };
+    match best {
+        // The sequence order itself beats an index that decides nothing.
+        Some(((0, _), _)) if serves(spec, &[]).is_some() => scan(),
+        Some((_, p)) => p,
+        None => scan(),
     }
+}
+
+/// Ranges in key order, each once (`equal("a", [1, 1])` reads one range).
+fn dedup(mut ranges: Vec<KeyRange>) -> Vec<KeyRange> {
+    ranges.sort_by(|a, b| a.start.cmp(&b.start).then(a.end.cmp(&b.end)));
+    ranges.dedup();
+    ranges
 }
 
 #[cfg(test)]
@@ -349,6 +565,73 @@ mod tests {
         }
     }
 
+    fn plan_of(queries: &[&str]) -> Plan {
+        let c = coll();
+        let mut spec =
+            Spec::parse(&queries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        spec.validate(&c).unwrap();
+        plan("p", &c, &spec)
+    }
+
+    #[test]
+    fn says_how_the_index_order_serves_the_query_order() {
+        let served = |q: &[&str]| plan_of(q).order;
+        let city = r#"{"method":"equal","attribute":"city","values":["Oslo","Rome"]}"#;
+        // No order: the sequence order of each city's whole range, which has an age column
+        // between the city and the sequence, so each range is sorted by sequence.
+        assert_eq!(
+            served(&[city]),
+            Some(Served {
+                reverse: false,
+                group: 0,
+                full: false,
+                seq_desc: false
+            })
+        );
+        // Ordered by age descending on an ascending column: read backwards, each age's
+        // entries still by sequence ascending (Appwrite's tie order).
+        let p = plan_of(&[city, r#"{"method":"orderDesc","attribute":"age"}"#]);
+        assert_eq!(
+            p.order,
+            Some(Served {
+                reverse: true,
+                group: 1,
+                full: true,
+                seq_desc: false
+            })
+        );
+        assert_eq!(p.ranges.len(), 2);
+        assert_eq!(p.decided, vec![0]);
+        // `$sequence` last sets the tie direction; `$id` is no index's order.
+        let p = plan_of(&[
+            r#"{"method":"orderAsc","attribute":"age"}"#,
+            r#"{"method":"orderDesc","attribute":"$sequence"}"#,
+        ]);
+        assert_eq!(
+            (p.index.as_str(), p.order.map(|s| s.seq_desc)),
+            ("by_age", Some(true))
+        );
+        assert_eq!(
+            served(&[r#"{"method":"orderAsc","attribute":"$id"}"#]),
+            None
+        );
+        assert_eq!(
+            served(&[r#"{"method":"orderDesc","attribute":"$sequence"}"#]),
+            Some(Served {
+                reverse: true,
+                group: 0,
+                full: true,
+                seq_desc: true
+            })
+        );
+        // A filter the ranges do not decide stays for the executor.
+        let p = plan_of(&[
+            r#"{"method":"equal","attribute":"age","values":[3]}"#,
+            r#"{"method":"startsWith","attribute":"city","values":["O"]}"#,
+        ]);
+        assert_eq!((p.index.as_str(), p.decided.clone()), ("by_age", vec![0]));
+    }
+
     fn check(queries: &[&str], expect_index: &str) {
         let c = coll();
         let mut spec =
@@ -388,11 +671,29 @@ mod tests {
             &[r#"{"method":"startsWith","attribute":"bio","values":["x"]}"#],
             SEQ_INDEX,
         );
+        // An `or` of equalities on one column is an `in`: two ranges of the index.
         check(
             &[
                 r#"{"method":"or","values":[{"method":"equal","attribute":"age","values":[1]},{"method":"equal","attribute":"age","values":[2]}]}"#,
             ],
+            "by_age",
+        );
+        check(
+            &[
+                r#"{"method":"or","values":[{"method":"equal","attribute":"age","values":[1]},{"method":"equal","attribute":"city","values":["x"]}]}"#,
+            ],
             SEQ_INDEX,
+        );
+        // An index that decides no filter is still read for its order.
+        check(&[r#"{"method":"orderDesc","attribute":"age"}"#], "by_age");
+        // The index that serves both the filter and the order wins over one that serves the
+        // filter alone.
+        check(
+            &[
+                r#"{"method":"equal","attribute":"city","values":["Oslo"]}"#,
+                r#"{"method":"orderAsc","attribute":"age"}"#,
+            ],
+            "by_city_age",
         );
         // 2.5 can never equal an integer column value, so the index cannot answer it.
         check(

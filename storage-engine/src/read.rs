@@ -2,8 +2,8 @@
 //! the API layer gets; and the query executor, which runs on it.
 
 use crate::apply::txn::Txn;
-use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
-use crate::keys::{self, SEQ_INDEX};
+use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_META};
+use crate::keys;
 use crate::planner;
 use model::msg;
 use model::query::{Cursor, Spec, DEFAULT_LIMIT};
@@ -11,7 +11,6 @@ use model::reader::{Page, StateReader};
 use model::schema::{ApiKey, Collection, Database, Document, Project, Transaction};
 use model::{DocTarget, Error, ErrorCode};
 use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, DB};
-use std::collections::HashSet;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -27,14 +26,14 @@ where
     paginate_with_limit(docs, spec, spec.limit, cursor_doc)
 }
 
-fn cursor_not_found(id: &str) -> Error {
+pub(crate) fn cursor_not_found(id: &str) -> Error {
     Error::new(
         ErrorCode::GeneralCursorNotFound,
         msg!("Document '{}' for the 'cursor' value not found.", id),
     )
 }
 
-fn paginate_with_limit<E>(
+pub(crate) fn paginate_with_limit<E>(
     docs: Vec<Document>,
     spec: &Spec,
     limit: Option<u64>,
@@ -74,8 +73,8 @@ where
 pub struct View {
     // Declared before `engine`, so it is dropped first: it borrows the database that
     // `engine` keeps alive (see `Engine::view`).
-    snap: SnapshotWithThreadMode<'static, DB>,
-    engine: Engine,
+    pub(crate) snap: SnapshotWithThreadMode<'static, DB>,
+    pub(crate) engine: Engine,
     applied: u64,
 }
 
@@ -158,13 +157,13 @@ impl Engine {
 }
 
 impl View {
-    fn opts(&self) -> ReadOptions {
+    pub(crate) fn opts(&self) -> ReadOptions {
         let mut o = ReadOptions::default();
         o.set_snapshot(&self.snap);
         o
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.engine.cf(name)
     }
 
@@ -207,95 +206,6 @@ impl View {
     /// Explains which plan a query would use (tests, diagnostics).
     pub fn explain(&self, project: &str, coll: &Collection, spec: &Spec) -> planner::Plan {
         planner::plan(project, coll, spec)
-    }
-
-    fn find_inner(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
-        let read_opts = || self.opts();
-        let db = &self.engine.db;
-        let plan = planner::plan(project, coll, spec);
-        tracing::debug!(project, database = %coll.database, collection = %coll.id, plan = %plan.describe, "query plan");
-        let limit = spec.limit.unwrap_or(DEFAULT_LIMIT);
-        let doc_key = |id: &[u8]| {
-            let mut k = keys::prefix(&[project, &coll.database, &coll.id]);
-            k.extend_from_slice(id);
-            k
-        };
-        let fetch = |ids: &[Vec<u8>]| -> Result<Vec<Document>> {
-            let keys: Vec<Vec<u8>> = ids.iter().map(|id| doc_key(id)).collect();
-            let cf = self.cf(CF_DOCS);
-            let results =
-                db.multi_get_cf_opt(keys.iter().map(|k| (cf, k.as_slice())), &read_opts());
-            let mut out = Vec::with_capacity(ids.len());
-            for (k, r) in keys.iter().zip(results) {
-                if let Some(v) = r.map_err(StorageError::from)? {
-                    out.push(decode_document(coll, k, &v)?);
-                }
-            }
-            Ok(out)
-        };
-        let index_cf = self.cf(CF_INDEX);
-        let mut ids: Vec<Vec<u8>> = Vec::new();
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
-        for id in &plan.ids {
-            if seen.insert(id.as_bytes().to_vec()) {
-                ids.push(id.as_bytes().to_vec());
-            }
-        }
-        let mut total_fast = None;
-        // Unfiltered default-order listing: count from the index, decode only the page.
-        let index_only = plan.index == SEQ_INDEX
-            && spec.filters.is_empty()
-            && spec.orders.is_empty()
-            && spec.cursor.is_none();
-        // Anything else decodes every candidate: at most the scan budget of them.
-        let budget = match index_only {
-            true => usize::MAX,
-            false => self.engine.scan_budget(),
-        };
-        for (start, end) in &plan.ranges {
-            let mut o = read_opts();
-            o.set_iterate_upper_bound(end.clone());
-            for item in
-                db.iterator_cf_opt(index_cf, o, IteratorMode::From(start, Direction::Forward))
-            {
-                let (_, v) = item.map_err(StorageError::from)?;
-                if seen.insert(v.to_vec()) {
-                    ids.push(v.to_vec());
-                    if ids.len() > budget {
-                        return Err(crate::engine::scan_budget_exceeded());
-                    }
-                }
-            }
-        }
-        if index_only {
-            total_fast = Some(ids.len() as u64);
-            let page: Vec<Vec<u8>> = ids
-                .iter()
-                .skip(spec.offset as usize)
-                .take(limit as usize)
-                .cloned()
-                .collect();
-            ids = page;
-        }
-        let mut docs: Vec<Document> = fetch(&ids)?
-            .into_iter()
-            .filter(|d| spec.matches(d))
-            .collect();
-        if let Some(total) = total_fast {
-            return Ok(Page {
-                documents: docs,
-                total,
-            });
-        }
-        docs.sort_by(|a, b| spec.compare(a, b));
-        let total = docs.len() as u64;
-        let cursor_doc = |id: &str| {
-            fetch(&[id.as_bytes().to_vec()])
-                .ok()
-                .and_then(|mut v| v.pop())
-        };
-        let documents = paginate_with_limit::<Error>(docs, spec, Some(limit), cursor_doc)?;
-        Ok(Page { documents, total })
     }
 }
 
@@ -392,8 +302,8 @@ impl StateReader for View {
         }
     }
 
-    fn find(&self, project: &str, coll: &Collection, spec: &Spec) -> Result<Page> {
-        self.find_inner(project, coll, spec)
+    fn find(&self, project: &str, coll: &Collection, spec: &Spec, total: bool) -> Result<Page> {
+        crate::exec::find(self, project, coll, spec, total)
     }
 
     fn document_staged(
@@ -424,7 +334,7 @@ impl StateReader for View {
         })?;
         let mut docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
         docs.sort_by(|a, b| spec.compare(a, b));
-        let total = docs.len() as u64;
+        let total = (docs.len() as u64).min(crate::exec::TOTAL_CAP);
         let by_id: std::collections::HashMap<String, Document> =
             docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
         let limit = Some(spec.limit.unwrap_or(DEFAULT_LIMIT));

@@ -153,7 +153,7 @@ fn write_document(
             txn.put(
                 INDEX,
                 seq_key(project, coll, new.sequence),
-                new.id.as_bytes().to_vec(),
+                keys::entry_value(new.sequence, &new.id),
             );
             txn.put(
                 DOCS,

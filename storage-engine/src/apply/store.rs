@@ -83,7 +83,8 @@ pub(super) fn all_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Ve
         .collect()
 }
 
-/// The index keys a document contributes to one index: (key, unique-checked).
+/// The index keys a document contributes to one index: (key, unique-checked). Each entry's
+/// value is `keys::entry_value` (its sequence and id).
 pub(super) fn index_keys(
     project: &str,
     coll: &Collection,
@@ -109,7 +110,7 @@ pub(super) fn index_keys(
             .map(|t| {
                 let mut k = prefix.clone();
                 keys::encode_token(&mut k, &t, false);
-                k.extend_from_slice(doc.id.as_bytes());
+                k.extend_from_slice(&keys::seq_bytes(doc.sequence));
                 (k, false)
             })
             .collect();
@@ -148,7 +149,7 @@ pub(super) fn index_keys(
                 keys::encode_value(&mut k, v, order);
             }
             if !unique {
-                k.extend_from_slice(doc.id.as_bytes());
+                k.extend_from_slice(&keys::seq_bytes(doc.sequence));
             }
             (k, unique)
         })
@@ -165,7 +166,8 @@ pub(super) fn put_index_entries(
     for (k, unique) in index_keys(project, coll, index, doc) {
         if unique {
             if let Some(owner) = txn.get(INDEX, &k)? {
-                if owner != doc.id.as_bytes() {
+                let owner = keys::parse_entry_value(&owner).map(|(_, id)| id);
+                if owner != Some(doc.id.as_bytes()) {
                     return Err(err(
                         ErrorCode::DocumentUniqueViolation,
                         "Document with the requested unique attributes already exists.",
@@ -173,7 +175,7 @@ pub(super) fn put_index_entries(
                 }
             }
         }
-        txn.put(INDEX, k, doc.id.as_bytes().to_vec());
+        txn.put(INDEX, k, keys::entry_value(doc.sequence, &doc.id));
     }
     Ok(())
 }
@@ -212,13 +214,10 @@ pub(super) fn sequence_run(
     let from = seq_key(project, coll, after.saturating_add(1));
     txn.scan_from(INDEX, &prefix, &from, limit)?
         .into_iter()
-        .map(|(k, id)| {
-            let seq = k
-                .get(prefix.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| Failure::Storage(crate::engine::corrupt(&k, "sequence key")))?;
-            Ok((seq, String::from_utf8_lossy(&id).into_owned()))
+        .map(|(k, v)| {
+            let (seq, id) = keys::parse_entry_value(&v)
+                .ok_or_else(|| Failure::Storage(crate::engine::corrupt(&k, "index entry")))?;
+            Ok((seq, String::from_utf8_lossy(id).into_owned()))
         })
         .collect()
 }

@@ -136,7 +136,7 @@ impl Fixture {
         let view = self.eng.view().unwrap();
         let coll = view.collection("p", "d", "c").unwrap().unwrap();
         let spec = model::query::Spec::parse(&[]).unwrap();
-        view.find("p", &coll, &spec)
+        view.find("p", &coll, &spec, true)
             .unwrap()
             .documents
             .into_iter()
@@ -448,7 +448,7 @@ fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
         let view = f.eng.view().unwrap();
         let coll = view.collection("p", "d", "c").unwrap().unwrap();
         (
-            view.find("p", &coll, &spec).unwrap().total,
+            view.find("p", &coll, &spec, true).unwrap().total,
             view.jobs(10).unwrap().len(),
         )
     };
@@ -569,10 +569,10 @@ fn a_range_chunk_looks_at_a_bounded_run_of_rows_and_says_where_to_go_on() {
     let coll = view.collection("p", "d", "c").unwrap().unwrap();
     let all = model::query::Spec::parse(&[]).unwrap();
     assert_eq!(
-        view.find("p", &coll, &all).unwrap().total,
+        view.find("p", &coll, &all, true).unwrap().total,
         (rows - 3) as u64
     );
-    assert_eq!(view.find("p", &coll, &spec).unwrap().total, 0);
+    assert_eq!(view.find("p", &coll, &spec, true).unwrap().total, 0);
 }
 
 #[test]
@@ -592,7 +592,7 @@ fn renamed_and_deleted_columns_are_whole_at_once_and_rewritten_in_chunks() {
         let view = f.eng.view().unwrap();
         let coll = view.collection("p", "d", "c").unwrap().unwrap();
         let spec = model::query::Spec::parse(&[]).unwrap();
-        let page = view.find("p", &coll, &spec).unwrap();
+        let page = view.find("p", &coll, &spec, true).unwrap();
         let values: Vec<Value> = page.documents.iter().map(|d| d.get(key)).collect();
         (values, coll.reshapes.len(), view.jobs(10).unwrap().len())
     };
