@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -53,7 +54,10 @@ class PocketBase:
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="pb-bench-")
         self.data = os.path.join(self.dir, "pb_data")
-        self.url = "http://127.0.0.1:8097"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.addr = "127.0.0.1:%d" % s.getsockname()[1]
+        self.url = "http://" + self.addr
         self.proc = None
         self.rows = 0
 
@@ -61,12 +65,14 @@ class PocketBase:
         subprocess.run([self.binary, "--dir", self.data, "superuser", "upsert", "bench@example.com", "benchpass123"],
                        check=True, capture_output=True)
         self.log = open(os.path.join(self.dir, "log"), "wb")
-        self.proc = subprocess.Popen([self.binary, "serve", "--dir", self.data, "--http", "127.0.0.1:8097"],
+        self.proc = subprocess.Popen([self.binary, "serve", "--dir", self.data, "--http", self.addr],
                                      stdout=self.log, stderr=self.log)
         for _ in range(100):
-            status, _, _ = http("GET", self.url + "/api/health")
-            if status == 200:
-                break
+            try:
+                if http("GET", self.url + "/api/health")[0] == 200:
+                    break
+            except OSError:
+                pass
             time.sleep(0.1)
         status, _, body = http("POST", self.url + "/api/collections/_superusers/auth-with-password",
                                {"identity": "bench@example.com", "password": "benchpass123"})
@@ -91,8 +97,8 @@ class PocketBase:
         self.rows = upto
 
     def list_paths(self):
-        return [f"/api/collections/items/records?perPage=20&filter={urllib.parse.quote(f'(status=\"s{k}\")')}"
-                for k in range(STATUSES)]
+        return ["/api/collections/items/records?perPage=20&filter="
+                + urllib.parse.quote('(status="s%d")' % k) for k in range(STATUSES)]
 
     def check(self):
         status, _, body = http("GET", self.url + self.list_paths()[7], headers=self.headers)
@@ -228,10 +234,12 @@ def main():
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     sizes = [int(s) for s in os.environ.get("BENCH_SIZES", ",".join(map(str, SIZES))).split(",")]
-    pb = PocketBase(ensure_tools()).start()
-    basalt = Basalt()
+    pb = PocketBase(ensure_tools())
+    basalt = None
     report = {"seconds_per_run": seconds, "rounds": rounds, "sizes": {}}
     try:
+        pb.start()
+        basalt = Basalt()
         for size in sizes:
             fill = basalt.fill(size)
             pb.fill(size)
@@ -247,7 +255,8 @@ def main():
             report["sizes"][size] = entry
             print(json.dumps({size: entry}), file=sys.stderr, flush=True)
     finally:
-        basalt.stop()
+        if basalt:
+            basalt.stop()
         pb.stop()
     print(json.dumps(report, indent=2))
 

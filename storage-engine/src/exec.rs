@@ -63,6 +63,14 @@ fn parse_value(k: &[u8], v: &[u8]) -> Result<(u64, Vec<u8>)> {
         .ok_or_else(|| corrupt(k, "index entry value"))
 }
 
+/// An iterator over one key range of the index, bounded to it.
+fn raw<'a>(view: &'a View, r: &KeyRange) -> DBRawIteratorWithThreadMode<'a, DB> {
+    let mut o = ReadOptions::default();
+    o.set_iterate_lower_bound(r.start.clone());
+    o.set_iterate_upper_bound(r.end.clone());
+    view.snap.raw_iterator_cf_opt(view.cf(CF_INDEX), o)
+}
+
 /// One key range of the index, read in the plan's order.
 struct Stream<'a> {
     it: DBRawIteratorWithThreadMode<'a, DB>,
@@ -80,11 +88,8 @@ struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     fn new(view: &'a View, range: &'a KeyRange, plan: &'a Plan, s: Served, limit: usize) -> Self {
-        let mut o = ReadOptions::default();
-        o.set_iterate_lower_bound(range.start.clone());
-        o.set_iterate_upper_bound(range.end.clone());
         Stream {
-            it: view.snap.raw_iterator_cf_opt(view.cf(CF_INDEX), o),
+            it: raw(view, range),
             range,
             columns: &plan.columns,
             s,
@@ -494,7 +499,46 @@ fn count(
     plan: &Plan,
     budget: &mut Budget,
 ) -> Result<u64> {
+    // A collection keeps the number of its rows.
+    if spec.filters.is_empty() {
+        let k = keys::rows_count(project, &coll.database, &coll.id);
+        let n = match view
+            .snap
+            .get_cf(view.cf(CF_INDEX), &k)
+            .map_err(crate::engine::StorageError::from)?
+        {
+            Some(v) => <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt(&k, "row count"))?,
+            None => 0,
+        };
+        return Ok(n.min(TOTAL_CAP));
+    }
     let exact = plan.exact(spec);
+    // Runs of pinned values keep their own counts: a sum of at most a thousand reads (when
+    // one document can be in several ranges, only for a single range).
+    let counted = plan.ranges.iter().all(|r| r.count.is_some());
+    if exact && counted && (!plan.multi || plan.ranges.len() == 1) {
+        let keys: Vec<&[u8]> = plan
+            .ranges
+            .iter()
+            .flat_map(|r| r.count.as_deref())
+            .collect();
+        let cf = view.cf(CF_INDEX);
+        let mut n = 0u64;
+        let opts = view.opts();
+        for (k, v) in keys.iter().zip(
+            view.engine
+                .db
+                .multi_get_cf_opt(keys.iter().map(|k| (cf, *k)), &opts),
+        ) {
+            if let Some(v) = v.map_err(crate::engine::StorageError::from)? {
+                let c = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupt(k, "index count"))?;
+                n = n.saturating_add(u64::from_be_bytes(c));
+            }
+        }
+        return Ok(n.min(TOTAL_CAP));
+    }
     let mut seen = HashSet::new();
     let mut n = 0u64;
     let mut batch: Vec<Vec<u8>> = Vec::new();
@@ -509,10 +553,7 @@ fn count(
         Ok(())
     };
     for r in &plan.ranges {
-        let mut o = ReadOptions::default();
-        o.set_iterate_lower_bound(r.start.clone());
-        o.set_iterate_upper_bound(r.end.clone());
-        let mut it = view.snap.raw_iterator_cf_opt(view.cf(CF_INDEX), o);
+        let mut it = raw(view, r);
         it.seek_to_first();
         while let Some((k, v)) = it.item() {
             if n >= TOTAL_CAP {
@@ -556,10 +597,7 @@ fn collected(
     let mut ids: Vec<Vec<u8>> = plan.ids.iter().map(|id| id.as_bytes().to_vec()).collect();
     let mut seen = HashSet::new();
     for r in &plan.ranges {
-        let mut o = ReadOptions::default();
-        o.set_iterate_lower_bound(r.start.clone());
-        o.set_iterate_upper_bound(r.end.clone());
-        let mut it = view.snap.raw_iterator_cf_opt(view.cf(CF_INDEX), o);
+        let mut it = raw(view, r);
         it.seek_to_first();
         while let Some((k, v)) = it.item() {
             let (seq, id) = parse_value(k, v)?;

@@ -234,9 +234,29 @@ pub fn value_len(bytes: &[u8], order: Order) -> Option<usize> {
     }
 }
 
-/// The version of the state's key layout this build reads and writes (`\0format`); a data
+/// How many documents hold a run of leading values in an index: `index prefix, 0x00, the
+/// encoded values` → a count (8 big-endian bytes). Entries start with a value tag (never
+/// 0x00), so counts sit before every entry of their index and no range of values holds one.
+pub fn count_key(index_prefix: &[u8], values: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(index_prefix.len() + 1 + values.len());
+    k.extend_from_slice(index_prefix);
+    k.push(COUNT_TAG);
+    k.extend_from_slice(values);
+    k
+}
+
+pub const COUNT_TAG: u8 = 0;
+
+/// How many rows a collection holds (8 big-endian bytes), kept in the index keyspace under a
+/// name no index can have, so it goes with its collection.
+pub fn rows_count(project: &str, db: &str, coll: &str) -> Vec<u8> {
+    index_prefix(project, db, coll, "$rows")
+}
+
+/// The version of the state's key layout this build reads and writes (`\0format`: 3 since
+/// index entries end with the sequence and indexes and collections keep counts); a data
 /// directory written with another layout is refused at open rather than misread.
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 pub const FORMAT: &[u8] = b"\0format";
 
 /// The job name of a collection's document rewrite (no index key can start with `$`).

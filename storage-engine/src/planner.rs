@@ -43,6 +43,9 @@ pub struct KeyRange {
     pub start: Vec<u8>,
     pub end: Vec<u8>,
     pub fixed: usize,
+    /// The key of the count of this range's documents, when the range is exactly a run of
+    /// pinned values (`keys::count_key`).
+    pub count: Option<Vec<u8>>,
 }
 
 /// Entries come out in query order when each range is read `reverse`d or not, grouped by the
@@ -320,6 +323,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                             fixed: ip.len(),
                             start: k,
                             end,
+                            count: None,
                         });
                     }
                 }
@@ -428,23 +432,31 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         if filter_score == 0 && rank < 2 {
             continue;
         }
-        let fixed_of = |p: &Vec<u8>| p.len();
         let ranges: Vec<KeyRange> = match range_used {
             Some(r) => prefixes
                 .iter()
                 .zip(r)
                 .map(|(p, (start, end))| KeyRange {
-                    fixed: fixed_of(p),
+                    fixed: p.len(),
                     start,
                     end,
+                    count: None,
                 })
                 .collect(),
+            // The whole index, for its order: its entries, not the counts before them.
+            None if eq_cols == 0 => vec![KeyRange {
+                fixed: ip.len(),
+                start: [ip.as_slice(), &[keys::COUNT_TAG + 1]].concat(),
+                end: keys::prefix_end(&ip),
+                count: None,
+            }],
             None => prefixes
                 .iter()
                 .map(|p| KeyRange {
-                    fixed: fixed_of(p),
+                    fixed: p.len(),
                     start: p.clone(),
                     end: keys::prefix_end(p),
+                    count: Some(keys::count_key(&ip, &p[ip.len()..])),
                 })
                 .collect(),
         };
@@ -491,6 +503,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
                 fixed: ip.len(),
                 start: ip,
                 end,
+                count: None,
             }],
             ids: Vec::new(),
             decided: Vec::new(),

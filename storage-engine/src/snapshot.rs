@@ -242,6 +242,35 @@ mod tests {
     }
 
     #[test]
+    fn a_state_with_another_key_layout_is_refused_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a");
+        let eng = Engine::open(&path).unwrap();
+        fill(&eng, 3);
+        drop(eng);
+        // Reopened as it was written: fine.
+        let eng = Engine::open(&path).unwrap();
+        // A layout from another build, or none on a state that has data: refused.
+        eng.db
+            .put_cf(eng.cf(CF_META), keys::FORMAT, 1u32.to_be_bytes())
+            .unwrap();
+        drop(eng);
+        let err = Engine::open(&path).err().expect("refused");
+        assert!(matches!(err, StorageError::StateFormat { .. }), "{err}");
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, CFS).unwrap();
+        db.delete_cf(db.cf_handle(CF_META).unwrap(), keys::FORMAT)
+            .unwrap();
+        drop(db);
+        assert!(Engine::open(&path).is_err());
+        // Unless an interrupted snapshot install will replace the state anyway.
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, CFS).unwrap();
+        db.put_cf(db.cf_handle(CF_META).unwrap(), INSTALLING, b"snap.data")
+            .unwrap();
+        drop(db);
+        assert!(Engine::open(&path).is_ok());
+    }
+
+    #[test]
     fn a_corrupt_stream_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let eng = Engine::open(&d.path().join("a")).unwrap();

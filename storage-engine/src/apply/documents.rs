@@ -2,8 +2,8 @@
 //! keeping every index of its collection in step.
 
 use super::store::{
-    all_documents, attribute_not_found, index_keys, load_collection, load_document,
-    put_index_entries, seq_key, sequence_run,
+    all_documents, attribute_not_found, count_rows, load_collection, load_document,
+    put_index_entries, remove_index_entries, seq_key, sequence_run,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
 use super::{err, Failure, R};
@@ -139,9 +139,7 @@ fn write_document(
 ) -> R<()> {
     if let Some(old) = old {
         for index in &coll.indexes {
-            for (k, _) in index_keys(project, coll, index, old) {
-                txn.del(INDEX, k);
-            }
+            remove_index_entries(txn, project, coll, index, old)?;
         }
         txn.del(INDEX, seq_key(project, coll, old.sequence));
     }
@@ -167,7 +165,11 @@ fn write_document(
             }
         }
     }
-    Ok(())
+    match (old, new) {
+        (None, Some(_)) => count_rows(txn, project, coll, 1),
+        (Some(_), None) => count_rows(txn, project, coll, -1),
+        _ => Ok(()),
+    }
 }
 
 fn document_not_found(id: &str) -> Failure {

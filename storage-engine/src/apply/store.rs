@@ -115,7 +115,26 @@ pub(super) fn index_keys(
             })
             .collect();
     }
-    // One tuple per combination of array elements (at most one array attribute per index).
+    tuples(index, doc)
+        .into_iter()
+        .map(|t| {
+            let unique = index.kind == IndexKind::Unique && t.iter().all(|v| !v.is_null());
+            let mut k = prefix.clone();
+            for (i, v) in t.iter().enumerate() {
+                let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
+                keys::encode_value(&mut k, v, order);
+            }
+            if !unique {
+                k.extend_from_slice(&keys::seq_bytes(doc.sequence));
+            }
+            (k, unique)
+        })
+        .collect()
+}
+
+/// The value tuples a document holds in a (non-fulltext) index: one per combination of array
+/// elements (at most one array attribute per index).
+fn tuples(index: &Index, doc: &Document) -> Vec<Vec<Value>> {
     let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
     for a in &index.attributes {
         let values = match doc.get(a) {
@@ -140,22 +159,84 @@ pub(super) fn index_keys(
             .collect();
     }
     tuples
-        .into_iter()
-        .map(|t| {
-            let unique = index.kind == IndexKind::Unique && t.iter().all(|v| !v.is_null());
-            let mut k = prefix.clone();
-            for (i, v) in t.iter().enumerate() {
-                let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
-                keys::encode_value(&mut k, v, order);
-            }
-            if !unique {
-                k.extend_from_slice(&keys::seq_bytes(doc.sequence));
-            }
-            (k, unique)
-        })
-        .collect()
 }
 
+/// The count keys of a document in one index: for every number of leading columns, each
+/// distinct run of values the document holds there (`keys::count_key`). Fulltext indexes
+/// keep no counts.
+fn count_keys(project: &str, coll: &Collection, index: &Index, doc: &Document) -> Vec<Vec<u8>> {
+    if index.kind == IndexKind::Fulltext {
+        return Vec::new();
+    }
+    let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
+    let mut out = Vec::new();
+    for t in tuples(index, doc) {
+        let mut values = Vec::new();
+        for (i, v) in t.iter().enumerate() {
+            let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
+            keys::encode_value(&mut values, v, order);
+            out.push(keys::count_key(&ip, &values));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Adds `delta` to each of a document's counts in `index`; a count that reaches zero is
+/// removed.
+fn adjust_counts(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    index: &Index,
+    doc: &Document,
+    delta: i64,
+) -> R<()> {
+    for k in count_keys(project, coll, index, doc) {
+        bump(txn, k, delta)?;
+    }
+    Ok(())
+}
+
+/// Adds `delta` to the count under `k` (in the index keyspace); zero removes it.
+fn bump(txn: &mut Txn, k: Vec<u8>, delta: i64) -> R<()> {
+    let n = match txn.get(INDEX, &k)? {
+        Some(v) => <[u8; 8]>::try_from(v.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| Failure::Storage(crate::engine::corrupt(&k, "count")))?,
+        None => 0,
+    };
+    match n.saturating_add_signed(delta) {
+        0 => txn.del(INDEX, k),
+        n => txn.put(INDEX, k, n.to_be_bytes().to_vec()),
+    }
+    Ok(())
+}
+
+/// Adds `delta` to the number of rows `coll` holds.
+pub(super) fn count_rows(txn: &mut Txn, project: &str, coll: &Collection, delta: i64) -> R<()> {
+    bump(
+        txn,
+        keys::rows_count(project, &coll.database, &coll.id),
+        delta,
+    )
+}
+
+/// Is this version of `doc` in `index` already? Its entries are written and removed together,
+/// so the first one tells. (An index build meets rows that their own writes already indexed.)
+fn indexed(txn: &Txn, doc: &Document, entries: &[(Vec<u8>, bool)]) -> R<bool> {
+    let Some((k, _)) = entries.first() else {
+        return Ok(false);
+    };
+    Ok(txn
+        .get(INDEX, k)?
+        .and_then(|v| keys::parse_entry_value(&v).map(|(seq, _)| seq == doc.sequence))
+        .unwrap_or(false))
+}
+
+/// Writes `doc`'s entries in `index` (checking unique ones) and, if they were not there yet,
+/// counts it.
 pub(super) fn put_index_entries(
     txn: &mut Txn,
     project: &str,
@@ -163,7 +244,9 @@ pub(super) fn put_index_entries(
     index: &Index,
     doc: &Document,
 ) -> R<()> {
-    for (k, unique) in index_keys(project, coll, index, doc) {
+    let entries = index_keys(project, coll, index, doc);
+    let fresh = !indexed(txn, doc, &entries)?;
+    for (k, unique) in entries {
         if unique {
             if let Some(owner) = txn.get(INDEX, &k)? {
                 let owner = keys::parse_entry_value(&owner).map(|(_, id)| id);
@@ -177,7 +260,29 @@ pub(super) fn put_index_entries(
         }
         txn.put(INDEX, k, keys::entry_value(doc.sequence, &doc.id));
     }
-    Ok(())
+    match fresh {
+        true => adjust_counts(txn, project, coll, index, doc, 1),
+        false => Ok(()),
+    }
+}
+
+/// Removes `doc`'s entries from `index`, and its counts if it was there.
+pub(super) fn remove_index_entries(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    index: &Index,
+    doc: &Document,
+) -> R<()> {
+    let entries = index_keys(project, coll, index, doc);
+    let present = indexed(txn, doc, &entries)?;
+    for (k, _) in entries {
+        txn.del(INDEX, k);
+    }
+    match present {
+        true => adjust_counts(txn, project, coll, index, doc, -1),
+        false => Ok(()),
+    }
 }
 
 pub(super) fn load_document(

@@ -455,15 +455,34 @@ fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
     // Two full chunks, then the rest: available, and its job is gone.
     f.apply(vec![build()]);
     assert_eq!(index_status(&f, "by_n"), IndexStatus::Processing);
-    // A row written during the build is indexed by its own write.
-    f.apply(vec![env(w, create("late", 3, "late"), 22)]);
+    // A row written during the build is indexed by its own write (and counted once when the
+    // build reaches it); rows changed during the build, behind it and ahead of it, too.
+    let ahead = format!("r{}", rows - 7);
+    f.apply(vec![
+        env(w.clone(), create("late", 3, "late"), 22),
+        env(w.clone(), increment("r3"), 22),
+        env(w.clone(), increment("r2"), 22),
+        env(w.clone(), increment(&ahead), 22),
+    ]);
     f.apply(vec![build()]);
     assert_eq!(index_status(&f, "by_n"), IndexStatus::Processing);
-    let threes = (0..rows).filter(|i| i % 10 == 3).count() as u64 + 1;
+    // "late" joined the threes; r3 left them and r2 joined them.
+    let mut threes = (0..rows).filter(|i| i % 10 == 3).count() as u64 + 1;
+    threes -= u64::from((rows - 7) % 10 == 3);
+    threes += u64::from((rows - 7) % 10 == 2);
     assert_eq!(count(&f), (threes, 1), "queries stay right while it builds");
     f.apply(vec![build()]);
     assert_eq!(index_status(&f, "by_n"), IndexStatus::Available);
+    // Now answered from the index's count of n = 3, which must equal a count of the rows.
     assert_eq!(count(&f), (threes, 0));
+    let view = f.eng.view().unwrap();
+    let coll = view.collection("p", "d", "c").unwrap().unwrap();
+    let checked = model::query::Spec::parse(&[
+        r#"{"method":"equal","attribute":"n","values":[3]}"#.into(),
+        r#"{"method":"startsWith","attribute":"name","values":[""]}"#.into(),
+    ])
+    .unwrap();
+    assert_eq!(view.find("p", &coll, &checked, true).unwrap().total, threes);
     // A chunk after the end (a late retry) is a no-op.
     let out = f.apply(vec![build()]);
     assert_eq!(out, vec![Outcome::Done]);
