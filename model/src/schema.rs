@@ -342,6 +342,10 @@ pub enum IndexStatus {
 }
 
 impl IndexStatus {
+    pub fn is_failed(&self) -> bool {
+        matches!(self, IndexStatus::Failed { .. })
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             IndexStatus::Available => "available",

@@ -99,6 +99,14 @@ impl<'a> Stream<'a> {
         }
     }
 
+    /// The iterator's error, if a read failed.
+    fn ok(&self) -> Result<()> {
+        Ok(self
+            .it
+            .status()
+            .map_err(crate::engine::StorageError::from)?)
+    }
+
     fn flip(&self) -> bool {
         self.s.reverse != self.s.seq_desc
     }
@@ -217,6 +225,8 @@ impl<'a> Stream<'a> {
                     self.in_group = Some(g);
                     return Ok(Some(e));
                 }
+                // The group ends where its keys do, not where a read failed.
+                self.ok()?;
                 match self.s.reverse {
                     true => self.seek_lt(&g),
                     false => self.seek_ge(&keys::prefix_end(&g)),
@@ -224,9 +234,7 @@ impl<'a> Stream<'a> {
                 continue;
             }
             let Some((k, v)) = self.current() else {
-                self.it
-                    .status()
-                    .map_err(crate::engine::StorageError::from)?;
+                self.ok()?;
                 return Ok(None);
             };
             if self.s.full && !self.flip() {
@@ -254,6 +262,7 @@ impl<'a> Stream<'a> {
                 }
                 self.outer_step();
             }
+            self.ok()?;
             match self.s.seq_desc {
                 true => group.sort_by_key(|e| std::cmp::Reverse(e.seq)),
                 false => group.sort_by_key(|e| e.seq),
@@ -453,6 +462,9 @@ fn streamed(
             if !after(&e) {
                 continue;
             }
+            // Index keys are cheap, but a page is not unbounded work: an offset or limit
+            // beyond the budget is refused like a scan.
+            budget.take(1)?;
             if matched >= offset {
                 ids.push(e.id);
             }
@@ -490,6 +502,41 @@ fn streamed(
     Ok(page)
 }
 
+/// Reads counts (`keys::parse_count`) under `keys`, summed; absent ones are zero.
+fn sum_counts(view: &View, keys: &[&[u8]]) -> Result<u64> {
+    let cf = view.cf(CF_INDEX);
+    let found = view
+        .engine
+        .db
+        .multi_get_cf_opt(keys.iter().map(|k| (cf, *k)), &view.opts());
+    let mut n = 0u64;
+    for (k, v) in keys.iter().zip(found) {
+        if let Some(v) = v.map_err(crate::engine::StorageError::from)? {
+            n = n.saturating_add(keys::parse_count(&v).ok_or_else(|| corrupt(k, "count"))?);
+        }
+    }
+    Ok(n)
+}
+
+/// The document id of every entry of the plan's ranges, in key order, each document once;
+/// `f` answers whether to go on.
+fn walk(view: &View, plan: &Plan, mut f: impl FnMut(Vec<u8>) -> Result<bool>) -> Result<()> {
+    let mut seen = HashSet::new();
+    for r in &plan.ranges {
+        let mut it = raw(view, r);
+        it.seek_to_first();
+        while let Some((k, v)) = it.item() {
+            let (seq, id) = parse_value(k, v)?;
+            if (!plan.multi || seen.insert(seq)) && !f(id)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(crate::engine::StorageError::from)?;
+    }
+    Ok(())
+}
+
 /// How many documents match (at most `TOTAL_CAP`).
 fn count(
     view: &View,
@@ -502,45 +549,24 @@ fn count(
     // A collection keeps the number of its rows.
     if spec.filters.is_empty() {
         let k = keys::rows_count(project, &coll.database, &coll.id);
-        let n = match view
-            .snap
-            .get_cf(view.cf(CF_INDEX), &k)
-            .map_err(crate::engine::StorageError::from)?
-        {
-            Some(v) => <[u8; 8]>::try_from(v.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| corrupt(&k, "row count"))?,
-            None => 0,
-        };
-        return Ok(n.min(TOTAL_CAP));
+        return Ok(sum_counts(view, &[&k])?.min(TOTAL_CAP));
     }
     let exact = plan.exact(spec);
     // Runs of pinned values keep their own counts: a sum of at most a thousand reads (when
     // one document can be in several ranges, only for a single range).
-    let counted = plan.ranges.iter().all(|r| r.count.is_some());
-    if exact && counted && (!plan.multi || plan.ranges.len() == 1) {
-        let keys: Vec<&[u8]> = plan
-            .ranges
-            .iter()
-            .flat_map(|r| r.count.as_deref())
-            .collect();
-        let cf = view.cf(CF_INDEX);
-        let mut n = 0u64;
-        let opts = view.opts();
-        for (k, v) in keys.iter().zip(
-            view.engine
-                .db
-                .multi_get_cf_opt(keys.iter().map(|k| (cf, *k)), &opts),
-        ) {
-            if let Some(v) = v.map_err(crate::engine::StorageError::from)? {
-                let c = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupt(k, "index count"))?;
-                n = n.saturating_add(u64::from_be_bytes(c));
-            }
-        }
+    let counted: Option<Vec<&[u8]>> = plan.ranges.iter().map(|r| r.count.as_deref()).collect();
+    if let Some(keys) = counted.filter(|_| exact && (!plan.multi || plan.ranges.len() == 1)) {
+        return Ok(sum_counts(view, &keys)?.min(TOTAL_CAP));
+    }
+    let mut n = 0u64;
+    if exact {
+        // Index keys alone, up to the cap.
+        walk(view, plan, |_| {
+            n += 1;
+            Ok(n < TOTAL_CAP)
+        })?;
         return Ok(n.min(TOTAL_CAP));
     }
-    let mut seen = HashSet::new();
-    let mut n = 0u64;
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut check = |batch: &mut Vec<Vec<u8>>, n: &mut u64| -> Result<()> {
         budget.take(batch.len())?;
@@ -552,34 +578,14 @@ fn count(
         batch.clear();
         Ok(())
     };
-    for r in &plan.ranges {
-        let mut it = raw(view, r);
-        it.seek_to_first();
-        while let Some((k, v)) = it.item() {
-            if n >= TOTAL_CAP {
-                return Ok(TOTAL_CAP);
-            }
-            if exact && !plan.multi {
-                n += 1;
-            } else {
-                let (seq, id) = parse_value(k, v)?;
-                if seen.insert(seq) {
-                    match exact {
-                        true => n += 1,
-                        false => {
-                            batch.push(id);
-                            if batch.len() >= 256 {
-                                check(&mut batch, &mut n)?;
-                            }
-                        }
-                    }
-                }
-            }
-            it.next();
+    walk(view, plan, |id| {
+        batch.push(id);
+        if batch.len() >= 256 {
+            check(&mut batch, &mut n)?;
         }
-        it.status().map_err(crate::engine::StorageError::from)?;
-    }
-    if !batch.is_empty() {
+        Ok(n < TOTAL_CAP)
+    })?;
+    if !batch.is_empty() && n < TOTAL_CAP {
         check(&mut batch, &mut n)?;
     }
     Ok(n.min(TOTAL_CAP))
@@ -595,20 +601,11 @@ fn collected(
     budget: &mut Budget,
 ) -> Result<Page> {
     let mut ids: Vec<Vec<u8>> = plan.ids.iter().map(|id| id.as_bytes().to_vec()).collect();
-    let mut seen = HashSet::new();
-    for r in &plan.ranges {
-        let mut it = raw(view, r);
-        it.seek_to_first();
-        while let Some((k, v)) = it.item() {
-            let (seq, id) = parse_value(k, v)?;
-            if seen.insert(seq) {
-                budget.take(1)?;
-                ids.push(id);
-            }
-            it.next();
-        }
-        it.status().map_err(crate::engine::StorageError::from)?;
-    }
+    walk(view, plan, |id| {
+        budget.take(1)?;
+        ids.push(id);
+        Ok(true)
+    })?;
     let mut docs: Vec<Document> = fetch(view, project, coll, &ids)?
         .into_iter()
         .filter(|d| spec.matches(d))

@@ -96,7 +96,7 @@ fn random_value(rng: &mut StdRng, attr: &str) -> Json {
     }
     match attr {
         "i" => json!(rng.gen_range(-2..5)),
-        "f" => json!([-1.5, 0.0, 0.5, 2.0, 3.25][rng.gen_range(0..5)]),
+        "f" => json!([-1.5, 0.0, -0.0, 0.5, 2.0, 3.25][rng.gen_range(0..6)]),
         "s" => json!(STRS.choose(rng).unwrap()),
         "b" => json!(rng.gen_bool(0.5)),
         "t" => {
@@ -114,14 +114,15 @@ fn random_value(rng: &mut StdRng, attr: &str) -> Json {
 /// range of values, so the planner's conversions are exercised.
 fn query_value(rng: &mut StdRng, attr: &str) -> Json {
     match attr {
-        "i" => match rng.gen_range(0..6) {
+        "i" => match rng.gen_range(0..7) {
             0 => json!(rng.gen_range(-2..5) as f64),
             1 => json!(1.5),
+            2 => json!(-0.0),
             _ => json!(rng.gen_range(-3..6)),
         },
         "f" => match rng.gen_range(0..4) {
             0 => json!(rng.gen_range(-1..4)),
-            _ => json!([-1.5, 0.0, 0.5, 2.0, 3.25, 1.0][rng.gen_range(0..6)]),
+            _ => json!([-1.5, 0.0, -0.0, 0.5, 2.0, 3.25, 1.0][rng.gen_range(0..7)]),
         },
         "s" => json!(STRS.choose(rng).unwrap()),
         "b" => json!(rng.gen_bool(0.5)),

@@ -247,6 +247,11 @@ pub fn count_key(index_prefix: &[u8], values: &[u8]) -> Vec<u8> {
 
 pub const COUNT_TAG: u8 = 0;
 
+/// The number a count key holds.
+pub fn parse_count(v: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+}
+
 /// How many rows a collection holds (8 big-endian bytes), kept in the index keyspace under a
 /// name no index can have, so it goes with its collection.
 pub fn rows_count(project: &str, db: &str, coll: &str) -> Vec<u8> {

@@ -90,8 +90,10 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
 fn index_value(kind: AttrKind, v: &Value) -> Option<Value> {
     match (kind, v) {
         (AttrKind::Integer | AttrKind::Bigint, Value::Int(_)) => Some(v.clone()),
+        // -0.0 is not loosely equal to 0 (floats compare by `total_cmp`), so no integer
+        // key stands for it.
         (AttrKind::Integer | AttrKind::Bigint, Value::Float(f))
-            if f.fract() == 0.0 && f.abs() < 9.007e15 =>
+            if f.fract() == 0.0 && f.abs() < 9.007e15 && !(*f == 0.0 && f.is_sign_negative()) =>
         {
             Some(Value::Int(*f as i64))
         }

@@ -137,15 +137,17 @@ fn write_document(
     old: Option<&Document>,
     new: Option<&Document>,
 ) -> R<()> {
+    // A failed index holds nothing and enforces nothing.
+    let live = || coll.indexes.iter().filter(|i| !i.status.is_failed());
     if let Some(old) = old {
-        for index in &coll.indexes {
+        for index in live() {
             remove_index_entries(txn, project, coll, index, old)?;
         }
         txn.del(INDEX, seq_key(project, coll, old.sequence));
     }
     match new {
         Some(new) => {
-            for index in &coll.indexes {
+            for index in live() {
                 put_index_entries(txn, project, coll, index, new)?;
             }
             txn.put(

@@ -202,9 +202,8 @@ fn adjust_counts(
 /// Adds `delta` to the count under `k` (in the index keyspace); zero removes it.
 fn bump(txn: &mut Txn, k: Vec<u8>, delta: i64) -> R<()> {
     let n = match txn.get(INDEX, &k)? {
-        Some(v) => <[u8; 8]>::try_from(v.as_slice())
-            .map(u64::from_be_bytes)
-            .map_err(|_| Failure::Storage(crate::engine::corrupt(&k, "count")))?,
+        Some(v) => keys::parse_count(&v)
+            .ok_or_else(|| Failure::Storage(crate::engine::corrupt(&k, "count")))?,
         None => 0,
     };
     match n.saturating_add_signed(delta) {
@@ -226,9 +225,14 @@ pub(super) fn count_rows(txn: &mut Txn, project: &str, coll: &Collection, delta:
 /// Is this version of `doc` in `index` already? Its entries are written and removed together,
 /// so the first one tells. (An index build meets rows that their own writes already indexed.)
 fn indexed(txn: &Txn, doc: &Document, entries: &[(Vec<u8>, bool)]) -> R<bool> {
-    let Some((k, _)) = entries.first() else {
-        return Ok(false);
-    };
+    match entries.first() {
+        Some((k, _)) => owned_by(txn, k, doc),
+        None => Ok(false),
+    }
+}
+
+/// Does the entry under `k` belong to `doc`?
+fn owned_by(txn: &Txn, k: &[u8], doc: &Document) -> R<bool> {
     Ok(txn
         .get(INDEX, k)?
         .and_then(|v| keys::parse_entry_value(&v).map(|(seq, _)| seq == doc.sequence))
@@ -276,7 +280,12 @@ pub(super) fn remove_index_entries(
 ) -> R<()> {
     let entries = index_keys(project, coll, index, doc);
     let present = indexed(txn, doc, &entries)?;
-    for (k, _) in entries {
+    for (k, unique) in entries {
+        // A bare unique key may belong to another row (one written while this index was
+        // being built, before the build reached this row): only this row's own goes.
+        if unique && !owned_by(txn, &k, doc)? {
+            continue;
+        }
         txn.del(INDEX, k);
     }
     match present {

@@ -490,6 +490,61 @@ fn an_index_over_existing_rows_is_built_in_bounded_chunks() {
 }
 
 #[test]
+fn removing_a_row_during_a_unique_build_leaves_the_entry_another_row_owns() {
+    use model::schema::IndexStatus;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    for i in 0..20 {
+        f.apply(vec![env(
+            w.clone(),
+            create(&format!("r{i}"), i, &format!("n{i}")),
+            10,
+        )]);
+    }
+    f.apply(vec![schema(
+        SchemaOp::CreateIndex {
+            database: "d".into(),
+            collection: "c".into(),
+            index: index_on_n("uniq_n", model::IndexKind::Unique),
+        },
+        20,
+    )]);
+    // Ahead of the build, "x" takes n = 5 (r5 is not indexed yet), then r5 goes.
+    f.apply(vec![env(w.clone(), create("x", 5, "x"), 21)]);
+    let out = f.apply(vec![env(
+        w,
+        Op::Documents(DocumentsOp::Write {
+            ops: vec![DocTarget {
+                database: "d".into(),
+                collection: "c".into(),
+                op: DocOp::Delete { id: "r5".into() },
+            }],
+        }),
+        22,
+    )]);
+    assert_eq!(failed(&out[0]), None);
+    while index_status(&f, "uniq_n") == IndexStatus::Processing {
+        f.apply(vec![schema(
+            SchemaOp::BuildIndex {
+                database: "d".into(),
+                collection: "c".into(),
+                key: "uniq_n".into(),
+            },
+            23,
+        )]);
+    }
+    assert_eq!(index_status(&f, "uniq_n"), IndexStatus::Available);
+    let view = f.eng.view().unwrap();
+    let coll = view.collection("p", "d", "c").unwrap().unwrap();
+    let spec =
+        model::query::Spec::parse(&[r#"{"method":"equal","attribute":"n","values":[5]}"#.into()])
+            .unwrap();
+    let page = view.find("p", &coll, &spec, true).unwrap();
+    let ids: Vec<&str> = page.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!((ids, page.total), (vec!["x"], 1));
+}
+
+#[test]
 fn a_unique_index_over_duplicates_ends_failed_and_empty() {
     use model::schema::IndexStatus;
     let mut f = Fixture::new();
