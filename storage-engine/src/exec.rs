@@ -385,10 +385,13 @@ pub(crate) fn find(
     };
     match plan.order {
         Some(served) => {
-            let documents = streamed(view, project, coll, spec, &plan, served, &mut budget)?;
-            let total = match want_total {
-                true => count(view, project, coll, spec, &plan, &mut budget)?,
-                false => 0,
+            let (documents, seen_all) =
+                streamed(view, project, coll, spec, &plan, served, &mut budget)?;
+            let total = match (want_total, seen_all) {
+                (false, _) => 0,
+                // The page read every match already (a scan that found fewer than a page).
+                (true, Some(n)) => n.min(TOTAL_CAP),
+                (true, None) => count(view, project, coll, spec, &plan, &mut budget)?,
             };
             Ok(Page { documents, total })
         }
@@ -402,7 +405,8 @@ fn cursor_doc(view: &View, project: &str, coll: &Collection, id: &str) -> Result
         .ok_or_else(|| crate::read::cursor_not_found(id))
 }
 
-/// The page of a plan whose index order is the query's order.
+/// The page of a plan whose index order is the query's order, and the number of matches when
+/// reading it met them all (no cursor, and the ranges ran out).
 fn streamed(
     view: &View,
     project: &str,
@@ -411,7 +415,7 @@ fn streamed(
     plan: &Plan,
     served: Served,
     budget: &mut Budget,
-) -> Result<Vec<Document>> {
+) -> Result<(Vec<Document>, Option<u64>)> {
     let limit = spec.limit.unwrap_or(DEFAULT_LIMIT).min(usize::MAX as u64) as usize;
     let offset = spec.offset.min(usize::MAX as u64) as usize;
     let want = offset.saturating_add(limit);
@@ -441,7 +445,7 @@ fn streamed(
         }
     });
     if want == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let streams = plan
         .ranges
@@ -455,10 +459,16 @@ fn streamed(
     };
     let mut matched = 0usize;
     let mut page = Vec::new();
+    // Every match met, including those past the page (a batch may hold some).
+    let mut found = 0u64;
+    let mut exhausted = false;
     if plan.exact(spec) {
         let mut ids = Vec::new();
         while matched < want {
-            let Some(e) = merge.next()? else { break };
+            let Some(e) = merge.next()? else {
+                exhausted = true;
+                break;
+            };
             if !after(&e) {
                 continue;
             }
@@ -469,16 +479,16 @@ fn streamed(
                 ids.push(e.id);
             }
             matched += 1;
+            found += 1;
         }
         page = fetch(view, project, coll, &ids)?;
     } else {
-        let mut done = false;
-        while !done && matched < want {
+        while !exhausted && matched < want {
             let batch_len = (want - matched).clamp(32, 256);
             let mut ids = Vec::with_capacity(batch_len);
             while ids.len() < batch_len {
                 let Some(e) = merge.next()? else {
-                    done = true;
+                    exhausted = true;
                     break;
                 };
                 if after(&e) {
@@ -487,7 +497,11 @@ fn streamed(
             }
             budget.take(ids.len())?;
             for d in fetch(view, project, coll, &ids)? {
-                if matched < want && spec.matches(&d) {
+                if !spec.matches(&d) {
+                    continue;
+                }
+                found += 1;
+                if matched < want {
                     if matched >= offset {
                         page.push(d);
                     }
@@ -499,7 +513,8 @@ fn streamed(
     if before {
         page.reverse();
     }
-    Ok(page)
+    let seen_all = (exhausted && pos.is_none()).then_some(found);
+    Ok((page, seen_all))
 }
 
 /// Reads counts (`keys::parse_count`) under `keys`, summed; absent ones are zero.

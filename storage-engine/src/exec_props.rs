@@ -531,4 +531,16 @@ fn totals_stop_at_appwrites_cap_and_pages_stay_bounded() {
     );
     let e = view.find("p", &coll, &filtered, true).unwrap_err();
     assert_eq!(e.code, model::ErrorCode::DatabaseTimeout);
+
+    // A scan whose page never fills has met every match: its total costs nothing more, so a
+    // budget of exactly the table answers it.
+    let exactly = w.eng.clone().with_scan_budget(n);
+    let view = exactly.view().unwrap();
+    let few = Spec::parse(&[format!(
+        r#"{{"method":"greaterThan","attribute":"$sequence","values":[{}]}}"#,
+        n - 3
+    )])
+    .unwrap();
+    let page = view.find("p", &coll, &few, true).unwrap();
+    assert_eq!((page.documents.len(), page.total), (3, 3));
 }
