@@ -904,6 +904,13 @@ impl RaftNode {
             .and_then(|der| crate::pki::inspect(&der))
             .map_err(|e| Refusal::BadRequest(e.to_string()))?
             .key_sha256;
+        // This node may not have recorded its own admission yet (the first node does so just
+        // after it starts): record it first, or the joiner's list of the members it may take
+        // Raft traffic from before its state arrives would lack this node, and it would refuse
+        // the appends that bring that state.
+        if matches!(self.engine.cluster_node(self.id), Ok(None)) {
+            self.admit(self.id, tls.cert().key_sha256).await?;
+        }
         // The admission (and the token's one use) is a Raft entry: it holds on every member,
         // and a token cannot be used twice through two members at once.
         let token = match &req.proof {
