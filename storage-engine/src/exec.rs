@@ -8,7 +8,7 @@
 use crate::engine::{decode_document, scan_budget_exceeded, CF_DOCS, CF_INDEX};
 use crate::keys;
 use crate::planner::{self, KeyRange, Plan, Served};
-use crate::read::{paginate_with_limit, View};
+use crate::read::{page_of, View};
 use model::query::{Cursor, Spec, DEFAULT_LIMIT};
 use model::reader::Page;
 use model::schema::{Collection, Document, Order};
@@ -143,11 +143,7 @@ impl<'a> Stream<'a> {
 
     /// To the last key `< t`.
     fn seek_lt(&mut self, t: &[u8]) {
-        if t >= self.range.end.as_slice() {
-            self.it.seek_to_last();
-        } else {
-            self.it.seek_for_prev(t);
-        }
+        self.seek_le(t);
         if self.it.key().is_some_and(|k| k >= t) {
             self.it.prev();
         }
@@ -621,15 +617,6 @@ fn collected(
         ids.push(id);
         Ok(true)
     })?;
-    let mut docs: Vec<Document> = fetch(view, project, coll, &ids)?
-        .into_iter()
-        .filter(|d| spec.matches(d))
-        .collect();
-    docs.sort_by(|a, b| spec.compare(a, b));
-    let total = (docs.len() as u64).min(TOTAL_CAP);
-    let limit = Some(spec.limit.unwrap_or(DEFAULT_LIMIT));
-    let documents = paginate_with_limit::<Error>(docs, spec, limit, |id| {
-        cursor_doc(view, project, coll, id).ok()
-    })?;
-    Ok(Page { documents, total })
+    let docs = fetch(view, project, coll, &ids)?;
+    page_of(docs, spec, |id| cursor_doc(view, project, coll, id).ok())
 }

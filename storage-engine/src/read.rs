@@ -69,6 +69,21 @@ where
     Ok(out)
 }
 
+/// The page `spec` asks for out of candidate `docs` (filtered, sorted, then cursor, offset
+/// and limit), and how many match (at most `TOTAL_CAP`).
+pub(crate) fn page_of(
+    docs: Vec<Document>,
+    spec: &Spec,
+    cursor_doc: impl Fn(&str) -> Option<Document>,
+) -> Result<Page> {
+    let mut docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
+    docs.sort_by(|a, b| spec.compare(a, b));
+    let total = (docs.len() as u64).min(crate::exec::TOTAL_CAP);
+    let limit = Some(spec.limit.unwrap_or(DEFAULT_LIMIT));
+    let documents = paginate_with_limit::<Error>(docs, spec, limit, cursor_doc)?;
+    Ok(Page { documents, total })
+}
+
 /// The state at one point in time: every read through a view sees the same applied index.
 pub struct View {
     // Declared before `engine`, so it is dropped first: it borrows the database that
@@ -332,15 +347,10 @@ impl StateReader for View {
         let docs = crate::apply::staged_read(txn, project, staged, now, |txn| {
             crate::apply::staged_documents(txn, project, coll)
         })?;
-        let mut docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
-        docs.sort_by(|a, b| spec.compare(a, b));
-        let total = (docs.len() as u64).min(crate::exec::TOTAL_CAP);
+        let docs: Vec<Document> = docs.into_iter().filter(|d| spec.matches(d)).collect();
         let by_id: std::collections::HashMap<String, Document> =
             docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
-        let limit = Some(spec.limit.unwrap_or(DEFAULT_LIMIT));
-        let documents =
-            paginate_with_limit::<Error>(docs, spec, limit, |id| by_id.get(id).cloned())?;
-        Ok(Page { documents, total })
+        page_of(docs, spec, |id| by_id.get(id).cloned())
     }
 
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>> {

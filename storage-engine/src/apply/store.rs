@@ -83,14 +83,16 @@ pub(super) fn all_documents(txn: &Txn, project: &str, coll: &Collection) -> R<Ve
         .collect()
 }
 
-/// The index keys a document contributes to one index: (key, unique-checked). Each entry's
-/// value is `keys::entry_value` (its sequence and id).
-pub(super) fn index_keys(
-    project: &str,
-    coll: &Collection,
-    index: &Index,
-    doc: &Document,
-) -> Vec<(Vec<u8>, bool)> {
+/// What a document holds in one index: its entries (key, unique-checked), each valued
+/// `keys::entry_value` (its sequence and id), and its count keys: for every number of leading
+/// columns, each distinct run of values it holds there (`keys::count_key`; fulltext indexes
+/// keep no counts).
+struct IndexKeys {
+    entries: Vec<(Vec<u8>, bool)>,
+    counts: Vec<Vec<u8>>,
+}
+
+fn index_keys(project: &str, coll: &Collection, index: &Index, doc: &Document) -> IndexKeys {
     let prefix = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
     if index.kind == IndexKind::Fulltext {
         let text = match doc.get(&index.attributes[0]) {
@@ -105,7 +107,7 @@ pub(super) fn index_keys(
         let mut toks = model::query::tokens(&text);
         toks.sort();
         toks.dedup();
-        return toks
+        let entries = toks
             .into_iter()
             .map(|t| {
                 let mut k = prefix.clone();
@@ -114,22 +116,30 @@ pub(super) fn index_keys(
                 (k, false)
             })
             .collect();
+        return IndexKeys {
+            entries,
+            counts: Vec::new(),
+        };
     }
-    tuples(index, doc)
-        .into_iter()
-        .map(|t| {
-            let unique = index.kind == IndexKind::Unique && t.iter().all(|v| !v.is_null());
-            let mut k = prefix.clone();
-            for (i, v) in t.iter().enumerate() {
-                let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
-                keys::encode_value(&mut k, v, order);
-            }
-            if !unique {
-                k.extend_from_slice(&keys::seq_bytes(doc.sequence));
-            }
-            (k, unique)
-        })
-        .collect()
+    let mut entries = Vec::new();
+    let mut counts = Vec::new();
+    for t in tuples(index, doc) {
+        let unique = index.kind == IndexKind::Unique && t.iter().all(|v| !v.is_null());
+        let mut values = Vec::new();
+        for (i, v) in t.iter().enumerate() {
+            let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
+            keys::encode_value(&mut values, v, order);
+            counts.push(keys::count_key(&prefix, &values));
+        }
+        let mut k = [prefix.as_slice(), &values].concat();
+        if !unique {
+            k.extend_from_slice(&keys::seq_bytes(doc.sequence));
+        }
+        entries.push((k, unique));
+    }
+    counts.sort();
+    counts.dedup();
+    IndexKeys { entries, counts }
 }
 
 /// The value tuples a document holds in a (non-fulltext) index: one per combination of array
@@ -161,40 +171,11 @@ fn tuples(index: &Index, doc: &Document) -> Vec<Vec<Value>> {
     tuples
 }
 
-/// The count keys of a document in one index: for every number of leading columns, each
-/// distinct run of values the document holds there (`keys::count_key`). Fulltext indexes
-/// keep no counts.
-fn count_keys(project: &str, coll: &Collection, index: &Index, doc: &Document) -> Vec<Vec<u8>> {
-    if index.kind == IndexKind::Fulltext {
-        return Vec::new();
-    }
-    let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
-    let mut out = Vec::new();
-    for t in tuples(index, doc) {
-        let mut values = Vec::new();
-        for (i, v) in t.iter().enumerate() {
-            let order = index.orders.get(i).copied().unwrap_or(Order::Asc);
-            keys::encode_value(&mut values, v, order);
-            out.push(keys::count_key(&ip, &values));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Adds `delta` to each of a document's counts in `index`; a count that reaches zero is
+/// Adds `delta` to each of a document's counts in an index; a count that reaches zero is
 /// removed.
-fn adjust_counts(
-    txn: &mut Txn,
-    project: &str,
-    coll: &Collection,
-    index: &Index,
-    doc: &Document,
-    delta: i64,
-) -> R<()> {
-    for k in count_keys(project, coll, index, doc) {
-        bump(txn, k, delta)?;
+fn adjust_counts(txn: &mut Txn, held: &IndexKeys, delta: i64) -> R<()> {
+    for k in &held.counts {
+        bump(txn, k.clone(), delta)?;
     }
     Ok(())
 }
@@ -248,11 +229,11 @@ pub(super) fn put_index_entries(
     index: &Index,
     doc: &Document,
 ) -> R<()> {
-    let entries = index_keys(project, coll, index, doc);
-    let fresh = !indexed(txn, doc, &entries)?;
-    for (k, unique) in entries {
-        if unique {
-            if let Some(owner) = txn.get(INDEX, &k)? {
+    let held = index_keys(project, coll, index, doc);
+    let fresh = !indexed(txn, doc, &held.entries)?;
+    for (k, unique) in &held.entries {
+        if *unique {
+            if let Some(owner) = txn.get(INDEX, k)? {
                 let owner = keys::parse_entry_value(&owner).map(|(_, id)| id);
                 if owner != Some(doc.id.as_bytes()) {
                     return Err(err(
@@ -262,10 +243,10 @@ pub(super) fn put_index_entries(
                 }
             }
         }
-        txn.put(INDEX, k, keys::entry_value(doc.sequence, &doc.id));
+        txn.put(INDEX, k.clone(), keys::entry_value(doc.sequence, &doc.id));
     }
     match fresh {
-        true => adjust_counts(txn, project, coll, index, doc, 1),
+        true => adjust_counts(txn, &held, 1),
         false => Ok(()),
     }
 }
@@ -278,18 +259,18 @@ pub(super) fn remove_index_entries(
     index: &Index,
     doc: &Document,
 ) -> R<()> {
-    let entries = index_keys(project, coll, index, doc);
-    let present = indexed(txn, doc, &entries)?;
-    for (k, unique) in entries {
+    let held = index_keys(project, coll, index, doc);
+    let present = indexed(txn, doc, &held.entries)?;
+    for (k, unique) in &held.entries {
         // A bare unique key may belong to another row (one written while this index was
         // being built, before the build reached this row): only this row's own goes.
-        if unique && !owned_by(txn, &k, doc)? {
+        if *unique && !owned_by(txn, k, doc)? {
             continue;
         }
-        txn.del(INDEX, k);
+        txn.del(INDEX, k.clone());
     }
     match present {
-        true => adjust_counts(txn, project, coll, index, doc, -1),
+        true => adjust_counts(txn, &held, -1),
         false => Ok(()),
     }
 }
