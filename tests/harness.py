@@ -341,6 +341,15 @@ class Network:
             subprocess.run(["ip", "link", "del", b], capture_output=True, timeout=10)
 
 
+def _headers(msg):
+    """Response headers by lower-cased name; repeated ones (Set-Cookie) joined by newlines."""
+    out = {}
+    for k, v in msg.items():
+        k = k.lower()
+        out[k] = out[k] + "\n" + v if k in out else v
+    return out
+
+
 def http(method, url, body=None, headers=None):
     """A raw HTTP call: returns (status, headers, parsed JSON or raw text)."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -352,9 +361,9 @@ def http(method, url, body=None, headers=None):
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             raw = r.read()
-            status, hdrs = r.status, {k.lower(): v for k, v in r.headers.items()}
+            status, hdrs = r.status, _headers(r.headers)
     except urllib.error.HTTPError as e:
-        raw, status, hdrs = e.read(), e.code, {k.lower(): v for k, v in e.headers.items()}
+        raw, status, hdrs = e.read(), e.code, _headers(e.headers)
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
@@ -375,4 +384,5 @@ ALL_SCOPES = [
     "databases.read", "databases.write", "tables.read", "tables.write", "columns.read", "columns.write",
     "indexes.read", "indexes.write", "rows.read", "rows.write", "collections.read", "collections.write",
     "attributes.read", "attributes.write", "documents.read", "documents.write", "health.read",
+    "users.read", "users.write", "sessions.read", "sessions.write", "teams.read", "teams.write",
 ]

@@ -74,7 +74,10 @@ def test_auth_errors(base):
     check_error(status, headers, reply, 404, "project_not_found")
     status, headers, reply = http("GET", url, headers={"X-Appwrite-Key": base.key})
     check_error(status, headers, reply, 403, "project_id_missing")
+    # A guest may list rows, but this table grants no one read.
     status, headers, reply = http("GET", url, headers={"X-Appwrite-Project": base.id})
+    check_error(status, headers, reply, 401, "user_unauthorized")
+    status, headers, reply = http("GET", base.node.url() + "/tablesdb", headers={"X-Appwrite-Project": base.id})
     check_error(status, headers, reply, 401, "general_unauthorized_scope")
     status, headers, reply = http("GET", url, headers={"X-Appwrite-Project": base.id, "X-Appwrite-Key": "standard_bogus"})
     check_error(status, headers, reply, 401, "user_unauthorized")

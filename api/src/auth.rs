@@ -1,17 +1,35 @@
-//! Who is calling: the project (`X-Appwrite-Project` or `?project=`) and an API key
-//! (`X-Appwrite-Key`) with scopes. End-user sessions come with the auth issue.
+//! Who is calling: the project (`X-Appwrite-Project` or `?project=`), then an API key
+//! (`X-Appwrite-Key`) with scopes, or an end user through a session (cookie
+//! `a_session_<project>`, its `_legacy` twin, `X-Appwrite-Session`, or `X-Fallback-Cookies`)
+//! or a JWT (`X-Appwrite-JWT`), or else a guest. Users and guests hold the scopes of their
+//! role and the roles that permissions name.
 
 use crate::error::ApiError;
 use crate::params::Req;
+use crate::secrets::{verify_jwt, SessionValue};
 use crate::AppState;
+use axum::http::HeaderMap;
+use model::auth::{self, Session, User};
 use model::msg;
+use model::query::{CmpOp, Filter, Spec};
 use model::reader::StateReader;
-use model::{Actor, Error, ErrorCode};
-use sha2::{Digest, Sha256};
+use model::{Actor, Error, ErrorCode, Value};
 use std::sync::Arc;
 
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+pub use crate::secrets::sha256_hex;
+
+/// Who the caller is.
+#[derive(Clone)]
+pub enum Who {
+    /// An API key (or a route that takes the operator's root key): permissions do not bind.
+    Key,
+    /// An end user, through `session` (or a JWT made from it).
+    User {
+        user: Box<User>,
+        session: Box<Session>,
+        jwt: bool,
+    },
+    Guest,
 }
 
 /// An authorised request's context: the project, who is acting, and the view of the state
@@ -20,6 +38,34 @@ pub struct Ctx {
     pub project: String,
     pub actor: Actor,
     pub view: Arc<dyn StateReader>,
+    pub who: Who,
+    /// The request named a session or a JWT that this view does not know: a view that lags
+    /// behind may not have it yet, so a refusal or a guest's write must be decided again on a
+    /// linearizable one.
+    pub unresolved: bool,
+}
+
+impl Ctx {
+    /// The roles permissions are checked against; `None` for a key, which they do not bind.
+    pub fn roles(&self) -> Option<Vec<String>> {
+        match &self.who {
+            Who::Key => None,
+            Who::User { user, .. } => Some(auth::roles(Some(user), &[])),
+            Who::Guest => Some(auth::roles(None, &[])),
+        }
+    }
+
+    pub fn is_key(&self) -> bool {
+        matches!(self.who, Who::Key)
+    }
+
+    /// The signed-in user and their session, if any.
+    pub fn user(&self) -> Option<(&User, &Session)> {
+        match &self.who {
+            Who::User { user, session, .. } => Some((user, session)),
+            _ => None,
+        }
+    }
 }
 
 fn header<'a>(req: &'a Req, name: &str) -> Option<&'a str> {
@@ -29,46 +75,309 @@ fn header<'a>(req: &'a Req, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Whether the request names a key at all (an empty header names none).
-pub(crate) fn has_key(req: &Req) -> bool {
-    header(req, "x-appwrite-key").is_some()
+/// Whether the request carries any credential: a key, a session or a JWT.
+pub(crate) fn has_credentials(req: &Req) -> bool {
+    has_credentials_in(&req.headers)
+}
+
+pub(crate) fn has_credentials_in(headers: &HeaderMap) -> bool {
+    let present = |name: &str| headers.get(name).is_some_and(|v| !v.is_empty());
+    [
+        "x-appwrite-key",
+        "x-appwrite-jwt",
+        "x-appwrite-session",
+        "x-fallback-cookies",
+    ]
+    .iter()
+    .any(|h| present(h))
+        || headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .any(|c| c.to_str().is_ok_and(|c| c.contains("a_session_")))
 }
 
 fn scope_list(scopes: &[&str]) -> String {
     serde_json::to_string(scopes).unwrap_or_default()
 }
 
-/// Authorises an API-key request holding any one of `scopes`, against `view`. For a write
-/// this is the fast answer only: apply checks the key again against the committed state.
+/// The scopes of a guest (Appwrite's `guests` role).
+pub const GUEST_SCOPES: &[&str] = &[
+    "sessions.write",
+    "documents.read",
+    "documents.write",
+    "rows.read",
+    "rows.write",
+    "files.read",
+    "files.write",
+    "locale.read",
+    "avatars.read",
+    "health.read",
+    "public",
+];
+
+/// The scopes of a signed-in user (Appwrite's `users` role).
+pub const USER_SCOPES: &[&str] = &[
+    "account",
+    "sessions.write",
+    "teams.read",
+    "teams.write",
+    "documents.read",
+    "documents.write",
+    "rows.read",
+    "rows.write",
+    "files.read",
+    "files.write",
+    "locale.read",
+    "avatars.read",
+    "health.read",
+    "targets.read",
+    "targets.write",
+    "public",
+];
+
+/// Would a guest be refused every one of `scopes`? (Decided without any state.)
+pub(crate) fn guest_refused(scopes: &[&str]) -> bool {
+    !scopes.iter().any(|s| GUEST_SCOPES.contains(s))
+}
+
+fn project_of(req: &Req) -> Option<String> {
+    req.params
+        .get("project")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| header(req, "x-appwrite-project").map(str::to_string))
+        .filter(|p| !p.is_empty())
+}
+
+/// The session value a request carries, from the first place that has one.
+pub(crate) fn session_value(headers: &HeaderMap, project: &str) -> Option<String> {
+    let name = format!("a_session_{project}");
+    let legacy = format!("{name}_legacy");
+    let mut from_cookie = None;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+    };
+    for c in headers.get_all(axum::http::header::COOKIE) {
+        let Ok(c) = c.to_str() else { continue };
+        for pair in c.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            // Values are URL-encoded in the cookie (base64 has `=`, `+`, `/`).
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            if k == name {
+                return Some(v);
+            }
+            if k == legacy && from_cookie.is_none() {
+                from_cookie = Some(v);
+            }
+        }
+    }
+    from_cookie
+        .or_else(|| header("x-appwrite-session").map(str::to_string))
+        .or_else(|| {
+            let fallback: serde_json::Value =
+                serde_json::from_str(header("x-fallback-cookies")?).ok()?;
+            fallback.get(&name)?.as_str().map(str::to_string)
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// The session whose secret hashes to `sha`, if it belongs to `user` and has not expired.
+pub(crate) fn session_by_secret(
+    view: &dyn StateReader,
+    project: &str,
+    user: &str,
+    sha: &str,
+    now: i64,
+) -> Result<Option<Session>, ApiError> {
+    let spec = Spec {
+        filters: vec![Filter::Cmp {
+            attr: "secret".into(),
+            op: CmpOp::Equal,
+            values: vec![Value::Str(sha.to_string())],
+        }],
+        limit: Some(1),
+        ..Spec::default()
+    };
+    let page = view.find(project, auth::sessions(), &spec, false)?;
+    Ok(page
+        .documents
+        .first()
+        .map(Session::from_document)
+        .filter(|s| s.user_id == user && s.expire > now))
+}
+
+/// A session by id, if it belongs to `user` and has not expired.
+fn session_by_id(
+    view: &dyn StateReader,
+    project: &str,
+    user: &str,
+    id: &str,
+    now: i64,
+) -> Result<Option<Session>, ApiError> {
+    Ok(view
+        .document(project, auth::sessions(), id)?
+        .map(|d| Session::from_document(&d))
+        .filter(|s| s.user_id == user && s.expire > now))
+}
+
+pub(crate) fn load_user(
+    view: &dyn StateReader,
+    project: &str,
+    id: &str,
+) -> Result<Option<User>, ApiError> {
+    Ok(view
+        .document(project, auth::users(), id)?
+        .map(|d| User::from_document(&d)))
+}
+
+/// Does `headers` carry a live session or a valid JWT of `project`, as `view` knows them?
+/// (Only whether it names a user: what the user may do is checked where the request is
+/// served.)
+pub(crate) fn signed_in(view: &dyn StateReader, headers: &HeaderMap, project: &str) -> bool {
+    let now = crate::params::now_ms();
+    if let Some(token) = headers.get("x-appwrite-jwt").and_then(|v| v.to_str().ok()) {
+        return matches!(view.jwt_secret(project), Ok(Some(s)) if verify_jwt(&s, token).is_ok());
+    }
+    let Some(v) = session_value(headers, project).and_then(|v| SessionValue::decode(&v)) else {
+        return false;
+    };
+    matches!(
+        session_by_secret(view, project, &v.id, &sha256_hex(&v.secret), now),
+        Ok(Some(_))
+    )
+}
+
+fn project_not_found() -> ApiError {
+    ApiError::new(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used.")
+}
+
+/// Authorises a request that needs any one of `scopes`, against `view`. For a write this is
+/// the fast answer only: apply checks the key or the session again against the committed
+/// state.
 pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Result<Ctx, ApiError> {
     let key = header(req, "x-appwrite-key");
-    let project = header(req, "x-appwrite-project")
-        .map(str::to_string)
-        .or_else(|| {
-            req.params
-                .get("project")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        });
-    let Some(project) = project.filter(|p| !p.is_empty()) else {
+    let Some(project) = project_of(req) else {
         return Err(if key.is_some() {
             ApiError::new(ErrorCode::ProjectIdMissing, "When using project API key, make sure to pass x-appwrite-project header with your project ID.")
         } else {
-            ApiError::new(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used.")
+            project_not_found()
         });
     };
     if view.project(&project)?.is_none() {
-        return Err(ApiError::new(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used."));
+        return Err(project_not_found());
     }
-    let Some(secret) = key else {
-        return Err(ApiError::new(
+    // With a key, a session sent alongside is ignored (as Appwrite does for project keys).
+    if let Some(secret) = key {
+        return authorize_key(view, project, secret, scopes);
+    }
+    let session = session_value(&req.headers, &project);
+    let now = crate::params::now_ms();
+    let jwt = header(req, "x-appwrite-jwt");
+    let mut unresolved = false;
+    let mut who = Who::Guest;
+    if let Some(token) = jwt {
+        if session.is_some() {
+            return Err(ApiError::new(ErrorCode::UserJwtAndCookieSet, "JWT and cookie used in the same request. Use either `setJWT` or `setCookie`. Learn about which authentication method to use in the SSR docs: https://appwrite.io/docs/products/auth/server-side-rendering"));
+        }
+        let secret = view.jwt_secret(&project)?.unwrap_or_default();
+        let claims = verify_jwt(&secret, token).map_err(|why| {
+            ApiError::new(
+                ErrorCode::UserJwtInvalid,
+                msg!("Failed to verify JWT. Invalid token: {}", why),
+            )
+        })?;
+        // A valid signature whose user or session is gone (or not in a lagging view) makes
+        // the caller a guest, as Appwrite does. A JWT made without a session names none.
+        let session = match claims.session_id.as_str() {
+            "" => Some(Session::unbound(&claims.user_id)),
+            id => session_by_id(&*view, &project, &claims.user_id, id, now)?,
+        };
+        let user = load_user(&*view, &project, &claims.user_id)?;
+        match (user, session) {
+            (Some(user), Some(session)) => {
+                who = Who::User {
+                    user: Box::new(user),
+                    session: Box::new(session),
+                    jwt: true,
+                }
+            }
+            _ => unresolved = true,
+        }
+    } else if let Some(value) = session {
+        let found = match SessionValue::decode(&value) {
+            Some(v) => {
+                let sha = sha256_hex(&v.secret);
+                match session_by_secret(&*view, &project, &v.id, &sha, now)? {
+                    Some(s) => load_user(&*view, &project, &v.id)?.map(|u| (u, s)),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        match found {
+            Some((user, session)) => {
+                who = Who::User {
+                    user: Box::new(user),
+                    session: Box::new(session),
+                    jwt: false,
+                }
+            }
+            // As Appwrite: an unknown or ended session makes the caller a guest.
+            None => unresolved = true,
+        }
+    }
+    let (role, role_scopes) = match &who {
+        Who::User { .. } => ("users", USER_SCOPES),
+        _ => ("guests", GUEST_SCOPES),
+    };
+    if !scopes.iter().any(|s| role_scopes.contains(s)) {
+        let e = ApiError::new(
             ErrorCode::GeneralUnauthorizedScope,
             msg!(
-                "User (role: guests) missing scopes ({})",
+                "User (role: {}) missing scopes ({})",
+                role,
                 scope_list(scopes)
             ),
-        ));
+        );
+        return Err(e);
+    }
+    if let Who::User { user, .. } = &who {
+        if !user.status {
+            return Err(ApiError::new(
+                ErrorCode::UserBlocked,
+                "The current user has been blocked.",
+            ));
+        }
+    }
+    let actor = match &who {
+        Who::User { user, session, .. } => Actor::User {
+            id: user.id.clone(),
+            session: session.id.clone(),
+        },
+        _ => Actor::Guest,
     };
+    Ok(Ctx {
+        project,
+        actor,
+        view,
+        who,
+        unresolved,
+    })
+}
+
+fn authorize_key(
+    view: Arc<dyn StateReader>,
+    project: String,
+    secret: &str,
+    scopes: &[&str],
+) -> Result<Ctx, ApiError> {
     let api_key = view
         .key_by_secret_sha256(&project, &sha256_hex(secret))?
         .ok_or_else(|| {
@@ -100,6 +409,8 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
         },
         view,
+        who: Who::Key,
+        unresolved: false,
     })
 }
 

@@ -150,24 +150,36 @@ pub(crate) fn no_content() -> Reply {
         .into_response())
 }
 
-/// A read: takes a linearizable view and authorises against it. A request with no key at all
-/// is refused on this node's state instead, without a quorum round: an anonymous flood costs
-/// no barriers. (Guest reads allowed by permissions will need the linearizable view too.)
+/// A read: takes a linearizable view and authorises against it. A request with no
+/// credentials at all, for a route no guest may use, is refused on this node's state instead,
+/// without a quorum round: an anonymous flood of such requests costs no barriers.
 pub(crate) async fn enter(s: &AppState, f: Flavor, req: &Req, what: Res) -> Result<Ctx, ApiError> {
-    let consistency = match crate::auth::has_key(req) {
-        true => Consistency::Linearizable,
-        false => Consistency::Local,
+    enter_scoped(s, req, f.scopes(what, false)).await
+}
+
+/// `enter` for a route that needs one of `scopes`.
+pub(crate) async fn enter_scoped(
+    s: &AppState,
+    req: &Req,
+    scopes: &[&str],
+) -> Result<Ctx, ApiError> {
+    let consistency = match !crate::auth::has_credentials(req) && crate::auth::guest_refused(scopes)
+    {
+        true => Consistency::Local,
+        false => Consistency::Linearizable,
     };
     let view = s.backend.read(consistency).await?;
-    authorize(view, req, f.scopes(what, false))
+    authorize(view, req, scopes)
 }
 
 /// A write: authorised, and checked by `check`, on this node's applied state — no read
 /// barrier, so a write costs one quorum round (its proposal). Those checks only give fast
-/// answers: apply checks the key, the schema and the data again against the committed state.
-/// When they refuse, they run once more on a linearizable view before the refusal is
-/// answered, so a node that lags behind never refuses what the cluster would accept (a
-/// table created through another node a moment ago, a key just made).
+/// answers: apply checks the key or session, the schema and the data again against the
+/// committed state. When they refuse, or when the request's session is not in this node's
+/// state yet, they run once more on a linearizable view before anything is answered or
+/// proposed, so a node that lags behind never refuses what the cluster would accept (a table
+/// created through another node a moment ago, a key or a session just made), nor acts for a
+/// signed-in user as a guest.
 pub(crate) async fn prepare<T>(
     s: &AppState,
     f: Flavor,
@@ -175,9 +187,21 @@ pub(crate) async fn prepare<T>(
     what: Res,
     check: impl Fn(&Ctx) -> Result<T, ApiError>,
 ) -> Result<(Ctx, T), ApiError> {
-    let scopes = f.scopes(what, true);
+    prepare_scoped(s, req, f.scopes(what, true), check).await
+}
+
+/// `prepare` for a route that needs one of `scopes`.
+pub(crate) async fn prepare_scoped<T>(
+    s: &AppState,
+    req: &Req,
+    scopes: &[&str],
+    check: impl Fn(&Ctx) -> Result<T, ApiError>,
+) -> Result<(Ctx, T), ApiError> {
     let local = s.backend.read(Consistency::Local).await?;
     let first = authorize(local, req, scopes).and_then(|ctx| {
+        if ctx.unresolved {
+            return Err(ApiError::new(ErrorCode::UserUnauthorized, "unresolved"));
+        }
         let t = check(&ctx)?;
         Ok((ctx, t))
     });
@@ -235,17 +259,22 @@ pub(crate) fn database(ctx: &Ctx, id: &str) -> Result<Database, ApiError> {
 
 pub(crate) fn collection(f: Flavor, ctx: &Ctx, req: &Req) -> Result<Collection, ApiError> {
     let db = req.path("db");
-    database(ctx, &db)?;
+    let d = database(ctx, &db)?;
     let id = req.path("coll");
-    ctx.view.collection(&ctx.project, &db, &id)?.ok_or_else(|| {
-        f.error(Error::new(
-            ErrorCode::CollectionNotFound,
-            msg!(
-                "Collection with the requested ID '{}' could not be found.",
-                id
-            ),
-        ))
-    })
+    // A disabled database or table does not exist for users and guests.
+    let visible = |c: &Collection| ctx.is_key() || (d.enabled && c.enabled);
+    ctx.view
+        .collection(&ctx.project, &db, &id)?
+        .filter(visible)
+        .ok_or_else(|| {
+            f.error(Error::new(
+                ErrorCode::CollectionNotFound,
+                msg!(
+                    "Collection with the requested ID '{}' could not be found.",
+                    id
+                ),
+            ))
+        })
 }
 
 /// Filters, orders and pages a metadata list (databases, collections, …) with `queries[]`.

@@ -61,7 +61,7 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
         )
         .into_response();
     };
-    if large_body(&req) && !credentialed(&s, key_and_project(&req)).await {
+    if large_body(&req) && !credentialed(&s, &req.headers().clone()).await {
         // Refused before a byte of the body is read. An HTTP/1 connection is not kept, so the
         // unread body is never waited for (HTTP/2 resets the stream by itself).
         let mut res = ApiError::new(
@@ -106,31 +106,42 @@ fn large_body(req: &Request) -> bool {
     }
 }
 
-fn key_and_project(req: &Request) -> (Option<String>, Option<String>) {
+/// The request names the root key, a key of the project it names (not checked for scopes or
+/// expiry here: the handler does that), or a signed-in user of that project (a session
+/// created a moment ago through another node is looked for once more on a linearizable view).
+async fn credentialed(s: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let text = |name: &str| {
-        req.headers()
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .filter(|v| !v.is_empty())
     };
-    (text("x-appwrite-key"), text("x-appwrite-project"))
-}
-
-/// The request names the root key, or a key of the project it names (not checked for scopes
-/// or expiry here: the handler does that).
-async fn credentialed(s: &AppState, (key, project): (Option<String>, Option<String>)) -> bool {
-    let Some(key) = key else {
-        return false;
-    };
-    let sha = sha256_hex(&key);
-    if crate::auth::same_secret(&sha, &s.backend.root_key_sha256()) {
-        return true;
+    let project = text("x-appwrite-project");
+    if let Some(key) = text("x-appwrite-key") {
+        let sha = sha256_hex(key);
+        if crate::auth::same_secret(&sha, &s.backend.root_key_sha256()) {
+            return true;
+        }
+        let Some(project) = project else {
+            return false;
+        };
+        return match s.backend.read(Consistency::Local).await {
+            Ok(view) => matches!(view.key_by_secret_sha256(project, &sha), Ok(Some(_))),
+            Err(_) => false,
+        };
     }
     let Some(project) = project else {
         return false;
     };
-    match s.backend.read(Consistency::Local).await {
-        Ok(view) => matches!(view.key_by_secret_sha256(&project, &sha), Ok(Some(_))),
-        Err(_) => false,
+    if !crate::auth::has_credentials_in(headers) {
+        return false;
     }
+    for consistency in [Consistency::Local, Consistency::Linearizable] {
+        match s.backend.read(consistency).await {
+            Ok(view) if crate::auth::signed_in(&*view, headers, project) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }

@@ -5,6 +5,7 @@
 //! what makes them correct), and reads go through a view — one snapshot at a known applied
 //! index, linearizable unless asked otherwise. A handler without a view cannot read.
 
+mod account;
 pub mod auth;
 mod common;
 mod databases;
@@ -14,7 +15,9 @@ mod operator;
 mod params;
 mod render;
 mod rows;
+mod secrets;
 mod transactions;
+mod users;
 
 use axum::Router;
 use model::reader::{Consistency, StateReader};
@@ -76,16 +79,22 @@ pub trait Backend: Send + Sync + 'static {
 pub struct AppState {
     pub backend: Arc<dyn Backend>,
     edge: Arc<edge::Edge>,
+    hasher: Arc<secrets::Hasher>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack.
 pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
+    // One password hash at a time per core: sign-ins wait for each other, not the runtime.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = AppState {
         backend,
         edge: Arc::new(edge::Edge::new(limits)),
+        hasher: Arc::new(secrets::Hasher::new(cores)),
     };
     Router::new()
         .merge(operator::router())
+        .merge(account::router())
+        .merge(users::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
         .fallback(error::not_found)

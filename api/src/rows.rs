@@ -16,7 +16,7 @@ use model::command::{Data, DocOp, DocTarget};
 use model::command::{DocumentsOp, RangeChange, TransactionOp};
 use model::msg;
 use model::permission::Scope;
-use model::query::Spec;
+use model::query::{CmpOp, Filter, Spec};
 use model::reader::Consistency;
 use model::schema::{Collection, TransactionStatus};
 use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
@@ -100,6 +100,31 @@ fn staged(f: Flavor, c: &Collection, id: &str, data: &Data) -> Json {
     Json::Object(m)
 }
 
+/// Narrows a user's or a guest's list to the rows they may read: all of them when the table
+/// grants read, those whose own permissions grant it under row security, else none (refused,
+/// as Appwrite refuses it). The filter is part of the query, so pages, cursors and totals
+/// count only readable rows.
+fn readable_only(ctx: &Ctx, c: &Collection, spec: &mut Spec) -> Result<(), ApiError> {
+    let Some(roles) = ctx.roles() else {
+        return Ok(());
+    };
+    if c.grants(None, "read", &roles) {
+        return Ok(());
+    }
+    if !c.document_security {
+        return Err(ApiError::new(
+            ErrorCode::UserUnauthorized,
+            "The current user is not authorized to perform the requested action.",
+        ));
+    }
+    spec.filters.push(Filter::Cmp {
+        attr: model::schema::READ_ROLES.into(),
+        op: CmpOp::Contains,
+        values: roles.into_iter().map(Value::Str).collect(),
+    });
+    Ok(())
+}
+
 pub(crate) async fn list_documents(
     State(s): State<AppState>,
     Extension(f): Extension<Flavor>,
@@ -109,6 +134,7 @@ pub(crate) async fn list_documents(
     let c = collection(f, &ctx, &req)?;
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
+    readable_only(&ctx, &c, &mut spec)?;
     let want_total = req.want_total()?;
     let page = match staged_ops(&ctx, &req)? {
         Some(staged) => ctx
@@ -300,6 +326,8 @@ async fn change_listed(
         project: ctx.project.clone(),
         actor: ctx.actor.clone(),
         view,
+        who: ctx.who.clone(),
+        unresolved: false,
     };
     let c = collection(f, &fresh, req)?;
     let all = Spec {
@@ -408,7 +436,11 @@ pub(crate) async fn get_document(
             .document_staged(&ctx.project, &c, &id, &staged, now_ms())?,
         None => ctx.view.document(&ctx.project, &c, &id)?,
     };
-    let d = found.ok_or_else(|| {
+    let readable = |d: &model::Document| match ctx.roles() {
+        Some(roles) => c.grants(Some(d), "read", &roles),
+        None => true,
+    };
+    let d = found.filter(readable).ok_or_else(|| {
         f.error(Error::new(
             ErrorCode::DocumentNotFound,
             msg!(

@@ -10,6 +10,7 @@
 //! operation creates or changes (`created_at`, `updated_at`, a transaction's expiry) come from
 //! `at` in apply; whatever the proposer put in those fields is ignored.
 
+use crate::auth::{Credential, Session, User};
 use crate::error::Error;
 use crate::query::Spec;
 use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
@@ -42,6 +43,11 @@ pub enum Actor {
     Operator,
     /// A project API key, by id, that must hold at least one of `scopes` when applied.
     Key { id: String, scopes: Vec<String> },
+    /// An end user, through one of their sessions (directly, or through a JWT made from it):
+    /// refused when applied if the session has ended or the user is blocked.
+    User { id: String, session: String },
+    /// A caller with no key and no session.
+    Guest,
 }
 
 /// One replicated write.
@@ -85,6 +91,70 @@ pub enum Op {
     Documents(DocumentsOp),
     Transactions(TransactionOp),
     Cluster(ClusterOp),
+    Auth(AuthOp),
+}
+
+/// End users and their sessions (`crate::auth`). What the proposer verified — a password
+/// against the hash it read — travels as `proof`, the SHA-256 of that hash: apply refuses
+/// if the user's password changed in between, so a session is never made with a password
+/// that no longer holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AuthOp {
+    /// Sign-up (a guest) or `Users.create` (a key). The user's times come from `at`.
+    CreateUser {
+        user: Box<User>,
+    },
+    /// Changes applied in order, all or none.
+    UpdateUser {
+        id: String,
+        changes: Vec<UserChange>,
+        proof: Option<String>,
+    },
+    DeleteUser {
+        id: String,
+    },
+    /// A new session for `session.user_id`; with `max` sessions already, the oldest ends.
+    /// With `user`, that user is created first, in the same apply (an anonymous sign-in).
+    CreateSession {
+        session: Box<Session>,
+        proof: Option<String>,
+        max: u32,
+        user: Option<Box<User>>,
+    },
+    /// Sets a session's expiry (`Account.updateSession`).
+    ExtendSession {
+        user: String,
+        id: String,
+        expire: i64,
+    },
+    DeleteSession {
+        user: String,
+        id: String,
+    },
+    /// Ends every session of `user` (at most `crate::auth::MAX_SESSIONS` exist).
+    DeleteSessions {
+        user: String,
+    },
+    /// The secret JWTs are signed with, made once per project by the first node that needs
+    /// it: applied only if the project has none yet, so concurrent first uses agree.
+    InitJwtSecret {
+        secret: String,
+    },
+}
+
+/// One change to a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UserChange {
+    Name(String),
+    Email(String),
+    Phone(String),
+    Password(Option<Credential>),
+    Status(bool),
+    Labels(Vec<String>),
+    Prefs(String),
+    EmailVerification(bool),
+    PhoneVerification(bool),
+    Mfa(bool),
 }
 
 /// Operations on the cluster itself (the operator's).
@@ -355,6 +425,8 @@ pub enum Outcome {
         documents: Vec<Document>,
         next: Option<u64>,
     },
+    User(User),
+    Session(Session),
 }
 
 #[cfg(test)]

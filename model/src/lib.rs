@@ -4,6 +4,7 @@
 //! **Invariant:** nothing here reads a clock or a random source; every type that travels in
 //! the Raft log serialises without `deserialize_any` (bincode-safe).
 
+pub mod auth;
 pub mod command;
 pub mod error;
 pub mod id;

@@ -116,6 +116,21 @@ pub fn normalize(perms: &[String], scope: Scope) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The roles a stored permission list grants `action` to (stored lists are normalised: no
+/// `write`).
+pub fn granted<'a>(perms: &'a [String], action: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    perms.iter().filter_map(move |p| {
+        p.strip_prefix(action)?
+            .strip_prefix("(\"")?
+            .strip_suffix("\")")
+    })
+}
+
+/// Does any of `roles` hold `action` under `perms`?
+pub fn allows(perms: &[String], action: &str, roles: &[String]) -> bool {
+    granted(perms, action).any(|g| roles.iter().any(|r| r == g))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +173,23 @@ mod tests {
         check(&[r#"read("nobody")"#], Document, Err(()));
         check(&[r#"read("user:-x")"#], Document, Err(()));
         check(&[r#"read("users/sometimes")"#], Document, Err(()));
+    }
+
+    #[test]
+    fn grants() {
+        let perms: Vec<String> = [
+            r#"read("any")"#,
+            r#"update("user:u1")"#,
+            r#"readx("users")"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(allows(&perms, "read", &roles(&["any", "guests"])));
+        assert!(!allows(&perms, "update", &roles(&["any", "guests"])));
+        assert!(allows(&perms, "update", &roles(&["any", "user:u1"])));
+        assert!(!allows(&perms, "read", &roles(&["users"])));
+        assert!(!allows(&perms, "delete", &roles(&["any", "user:u1"])));
     }
 }

@@ -98,6 +98,15 @@ impl Collection {
             Reshape::Drop { key: k } => k == key,
         })
     }
+    /// Does one of `roles` hold `action` on `doc` of this collection (`None`: on the collection
+    /// itself, as a create asks)? The collection's permissions grant it for every row; with
+    /// document security, a row's own permissions grant it for that row.
+    pub fn grants(&self, doc: Option<&Document>, action: &str, roles: &[String]) -> bool {
+        crate::permission::allows(&self.permissions, action, roles)
+            || (self.document_security
+                && doc.is_some_and(|d| crate::permission::allows(&d.permissions, action, roles)))
+    }
+
     pub fn index(&self, key: &str) -> Option<&Index> {
         self.indexes.iter().find(|i| i.key == key)
     }
@@ -355,6 +364,9 @@ impl IndexStatus {
     }
 }
 
+/// The internal attribute holding the roles a row's own permissions let read it.
+pub const READ_ROLES: &str = "$read";
+
 /// A document (row). System fields are typed; user data is keyed by attribute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Document {
@@ -374,6 +386,13 @@ impl Document {
             "$sequence" => Value::Int(self.sequence as i64),
             "$createdAt" => Value::Str(crate::time::format_ms(self.created_at)),
             "$updatedAt" => Value::Str(crate::time::format_ms(self.updated_at)),
+            // The roles that may read this row by its own permissions (internal: the filter
+            // a list made by a user carries).
+            READ_ROLES => Value::Array(
+                crate::permission::granted(&self.permissions, "read")
+                    .map(|r| Value::Str(r.to_string()))
+                    .collect(),
+            ),
             _ => self.data.get(attr).cloned().unwrap_or(Value::Null),
         }
     }

@@ -52,6 +52,8 @@ pub const SEQUENCE: &str = "S";
 /// A collection's pending reshapes (`Collection::reshapes`), when it has any.
 pub const RESHAPES: &str = "R";
 pub const TRANSACTION: &str = "T";
+/// The secret a project's JWTs are signed with.
+pub const JWT_SECRET: &str = "J";
 
 /// The Raft layer's opaque applied-state record.
 pub const APPLIED: &[u8] = b"\0applied";

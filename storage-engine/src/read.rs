@@ -357,6 +357,14 @@ impl StateReader for View {
         self.get_meta(&keys::meta(project, keys::TRANSACTION, &[id]))
     }
 
+    fn jwt_secret(&self, project: &str) -> Result<Option<String>> {
+        Ok(self
+            .snap
+            .get_cf(self.cf(CF_META), keys::meta(project, keys::JWT_SECRET, &[]))
+            .map_err(StorageError::from)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {
         let mut v: Vec<Transaction> =
             self.scan_meta(&keys::meta_prefix(project, keys::TRANSACTION, &[]))?;

@@ -6,7 +6,7 @@ use super::store::{
     put_index_entries, remove_index_entries, seq_key, sequence_run,
 };
 use super::txn::{Txn, DOCS, INDEX, META};
-use super::{err, Failure, R};
+use super::{err, Caller, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use crate::validate;
@@ -21,9 +21,21 @@ pub const RANGE_SCAN: usize = 2000;
 /// Documents one `DocumentsOp::Listed` chunk may name, at most.
 pub const LISTED_MAX: usize = 1000;
 
-pub(super) fn apply(txn: &mut Txn, project: &str, op: &DocumentsOp, at: i64) -> R<Outcome> {
+pub(super) fn apply(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    op: &DocumentsOp,
+    at: i64,
+) -> R<Outcome> {
+    if !matches!(op, DocumentsOp::Write { .. }) && !matches!(caller, Caller::Privileged) {
+        // Changes by query are for keys, as in Appwrite.
+        return Err(unauthorized());
+    }
     match op {
-        DocumentsOp::Write { ops } => Ok(Outcome::Documents(apply_doc_ops(txn, project, ops, at)?)),
+        DocumentsOp::Write { ops } => Ok(Outcome::Documents(apply_doc_ops(
+            txn, project, caller, ops, at,
+        )?)),
         DocumentsOp::Range {
             database,
             collection,
@@ -130,7 +142,7 @@ pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R
 }
 
 /// Replaces `old` with `new` (either may be absent), keeping every index in step.
-fn write_document(
+pub(super) fn write_document(
     txn: &mut Txn,
     project: &str,
     coll: &Collection,
@@ -184,7 +196,7 @@ fn document_not_found(id: &str) -> Failure {
     )
 }
 
-fn next_sequence(txn: &mut Txn, project: &str, coll: &Collection) -> R<u64> {
+pub(super) fn next_sequence(txn: &mut Txn, project: &str, coll: &Collection) -> R<u64> {
     let k = keys::meta(project, keys::SEQUENCE, &[&coll.database, &coll.id]);
     let cur: u64 = txn.get_as(META, &k)?.unwrap_or(0);
     txn.put(META, k, encode(&(cur + 1)));
@@ -194,6 +206,7 @@ fn next_sequence(txn: &mut Txn, project: &str, coll: &Collection) -> R<u64> {
 pub(super) fn apply_doc_ops(
     txn: &mut Txn,
     project: &str,
+    caller: &Caller,
     ops: &[DocTarget],
     now: i64,
 ) -> R<Vec<Document>> {
@@ -206,14 +219,97 @@ pub(super) fn apply_doc_ops(
             schemas.insert(key.clone(), c);
         }
         let coll = schemas[&key].clone();
-        doc_op(txn, project, &coll, &t.op, now, &mut out)?;
+        doc_op(txn, project, caller, &coll, &t.op, now, &mut out)?;
     }
     Ok(out)
+}
+
+fn unauthorized() -> Failure {
+    err(
+        ErrorCode::UserUnauthorized,
+        "The current user is not authorized to perform the requested action.",
+    )
+}
+
+/// May `caller` do `action` on `doc` of `coll` (see `Collection::grants`)?
+fn may(caller: &Caller, coll: &Collection, doc: Option<&Document>, action: &str) -> bool {
+    match caller {
+        Caller::Privileged => true,
+        Caller::Roles { roles, .. } => coll.grants(doc, action, roles),
+    }
+}
+
+fn require(caller: &Caller, coll: &Collection, doc: Option<&Document>, action: &str) -> R<()> {
+    match may(caller, coll, doc, action) {
+        true => Ok(()),
+        false => Err(unauthorized()),
+    }
+}
+
+/// A create needs the collection's `create` for one of the caller's roles; refused in
+/// Appwrite's (its database library's) words.
+fn may_create(caller: &Caller, coll: &Collection) -> R<()> {
+    let Caller::Roles { roles, .. } = caller else {
+        return Ok(());
+    };
+    if coll.grants(None, "create", roles) {
+        return Ok(());
+    }
+    let given: Vec<&str> = model::permission::granted(&coll.permissions, "create").collect();
+    let quoted = |v: &[&str]| serde_json::to_string(v).unwrap_or_default();
+    let message = match given.last() {
+        None => msg!("No permissions provided for action 'create'"),
+        Some(last) => msg!(
+            "Missing \"create\" permission for role \"{}\". Only \"{}\" scopes are allowed and \"{}\" was given.",
+            last,
+            quoted(&roles.iter().map(String::as_str).collect::<Vec<_>>()),
+            quoted(&given)
+        ),
+    };
+    Err(err(ErrorCode::UserUnauthorized, message))
+}
+
+/// A caller that is not a key may only grant roles it holds.
+fn check_grants(caller: &Caller, permissions: &Option<Vec<String>>) -> R<()> {
+    let (Caller::Roles { roles, .. }, Some(perms)) = (caller, permissions) else {
+        return Ok(());
+    };
+    for p in perms {
+        let held = model::permission::Permission::parse(p)
+            .map(|p| roles.contains(&p.role))
+            .unwrap_or(false);
+        if !held {
+            return Err(err(
+                ErrorCode::UserUnauthorized,
+                msg!("Permissions must be one of: ({})", roles.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The permissions a new row gets: those given, or, when a user creates it without any,
+/// read, update and delete for that user alone (as Appwrite).
+fn initial_permissions(caller: &Caller, given: &Option<Vec<String>>) -> Vec<String> {
+    match (given, caller) {
+        (Some(p), _) => p.clone(),
+        (
+            None,
+            Caller::Roles {
+                user: Some(user), ..
+            },
+        ) => ["read", "update", "delete"]
+            .iter()
+            .map(|a| format!("{a}(\"user:{user}\")"))
+            .collect(),
+        (None, _) => Vec::new(),
+    }
 }
 
 fn doc_op(
     txn: &mut Txn,
     project: &str,
+    caller: &Caller,
     coll: &Collection,
     op: &DocOp,
     now: i64,
@@ -225,6 +321,8 @@ fn doc_op(
             data,
             permissions,
         } => {
+            check_grants(caller, permissions)?;
+            may_create(caller, coll)?;
             if load_document(txn, project, coll, id)?.is_some() {
                 return Err(err(
                     ErrorCode::DocumentAlreadyExists,
@@ -237,7 +335,7 @@ fn doc_op(
                 sequence: next_sequence(txn, project, coll)?,
                 created_at: now,
                 updated_at: now,
-                permissions: permissions.clone().unwrap_or_default(),
+                permissions: initial_permissions(caller, permissions),
                 data,
             };
             write_document(txn, project, coll, None, Some(&doc))?;
@@ -249,6 +347,8 @@ fn doc_op(
             permissions,
         } => match load_document(txn, project, coll, id)? {
             Some(old) => {
+                require(caller, coll, Some(&old), "update")?;
+                check_grants(caller, permissions)?;
                 let doc = updated(coll, &old, data, permissions, now)?;
                 write_document(txn, project, coll, Some(&old), Some(&doc))?;
                 out.push(doc);
@@ -259,7 +359,7 @@ fn doc_op(
                     data: data.clone(),
                     permissions: permissions.clone(),
                 };
-                doc_op(txn, project, coll, &create, now, out)?;
+                doc_op(txn, project, caller, coll, &create, now, out)?;
             }
         },
         DocOp::Update {
@@ -269,6 +369,8 @@ fn doc_op(
         } => {
             let old =
                 load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            require(caller, coll, Some(&old), "update")?;
+            check_grants(caller, permissions)?;
             let doc = updated(coll, &old, data, permissions, now)?;
             write_document(txn, project, coll, Some(&old), Some(&doc))?;
             out.push(doc);
@@ -276,6 +378,7 @@ fn doc_op(
         DocOp::Delete { id } => {
             let old =
                 load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            require(caller, coll, Some(&old), "delete")?;
             write_document(txn, project, coll, Some(&old), None)?;
             out.push(old);
         }
@@ -287,6 +390,7 @@ fn doc_op(
         } => {
             let old =
                 load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
+            require(caller, coll, Some(&old), "update")?;
             let a = coll
                 .attribute(attr)
                 .ok_or_else(|| attribute_not_found(attr))?;
@@ -342,6 +446,11 @@ fn doc_op(
             let doc = updated(coll, &old, &patch, &None, now)?;
             write_document(txn, project, coll, Some(&old), Some(&doc))?;
             out.push(doc);
+        }
+        DocOp::UpdateWhere { .. } | DocOp::DeleteWhere { .. }
+            if !matches!(caller, Caller::Privileged) =>
+        {
+            return Err(unauthorized());
         }
         DocOp::UpdateWhere { spec, data } => {
             for old in select(txn, project, coll, spec)? {

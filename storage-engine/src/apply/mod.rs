@@ -7,6 +7,7 @@
 //! [`REQUEST_WINDOW_MS`] of leader time answers its first outcome again) and its actor is
 //! authorised against the committed state. Each service's operations live in their own module.
 
+mod auth;
 mod cluster;
 mod documents;
 mod projects;
@@ -142,7 +143,7 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
     let sp = txn.savepoint();
     let result = match first_outcome(txn, env.request_id) {
         Ok(Some(first)) => return Ok(first),
-        Ok(None) => authorize(txn, env, at).and_then(|()| dispatch(txn, env, at)),
+        Ok(None) => authorize(txn, env, at).and_then(|caller| dispatch(txn, env, &caller, at)),
         Err(e) => Err(e),
     };
     let outcome = match result {
@@ -203,19 +204,56 @@ fn forget_expired(txn: &mut Txn, at: i64) -> R<()> {
     Ok(())
 }
 
-/// Checks the actor against the committed state: the key exists in this project, has not
-/// expired at `at`, and holds one of the scopes the operation needs. Projects and keys are
-/// the operator's alone.
-fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<()> {
+/// Who an envelope acts as, once its actor has been checked: a key or the operator, which
+/// permissions do not bind, or a user (or a guest) holding `roles`.
+pub(crate) enum Caller {
+    Privileged,
+    Roles {
+        user: Option<String>,
+        /// The session the user acts through (empty for a JWT made without one).
+        session: Option<String>,
+        roles: Vec<String>,
+    },
+}
+
+fn unauthorized() -> Failure {
+    err(
+        ErrorCode::UserUnauthorized,
+        "The current user is not authorized to perform the requested action.",
+    )
+}
+
+/// Checks the actor against the committed state: a key exists in this project, has not
+/// expired at `at`, and holds one of the scopes the operation needs; a user's session exists,
+/// is theirs, has not expired, and the user is not blocked. Projects, keys, the cluster and
+/// schemas are for keys (and the operator) alone.
+fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
     let (id, scopes) = match &env.actor {
-        Actor::Operator => return Ok(()),
+        Actor::Operator => return Ok(Caller::Privileged),
         Actor::Key { id, scopes } => (id, scopes),
-    };
-    let unauthorized = || {
-        err(
-            ErrorCode::UserUnauthorized,
-            "The current user is not authorized to perform the requested action.",
-        )
+        Actor::User { .. } | Actor::Guest
+            if matches!(
+                env.op,
+                Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Schema(_)
+            ) =>
+        {
+            return Err(unauthorized())
+        }
+        Actor::User { id, session } => {
+            let user = auth::check_session(txn, &env.project, id, session, at)?;
+            return Ok(Caller::Roles {
+                roles: model::auth::roles(Some(&user), &[]),
+                user: Some(user.id),
+                session: Some(session.clone()),
+            });
+        }
+        Actor::Guest => {
+            return Ok(Caller::Roles {
+                user: None,
+                session: None,
+                roles: model::auth::roles(None, &[]),
+            })
+        }
     };
     if matches!(env.op, Op::Projects(_) | Op::Keys(_) | Op::Cluster(_)) {
         return Err(unauthorized());
@@ -239,18 +277,19 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<()> {
             ),
         ));
     }
-    Ok(())
+    Ok(Caller::Privileged)
 }
 
-fn dispatch(txn: &mut Txn, env: &Envelope, at: i64) -> R<Outcome> {
+fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcome> {
     let project = env.project.as_str();
     match &env.op {
         Op::Projects(op) => projects::apply_project(txn, project, op, at),
         Op::Keys(op) => projects::apply_key(txn, project, op, at),
         Op::Schema(op) => schema::apply(txn, project, op, at),
-        Op::Documents(op) => documents::apply(txn, project, op, at),
-        Op::Transactions(op) => transactions::apply(txn, project, op, at),
+        Op::Documents(op) => documents::apply(txn, project, caller, op, at),
+        Op::Transactions(op) => transactions::apply(txn, project, caller, op, at),
         Op::Cluster(op) => cluster::apply(txn, op, at),
+        Op::Auth(op) => auth::apply(txn, project, caller, op, at),
     }
 }
 
@@ -263,7 +302,8 @@ pub(crate) fn staged_read<T>(
     now: i64,
     read: impl FnOnce(&Txn) -> R<T>,
 ) -> Result<T, Error> {
-    let result = documents::apply_doc_ops(&mut txn, project, staged, now).and_then(|_| read(&txn));
+    let result = documents::apply_doc_ops(&mut txn, project, &Caller::Privileged, staged, now)
+        .and_then(|_| read(&txn));
     match result {
         Ok(v) => Ok(v),
         Err(Failure::User(e)) => Err(e),

@@ -5,7 +5,7 @@ use super::documents::apply_doc_ops;
 use super::projects::require_project;
 use super::store::load_collection;
 use super::txn::{Txn, META};
-use super::{err, Failure, R};
+use super::{err, Caller, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use model::command::TransactionOp;
@@ -15,7 +15,13 @@ use model::{Error, ErrorCode, Outcome};
 
 pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
 
-pub(super) fn apply(txn: &mut Txn, project: &str, op: &TransactionOp, at: i64) -> R<Outcome> {
+pub(super) fn apply(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    op: &TransactionOp,
+    at: i64,
+) -> R<Outcome> {
     match op {
         TransactionOp::Create { id, ttl_ms } => {
             require_project(txn, project)?;
@@ -63,7 +69,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &TransactionOp, at: i64) -
             let ops = std::mem::take(&mut t.operations);
             t.updated_at = at;
             let sp = txn.savepoint();
-            match apply_doc_ops(txn, project, &ops, at) {
+            match apply_doc_ops(txn, project, caller, &ops, at) {
                 Ok(_) => {
                     t.status = TransactionStatus::Committed;
                     t.operations = ops;

@@ -1,0 +1,829 @@
+//! The Users service (a key's: `users.read` / `users.write`), and what it shares with
+//! Account: the user and session models, input checks, and making sessions.
+
+use crate::auth::Ctx;
+use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
+use crate::error::ApiError;
+use crate::params::{new_id, new_request_id, now_ms, Req};
+use crate::secrets::{random_hex, sha256_hex, Claims, SessionValue};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, patch, post, put};
+use axum::Router;
+use model::auth::{self, Credential, Session, User};
+use model::command::{AuthOp, UserChange};
+use model::msg;
+use model::query::{CmpOp, Filter, Spec};
+use model::time::format_ms;
+use model::{id, Envelope, Error, ErrorCode, Op, Outcome, Value};
+use serde_json::{json, Value as Json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", get(list).post(create))
+        .route("/v1/users/{user}", get(get_one).delete(delete))
+        .route("/v1/users/{user}/name", patch(update_name))
+        .route("/v1/users/{user}/email", patch(update_email))
+        .route("/v1/users/{user}/phone", patch(update_phone))
+        .route("/v1/users/{user}/password", patch(update_password))
+        .route("/v1/users/{user}/status", patch(update_status))
+        .route("/v1/users/{user}/labels", put(update_labels))
+        .route(
+            "/v1/users/{user}/verification",
+            patch(update_email_verification),
+        )
+        .route(
+            "/v1/users/{user}/verification/phone",
+            patch(update_phone_verification),
+        )
+        .route("/v1/users/{user}/mfa", patch(update_mfa))
+        .route("/v1/users/{user}/prefs", get(get_prefs).patch(update_prefs))
+        .route(
+            "/v1/users/{user}/sessions",
+            get(list_sessions)
+                .post(create_session)
+                .delete(delete_sessions),
+        )
+        .route(
+            "/v1/users/{user}/sessions/{session}",
+            axum::routing::delete(delete_session),
+        )
+        .route("/v1/users/{user}/jwts", post(create_jwt))
+}
+
+// ---- the models -------------------------------------------------------------------------
+
+fn prefs_json(u: &User) -> Json {
+    serde_json::from_str::<Json>(&u.prefs)
+        .ok()
+        .filter(Json::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+fn opt_time(t: Option<i64>) -> String {
+    t.map(format_ms).unwrap_or_default()
+}
+
+/// Appwrite's `user` model. A key also sees the password hash and how it was made.
+pub(crate) fn user_json(u: &User, with_hash: bool) -> Json {
+    let mut j = json!({
+        "$id": u.id,
+        "$createdAt": format_ms(u.created_at),
+        "$updatedAt": format_ms(u.updated_at),
+        "name": u.name,
+        "registration": format_ms(u.registration),
+        "status": u.status,
+        "labels": u.labels,
+        "passwordUpdate": opt_time(u.password_update),
+        "email": u.email,
+        "phone": u.phone,
+        "emailVerification": u.email_verification,
+        "phoneVerification": u.phone_verification,
+        "mfa": u.mfa,
+        "prefs": prefs_json(u),
+        "targets": [],
+        "accessedAt": opt_time(u.accessed_at),
+    });
+    if with_hash {
+        if let Some(c) = &u.password {
+            j["password"] = json!(c.hash);
+            j["hash"] = json!(c.algo);
+            j["hashOptions"] =
+                serde_json::from_str::<Json>(&c.options).unwrap_or_else(|_| json!({}));
+        }
+    }
+    j
+}
+
+/// Appwrite's `session` model. `secret` is the session value, shown only to a key holder
+/// that has just made the session; `current` says whether the caller uses it.
+pub(crate) fn session_json(s: &Session, current: Option<&str>, secret: &str) -> Json {
+    json!({
+        "$id": s.id,
+        "$createdAt": format_ms(s.created_at),
+        "$updatedAt": format_ms(s.updated_at),
+        "userId": s.user_id,
+        "expire": format_ms(s.expire),
+        "provider": s.provider,
+        "providerUid": s.provider_uid,
+        "providerAccessToken": "",
+        "providerAccessTokenExpiry": "",
+        "providerRefreshToken": "",
+        "ip": s.ip,
+        "osCode": "",
+        "osName": "",
+        "osVersion": "",
+        "clientType": "",
+        "clientCode": "",
+        "clientName": "",
+        "clientVersion": "",
+        "clientEngine": "",
+        "clientEngineVersion": "",
+        "deviceName": "",
+        "deviceBrand": "",
+        "deviceModel": "",
+        "countryCode": "--",
+        "countryName": "Unknown",
+        "current": current == Some(s.id.as_str()),
+        "factors": s.factors,
+        "secret": secret,
+        "mfaUpdatedAt": opt_time(s.mfa_updated_at),
+    })
+}
+
+// ---- input checks -----------------------------------------------------------------------
+
+fn invalid(m: impl Into<model::error::Message>) -> ApiError {
+    ApiError(Error::invalid(m))
+}
+
+/// A new user's id: `unique()` asks for a generated one.
+pub(crate) fn user_id_param(req: &Req) -> Result<String, ApiError> {
+    let id = req.str_req("userId")?;
+    if id == id::UNIQUE {
+        return Ok(new_id());
+    }
+    id::check("userId", &id)?;
+    Ok(id)
+}
+
+/// A valid email, lower-cased as Appwrite stores it.
+pub(crate) fn email_param(req: &Req, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(e) = req.str_opt(name)? else {
+        return Ok(None);
+    };
+    if e.len() > auth::EMAIL_MAX || !storage_like_email(&e) {
+        return Err(invalid(msg!(
+            "Invalid `{}` param: Value must be a valid email address",
+            name
+        )));
+    }
+    Ok(Some(e.to_lowercase()))
+}
+
+/// An email address: one `@`, a non-empty local part, a dotted domain, no spaces.
+fn storage_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A phone number in E.164 form: `+` and up to 15 digits.
+pub(crate) fn phone_param(req: &Req, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(p) = req.str_opt(name)? else {
+        return Ok(None);
+    };
+    let digits = p.strip_prefix('+').unwrap_or("");
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(msg!("Invalid `{}` param: Phone number must start with a '+' can have a maximum of fifteen digits.", name)));
+    }
+    Ok(Some(p))
+}
+
+/// A new password, within Appwrite's length limits.
+pub(crate) fn password_param(req: &Req, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(p) = req.str_opt(name)? else {
+        return Ok(None);
+    };
+    let n = p.chars().count();
+    if !(8..=auth::PASSWORD_MAX).contains(&n) {
+        return Err(invalid(msg!(
+            "Invalid `{}` param: Password must be between 8 and 256 characters long.",
+            name
+        )));
+    }
+    Ok(Some(p))
+}
+
+/// A name of at most 128 characters; `empty_ok`: may be empty (only `Users.updateName`).
+pub(crate) fn name_param(
+    req: &Req,
+    name: &str,
+    empty_ok: bool,
+) -> Result<Option<String>, ApiError> {
+    let Some(n) = req.str_opt(name)? else {
+        return Ok(None);
+    };
+    let len = n.chars().count();
+    if len > auth::NAME_MAX || (len == 0 && !empty_ok) {
+        return Err(invalid(match empty_ok {
+            true => msg!(
+                "Invalid `{}` param: Value must be a valid string and no longer than 128 chars",
+                name
+            ),
+            false => msg!(
+                "Invalid `{}` param: Value must be a valid string and at least 1 chars and no longer than 128 chars",
+                name
+            ),
+        }));
+    }
+    Ok(Some(n))
+}
+
+pub(crate) fn prefs_param(req: &Req) -> Result<String, ApiError> {
+    let prefs = req
+        .object_opt("prefs")?
+        .ok_or_else(|| invalid("Param \"prefs\" is not optional."))?;
+    let text = Json::Object(prefs).to_string();
+    if text.len() > 65535 {
+        return Err(invalid(
+            "Invalid `prefs` param: Value must be a valid JSON object no longer than 65535 characters",
+        ));
+    }
+    Ok(text)
+}
+
+// ---- shared actions ---------------------------------------------------------------------
+
+/// Proposes an auth operation as the request's actor.
+pub(crate) async fn propose(s: &AppState, ctx: &Ctx, op: AuthOp) -> Result<Outcome, ApiError> {
+    let env = Envelope::new(
+        ctx.project.clone(),
+        new_request_id(),
+        ctx.actor.clone(),
+        Op::Auth(op),
+    );
+    match s.backend.write(env).await? {
+        Outcome::Failed(e) => Err(ApiError(e)),
+        o => Ok(o),
+    }
+}
+
+pub(crate) async fn propose_user(s: &AppState, ctx: &Ctx, op: AuthOp) -> Result<User, ApiError> {
+    match propose(s, ctx, op).await? {
+        Outcome::User(u) => Ok(u),
+        o => Err(unexpected(o)),
+    }
+}
+
+/// A session made for a user: its record and the value the client holds.
+pub(crate) struct NewSession {
+    pub session: Session,
+    pub value: String,
+}
+
+/// How a session is made: by what, with what proof, for whom.
+pub(crate) struct SessionRequest {
+    pub user_id: String,
+    pub provider: &'static str,
+    pub provider_uid: String,
+    pub factors: Vec<String>,
+    pub proof: Option<String>,
+    pub new_user: Option<User>,
+}
+
+fn user_agent(req: &Req) -> String {
+    ["x-forwarded-user-agent", "user-agent"]
+        .iter()
+        .find_map(|h| req.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or("")
+        .chars()
+        .take(1024)
+        .collect()
+}
+
+fn client_ip(req: &Req) -> String {
+    req.headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(45).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) async fn make_session(
+    s: &AppState,
+    ctx: &Ctx,
+    req: &Req,
+    r: SessionRequest,
+) -> Result<NewSession, ApiError> {
+    // As Appwrite: 128 random bytes, 256 hex characters.
+    let secret = random_hex(128);
+    let now = now_ms();
+    let session = Session {
+        id: new_id(),
+        created_at: now,
+        updated_at: now,
+        user_id: r.user_id.clone(),
+        secret_sha256: sha256_hex(&secret),
+        provider: r.provider.into(),
+        provider_uid: r.provider_uid,
+        expire: now.saturating_add(auth::SESSION_TTL_MS),
+        ip: client_ip(req),
+        user_agent: user_agent(req),
+        factors: r.factors,
+        mfa_updated_at: None,
+    };
+    let op = AuthOp::CreateSession {
+        session: Box::new(session),
+        proof: r.proof,
+        max: auth::MAX_SESSIONS as u32,
+        user: r.new_user.map(Box::new),
+    };
+    match propose(s, ctx, op).await? {
+        Outcome::Session(session) => Ok(NewSession {
+            session,
+            value: SessionValue {
+                id: r.user_id,
+                secret,
+            }
+            .encode(),
+        }),
+        o => Err(unexpected(o)),
+    }
+}
+
+/// The project's JWT secret, made (once, cluster-wide) the first time one is needed.
+async fn jwt_secret(s: &AppState, ctx: &Ctx) -> Result<String, ApiError> {
+    if let Some(secret) = ctx.view.jwt_secret(&ctx.project)? {
+        return Ok(secret);
+    }
+    propose(
+        s,
+        ctx,
+        AuthOp::InitJwtSecret {
+            secret: random_hex(32),
+        },
+    )
+    .await?;
+    let view = s
+        .backend
+        .read(model::reader::Consistency::Linearizable)
+        .await?;
+    view.jwt_secret(&ctx.project)?
+        .ok_or_else(|| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))
+}
+
+/// A JWT for `session` of `user`, valid `duration` seconds (at most an hour).
+pub(crate) async fn make_jwt(
+    s: &AppState,
+    ctx: &Ctx,
+    user: &str,
+    session: &str,
+    req: &Req,
+) -> Reply {
+    let duration = req.uint_opt("duration")?.unwrap_or(900);
+    if duration > 3600 {
+        return Err(invalid(
+            "Invalid `duration` param: Value must be a valid range between 0 and 3,600",
+        ));
+    }
+    let secret = jwt_secret(s, ctx).await?;
+    let now = now_ms() / 1000;
+    let jwt = crate::secrets::sign_jwt(
+        &secret,
+        &Claims {
+            user_id: user.to_string(),
+            session_id: session.to_string(),
+            exp: now + duration as i64,
+        },
+    )?;
+    reply(StatusCode::CREATED, json!({ "jwt": jwt }))
+}
+
+/// A session's answer: 201, the session, and the cookies a browser keeps it in.
+pub(crate) fn session_reply(ctx: &Ctx, req: &Req, made: &NewSession) -> Reply {
+    let secret = if ctx.is_key() {
+        made.value.as_str()
+    } else {
+        ""
+    };
+    let body = session_json(&made.session, Some(&made.session.id), secret);
+    let mut headers = HeaderMap::new();
+    if !ctx.is_key() {
+        set_session_cookies(
+            &mut headers,
+            &ctx.project,
+            &made.value,
+            made.session.expire,
+            req,
+        );
+    }
+    Ok((StatusCode::CREATED, headers, axum::Json(body)).into_response())
+}
+
+fn cookie_date(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default()
+}
+
+/// Appwrite's two cookies (`a_session_<p>` for browsers that keep `SameSite=None; Secure`
+/// cookies, `_legacy` for those that do not), the value URL-encoded, and, for a client whose
+/// page is not on the API's own domain (cookies would not reach it), the same value in
+/// `X-Fallback-Cookies`.
+pub(crate) fn set_session_cookies(
+    headers: &mut HeaderMap,
+    project: &str,
+    value: &str,
+    expire: i64,
+    req: &Req,
+) {
+    let expires = cookie_date(expire);
+    let name = format!("a_session_{}", project.to_ascii_lowercase());
+    let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+    let cookies = [
+        format!("{name}_legacy={encoded}; expires={expires}; path=/; httponly"),
+        format!("{name}={encoded}; expires={expires}; path=/; secure; httponly; samesite=None"),
+    ];
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            headers.append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    if !same_site(req) {
+        let fallback = json!({ format!("a_session_{project}"): value }).to_string();
+        if let Ok(v) = HeaderValue::from_str(&fallback) {
+            headers.insert("x-fallback-cookies", v);
+        }
+    }
+}
+
+/// Clears the session cookies (a signed-out or blocked session), and the fallback copy.
+pub(crate) fn clear_session_cookies(headers: &mut HeaderMap, project: &str, req: &Req) {
+    let name = format!("a_session_{}", project.to_ascii_lowercase());
+    for c in [
+        format!("{name}_legacy=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/; httponly"),
+        format!("{name}=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/; secure; httponly; samesite=None"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            headers.append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    if !same_site(req) {
+        headers.insert("x-fallback-cookies", HeaderValue::from_static("[]"));
+    }
+}
+
+/// Appwrite's domain verification: the page (`Origin`, else `Referer`) is on the host the API
+/// answers on, a real domain (not `localhost`, not an IP address), so its cookies reach us.
+fn same_site(req: &Req) -> bool {
+    let host = |v: &str| {
+        let v = v.split("://").nth(1).unwrap_or(v);
+        v.split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let page = ["origin", "referer"]
+        .iter()
+        .find_map(|h| req.headers.get(*h).and_then(|v| v.to_str().ok()));
+    let own = req.headers.get("host").and_then(|v| v.to_str().ok());
+    match (page, own) {
+        (Some(p), Some(h)) => {
+            let (p, h) = (host(p), host(h));
+            p == h && !p.is_empty() && p != "localhost" && p.parse::<std::net::IpAddr>().is_err()
+        }
+        _ => false,
+    }
+}
+
+// ---- routes -----------------------------------------------------------------------------
+
+const READ: &[&str] = &["users.read"];
+const WRITE: &[&str] = &["users.write"];
+
+fn user_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::UserNotFound,
+        "User with the requested ID could not be found.",
+    )
+}
+
+fn existing(ctx: &Ctx, id: &str) -> Result<User, ApiError> {
+    crate::auth::load_user(&*ctx.view, &ctx.project, id)?.ok_or_else(user_not_found)
+}
+
+/// What `Users.list` may filter and order by (Appwrite's list).
+const QUERYABLE: &[&str] = &[
+    "name",
+    "email",
+    "phone",
+    "status",
+    "passwordUpdate",
+    "registration",
+    "emailVerification",
+    "phoneVerification",
+    "labels",
+];
+
+async fn list(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut visible = auth::users().clone();
+    visible
+        .attributes
+        .retain(|a| QUERYABLE.contains(&a.key.as_str()));
+    // Validated as a parameter, as Appwrite validates a service list's queries.
+    spec.validate(&visible)
+        .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
+    if let Some(term) = req.str_opt("search")?.filter(|t| !t.trim().is_empty()) {
+        spec.filters.push(Filter::Cmp {
+            attr: "search".into(),
+            op: CmpOp::Search,
+            values: vec![Value::Str(term)],
+        });
+    }
+    let want_total = req.want_total()?;
+    let page = ctx
+        .view
+        .find(&ctx.project, auth::users(), &spec, want_total)?;
+    let users: Vec<Json> = page
+        .documents
+        .iter()
+        .map(|d| user_json(&User::from_document(d), true))
+        .collect();
+    let total = if want_total { page.total } else { 0 };
+    reply(StatusCode::OK, json!({ "total": total, "users": users }))
+}
+
+async fn create(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let id = user_id_param(&req)?;
+    let email = email_param(&req, "email")?;
+    let phone = phone_param(&req, "phone")?;
+    let password = password_param(&req, "password")?;
+    let name = name_param(&req, "name", false)?.unwrap_or_default();
+    let password = match password {
+        Some(p) => Some(s.hasher.hash(p).await?),
+        None => None,
+    };
+    let user = new_user(
+        id,
+        email.unwrap_or_default(),
+        phone.unwrap_or_default(),
+        name,
+        password,
+    );
+    let u = propose_user(
+        &s,
+        &ctx,
+        AuthOp::CreateUser {
+            user: Box::new(user),
+        },
+    )
+    .await?;
+    reply(StatusCode::CREATED, user_json(&u, true))
+}
+
+/// A user as a sign-up or `Users.create` makes it (apply stamps its times).
+pub(crate) fn new_user(
+    id: String,
+    email: String,
+    phone: String,
+    name: String,
+    password: Option<Credential>,
+) -> User {
+    User {
+        id,
+        created_at: 0,
+        updated_at: 0,
+        name,
+        email,
+        phone,
+        password,
+        registration: 0,
+        status: true,
+        labels: Vec::new(),
+        password_update: None,
+        email_verification: false,
+        phone_verification: false,
+        mfa: false,
+        prefs: "{}".into(),
+        accessed_at: None,
+    }
+}
+
+async fn get_one(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let u = existing(&ctx, &req.path("user"))?;
+    reply(StatusCode::OK, user_json(&u, true))
+}
+
+async fn delete(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    propose(
+        &s,
+        &ctx,
+        AuthOp::DeleteUser {
+            id: req.path("user"),
+        },
+    )
+    .await?;
+    no_content()
+}
+
+/// Applies `changes` to the user in the path and answers the user.
+async fn change(s: &AppState, req: &Req, changes: Vec<UserChange>) -> Reply {
+    let (ctx, ()) = prepare_scoped(s, req, WRITE, |_| Ok(())).await?;
+    let op = AuthOp::UpdateUser {
+        id: req.path("user"),
+        changes,
+        proof: None,
+    };
+    let u = propose_user(s, &ctx, op).await?;
+    reply(StatusCode::OK, user_json(&u, true))
+}
+
+fn required<T>(v: Option<T>, name: &str) -> Result<T, ApiError> {
+    v.ok_or_else(|| invalid(msg!("Param \"{}\" is not optional.", name)))
+}
+
+async fn update_name(State(s): State<AppState>, req: Req) -> Reply {
+    let name = required(name_param(&req, "name", true)?, "name")?;
+    change(&s, &req, vec![UserChange::Name(name)]).await
+}
+
+async fn update_email(State(s): State<AppState>, req: Req) -> Reply {
+    let email = required(email_param(&req, "email")?, "email")?;
+    change(&s, &req, vec![UserChange::Email(email)]).await
+}
+
+async fn update_phone(State(s): State<AppState>, req: Req) -> Reply {
+    let phone = required(phone_param(&req, "number")?, "number")?;
+    change(&s, &req, vec![UserChange::Phone(phone)]).await
+}
+
+async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
+    let password = required(password_param(&req, "password")?, "password")?;
+    let c = s.hasher.hash(password).await?;
+    change(&s, &req, vec![UserChange::Password(Some(c))]).await
+}
+
+async fn update_status(State(s): State<AppState>, req: Req) -> Reply {
+    let status = req.bool_req("status")?;
+    change(&s, &req, vec![UserChange::Status(status)]).await
+}
+
+async fn update_labels(State(s): State<AppState>, req: Req) -> Reply {
+    let labels = required(req.strings_opt("labels")?, "labels")?;
+    if labels.len() > 1000 {
+        return Err(invalid(
+            "Invalid `labels` param: Value must a valid array no longer than 1000 items",
+        ));
+    }
+    for l in &labels {
+        if l.is_empty() || l.len() > 36 || !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid("Invalid `labels` param: Value must a valid array and Value must be a valid string and at least 1 chars and no longer than 36 chars and only contain alphanumeric characters"));
+        }
+    }
+    let mut labels = labels;
+    labels.dedup();
+    change(&s, &req, vec![UserChange::Labels(labels)]).await
+}
+
+async fn update_email_verification(State(s): State<AppState>, req: Req) -> Reply {
+    let v = req.bool_req("emailVerification")?;
+    change(&s, &req, vec![UserChange::EmailVerification(v)]).await
+}
+
+async fn update_phone_verification(State(s): State<AppState>, req: Req) -> Reply {
+    let v = req.bool_req("phoneVerification")?;
+    change(&s, &req, vec![UserChange::PhoneVerification(v)]).await
+}
+
+async fn update_mfa(State(s): State<AppState>, req: Req) -> Reply {
+    let v = req.bool_req("mfa")?;
+    change(&s, &req, vec![UserChange::Mfa(v)]).await
+}
+
+async fn get_prefs(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let u = existing(&ctx, &req.path("user"))?;
+    reply(StatusCode::OK, prefs_json(&u))
+}
+
+async fn update_prefs(State(s): State<AppState>, req: Req) -> Reply {
+    let prefs = prefs_param(&req)?;
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let op = AuthOp::UpdateUser {
+        id: req.path("user"),
+        changes: vec![UserChange::Prefs(prefs)],
+        proof: None,
+    };
+    let u = propose_user(&s, &ctx, op).await?;
+    reply(StatusCode::OK, prefs_json(&u))
+}
+
+/// A user's sessions, oldest first.
+pub(crate) fn sessions_of(ctx: &Ctx, user: &str) -> Result<Vec<Session>, ApiError> {
+    let spec = Spec {
+        filters: vec![Filter::Cmp {
+            attr: "userId".into(),
+            op: CmpOp::Equal,
+            values: vec![Value::Str(user.to_string())],
+        }],
+        limit: Some(1000),
+        ..Spec::default()
+    };
+    let page = ctx
+        .view
+        .find(&ctx.project, auth::sessions(), &spec, false)?;
+    Ok(page.documents.iter().map(Session::from_document).collect())
+}
+
+/// A session list in Appwrite's shape.
+pub(crate) fn session_list(sessions: &[Session], current: Option<&str>) -> Json {
+    json!({
+        "total": sessions.len(),
+        "sessions": sessions.iter().map(|s| session_json(s, current, "")).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_sessions(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, &["users.read", "sessions.read"]).await?;
+    let id = req.path("user");
+    existing(&ctx, &id)?;
+    let now = now_ms();
+    let live: Vec<Session> = sessions_of(&ctx, &id)?
+        .into_iter()
+        .filter(|s| s.expire > now)
+        .collect();
+    reply(StatusCode::OK, session_list(&live, None))
+}
+
+async fn create_session(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, u) = prepare_scoped(&s, &req, &["users.write", "sessions.write"], |ctx| {
+        existing(ctx, &req.path("user"))
+    })
+    .await?;
+    let made = make_session(
+        &s,
+        &ctx,
+        &req,
+        SessionRequest {
+            user_id: u.id.clone(),
+            provider: "server",
+            provider_uid: String::new(),
+            factors: vec!["server".into()],
+            proof: None,
+            new_user: None,
+        },
+    )
+    .await?;
+    session_reply(&ctx, &req, &made)
+}
+
+async fn delete_sessions(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) =
+        prepare_scoped(&s, &req, &["users.write", "sessions.write"], |_| Ok(())).await?;
+    propose(
+        &s,
+        &ctx,
+        AuthOp::DeleteSessions {
+            user: req.path("user"),
+        },
+    )
+    .await?;
+    no_content()
+}
+
+async fn delete_session(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) =
+        prepare_scoped(&s, &req, &["users.write", "sessions.write"], |_| Ok(())).await?;
+    let op = AuthOp::DeleteSession {
+        user: req.path("user"),
+        id: req.path("session"),
+    };
+    propose(&s, &ctx, op).await?;
+    no_content()
+}
+
+async fn create_jwt(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, WRITE).await?;
+    let user = existing(&ctx, &req.path("user"))?;
+    let now = now_ms();
+    let sessions: Vec<Session> = sessions_of(&ctx, &user.id)?
+        .into_iter()
+        .filter(|s| s.expire > now)
+        .collect();
+    // No session: a JWT that stands for the user alone; `recent`: the newest session.
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::UserSessionNotFound,
+            "The current user session could not be found.",
+        )
+    };
+    let session = match req.str_opt("sessionId")?.unwrap_or_default().as_str() {
+        "" => String::new(),
+        "recent" => sessions.last().ok_or_else(not_found)?.id.clone(),
+        id => sessions
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(not_found)?
+            .id
+            .clone(),
+    };
+    make_jwt(&s, &ctx, &user.id, &session, &req).await
+}

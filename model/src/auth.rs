@@ -1,0 +1,498 @@
+//! A project's end users and their sessions.
+//!
+//! They are documents of system collections in the reserved database [`DB`] (`_auth`, an id
+//! no client can name: ids start with a letter or a digit), so that they are stored, indexed,
+//! counted, queried and replicated exactly like rows: users are unique by email and phone
+//! through unique indexes, listed with the same query executor, and every change of them is an
+//! envelope applied in the same atomic entry as its checks. The system collections are defined
+//! here, in code, and never stored as schema records: no client can see or change them.
+//!
+//! Secrets never reach the state in the clear: a password is kept as its hash (argon2id by
+//! default), a session secret as its SHA-256.
+
+use crate::command::Data;
+use crate::schema::{AttrKind, Attribute, Collection, Document, Index, IndexKind, IndexStatus};
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+/// The reserved database holding a project's auth collections.
+pub const DB: &str = "_auth";
+pub const USERS: &str = "users";
+pub const SESSIONS: &str = "sessions";
+
+/// The longest name, as Appwrite allows.
+pub const NAME_MAX: usize = 128;
+/// The longest password Appwrite accepts.
+pub const PASSWORD_MAX: usize = 256;
+/// The longest email.
+pub const EMAIL_MAX: usize = 255;
+/// Sessions a user may hold; creating one more ends the oldest (Appwrite's default).
+pub const MAX_SESSIONS: usize = 10;
+/// How long a session lasts unless the project says otherwise: one year, as Appwrite.
+pub const SESSION_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
+
+fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
+    Attribute {
+        size,
+        array,
+        ..Attribute::new(key, kind, 0)
+    }
+}
+
+fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
+    Index {
+        key: key.to_string(),
+        kind,
+        attributes: attrs.iter().map(|a| a.to_string()).collect(),
+        orders: Vec::new(),
+        lengths: Vec::new(),
+        status: IndexStatus::Available,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn system(id: &str, attributes: Vec<Attribute>, indexes: Vec<Index>) -> Collection {
+    Collection {
+        id: id.to_string(),
+        database: DB.to_string(),
+        name: id.to_string(),
+        enabled: true,
+        permissions: Vec::new(),
+        document_security: false,
+        attributes,
+        indexes,
+        reshapes: Vec::new(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+/// The users collection: what `Users.list` queries (name, email, phone, status, labels,
+/// registration, passwordUpdate, emailVerification, phoneVerification, accessedAt) and
+/// searches (`search`: id, name, email and phone).
+pub fn users() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            USERS,
+            vec![
+                attr("name", String, Some(NAME_MAX as u64), false),
+                attr("email", String, Some(EMAIL_MAX as u64), false),
+                attr("phone", String, Some(16), false),
+                attr("password", String, Some(16384), false),
+                attr("hash", String, Some(64), false),
+                attr("hashOptions", String, Some(16384), false),
+                attr("registration", Datetime, None, false),
+                attr("status", Boolean, None, false),
+                attr("labels", String, Some(36), true),
+                attr("passwordUpdate", Datetime, None, false),
+                attr("emailVerification", Boolean, None, false),
+                attr("phoneVerification", Boolean, None, false),
+                attr("mfa", Boolean, None, false),
+                attr("prefs", String, Some(65535), false),
+                attr("accessedAt", Datetime, None, false),
+                attr("search", String, Some(16384), false),
+            ],
+            vec![
+                index("_key_email", IndexKind::Unique, &["email"]),
+                index("_key_phone", IndexKind::Unique, &["phone"]),
+                index("_key_name", IndexKind::Key, &["name"]),
+                index("_key_status", IndexKind::Key, &["status"]),
+                index("_key_search", IndexKind::Fulltext, &["search"]),
+            ],
+        )
+    })
+}
+
+/// The sessions collection, indexed by user.
+pub fn sessions() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            SESSIONS,
+            vec![
+                attr("userId", String, Some(36), false),
+                attr("secret", String, Some(64), false),
+                attr("provider", String, Some(128), false),
+                attr("providerUid", String, Some(2048), false),
+                attr("expire", Datetime, None, false),
+                attr("ip", String, Some(45), false),
+                attr("userAgent", String, Some(16384), false),
+                attr("factors", String, Some(32), true),
+                attr("mfaUpdatedAt", Datetime, None, false),
+            ],
+            vec![
+                index("_key_user", IndexKind::Key, &["userId"]),
+                // Finds the session a client's secret names (secrets are random: unique).
+                index("_key_secret", IndexKind::Unique, &["secret"]),
+            ],
+        )
+    })
+}
+
+/// A stored password: the hash, the algorithm that made it, and that algorithm's options
+/// (JSON, as Appwrite reports them in `hashOptions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub algo: String,
+    pub hash: String,
+    pub options: String,
+}
+
+/// A user, as the state keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub name: String,
+    /// Lower-cased; empty when the user has none.
+    pub email: String,
+    pub phone: String,
+    pub password: Option<Credential>,
+    pub registration: i64,
+    /// `false`: blocked.
+    pub status: bool,
+    pub labels: Vec<String>,
+    pub password_update: Option<i64>,
+    pub email_verification: bool,
+    pub phone_verification: bool,
+    pub mfa: bool,
+    /// A JSON object, as the client gave it.
+    pub prefs: String,
+    pub accessed_at: Option<i64>,
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Str(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn flag(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::Bool(true)))
+}
+
+fn time(v: Option<&Value>) -> Option<i64> {
+    match v {
+        Some(Value::Str(s)) => crate::time::parse_ms(s),
+        _ => None,
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An empty string is stored as null, so that unique indexes ignore it.
+fn opt_str(s: &str) -> Value {
+    match s.is_empty() {
+        true => Value::Null,
+        false => Value::Str(s.to_string()),
+    }
+}
+
+fn opt_time(t: Option<i64>) -> Value {
+    t.map(|t| Value::Str(crate::time::format_ms(t)))
+        .unwrap_or(Value::Null)
+}
+
+fn str_array(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+impl User {
+    pub fn from_document(d: &Document) -> User {
+        let g = |k: &str| d.data.get(k);
+        let password = match g("password") {
+            Some(Value::Str(h)) => Some(Credential {
+                algo: text(g("hash")),
+                hash: h.clone(),
+                options: text(g("hashOptions")),
+            }),
+            _ => None,
+        };
+        User {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            name: text(g("name")),
+            email: text(g("email")),
+            phone: text(g("phone")),
+            password,
+            registration: time(g("registration")).unwrap_or(d.created_at),
+            status: flag(g("status")),
+            labels: strings(g("labels")),
+            password_update: time(g("passwordUpdate")),
+            email_verification: flag(g("emailVerification")),
+            phone_verification: flag(g("phoneVerification")),
+            mfa: flag(g("mfa")),
+            prefs: match text(g("prefs")) {
+                p if p.is_empty() => "{}".to_string(),
+                p => p,
+            },
+            accessed_at: time(g("accessedAt")),
+        }
+    }
+
+    /// The document data this user is stored as.
+    pub fn data(&self) -> Data {
+        let (password, hash, options) = match &self.password {
+            Some(c) => (
+                Value::Str(c.hash.clone()),
+                Value::Str(c.algo.clone()),
+                Value::Str(c.options.clone()),
+            ),
+            None => (Value::Null, Value::Null, Value::Null),
+        };
+        let search = [self.id.as_str(), &self.name, &self.email, &self.phone]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        [
+            ("name", Value::Str(self.name.clone())),
+            ("email", opt_str(&self.email)),
+            ("phone", opt_str(&self.phone)),
+            ("password", password),
+            ("hash", hash),
+            ("hashOptions", options),
+            (
+                "registration",
+                Value::Str(crate::time::format_ms(self.registration)),
+            ),
+            ("status", Value::Bool(self.status)),
+            ("labels", str_array(&self.labels)),
+            ("passwordUpdate", opt_time(self.password_update)),
+            ("emailVerification", Value::Bool(self.email_verification)),
+            ("phoneVerification", Value::Bool(self.phone_verification)),
+            ("mfa", Value::Bool(self.mfa)),
+            ("prefs", Value::Str(self.prefs.clone())),
+            ("accessedAt", opt_time(self.accessed_at)),
+            ("search", Value::Str(search)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// SHA-256 (hex) of the stored password hash: the proof a proposer that verified a
+    /// password against this hash puts in its command (see `AuthOp`).
+    pub fn credential_proof(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let hash = self
+            .password
+            .as_ref()
+            .map(|c| c.hash.as_str())
+            .unwrap_or("");
+        hex::encode(Sha256::digest(hash.as_bytes()))
+    }
+
+    /// Verified, in Appwrite's sense: by email or by phone.
+    pub fn verified(&self) -> bool {
+        self.email_verification || self.phone_verification
+    }
+}
+
+/// A session, as the state keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub user_id: String,
+    /// SHA-256 (hex) of the secret the client holds.
+    pub secret_sha256: String,
+    /// `email`, `anonymous`, `token`, `magic-url`, `server`, ...
+    pub provider: String,
+    pub provider_uid: String,
+    pub expire: i64,
+    pub ip: String,
+    pub user_agent: String,
+    /// Factors the session was made or verified with: `password`, `email`, `totp`, ...
+    pub factors: Vec<String>,
+    pub mfa_updated_at: Option<i64>,
+}
+
+impl Session {
+    /// What a JWT made without a session stands on: the user alone (empty id).
+    pub fn unbound(user: &str) -> Session {
+        Session {
+            id: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            user_id: user.to_string(),
+            secret_sha256: String::new(),
+            provider: String::new(),
+            provider_uid: String::new(),
+            expire: i64::MAX,
+            ip: String::new(),
+            user_agent: String::new(),
+            factors: Vec::new(),
+            mfa_updated_at: None,
+        }
+    }
+
+    pub fn from_document(d: &Document) -> Session {
+        let g = |k: &str| d.data.get(k);
+        Session {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            user_id: text(g("userId")),
+            secret_sha256: text(g("secret")),
+            provider: text(g("provider")),
+            provider_uid: text(g("providerUid")),
+            expire: time(g("expire")).unwrap_or(0),
+            ip: text(g("ip")),
+            user_agent: text(g("userAgent")),
+            factors: strings(g("factors")),
+            mfa_updated_at: time(g("mfaUpdatedAt")),
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("userId", Value::Str(self.user_id.clone())),
+            ("secret", Value::Str(self.secret_sha256.clone())),
+            ("provider", Value::Str(self.provider.clone())),
+            ("providerUid", Value::Str(self.provider_uid.clone())),
+            ("expire", Value::Str(crate::time::format_ms(self.expire))),
+            ("ip", Value::Str(self.ip.clone())),
+            ("userAgent", Value::Str(self.user_agent.clone())),
+            ("factors", str_array(&self.factors)),
+            ("mfaUpdatedAt", opt_time(self.mfa_updated_at)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// A membership as roles see it: the team, the membership's id, and the roles it grants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeamRoles {
+    pub team: String,
+    pub membership: String,
+    pub roles: Vec<String>,
+}
+
+/// The roles a caller holds, as Appwrite names them and in Appwrite's order (error messages
+/// list them): a guest holds `any` and `guests`; a user holds `any`, `users`, `user:ID`, the
+/// verified or unverified forms, then for each confirmed membership `team:T`, `member:M` and
+/// `team:T/R` for each role, then `label:L` for each label.
+pub fn roles(user: Option<&User>, teams: &[TeamRoles]) -> Vec<String> {
+    let Some(u) = user else {
+        return vec!["any".into(), "guests".into()];
+    };
+    let dim = if u.verified() {
+        "verified"
+    } else {
+        "unverified"
+    };
+    let mut r = vec![
+        "any".to_string(),
+        "users".to_string(),
+        format!("user:{}", u.id),
+        format!("user:{}/{dim}", u.id),
+        format!("users/{dim}"),
+    ];
+    for t in teams {
+        r.push(format!("team:{}", t.team));
+        r.push(format!("member:{}", t.membership));
+        for role in &t.roles {
+            r.push(format!("team:{}/{}", t.team, role));
+        }
+    }
+    for l in &u.labels {
+        r.push(format!("label:{l}"));
+    }
+    r.dedup();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: "u1".into(),
+            created_at: 5,
+            updated_at: 6,
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+            phone: String::new(),
+            password: Some(Credential {
+                algo: "argon2".into(),
+                hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                options: r#"{"type":"argon2"}"#.into(),
+            }),
+            registration: 5,
+            status: true,
+            labels: vec!["vip".into()],
+            password_update: Some(5),
+            email_verification: false,
+            phone_verification: true,
+            mfa: false,
+            prefs: r#"{"theme":"dark"}"#.into(),
+            accessed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_user_round_trips_through_its_document() {
+        let u = user();
+        let d = Document {
+            id: u.id.clone(),
+            sequence: 1,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            permissions: vec![],
+            data: u.data(),
+        };
+        assert_eq!(User::from_document(&d), u);
+        // No phone: stored as null, so the unique phone index holds no entry for it.
+        assert_eq!(d.data["phone"], Value::Null);
+        assert_eq!(
+            d.data["search"],
+            Value::Str("u1 Ada ada@example.com".into())
+        );
+    }
+
+    #[test]
+    fn roles_of_guests_users_labels_and_teams() {
+        assert_eq!(roles(None, &[]), ["any", "guests"]);
+        let teams = [TeamRoles {
+            team: "t1".into(),
+            membership: "m1".into(),
+            roles: vec!["owner".into()],
+        }];
+        assert_eq!(
+            roles(Some(&user()), &teams),
+            [
+                "any",
+                "users",
+                "user:u1",
+                "user:u1/verified",
+                "users/verified",
+                "team:t1",
+                "member:m1",
+                "team:t1/owner",
+                "label:vip"
+            ]
+        );
+    }
+}

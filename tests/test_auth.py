@@ -1,0 +1,336 @@
+"""Accounts, sessions, JWTs and users through the official Python SDK and raw HTTP, and
+permissions on rows for signed-in users and guests."""
+import base64
+import json
+import urllib.parse
+
+import pytest
+from appwrite.client import Client
+from appwrite.exception import AppwriteException
+from appwrite.id import ID
+from appwrite.permission import Permission
+from appwrite.query import Query
+from appwrite.role import Role
+from appwrite.services.account import Account
+from appwrite.services.tables_db import TablesDB
+from appwrite.services.users import Users
+
+from harness import http
+
+PASSWORD = "correct-horse-battery"
+
+
+def guest(project, node=None):
+    return Client().set_endpoint((node or project.node).url()).set_project(project.id)
+
+
+def raises(code, kind, fn, *args, **kwargs):
+    with pytest.raises(AppwriteException) as e:
+        fn(*args, **kwargs)
+    assert (e.value.code, e.value.type) == (code, kind), e.value.message
+    return e.value
+
+
+def sign_up(project, email, password=PASSWORD, name="Ada"):
+    return Account(guest(project)).create(user_id=ID.unique(), email=email, password=password, name=name)
+
+
+def sign_in(project, email, password=PASSWORD, node=None):
+    """The SSR flow: a key-holding client makes the session and gets its secret, which the
+    user's own client then sends as `X-Appwrite-Session`."""
+    admin = project.client()
+    if node is not None:
+        admin.set_endpoint(node.url())
+    s = Account(admin).create_email_password_session(email=email, password=password)
+    assert s.secret and s.provider == "email" and s.factors == ["password"]
+    return s, guest(project, node).set_session(s.secret)
+
+
+def test_sign_up_sign_in_and_sessions(project):
+    u = sign_up(project, "Ada@Example.com")
+    assert u.email == "ada@example.com" and u.name == "Ada" and u.status is True
+    assert u.emailverification is False and u.labels == [] and u.prefs.data == {}
+    assert "password" not in u.to_dict() or not u.to_dict().get("password")
+    s, me = sign_in(project, "ada@example.com")
+    acc = Account(me)
+    got = acc.get()
+    assert got.id == u.id and got.email == "ada@example.com"
+    sessions = acc.list_sessions()
+    assert sessions.total == 1 and sessions.sessions[0].current is True
+    assert sessions.sessions[0].secret == ""
+    assert acc.get_session("current").id == s.id
+    ext = acc.update_session("current")
+    assert ext.id == s.id and ext.expire >= s.expire
+    # A second session; deleting one leaves the other working.
+    s2, me2 = sign_in(project, "ada@example.com")
+    assert Account(me2).list_sessions().total == 2
+    acc.delete_session(s2.id)
+    raises(401, "general_unauthorized_scope", Account(me2).get)
+    assert acc.get().id == u.id
+    acc.delete_session("current")
+    e = raises(401, "general_unauthorized_scope", acc.get)
+    assert e.message == 'User (role: guests) missing scopes (["account"])'
+
+
+def test_session_cookies_and_fallback_header(project):
+    sign_up(project, "cookie@example.com")
+    url = project.node.url()
+    h = {"X-Appwrite-Project": project.id}
+    status, hdrs, body = http("POST", url + "/account/sessions/email", {"email": "cookie@example.com", "password": PASSWORD}, h)
+    assert status == 201, body
+    assert body["secret"] == "" and body["current"] is True
+    cookies = hdrs["set-cookie"]
+    assert f"a_session_{project.id.lower()}_legacy=" in cookies and "httponly" in cookies.lower()
+    fallback = json.loads(hdrs["x-fallback-cookies"])
+    value = fallback[f"a_session_{project.id}"]
+    decoded = json.loads(base64.b64decode(value))
+    assert set(decoded) == {"id", "secret"} and len(decoded["secret"]) == 256
+    cookie_value = cookies.split(f"a_session_{project.id.lower()}_legacy=")[1].split(";")[0]
+    assert urllib.parse.unquote(cookie_value) == value
+    assert "samesite=none" in cookies.lower() and "secure" in cookies.lower()
+    for extra in ({"Cookie": f"a_session_{project.id}={cookie_value}"},
+                  {"Cookie": f"a_session_{project.id}_legacy={cookie_value}"},
+                  {"X-Fallback-Cookies": json.dumps({f"a_session_{project.id}": value})},
+                  {"X-Appwrite-Session": value}):
+        status, _, me = http("GET", url + "/account", None, {**h, **extra})
+        assert status == 200 and me["email"] == "cookie@example.com", (extra, me)
+    # A session value that names nothing makes the caller a guest.
+    forged = base64.b64encode(json.dumps({"id": decoded["id"], "secret": "0" * 256}).encode()).decode()
+    for bad in (forged, "not-base64!", ""):
+        status, _, err = http("GET", url + "/account", None, {**h, "X-Appwrite-Session": bad})
+        assert (status, err["type"]) == (401, "general_unauthorized_scope")
+    # Signing in again while signed in is refused; signing out clears the cookies.
+    status, _, err = http("POST", url + "/account/sessions/email", {"email": "cookie@example.com", "password": PASSWORD}, {**h, "X-Appwrite-Session": value})
+    assert (status, err["type"]) == (401, "user_session_already_exists")
+    status, hdrs, _ = http("DELETE", url + "/account/sessions/current", {}, {**h, "X-Appwrite-Session": value})
+    assert status == 204 and "expires=Thu, 01 Jan 1970" in hdrs["set-cookie"]
+    assert hdrs["x-fallback-cookies"] == "[]"
+    status, _, _ = http("GET", url + "/account", None, {**h, "X-Appwrite-Session": value})
+    assert status == 401
+
+
+def test_bad_sign_up_and_sign_in_input_changes_nothing(project):
+    acc = Account(guest(project))
+    sign_up(project, "taken@example.com")
+    raises(409, "user_already_exists", sign_up, project, "TAKEN@example.com")
+    raises(400, "general_argument_invalid", sign_up, project, "not-an-email")
+    e = raises(400, "general_argument_invalid", sign_up, project, "short@example.com", password="short")
+    assert e.message == "Invalid `password` param: Password must be between 8 and 256 characters long."
+    raises(400, "general_argument_invalid", sign_up, project, "noname@example.com", name="")
+    raises(400, "general_argument_invalid", acc.create, user_id="-bad", email="x@example.com", password=PASSWORD)
+    for email, password in (("taken@example.com", "wrong-password"), ("nobody@example.com", PASSWORD)):
+        e = raises(401, "user_invalid_credentials", acc.create_email_password_session, email=email, password=password)
+        assert e.message == "Invalid credentials. Please check the email and password."
+    users = Users(project.client()).list()
+    assert users.total == 1 and [u.email for u in users.users] == ["taken@example.com"]
+    # A guest has no account scope.
+    raises(401, "general_unauthorized_scope", acc.get)
+    raises(401, "general_unauthorized_scope", Users(guest(project)).list)
+
+
+def create_jwt(project, headers):
+    """`Account.createJWT` (a client SDK call; the Python SDK has no such method)."""
+    status, _, body = http("POST", project.node.url() + "/account/jwts", {}, {"X-Appwrite-Project": project.id, **headers})
+    return status, body
+
+
+def test_jwts(project):
+    u = sign_up(project, "jwt@example.com")
+    s, me = sign_in(project, "jwt@example.com")
+    status, body = create_jwt(project, {"X-Appwrite-Session": s.secret})
+    assert status == 201, body
+    jwt = body["jwt"]
+    as_jwt = guest(project).set_jwt(jwt)
+    assert Account(as_jwt).get().id == u.id
+    status, body = create_jwt(project, {"X-Appwrite-JWT": jwt})
+    assert (status, body["type"]) == (403, "user_jwt_creation_denied")
+    header, payload, sig = jwt.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert claims["userId"] == u.id and claims["sessionId"] == s.id
+    assert claims["exp"] - 900 <= int(__import__("time").time()) <= claims["exp"]
+    # Tampered, forged, garbage.
+    forged_claims = base64.urlsafe_b64encode(json.dumps({**claims, "userId": "someone"}).encode()).rstrip(b"=").decode()
+    for bad in (f"{header}.{forged_claims}.{sig}", jwt[:-2] + ("AA" if not jwt.endswith("AA") else "BB"), "garbage"):
+        e = raises(401, "user_jwt_invalid", Account(guest(project).set_jwt(bad)).get)
+        assert e.message.startswith("Failed to verify JWT. Invalid token: ")
+    # A JWT and a session together are refused.
+    raises(403, "user_jwt_and_cookie_set", Account(guest(project).set_jwt(jwt).set_session(s.secret)).get)
+    # A key makes one for the user's newest session; ending the session ends the JWT.
+    jwt2 = Users(project.client()).create_jwt(u.id, session_id="recent").jwt
+    assert Account(guest(project).set_jwt(jwt2)).get().id == u.id
+    Account(me).delete_sessions()
+    for j in (jwt, jwt2):
+        raises(401, "general_unauthorized_scope", Account(guest(project).set_jwt(j)).get)
+    raises(400, "general_argument_invalid", Users(project.client()).create_jwt, u.id, duration=3601)
+
+
+def test_account_changes(project):
+    u = sign_up(project, "me@example.com")
+    sign_up(project, "other@example.com")
+    s, me = sign_in(project, "me@example.com")
+    s_old, other_session = sign_in(project, "me@example.com")
+    acc = Account(me)
+    assert acc.update_name("Ada L.").name == "Ada L."
+    assert acc.update_prefs({"theme": "dark", "n": 3}).prefs.data == {"theme": "dark", "n": 3}
+    assert acc.get_prefs().data == {"theme": "dark", "n": 3}
+    raises(401, "user_invalid_credentials", acc.update_password, password="new-password-1", old_password="wrong-password")
+    raises(401, "user_invalid_credentials", acc.update_password, password="new-password-1")
+    acc.update_password(password="new-password-1", old_password=PASSWORD)
+    # The other session ended with the change; this one goes on.
+    raises(401, "general_unauthorized_scope", Account(other_session).get)
+    assert acc.get().id == u.id
+    raises(401, "user_invalid_credentials", Account(guest(project)).create_email_password_session, email="me@example.com", password=PASSWORD)
+    sign_in(project, "me@example.com", "new-password-1")
+    raises(409, "user_target_already_exists", acc.update_email, email="other@example.com", password="new-password-1")
+    raises(401, "user_invalid_credentials", acc.update_email, email="me2@example.com", password="wrong-password")
+    assert acc.update_email(email="ME2@example.com", password="new-password-1").email == "me2@example.com"
+    assert acc.update_phone(phone="+15550001111", password="new-password-1").phone == "+15550001111"
+    raises(400, "general_argument_invalid", acc.update_phone, phone="5550001111", password="new-password-1")
+    # Blocking oneself: every later request is refused.
+    assert acc.update_status().status is False
+    raises(403, "user_blocked", acc.get)
+    raises(403, "user_blocked", Account(project.client()).create_email_password_session, email="me2@example.com", password="new-password-1")
+
+
+def test_anonymous_session_becomes_a_real_account(project):
+    url = project.node.url()
+    h = {"X-Appwrite-Project": project.id}
+    status, hdrs, body = http("POST", url + "/account/sessions/anonymous", {}, h)
+    assert status == 201 and body["provider"] == "anonymous" and body["factors"] == ["anonymous"]
+    value = json.loads(hdrs["x-fallback-cookies"])[f"a_session_{project.id}"]
+    acc = Account(guest(project).set_session(value))
+    me = acc.get()
+    assert me.email == "" and me.passwordupdate == ""
+    converted = acc.update_email(email="anon@example.com", password=PASSWORD)
+    assert converted.email == "anon@example.com" and converted.id == me.id and converted.passwordupdate
+    sign_in(project, "anon@example.com")
+
+
+def test_users_service(project):
+    users = Users(project.client())
+    a = users.create(ID.custom("ada"), email="ada@example.com", password=PASSWORD, name="Ada")
+    assert a.id == "ada" and a.hash == "argon2" and a.password.startswith("$argon2id$")
+    users.create(ID.custom("bob"), email="bob@example.com", phone="+15550002222", name="Bob")
+    users.create(ID.unique(), name="Nobody")
+    raises(409, "user_already_exists", users.create, ID.custom("ada"), email="new@example.com")
+    raises(409, "user_already_exists", users.create, ID.unique(), email="ada@example.com")
+    raises(409, "user_already_exists", users.create, ID.unique(), phone="+15550002222")
+    assert users.list().total == 3
+    assert [u.id for u in users.list(queries=[Query.equal("name", ["Bob"])]).users] == ["bob"]
+    assert [u.id for u in users.list(search="ada").users] == ["ada"]
+    assert [u.name for u in users.list(queries=[Query.order_desc("name")]).users] == ["Nobody", "Bob", "Ada"]
+    assert [u.id for u in users.list(queries=[Query.order_asc("name"), Query.limit(1)]).users] == ["ada"]
+    e = raises(400, "general_argument_invalid", users.list, queries=[Query.equal("password", ["x"])])
+    assert "Attribute not found in schema: password" in e.message
+    assert users.get("bob").phone == "+15550002222"
+    raises(404, "user_not_found", users.get, "nobody-here")
+    assert users.update_labels("ada", ["vip", "beta"]).labels == ["vip", "beta"]
+    raises(400, "general_argument_invalid", users.update_labels, "ada", ["not ok"])
+    assert users.update_email_verification("ada", True).emailverification is True
+    assert users.update_name("ada", "").name == ""
+    assert users.update_prefs("ada", {"a": 1}).data == {"a": 1}
+    assert users.get_prefs("ada").data == {"a": 1}
+    # Sessions made by a key sign the user in; deleting the user ends them.
+    s = users.create_session("ada")
+    assert s.provider == "server" and s.secret
+    me = guest(project).set_session(s.secret)
+    assert Account(me).get().id == "ada"
+    assert users.list_sessions("ada").total == 1
+    users.update_status("ada", False)
+    raises(403, "user_blocked", Account(me).get)
+    users.update_status("ada", True)
+    assert Account(me).get().status is True
+    users.delete_session("ada", s.id)
+    raises(401, "general_unauthorized_scope", Account(me).get)
+    users.delete("bob")
+    raises(404, "user_not_found", users.get, "bob")
+    assert users.list().total == 2
+
+
+@pytest.fixture
+def notes(project):
+    t = project.tables()
+    t.create(database_id="db", name="db")
+    # Anyone signed in may create; each row says who may read it.
+    t.create_table("db", "notes", "Notes", permissions=[Permission.create(Role.users())], row_security=True)
+    t.create_varchar_column("db", "notes", "text", 64, True)
+    t.create_mediumtext_column("db", "notes", "body", False)
+    t.create_table("db", "board", "Board", permissions=[Permission.read(Role.any())])
+    t.create_varchar_column("db", "board", "text", 64, True)
+    return t
+
+
+def test_row_permissions_for_users_and_guests(project, notes):
+    a = sign_up(project, "a@example.com")
+    b = sign_up(project, "b@example.com")
+    _, as_a = sign_in(project, "a@example.com")
+    _, as_b = sign_in(project, "b@example.com")
+    ta, tb, tg = TablesDB(as_a), TablesDB(as_b), TablesDB(guest(project))
+    mine = ta.create_row("db", "notes", "mine", {"text": "a's"})
+    assert mine.permissions == [f'read("user:{a.id}")', f'update("user:{a.id}")', f'delete("user:{a.id}")']
+    ta.create_row("db", "notes", "public", {"text": "all"}, permissions=[Permission.read(Role.any())])
+    e = raises(401, "user_unauthorized", ta.create_row, "db", "notes", "x", {"text": "x"}, permissions=[Permission.read(Role.user(b.id))])
+    assert e.message == f"Permissions must be one of: (any, users, user:{a.id}, user:{a.id}/unverified, users/unverified)"
+    raises(401, "user_unauthorized", tg.create_row, "db", "notes", "g", {"text": "g"})
+    # A body over the edge's unauthenticated limit (64 KiB) is read for a signed-in user.
+    big = ta.create_row("db", "notes", "big", {"text": "big", "body": "x" * 100_000})
+    assert len(big.data["body"]) == 100_000
+    ta.delete_row("db", "notes", "big")
+    # Reads: b sees the public row only; lists and totals count only readable rows.
+    raises(404, "row_not_found", tb.get_row, "db", "notes", "mine")
+    assert tb.get_row("db", "notes", "public").id == "public"
+    got = tb.list_rows("db", "notes")
+    assert (got.total, [r.id for r in got.rows]) == (1, ["public"])
+    got = ta.list_rows("db", "notes", queries=[Query.limit(1)])
+    assert (got.total, [r.id for r in got.rows]) == (2, ["mine"])
+    assert tg.list_rows("db", "notes").total == 1
+    # Writes: b may not change or delete a's row; a may.
+    raises(401, "user_unauthorized", tb.update_row, "db", "notes", "mine", {"text": "b was here"})
+    raises(401, "user_unauthorized", tb.delete_row, "db", "notes", "mine")
+    assert ta.update_row("db", "notes", "mine", {"text": "edited"}).data["text"] == "edited"
+    # Table-level read lets everyone list; nobody but a key may write.
+    project.tables().create_row("db", "board", "r1", {"text": "hello"})
+    assert tg.list_rows("db", "board").total == 1 and tg.get_row("db", "board", "r1").data["text"] == "hello"
+    raises(401, "user_unauthorized", ta.create_row, "db", "board", "r2", {"text": "no"})
+    # Bulk changes by query are a key's.
+    with pytest.raises(AppwriteException) as e:
+        ta.delete_rows("db", "notes")
+    assert e.value.code == 401
+    assert project.tables().list_rows("db", "notes").total == 2
+    ta.delete_row("db", "notes", "mine")
+    assert project.tables().list_rows("db", "notes").total == 1
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from harness import TestCluster
+    c = TestCluster(3).start()
+    yield c
+    c.shutdown()
+    errors = c.unexpected_errors()
+    assert not errors, "nodes logged unexpected errors:\n" + "\n".join(errors)
+
+
+def test_sessions_and_jwts_hold_on_every_node(cluster):
+    from conftest import Project
+    from harness import create_project
+    n1, n2, n3 = cluster.nodes
+    pid = "authcluster"
+    project = Project(n1, pid, create_project(n1, pid))
+    u = Account(guest(project, n1)).create(user_id=ID.unique(), email="c@example.com", password=PASSWORD)
+    # Signed in through node 2 right after signing up through node 1.
+    s, _ = sign_in(project, "c@example.com", node=n2)
+    status, body = create_jwt(Project(n3, pid, project.key), {"X-Appwrite-Session": s.secret})
+    assert status == 201, body
+    for n in (n1, n2, n3):
+        assert Account(guest(project, n).set_session(s.secret)).get().id == u.id
+        assert Account(guest(project, n).set_jwt(body["jwt"])).get().id == u.id
+    # Ended through node 3: refused at once on node 1, session and JWT alike.
+    Account(guest(project, n3).set_session(s.secret)).delete_session("current")
+    raises(401, "general_unauthorized_scope", Account(guest(project, n1).set_session(s.secret)).get)
+    raises(401, "general_unauthorized_scope", Account(guest(project, n1).set_jwt(body["jwt"])).get)
+    # A user blocked through node 2 is refused on node 3.
+    s2, _ = sign_in(project, "c@example.com", node=n1)
+    Users(Client().set_endpoint(n2.url()).set_project(pid).set_key(project.key)).update_status(u.id, False)
+    raises(403, "user_blocked", Account(guest(project, n3).set_session(s2.secret)).get)
+    cluster.assert_consistent()
