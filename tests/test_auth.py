@@ -134,8 +134,23 @@ def create_jwt(project, headers):
     return status, body
 
 
+def hs256(key, claims):
+    import hashlib
+    import hmac
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = enc(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
+    body = enc(json.dumps(claims).encode())
+    sig = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{enc(sig)}"
+
+
 def test_jwts(project):
     u = sign_up(project, "jwt@example.com")
+    # Before the project ever made a JWT there is no secret: one signed with an empty key (or
+    # any other) is refused, not taken as the user's.
+    import time
+    forged = hs256(b"", {"userId": u.id, "sessionId": "", "exp": int(time.time()) + 600})
+    raises(401, "user_jwt_invalid", Account(guest(project).set_jwt(forged)).get)
     s, me = sign_in(project, "jwt@example.com")
     status, body = create_jwt(project, {"X-Appwrite-Session": s.secret})
     assert status == 201, body
@@ -281,6 +296,12 @@ def test_row_permissions_for_users_and_guests(project, notes):
     assert tb.get_row("db", "notes", "public").id == "public"
     got = tb.list_rows("db", "notes")
     assert (got.total, [r.id for r in got.rows]) == (1, ["public"])
+    # A cursor naming a row b may not read is not found for b.
+    raises(400, "general_cursor_not_found", tb.list_rows, "db", "notes", queries=[Query.cursor_after("mine")])
+    # Transactions are a key's (they have no owner yet).
+    with pytest.raises(AppwriteException) as e:
+        tb.create_transaction()
+    assert e.value.code == 401
     got = ta.list_rows("db", "notes", queries=[Query.limit(1)])
     assert (got.total, [r.id for r in got.rows]) == (2, ["mine"])
     assert tg.list_rows("db", "notes").total == 1
@@ -334,3 +355,50 @@ def test_sessions_and_jwts_hold_on_every_node(cluster):
     Users(Client().set_endpoint(n2.url()).set_project(pid).set_key(project.key)).update_status(u.id, False)
     raises(403, "user_blocked", Account(guest(project, n3).set_session(s2.secret)).get)
     cluster.assert_consistent()
+
+
+def test_teams_memberships_and_team_permissions(project):
+    from appwrite.services.teams import Teams
+    owner = sign_up(project, "owner@example.com")
+    member = sign_up(project, "member@example.com")
+    sign_up(project, "outsider@example.com")
+    _, as_owner = sign_in(project, "owner@example.com")
+    _, as_member = sign_in(project, "member@example.com")
+    _, as_outsider = sign_in(project, "outsider@example.com")
+    t = Teams(as_owner).create("crew", "Crew", roles=["admin"])
+    assert (t.id, t.name, t.total) == ("crew", "Crew", 1)
+    raises(409, "team_already_exists", Teams(as_owner).create, "crew", "Again")
+    mine = Teams(as_owner).list_memberships("crew")
+    assert mine.total == 1 and sorted(mine.memberships[0].roles) == ["admin", "owner"]
+    # Only a key adds members without email (no SMTP configured): 503 for a user.
+    raises(503, "general_smtp_disabled", Teams(as_owner).create_membership, "crew", ["editor"], user_id=member.id, url="http://localhost/join")
+    admin = Teams(project.client())
+    m = admin.create_membership("crew", ["editor"], user_id=member.id)
+    assert m.confirm is True and m.userid == member.id and m.username == "Ada"
+    raises(409, "membership_already_confirmed", admin.create_membership, "crew", ["editor"], user_id=member.id)
+    assert admin.get("crew").total == 2
+    # Members read the team; outsiders do not see it; only owners change it.
+    assert Teams(as_member).get("crew").name == "Crew"
+    assert Teams(as_member).list().total == 1 and Teams(as_outsider).list().total == 0
+    raises(404, "team_not_found", Teams(as_outsider).get, "crew")
+    raises(401, "user_unauthorized", Teams(as_member).update_name, "crew", "Mine now")
+    assert Teams(as_owner).update_name("crew", "Crew 2").name == "Crew 2"
+    raises(401, "user_unauthorized", Teams(as_member).update_membership, "crew", m.id, ["owner"])
+    # Team roles reach row permissions.
+    tables = project.tables()
+    tables.create(database_id="db", name="db")
+    tables.create_table("db", "docs", "Docs", permissions=[Permission.read(Role.team("crew", "editor"))])
+    tables.create_varchar_column("db", "docs", "text", 16, False)
+    tables.create_row("db", "docs", "d1", {"text": "x"})
+    assert TablesDB(as_member).list_rows("db", "docs").total == 1
+    raises(401, "user_unauthorized", TablesDB(as_outsider).list_rows, "db", "docs")
+    raises(401, "user_unauthorized", TablesDB(as_owner).list_rows, "db", "docs")
+    Teams(as_owner).update_membership("crew", [x for x in mine.memberships][0].id, ["admin", "owner", "editor"])
+    assert TablesDB(as_owner).list_rows("db", "docs").total == 1
+    # A member may leave; the count follows; then the team can be deleted by its owner.
+    Teams(as_member).delete_membership("crew", m.id)
+    raises(401, "user_unauthorized", TablesDB(as_member).list_rows, "db", "docs")
+    assert admin.get("crew").total == 1
+    Teams(as_owner).delete("crew")
+    raises(404, "team_not_found", admin.get, "crew")
+    assert Users(project.client()).get(owner.id).id == owner.id

@@ -8,7 +8,7 @@ use crate::params::{now_ms, Req};
 use crate::users::{
     clear_session_cookies, email_param, make_jwt, make_session, name_param, new_user,
     password_param, phone_param, prefs_param, propose, propose_user, session_json, session_list,
-    session_reply, sessions_of, user_id_param, user_json, SessionRequest,
+    session_reply, sessions_of, user_by_email, user_id_param, user_json, SessionRequest,
 };
 use crate::AppState;
 use axum::extract::State;
@@ -19,9 +19,7 @@ use axum::Router;
 use model::auth::{self, Session, User};
 use model::command::{AuthOp, UserChange};
 use model::msg;
-use model::query::{CmpOp, Filter, Spec};
-use model::reader::Consistency;
-use model::{Error, ErrorCode, Outcome, Value};
+use model::{Error, ErrorCode, Outcome};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -109,22 +107,6 @@ async fn get_account(State(s): State<AppState>, req: Req) -> Reply {
     let ctx = enter_scoped(&s, &req, ACCOUNT).await?;
     let (u, _) = me(&ctx)?;
     reply(StatusCode::OK, user_json(u, false))
-}
-
-/// The user with `email`, as the cluster has it now.
-async fn user_by_email(s: &AppState, ctx: &Ctx, email: &str) -> Result<Option<User>, ApiError> {
-    let view = s.backend.read(Consistency::Linearizable).await?;
-    let spec = Spec {
-        filters: vec![Filter::Cmp {
-            attr: "email".into(),
-            op: CmpOp::Equal,
-            values: vec![Value::Str(email.to_string())],
-        }],
-        limit: Some(1),
-        ..Spec::default()
-    };
-    let page = view.find(&ctx.project, auth::users(), &spec, false)?;
-    Ok(page.documents.first().map(User::from_document))
 }
 
 async fn email_session(State(s): State<AppState>, req: Req) -> Reply {

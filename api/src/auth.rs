@@ -28,6 +28,8 @@ pub enum Who {
         user: Box<User>,
         session: Box<Session>,
         jwt: bool,
+        /// The roles the user holds (its teams' included), as this view has them.
+        roles: Vec<String>,
     },
     Guest,
 }
@@ -50,7 +52,7 @@ impl Ctx {
     pub fn roles(&self) -> Option<Vec<String>> {
         match &self.who {
             Who::Key => None,
-            Who::User { user, .. } => Some(auth::roles(Some(user), &[])),
+            Who::User { roles, .. } => Some(roles.clone()),
             Who::Guest => Some(auth::roles(None, &[])),
         }
     }
@@ -170,10 +172,10 @@ pub(crate) fn session_value(headers: &HeaderMap, project: &str) -> Option<String
             let v = percent_encoding::percent_decode_str(v)
                 .decode_utf8_lossy()
                 .into_owned();
-            if k == name {
+            if k == name && !v.is_empty() {
                 return Some(v);
             }
-            if k == legacy && from_cookie.is_none() {
+            if k == legacy && from_cookie.is_none() && !v.is_empty() {
                 from_cookie = Some(v);
             }
         }
@@ -227,6 +229,26 @@ fn session_by_id(
         .filter(|s| s.user_id == user && s.expire > now))
 }
 
+/// A user's roles: its own, and those of its confirmed memberships (at most a thousand).
+fn user_roles(view: &dyn StateReader, project: &str, user: &User) -> Result<Vec<String>, ApiError> {
+    let spec = Spec {
+        filters: vec![Filter::Cmp {
+            attr: "userId".into(),
+            op: CmpOp::Equal,
+            values: vec![Value::Str(user.id.clone())],
+        }],
+        limit: Some(1000),
+        ..Spec::default()
+    };
+    let teams: Vec<auth::TeamRoles> = view
+        .find(project, auth::memberships(), &spec, false)?
+        .documents
+        .iter()
+        .filter_map(|d| auth::Membership::from_document(d).team_roles())
+        .collect();
+    Ok(auth::roles(Some(user), &teams))
+}
+
 pub(crate) fn load_user(
     view: &dyn StateReader,
     project: &str,
@@ -243,7 +265,7 @@ pub(crate) fn load_user(
 pub(crate) fn signed_in(view: &dyn StateReader, headers: &HeaderMap, project: &str) -> bool {
     let now = crate::params::now_ms();
     if let Some(token) = headers.get("x-appwrite-jwt").and_then(|v| v.to_str().ok()) {
-        return matches!(view.jwt_secret(project), Ok(Some(s)) if verify_jwt(&s, token).is_ok());
+        return matches!(view.jwt_secret(project), Ok(Some(s)) if !s.is_empty() && verify_jwt(&s, token).is_ok());
     }
     let Some(v) = session_value(headers, project).and_then(|v| SessionValue::decode(&v)) else {
         return false;
@@ -286,8 +308,13 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         if session.is_some() {
             return Err(ApiError::new(ErrorCode::UserJwtAndCookieSet, "JWT and cookie used in the same request. Use either `setJWT` or `setCookie`. Learn about which authentication method to use in the SSR docs: https://appwrite.io/docs/products/auth/server-side-rendering"));
         }
-        let secret = view.jwt_secret(&project)?.unwrap_or_default();
-        let claims = verify_jwt(&secret, token).map_err(|why| {
+        // A project that never made a JWT has no secret: nothing verifies (an empty key would
+        // let anyone sign one).
+        let claims = match view.jwt_secret(&project)? {
+            Some(secret) if !secret.is_empty() => verify_jwt(&secret, token),
+            _ => Err("Signature failed"),
+        }
+        .map_err(|why| {
             ApiError::new(
                 ErrorCode::UserJwtInvalid,
                 msg!("Failed to verify JWT. Invalid token: {}", why),
@@ -303,6 +330,7 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         match (user, session) {
             (Some(user), Some(session)) => {
                 who = Who::User {
+                    roles: user_roles(&*view, &project, &user)?,
                     user: Box::new(user),
                     session: Box::new(session),
                     jwt: true,
@@ -324,6 +352,7 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         match found {
             Some((user, session)) => {
                 who = Who::User {
+                    roles: user_roles(&*view, &project, &user)?,
                     user: Box::new(user),
                     session: Box::new(session),
                     jwt: false,

@@ -216,6 +216,18 @@ pub(crate) async fn prepare_scoped<T>(
     }
 }
 
+/// Refuses a user or a guest on what only a key may do (changes by query, bulk writes and,
+/// until transactions have owners, transactions).
+pub(crate) fn key_only(ctx: &Ctx) -> Result<(), ApiError> {
+    match ctx.is_key() {
+        true => Ok(()),
+        false => Err(ApiError::new(
+            ErrorCode::GeneralUnauthorizedScope,
+            "The current user or API key does not have the required scopes to access the requested resource.",
+        )),
+    }
+}
+
 /// A write whose only state-dependent check is its authorisation.
 pub(crate) async fn enter_write(
     s: &AppState,

@@ -16,6 +16,7 @@ mod params;
 mod render;
 mod rows;
 mod secrets;
+mod teams;
 mod transactions;
 mod users;
 
@@ -95,6 +96,7 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
         .merge(operator::router())
         .merge(account::router())
         .merge(users::router())
+        .merge(teams::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
         .fallback(error::not_found)

@@ -3,8 +3,8 @@
 
 use crate::auth::Ctx;
 use crate::common::{
-    bulk_item, collection, enter, inline_permissions, load_transaction, missing_data, negated,
-    no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply, Res,
+    bulk_item, collection, enter, inline_permissions, key_only, load_transaction, missing_data,
+    negated, no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, now_ms, Req};
@@ -53,6 +53,7 @@ fn staged_ops(ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> 
     let Some(id) = req.str_opt("transactionId")? else {
         return Ok(None);
     };
+    key_only(ctx)?;
     let t = load_transaction(ctx, &id)?;
     if t.status != TransactionStatus::Pending {
         return Err(ApiError::new(
@@ -72,6 +73,7 @@ async fn run_ops(
     ops: Vec<DocTarget>,
 ) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
     if let Some(tx) = req.str_opt("transactionId")? {
+        key_only(ctx)?;
         let op = Op::Transactions(TransactionOp::Stage { id: tx, ops });
         return match propose(s, f, ctx, op).await? {
             Outcome::Transaction(t) => Ok(Err(t)),
@@ -125,6 +127,28 @@ fn readable_only(ctx: &Ctx, c: &Collection, spec: &mut Spec) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A user's or a guest's cursor must name a row they may read: one they may not is "not
+/// found", so that a cursor cannot probe rows they cannot see.
+fn readable_cursor(ctx: &Ctx, f: Flavor, c: &Collection, spec: &Spec) -> Result<(), ApiError> {
+    let (Some(roles), Some(cursor)) = (ctx.roles(), &spec.cursor) else {
+        return Ok(());
+    };
+    let id = match cursor {
+        model::query::Cursor::After(id) | model::query::Cursor::Before(id) => id,
+    };
+    let readable = ctx
+        .view
+        .document(&ctx.project, c, id)?
+        .is_some_and(|d| c.grants(Some(&d), "read", &roles));
+    match readable {
+        true => Ok(()),
+        false => Err(f.error(Error::new(
+            ErrorCode::GeneralCursorNotFound,
+            msg!("Document '{}' for the 'cursor' value not found.", id),
+        ))),
+    }
+}
+
 pub(crate) async fn list_documents(
     State(s): State<AppState>,
     Extension(f): Extension<Flavor>,
@@ -135,6 +159,7 @@ pub(crate) async fn list_documents(
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
     readable_only(&ctx, &c, &mut spec)?;
+    readable_cursor(&ctx, f, &c, &spec)?;
     let want_total = req.want_total()?;
     let page = match staged_ops(&ctx, &req)? {
         Some(staged) => ctx
@@ -161,6 +186,9 @@ pub(crate) async fn create_documents(
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     let bulk = req.array_opt(f.docs_key())?;
+    if bulk.is_some() {
+        key_only(&ctx)?;
+    }
     match (bulk, req.has("data")) {
         (Some(_), true) => Err(ApiError::new(
             ErrorCode::GeneralBadRequest,
@@ -227,6 +255,7 @@ pub(crate) async fn upsert_documents(
     req: Req,
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
+    key_only(&ctx)?;
     let items = req.array_opt(f.docs_key())?.ok_or_else(|| {
         ApiError(Error::invalid(msg!(
             "Param \"{}\" is not optional.",
@@ -368,6 +397,7 @@ pub(crate) async fn update_documents(
     req: Req,
 ) -> Reply {
     let (ctx, (c, spec)) = prepare(&s, f, &req, Res::Doc, |ctx| {
+        key_only(ctx)?;
         let c = collection(f, ctx, &req)?;
         let spec = bulk_spec(&req, &c)?;
         Ok((c, spec))
@@ -398,6 +428,7 @@ pub(crate) async fn delete_documents(
     req: Req,
 ) -> Reply {
     let (ctx, (c, spec)) = prepare(&s, f, &req, Res::Doc, |ctx| {
+        key_only(ctx)?;
         let c = collection(f, ctx, &req)?;
         let spec = bulk_spec(&req, &c)?;
         Ok((c, spec))

@@ -1,8 +1,8 @@
 //! Transactions: create, stage operations, commit (one Raft entry) or roll back.
 
 use crate::common::{
-    bulk_item, enter, enter_write, inline_permissions, list_reply, load_transaction, negated,
-    no_content, propose, reply, unexpected, Flavor, Reply, Res,
+    bulk_item, enter, enter_write, inline_permissions, key_only, list_reply, load_transaction,
+    negated, no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, Req};
@@ -24,6 +24,7 @@ pub(crate) async fn list_transactions(
     req: Req,
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let txs = ctx.view.list_transactions(&ctx.project)?;
     list_reply(
         &req,
@@ -38,6 +39,7 @@ pub(crate) async fn create_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let ttl = req.uint_opt("ttl")?.unwrap_or(300);
     if !(60..=3600).contains(&ttl) {
         return Err(ApiError(Error::invalid(
@@ -60,6 +62,7 @@ pub(crate) async fn get_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let t = load_transaction(&ctx, &req.path("tx"))?;
     reply(StatusCode::OK, render::transaction(&t))
 }
@@ -70,6 +73,7 @@ pub(crate) async fn update_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let commit = req.bool_opt("commit")?.unwrap_or(false);
     let rollback = req.bool_opt("rollback")?.unwrap_or(false);
     let id = req.path("tx");
@@ -102,6 +106,7 @@ pub(crate) async fn delete_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let op = TransactionOp::Delete { id: req.path("tx") };
     propose(&s, f, &ctx, Op::Transactions(op)).await?;
     no_content()
@@ -262,6 +267,7 @@ pub(crate) async fn create_operations(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
+    key_only(&ctx)?;
     let items = req.array_opt("operations")?.unwrap_or_default();
     if items.is_empty() {
         return Err(ApiError::new(

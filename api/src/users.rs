@@ -489,6 +489,29 @@ fn same_site(req: &Req) -> bool {
     }
 }
 
+/// The user with `email`, as the cluster has it now.
+pub(crate) async fn user_by_email(
+    s: &AppState,
+    ctx: &Ctx,
+    email: &str,
+) -> Result<Option<User>, ApiError> {
+    let view = s
+        .backend
+        .read(model::reader::Consistency::Linearizable)
+        .await?;
+    let spec = Spec {
+        filters: vec![Filter::Cmp {
+            attr: "email".into(),
+            op: CmpOp::Equal,
+            values: vec![Value::Str(email.to_string())],
+        }],
+        limit: Some(1),
+        ..Spec::default()
+    };
+    let page = view.find(&ctx.project, auth::users(), &spec, false)?;
+    Ok(page.documents.first().map(User::from_document))
+}
+
 // ---- routes -----------------------------------------------------------------------------
 
 const READ: &[&str] = &["users.read"];
@@ -678,8 +701,11 @@ async fn update_labels(State(s): State<AppState>, req: Req) -> Reply {
             return Err(invalid("Invalid `labels` param: Value must a valid array and Value must be a valid string and at least 1 chars and no longer than 36 chars and only contain alphanumeric characters"));
         }
     }
-    let mut labels = labels;
-    labels.dedup();
+    let mut seen = std::collections::HashSet::new();
+    let labels: Vec<String> = labels
+        .into_iter()
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
     change(&s, &req, vec![UserChange::Labels(labels)]).await
 }
 

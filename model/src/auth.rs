@@ -20,6 +20,10 @@ use std::sync::OnceLock;
 pub const DB: &str = "_auth";
 pub const USERS: &str = "users";
 pub const SESSIONS: &str = "sessions";
+pub const TEAMS: &str = "teams";
+pub const MEMBERSHIPS: &str = "memberships";
+/// Memberships one apply removes while a team is deleted (a bigger team takes several).
+pub const TEAM_DELETE_CHUNK: usize = 500;
 
 /// The longest name, as Appwrite allows.
 pub const NAME_MAX: usize = 128;
@@ -132,6 +136,168 @@ pub fn sessions() -> &'static Collection {
             ],
         )
     })
+}
+
+/// The teams collection. Row security: a team's own permissions say who may read
+/// (`team:T`) and change it (`team:T/owner`).
+pub fn teams() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        let mut c = system(
+            TEAMS,
+            vec![
+                attr("name", String, Some(NAME_MAX as u64), false),
+                attr("total", Integer, None, false),
+                attr("prefs", String, Some(65535), false),
+                attr("search", String, Some(16384), false),
+            ],
+            vec![
+                index("_key_name", IndexKind::Key, &["name"]),
+                index("_key_total", IndexKind::Key, &["total"]),
+                index("_key_search", IndexKind::Fulltext, &["search"]),
+            ],
+        );
+        c.document_security = true;
+        c
+    })
+}
+
+/// The memberships collection, indexed by user (roles), by team (listing) and by the pair
+/// (one membership per user and team).
+pub fn memberships() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            MEMBERSHIPS,
+            vec![
+                attr("userId", String, Some(36), false),
+                attr("teamId", String, Some(36), false),
+                attr("roles", String, Some(81), true),
+                attr("invited", Datetime, None, false),
+                attr("joined", Datetime, None, false),
+                attr("confirm", Boolean, None, false),
+                attr("secret", String, Some(64), false),
+            ],
+            vec![
+                index("_key_user", IndexKind::Key, &["userId"]),
+                index("_key_team", IndexKind::Key, &["teamId"]),
+                index("_key_team_user", IndexKind::Unique, &["teamId", "userId"]),
+            ],
+        )
+    })
+}
+
+/// A team.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Team {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub name: String,
+    /// Confirmed members.
+    pub total: i64,
+    pub prefs: String,
+}
+
+impl Team {
+    pub fn from_document(d: &Document) -> Team {
+        let g = |k: &str| d.data.get(k);
+        Team {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            name: text(g("name")),
+            total: match g("total") {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            },
+            prefs: match text(g("prefs")) {
+                p if p.is_empty() => "{}".to_string(),
+                p => p,
+            },
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("name", Value::Str(self.name.clone())),
+            ("total", Value::Int(self.total)),
+            ("prefs", Value::Str(self.prefs.clone())),
+            ("search", Value::Str(format!("{} {}", self.id, self.name))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Who may read and change a team: its members read, its owners change.
+    pub fn permissions(&self) -> Vec<String> {
+        vec![
+            format!("read(\"team:{}\")", self.id),
+            format!("update(\"team:{}/owner\")", self.id),
+            format!("delete(\"team:{}/owner\")", self.id),
+        ]
+    }
+}
+
+/// A membership of a user in a team; it grants roles once confirmed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub user_id: String,
+    pub team_id: String,
+    pub roles: Vec<String>,
+    pub invited: i64,
+    pub joined: Option<i64>,
+    pub confirm: bool,
+    /// SHA-256 of the invitation's secret (empty once confirmed or when none was sent).
+    pub secret_sha256: String,
+}
+
+impl Membership {
+    pub fn from_document(d: &Document) -> Membership {
+        let g = |k: &str| d.data.get(k);
+        Membership {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            user_id: text(g("userId")),
+            team_id: text(g("teamId")),
+            roles: strings(g("roles")),
+            invited: time(g("invited")).unwrap_or(d.created_at),
+            joined: time(g("joined")),
+            confirm: flag(g("confirm")),
+            secret_sha256: text(g("secret")),
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("userId", Value::Str(self.user_id.clone())),
+            ("teamId", Value::Str(self.team_id.clone())),
+            ("roles", str_array(&self.roles)),
+            ("invited", Value::Str(crate::time::format_ms(self.invited))),
+            ("joined", opt_time(self.joined)),
+            ("confirm", Value::Bool(self.confirm)),
+            ("secret", opt_str(&self.secret_sha256)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// What this membership adds to its user's roles (nothing until confirmed).
+    pub fn team_roles(&self) -> Option<TeamRoles> {
+        self.confirm.then(|| TeamRoles {
+            team: self.team_id.clone(),
+            membership: self.id.clone(),
+            roles: self.roles.clone(),
+        })
+    }
 }
 
 /// A stored password: the hash, the algorithm that made it, and that algorithm's options

@@ -10,7 +10,7 @@
 //! operation creates or changes (`created_at`, `updated_at`, a transaction's expiry) come from
 //! `at` in apply; whatever the proposer put in those fields is ignored.
 
-use crate::auth::{Credential, Session, User};
+use crate::auth::{Credential, Membership, Session, Team, User};
 use crate::error::Error;
 use crate::query::Spec;
 use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
@@ -139,6 +139,34 @@ pub enum AuthOp {
     /// it: applied only if the project has none yet, so concurrent first uses agree.
     InitJwtSecret {
         secret: String,
+    },
+    /// A team; made by a user, with that user's (confirmed, owner) membership.
+    CreateTeam {
+        team: Box<Team>,
+        owner: Option<Box<Membership>>,
+    },
+    UpdateTeam {
+        id: String,
+        name: Option<String>,
+        prefs: Option<String>,
+    },
+    /// Removes the next `TEAM_DELETE_CHUNK` memberships of the team, and the team with the
+    /// last of them: answers `Outcome::Range { next: Some(_) }` while memberships remain.
+    DeleteTeam {
+        id: String,
+    },
+    /// A membership made by a key: confirmed at once.
+    CreateMembership {
+        membership: Box<Membership>,
+    },
+    UpdateMembership {
+        team: String,
+        id: String,
+        roles: Vec<String>,
+    },
+    DeleteMembership {
+        team: String,
+        id: String,
     },
 }
 
@@ -427,6 +455,8 @@ pub enum Outcome {
     },
     User(User),
     Session(Session),
+    Team(Team),
+    Membership(Membership),
 }
 
 #[cfg(test)]

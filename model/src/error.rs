@@ -112,6 +112,12 @@ error_codes! {
     PasswordRecentlyUsed = ("password_recently_used", 400),
     PasswordPersonalData = ("password_personal_data", 400),
     UserTargetAlreadyExists = ("user_target_already_exists", 409),
+    TeamNotFound = ("team_not_found", 404),
+    TeamAlreadyExists = ("team_already_exists", 409),
+    TeamMembershipMismatch = ("team_membership_mismatch", 404),
+    MembershipNotFound = ("membership_not_found", 404),
+    MembershipAlreadyConfirmed = ("membership_already_confirmed", 409),
+    GeneralSmtpDisabled = ("general_smtp_disabled", 503),
 }
 
 impl ErrorCode {

@@ -12,7 +12,7 @@ use super::store::load_document;
 use super::txn::{Txn, INDEX, META};
 use super::{err, Caller, Failure, R};
 use crate::keys;
-use model::auth::{self, Session, User};
+use model::auth::{self, Membership, Session, Team, User};
 use model::command::{AuthOp, UserChange};
 use model::schema::{Document, Order};
 use model::{ErrorCode, Outcome, Value};
@@ -27,8 +27,33 @@ pub(super) fn apply(
     require_project(txn, project)?;
     permitted(caller, op)?;
     match op {
-        AuthOp::CreateUser { user } => create_user(txn, project, user, at),
+        AuthOp::CreateUser { user } => {
+            let mut user = user.clone();
+            if !matches!(caller, Caller::Privileged) {
+                // A sign-up sets no status, labels or verification of its own.
+                user.status = true;
+                user.labels.clear();
+                user.email_verification = false;
+                user.phone_verification = false;
+                user.mfa = false;
+            }
+            create_user(txn, project, &user, at)
+        }
         AuthOp::UpdateUser { id, changes, proof } => {
+            if let Caller::Roles { .. } = caller {
+                // A user changes its password, email or phone only with proof that it knows
+                // its password (when it has one).
+                let credential = changes.iter().any(|c| {
+                    matches!(
+                        c,
+                        UserChange::Password(_) | UserChange::Email(_) | UserChange::Phone(_)
+                    )
+                });
+                let (_, u) = load_user(txn, project, id)?;
+                if credential && u.password.is_some() && proof.is_none() {
+                    return Err(invalid_credentials());
+                }
+            }
             let out = update_user(txn, project, id, changes, proof.as_deref(), at)?;
             if changes.iter().any(|c| matches!(c, UserChange::Password(_))) {
                 // A new password ends every other session (Appwrite's `invalidateSessions`,
@@ -49,6 +74,9 @@ pub(super) fn apply(
             let (doc, _) = load_user(txn, project, id)?;
             for s in user_sessions(txn, project, id)? {
                 write_document(txn, project, auth::sessions(), Some(&s), None)?;
+            }
+            for m in by_index(txn, project, auth::memberships(), "_key_user", id, 1000)? {
+                remove_membership(txn, project, &m, at)?;
             }
             write_document(txn, project, auth::users(), Some(&doc), None)?;
             Ok(Outcome::Done)
@@ -86,6 +114,62 @@ pub(super) fn apply(
             }
             Ok(Outcome::Done)
         }
+        AuthOp::CreateTeam { team, owner } => create_team(txn, project, caller, team, owner, at),
+        AuthOp::UpdateTeam { id, name, prefs } => {
+            let (old, mut team) = load_team(txn, project, caller, id, "update")?;
+            if let Some(n) = name {
+                team.name = n.clone();
+            }
+            if let Some(p) = prefs {
+                team.prefs = p.clone();
+            }
+            team.updated_at = at;
+            save_team(txn, project, &old, &team)?;
+            Ok(Outcome::Team(team))
+        }
+        AuthOp::DeleteTeam { id } => {
+            let (old, _) = load_team(txn, project, caller, id, "delete")?;
+            let members = by_index(
+                txn,
+                project,
+                auth::memberships(),
+                "_key_team",
+                id,
+                auth::TEAM_DELETE_CHUNK + 1,
+            )?;
+            for m in members.iter().take(auth::TEAM_DELETE_CHUNK) {
+                write_document(txn, project, auth::memberships(), Some(m), None)?;
+            }
+            if members.len() > auth::TEAM_DELETE_CHUNK {
+                return Ok(Outcome::Range {
+                    documents: Vec::new(),
+                    next: Some(0),
+                });
+            }
+            write_document(txn, project, auth::teams(), Some(&old), None)?;
+            Ok(Outcome::Done)
+        }
+        AuthOp::CreateMembership { membership } => create_membership(txn, project, membership, at),
+        AuthOp::UpdateMembership { team, id, roles } => {
+            let (old, mut m) = load_membership(txn, project, team, id)?;
+            owner_of(caller, team)?;
+            m.roles = roles.clone();
+            m.updated_at = at;
+            let mut doc = old.clone();
+            doc.data = m.data();
+            doc.updated_at = at;
+            write_document(txn, project, auth::memberships(), Some(&old), Some(&doc))?;
+            Ok(Outcome::Membership(m))
+        }
+        AuthOp::DeleteMembership { team, id } => {
+            let (old, m) = load_membership(txn, project, team, id)?;
+            let own = matches!(caller, Caller::Roles { user: Some(u), .. } if *u == m.user_id);
+            if !own {
+                owner_of(caller, team)?;
+            }
+            remove_membership(txn, project, &old, at)?;
+            Ok(Outcome::Done)
+        }
         AuthOp::InitJwtSecret { secret } => {
             let k = keys::meta(project, keys::JWT_SECRET, &[]);
             if txn.get(META, &k)?.is_none() {
@@ -111,7 +195,27 @@ fn permitted(caller: &Caller, op: &AuthOp) -> R<()> {
     };
     let ok = match (op, me) {
         (AuthOp::InitJwtSecret { .. }, _) => true,
-        (AuthOp::CreateUser { .. } | AuthOp::CreateSession { .. }, None) => true,
+        // Checked against the team once it is loaded.
+        (
+            AuthOp::CreateTeam { .. }
+            | AuthOp::UpdateTeam { .. }
+            | AuthOp::DeleteTeam { .. }
+            | AuthOp::UpdateMembership { .. }
+            | AuthOp::DeleteMembership { .. },
+            Some(_),
+        ) => true,
+        // Sign-up, also while signed in (as Appwrite); sign-in needs the proof of a verified
+        // password, or creates its own (anonymous) user.
+        (AuthOp::CreateUser { .. }, _) => true,
+        (
+            AuthOp::CreateSession {
+                session,
+                proof,
+                user,
+                ..
+            },
+            None,
+        ) => proof.is_some() || user.as_ref().is_some_and(|u| u.id == session.user_id),
         (AuthOp::UpdateUser { id, changes, .. }, Some(me)) => {
             id == me
                 && !changes.iter().any(|c| {
@@ -175,11 +279,23 @@ fn load_session(txn: &Txn, project: &str, user: &str, id: &str) -> R<Document> {
 
 /// A user's sessions, oldest first (there are at most `MAX_SESSIONS` and a few).
 fn user_sessions(txn: &Txn, project: &str, user: &str) -> R<Vec<Document>> {
-    let coll = auth::sessions();
-    let mut prefix = keys::index_prefix(project, &coll.database, &coll.id, "_key_user");
-    keys::encode_value(&mut prefix, &Value::Str(user.to_string()), Order::Asc);
+    by_index(txn, project, auth::sessions(), "_key_user", user, 1000)
+}
+
+/// The documents whose single-column key index `index` holds `value`, in sequence order, at
+/// most `limit`.
+fn by_index(
+    txn: &Txn,
+    project: &str,
+    coll: &model::Collection,
+    index: &str,
+    value: &str,
+    limit: usize,
+) -> R<Vec<Document>> {
+    let mut prefix = keys::index_prefix(project, &coll.database, &coll.id, index);
+    keys::encode_value(&mut prefix, &Value::Str(value.to_string()), Order::Asc);
     let mut out = Vec::new();
-    for (k, v) in txn.scan_limit(INDEX, &prefix, 1000)? {
+    for (k, v) in txn.scan_limit(INDEX, &prefix, limit)? {
         let (_, id) = keys::parse_entry_value(&v)
             .ok_or_else(|| Failure::Storage(crate::engine::corrupt(&k, "index entry")))?;
         if let Some(d) = load_document(txn, project, coll, &String::from_utf8_lossy(id))? {
@@ -187,6 +303,186 @@ fn user_sessions(txn: &Txn, project: &str, user: &str) -> R<Vec<Document>> {
         }
     }
     Ok(out)
+}
+
+/// The roles a user's confirmed memberships give (at most a thousand memberships count).
+pub(super) fn team_roles(txn: &Txn, project: &str, user: &str) -> R<Vec<auth::TeamRoles>> {
+    Ok(
+        by_index(txn, project, auth::memberships(), "_key_user", user, 1000)?
+            .iter()
+            .filter_map(|d| Membership::from_document(d).team_roles())
+            .collect(),
+    )
+}
+
+fn team_not_found() -> Failure {
+    err(
+        ErrorCode::TeamNotFound,
+        "Team with the requested ID could not be found.",
+    )
+}
+
+/// A team the caller may `action` (a team it cannot even read is not found for it).
+fn load_team(
+    txn: &Txn,
+    project: &str,
+    caller: &Caller,
+    id: &str,
+    action: &str,
+) -> R<(Document, Team)> {
+    let doc = load_document(txn, project, auth::teams(), id)?.ok_or_else(team_not_found)?;
+    if let Caller::Roles { roles, .. } = caller {
+        if !auth::teams().grants(Some(&doc), "read", roles) {
+            return Err(team_not_found());
+        }
+        if !auth::teams().grants(Some(&doc), action, roles) {
+            return Err(unauthorized());
+        }
+    }
+    let team = Team::from_document(&doc);
+    Ok((doc, team))
+}
+
+fn save_team(txn: &mut Txn, project: &str, old: &Document, team: &Team) -> R<()> {
+    let mut doc = old.clone();
+    doc.data = team.data();
+    doc.updated_at = team.updated_at;
+    write_document(txn, project, auth::teams(), Some(old), Some(&doc))
+}
+
+/// Adds `delta` to a team's count of confirmed members.
+fn count_member(txn: &mut Txn, project: &str, team: &str, delta: i64, at: i64) -> R<()> {
+    if let Some(old) = load_document(txn, project, auth::teams(), team)? {
+        let mut t = Team::from_document(&old);
+        t.total = t.total.saturating_add(delta).max(0);
+        t.updated_at = at;
+        save_team(txn, project, &old, &t)?;
+    }
+    Ok(())
+}
+
+/// Only a team's owners (or a key) manage its memberships.
+fn owner_of(caller: &Caller, team: &str) -> R<()> {
+    match caller {
+        Caller::Privileged => Ok(()),
+        Caller::Roles { roles, .. } if roles.contains(&format!("team:{team}/owner")) => Ok(()),
+        Caller::Roles { .. } => Err(unauthorized()),
+    }
+}
+
+fn membership_not_found() -> Failure {
+    err(
+        ErrorCode::MembershipNotFound,
+        "Membership with the requested ID could not be found.",
+    )
+}
+
+fn load_membership(txn: &Txn, project: &str, team: &str, id: &str) -> R<(Document, Membership)> {
+    if load_document(txn, project, auth::teams(), team)?.is_none() {
+        return Err(team_not_found());
+    }
+    let doc =
+        load_document(txn, project, auth::memberships(), id)?.ok_or_else(membership_not_found)?;
+    let m = Membership::from_document(&doc);
+    if m.team_id != team {
+        return Err(err(
+            ErrorCode::TeamMembershipMismatch,
+            "The membership ID does not belong to the team ID.",
+        ));
+    }
+    Ok((doc, m))
+}
+
+fn remove_membership(txn: &mut Txn, project: &str, doc: &Document, at: i64) -> R<()> {
+    let m = Membership::from_document(doc);
+    write_document(txn, project, auth::memberships(), Some(doc), None)?;
+    if m.confirm {
+        count_member(txn, project, &m.team_id, -1, at)?;
+    }
+    Ok(())
+}
+
+fn create_team(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    team: &Team,
+    owner: &Option<Box<Membership>>,
+    at: i64,
+) -> R<Outcome> {
+    if let Caller::Roles { user, .. } = caller {
+        // A user's team is made with the user's own owner membership.
+        let mine = owner
+            .as_ref()
+            .is_some_and(|m| Some(&m.user_id) == user.as_ref() && m.team_id == team.id);
+        if !mine {
+            return Err(unauthorized());
+        }
+    }
+    let coll = auth::teams();
+    if load_document(txn, project, coll, &team.id)?.is_some() {
+        return Err(err(
+            ErrorCode::TeamAlreadyExists,
+            "Team with requested ID already exists. Please choose a different ID and try again.",
+        ));
+    }
+    let mut t = team.clone();
+    t.created_at = at;
+    t.updated_at = at;
+    t.total = 0;
+    let doc = Document {
+        id: t.id.clone(),
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: at,
+        updated_at: at,
+        permissions: t.permissions(),
+        data: t.data(),
+    };
+    write_document(txn, project, coll, None, Some(&doc))?;
+    if let Some(m) = owner {
+        create_membership(txn, project, m, at)?;
+        t.total = 1;
+    }
+    Ok(Outcome::Team(t))
+}
+
+/// A confirmed membership (a key's invitation, or a team creator's own).
+fn create_membership(txn: &mut Txn, project: &str, m: &Membership, at: i64) -> R<Outcome> {
+    if load_document(txn, project, auth::teams(), &m.team_id)?.is_none() {
+        return Err(team_not_found());
+    }
+    load_user(txn, project, &m.user_id)?;
+    let coll = auth::memberships();
+    if load_document(txn, project, coll, &m.id)?.is_some() {
+        return Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "Membership with the requested ID already exists.",
+        ));
+    }
+    let mut m = m.clone();
+    m.created_at = at;
+    m.updated_at = at;
+    m.invited = at;
+    m.joined = Some(at);
+    m.confirm = true;
+    m.secret_sha256.clear();
+    let doc = Document {
+        id: m.id.clone(),
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: at,
+        updated_at: at,
+        permissions: Vec::new(),
+        data: m.data(),
+    };
+    write_document(txn, project, coll, None, Some(&doc)).map_err(|f| match f {
+        Failure::User(e) if e.code == ErrorCode::DocumentUniqueViolation => err(
+            ErrorCode::MembershipAlreadyConfirmed,
+            "Membership is already confirmed.",
+        ),
+        other => other,
+    })?;
+    count_member(txn, project, &m.team_id, 1, at)?;
+    Ok(Outcome::Membership(m))
 }
 
 /// A unique-index refusal on a user, in the words of the field that collided.
@@ -352,7 +648,10 @@ pub(super) fn check_session(
             .filter(|s| s.user_id == user && s.expire > at)
             .ok_or_else(unauthorized)?;
     }
-    let (_, u) = load_user(txn, project, user).map_err(|_| unauthorized())?;
+    let (_, u) = match load_user(txn, project, user) {
+        Err(Failure::User(_)) => return Err(unauthorized()),
+        other => other?,
+    };
     if !u.status {
         return Err(err(
             ErrorCode::UserBlocked,

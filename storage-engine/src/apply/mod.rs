@@ -241,8 +241,9 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         }
         Actor::User { id, session } => {
             let user = auth::check_session(txn, &env.project, id, session, at)?;
+            let teams = auth::team_roles(txn, &env.project, id)?;
             return Ok(Caller::Roles {
-                roles: model::auth::roles(Some(&user), &[]),
+                roles: model::auth::roles(Some(&user), &teams),
                 user: Some(user.id),
                 session: Some(session.clone()),
             });
@@ -287,6 +288,8 @@ fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcom
         Op::Keys(op) => projects::apply_key(txn, project, op, at),
         Op::Schema(op) => schema::apply(txn, project, op, at),
         Op::Documents(op) => documents::apply(txn, project, caller, op, at),
+        // Transactions have no owner yet: a key's alone.
+        Op::Transactions(_) if !matches!(caller, Caller::Privileged) => Err(unauthorized()),
         Op::Transactions(op) => transactions::apply(txn, project, caller, op, at),
         Op::Cluster(op) => cluster::apply(txn, op, at),
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),

@@ -1,0 +1,452 @@
+//! The Teams service: teams, their preferences, and memberships with roles. A team's members
+//! read it; its owners change it and manage its memberships; a key does everything. Invitations
+//! by email need the email issue's SMTP: until then only a key adds members (confirmed at once).
+
+use crate::auth::Ctx;
+use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
+use crate::error::ApiError;
+use crate::params::{new_id, Req};
+use crate::users::{email_param, name_param, prefs_param, propose};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use model::auth::{self, Membership, Team, User};
+use model::command::AuthOp;
+use model::msg;
+use model::query::{CmpOp, Filter, Spec};
+use model::time::format_ms;
+use model::{id, Error, ErrorCode, Outcome, Value};
+use serde_json::{json, Value as Json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/teams", get(list).post(create))
+        .route("/v1/teams/{team}", get(get_one).put(update).delete(delete))
+        .route("/v1/teams/{team}/prefs", get(get_prefs).put(update_prefs))
+        .route(
+            "/v1/teams/{team}/memberships",
+            get(list_memberships).post(create_membership),
+        )
+        .route(
+            "/v1/teams/{team}/memberships/{membership}",
+            get(get_membership)
+                .patch(update_membership)
+                .delete(delete_membership),
+        )
+}
+
+const READ: &[&str] = &["teams.read"];
+const WRITE: &[&str] = &["teams.write"];
+
+fn invalid(m: impl Into<model::error::Message>) -> ApiError {
+    ApiError(Error::invalid(m))
+}
+
+fn team_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::TeamNotFound,
+        "Team with the requested ID could not be found.",
+    )
+}
+
+fn prefs_json(text: &str) -> Json {
+    serde_json::from_str::<Json>(text)
+        .ok()
+        .filter(Json::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+fn team_json(t: &Team) -> Json {
+    json!({
+        "$id": t.id,
+        "$createdAt": format_ms(t.created_at),
+        "$updatedAt": format_ms(t.updated_at),
+        "name": t.name,
+        "total": t.total,
+        "prefs": prefs_json(&t.prefs),
+    })
+}
+
+/// Appwrite's `membership`. The member's name and email are shown to a key only (a project's
+/// membership privacy settings are off by default).
+fn membership_json(ctx: &Ctx, m: &Membership) -> Json {
+    let user = match ctx.is_key() {
+        true => crate::auth::load_user(&*ctx.view, &ctx.project, &m.user_id)
+            .ok()
+            .flatten(),
+        false => None,
+    };
+    let team = ctx
+        .view
+        .document(&ctx.project, auth::teams(), &m.team_id)
+        .ok()
+        .flatten()
+        .map(|d| Team::from_document(&d));
+    let (name, email, phone) = match &user {
+        Some(u) => (u.name.as_str(), u.email.as_str(), u.phone.as_str()),
+        None => ("", "", ""),
+    };
+    json!({
+        "$id": m.id,
+        "$createdAt": format_ms(m.created_at),
+        "$updatedAt": format_ms(m.updated_at),
+        "userId": if ctx.is_key() { m.user_id.as_str() } else { "" },
+        "userName": name,
+        "userEmail": email,
+        "userPhone": phone,
+        "teamId": m.team_id,
+        "teamName": team.map(|t| t.name).unwrap_or_default(),
+        "invited": format_ms(m.invited),
+        "joined": m.joined.map(format_ms).unwrap_or_default(),
+        "confirm": m.confirm,
+        "mfa": user.as_ref().is_some_and(|u: &User| u.mfa),
+        "roles": m.roles,
+    })
+}
+
+/// The team in the path, if the caller may read it.
+fn readable_team(ctx: &Ctx, req: &Req) -> Result<Team, ApiError> {
+    let doc = ctx
+        .view
+        .document(&ctx.project, auth::teams(), &req.path("team"))?
+        .ok_or_else(team_not_found)?;
+    if let Some(roles) = ctx.roles() {
+        if !auth::teams().grants(Some(&doc), "read", &roles) {
+            return Err(team_not_found());
+        }
+    }
+    Ok(Team::from_document(&doc))
+}
+
+async fn list(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut visible = auth::teams().clone();
+    visible
+        .attributes
+        .retain(|a| ["name", "total"].contains(&a.key.as_str()));
+    spec.validate(&visible)
+        .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
+    if let Some(term) = req.str_opt("search")?.filter(|t| !t.trim().is_empty()) {
+        spec.filters.push(Filter::Cmp {
+            attr: "search".into(),
+            op: CmpOp::Search,
+            values: vec![Value::Str(term)],
+        });
+    }
+    if let Some(roles) = ctx.roles() {
+        spec.filters.push(Filter::Cmp {
+            attr: model::schema::READ_ROLES.into(),
+            op: CmpOp::Contains,
+            values: roles.into_iter().map(Value::Str).collect(),
+        });
+    }
+    let want_total = req.want_total()?;
+    let page = ctx
+        .view
+        .find(&ctx.project, auth::teams(), &spec, want_total)?;
+    let teams: Vec<Json> = page
+        .documents
+        .iter()
+        .map(|d| team_json(&Team::from_document(d)))
+        .collect();
+    let total = if want_total { page.total } else { 0 };
+    reply(StatusCode::OK, json!({ "total": total, "teams": teams }))
+}
+
+fn roles_param(req: &Req, default: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let roles = match (req.strings_opt("roles")?, default) {
+        (Some(r), _) => r,
+        (None, Some(d)) => d,
+        (None, None) => return Err(invalid("Param \"roles\" is not optional.")),
+    };
+    if roles.len() > 100
+        || roles.iter().any(|r| {
+            r.is_empty()
+                || r.len() > 81
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+    {
+        return Err(invalid("Invalid `roles` param: Value must a valid array no longer than 100 items and Parameter must contain at most 81 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in roles {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+async fn create(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let id = match req.str_req("teamId")? {
+        u if u == id::UNIQUE => new_id(),
+        id => {
+            id::check("teamId", &id)?;
+            id
+        }
+    };
+    let name = name_param(&req, "name", false)?
+        .ok_or_else(|| invalid("Param \"name\" is not optional."))?;
+    let mut roles = roles_param(&req, Some(vec!["owner".into()]))?;
+    let team = Team {
+        id: id.clone(),
+        created_at: 0,
+        updated_at: 0,
+        name,
+        total: 0,
+        prefs: "{}".into(),
+    };
+    // A user who makes a team joins it as an owner; a key's team starts empty.
+    let owner = ctx.user().map(|(u, _)| {
+        if !roles.iter().any(|r| r == "owner") {
+            roles.push("owner".into());
+        }
+        Box::new(Membership {
+            id: new_id(),
+            created_at: 0,
+            updated_at: 0,
+            user_id: u.id.clone(),
+            team_id: id.clone(),
+            roles: roles.clone(),
+            invited: 0,
+            joined: None,
+            confirm: true,
+            secret_sha256: String::new(),
+        })
+    });
+    let op = AuthOp::CreateTeam {
+        team: Box::new(team),
+        owner,
+    };
+    match propose(&s, &ctx, op).await? {
+        Outcome::Team(t) => reply(StatusCode::CREATED, team_json(&t)),
+        o => Err(unexpected(o)),
+    }
+}
+
+async fn get_one(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    reply(StatusCode::OK, team_json(&readable_team(&ctx, &req)?))
+}
+
+async fn change(
+    s: &AppState,
+    req: &Req,
+    name: Option<String>,
+    prefs: Option<String>,
+) -> Result<Team, ApiError> {
+    let (ctx, ()) = prepare_scoped(s, req, WRITE, |_| Ok(())).await?;
+    let op = AuthOp::UpdateTeam {
+        id: req.path("team"),
+        name,
+        prefs,
+    };
+    match propose(s, &ctx, op).await? {
+        Outcome::Team(t) => Ok(t),
+        o => Err(unexpected(o)),
+    }
+}
+
+async fn update(State(s): State<AppState>, req: Req) -> Reply {
+    let name = name_param(&req, "name", false)?
+        .ok_or_else(|| invalid("Param \"name\" is not optional."))?;
+    let t = change(&s, &req, Some(name), None).await?;
+    reply(StatusCode::OK, team_json(&t))
+}
+
+async fn get_prefs(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    reply(
+        StatusCode::OK,
+        prefs_json(&readable_team(&ctx, &req)?.prefs),
+    )
+}
+
+async fn update_prefs(State(s): State<AppState>, req: Req) -> Reply {
+    let prefs = prefs_param(&req)?;
+    let t = change(&s, &req, None, Some(prefs)).await?;
+    reply(StatusCode::OK, prefs_json(&t.prefs))
+}
+
+async fn delete(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    // A big team goes in bounded chunks of memberships, the team with the last one.
+    loop {
+        let op = AuthOp::DeleteTeam {
+            id: req.path("team"),
+        };
+        match propose(&s, &ctx, op).await? {
+            Outcome::Done => return no_content(),
+            Outcome::Range { next: Some(_), .. } => continue,
+            o => return Err(unexpected(o)),
+        }
+    }
+}
+
+fn memberships_of(ctx: &Ctx, team: &str, req: &Req) -> Result<(Vec<Membership>, u64), ApiError> {
+    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut visible = auth::memberships().clone();
+    visible.attributes.retain(|a| {
+        ["userId", "teamId", "invited", "joined", "confirm", "roles"].contains(&a.key.as_str())
+    });
+    spec.validate(&visible)
+        .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
+    spec.filters.push(Filter::Cmp {
+        attr: "teamId".into(),
+        op: CmpOp::Equal,
+        values: vec![Value::Str(team.to_string())],
+    });
+    let want_total = req.want_total()?;
+    let page = ctx
+        .view
+        .find(&ctx.project, auth::memberships(), &spec, want_total)?;
+    let total = if want_total { page.total } else { 0 };
+    Ok((
+        page.documents
+            .iter()
+            .map(Membership::from_document)
+            .collect(),
+        total,
+    ))
+}
+
+async fn list_memberships(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let team = readable_team(&ctx, &req)?;
+    let (all, total) = memberships_of(&ctx, &team.id, &req)?;
+    let items: Vec<Json> = all.iter().map(|m| membership_json(&ctx, m)).collect();
+    reply(
+        StatusCode::OK,
+        json!({ "total": total, "memberships": items }),
+    )
+}
+
+async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let roles = roles_param(&req, None)?;
+    let user_id = req.str_opt("userId")?;
+    let email = email_param(&req, "email")?;
+    if user_id.is_none() && email.is_none() && req.str_opt("phone")?.is_none() {
+        return Err(invalid(
+            "At least one of userId, email, or phone is required",
+        ));
+    }
+    if !ctx.is_key() {
+        if req.str_opt("url")?.is_none() {
+            return Err(invalid("URL is required"));
+        }
+        // An invitation is an email with a confirmation link; SMTP is not configured.
+        return Err(ApiError::new(
+            ErrorCode::GeneralSmtpDisabled,
+            "SMTP disabled",
+        ));
+    }
+    readable_team(&ctx, &req)?;
+    let user = match (&user_id, &email) {
+        (Some(id), _) => {
+            crate::auth::load_user(&*ctx.view, &ctx.project, id)?.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UserNotFound,
+                    "User with given userId doesn't exist.",
+                )
+            })?
+        }
+        (None, Some(e)) => crate::users::user_by_email(&s, &ctx, e)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UserNotFound,
+                    "User with the requested ID could not be found.",
+                )
+            })?,
+        (None, None) => {
+            return Err(invalid(
+                "Invalid `phone` param: phone invitations are not supported",
+            ))
+        }
+    };
+    if let (Some(e), false) = (&email, user_id.is_none()) {
+        if *e != user.email {
+            return Err(ApiError::new(
+                ErrorCode::UserAlreadyExists,
+                "Given userId and email doesn't match",
+            ));
+        }
+    }
+    let m = Membership {
+        id: new_id(),
+        created_at: 0,
+        updated_at: 0,
+        user_id: user.id.clone(),
+        team_id: req.path("team"),
+        roles,
+        invited: 0,
+        joined: None,
+        confirm: true,
+        secret_sha256: String::new(),
+    };
+    let op = AuthOp::CreateMembership {
+        membership: Box::new(m),
+    };
+    match propose(&s, &ctx, op).await? {
+        Outcome::Membership(m) => {
+            let view = s
+                .backend
+                .read(model::reader::Consistency::Linearizable)
+                .await?;
+            let fresh = Ctx { view, ..ctx };
+            reply(StatusCode::CREATED, membership_json(&fresh, &m))
+        }
+        o => Err(unexpected(o)),
+    }
+}
+
+fn membership_in(ctx: &Ctx, req: &Req) -> Result<Membership, ApiError> {
+    let team = readable_team(ctx, req)?;
+    ctx.view
+        .document(&ctx.project, auth::memberships(), &req.path("membership"))?
+        .map(|d| Membership::from_document(&d))
+        .filter(|m| m.team_id == team.id)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MembershipNotFound,
+                "Membership with the requested ID could not be found.",
+            )
+        })
+}
+
+async fn get_membership(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let m = membership_in(&ctx, &req)?;
+    reply(StatusCode::OK, membership_json(&ctx, &m))
+}
+
+async fn update_membership(State(s): State<AppState>, req: Req) -> Reply {
+    let roles = roles_param(&req, None)?;
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let op = AuthOp::UpdateMembership {
+        team: req.path("team"),
+        id: req.path("membership"),
+        roles,
+    };
+    match propose(&s, &ctx, op).await? {
+        Outcome::Membership(m) => reply(StatusCode::OK, membership_json(&ctx, &m)),
+        o => Err(unexpected(o)),
+    }
+}
+
+async fn delete_membership(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let op = AuthOp::DeleteMembership {
+        team: req.path("team"),
+        id: req.path("membership"),
+    };
+    propose(&s, &ctx, op).await?;
+    no_content()
+}
