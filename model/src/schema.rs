@@ -367,6 +367,24 @@ impl IndexStatus {
 /// The internal attribute holding the roles a row's own permissions let read it.
 pub const READ_ROLES: &str = "$read";
 
+/// The built-in index every collection keeps on [`READ_ROLES`] (one entry per role a row's
+/// own permissions let read it, in `$sequence` order), so that a list made by a user who may
+/// read few rows reads those rows' entries instead of the whole collection. Not one of
+/// `Collection::indexes`: no client sees or changes it.
+pub fn read_index() -> &'static Index {
+    static I: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+    I.get_or_init(|| Index {
+        key: READ_ROLES.to_string(),
+        kind: IndexKind::Key,
+        attributes: vec![READ_ROLES.to_string()],
+        orders: vec![Order::Asc],
+        lengths: Vec::new(),
+        status: IndexStatus::Available,
+        created_at: 0,
+        updated_at: 0,
+    })
+}
+
 /// A document (row). System fields are typed; user data is keyed by attribute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Document {

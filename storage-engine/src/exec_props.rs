@@ -336,7 +336,7 @@ fn random_world(rng: &mut StdRng, rows: usize) -> (World, Vec<&'static str>, boo
         let op = DocOp::Create {
             id: format!("r{i}"),
             data: data(rng, &attrs),
-            permissions: None,
+            permissions: Some(random_permissions(rng)),
         };
         w.apply(vec![target(op)]);
         if rng.gen_bool(0.15) {
@@ -345,7 +345,7 @@ fn random_world(rng: &mut StdRng, rows: usize) -> (World, Vec<&'static str>, boo
                 true => DocOp::Update {
                     id,
                     data: data(rng, &attrs),
-                    permissions: None,
+                    permissions: rng.gen_bool(0.5).then(|| random_permissions(rng)),
                 },
                 false => DocOp::Delete { id },
             };
@@ -353,6 +353,43 @@ fn random_world(rng: &mut StdRng, rows: usize) -> (World, Vec<&'static str>, boo
         }
     }
     (w, attrs, fulltext)
+}
+
+/// Roles rows grant and callers hold in these worlds.
+const ROLES: [&str; 6] = [
+    "any",
+    "users",
+    "user:u1",
+    "user:u2",
+    "team:t1",
+    "team:t1/owner",
+];
+
+/// A row's own permissions: read for a few roles (or none), sometimes an update.
+fn random_permissions(rng: &mut StdRng) -> Vec<String> {
+    let mut out: Vec<String> = ROLES
+        .iter()
+        .filter(|_| rng.gen_bool(0.25))
+        .map(|r| format!("read(\"{r}\")"))
+        .collect();
+    if rng.gen_bool(0.3) {
+        out.push(r#"update("user:u1")"#.to_string());
+    }
+    out
+}
+
+/// The filter a user's list carries: rows some of whose read roles the caller holds.
+fn readable_by(rng: &mut StdRng) -> model::query::Filter {
+    let held: Vec<Value> = ROLES
+        .iter()
+        .filter(|_| rng.gen_bool(0.4))
+        .map(|r| Value::Str(r.to_string()))
+        .collect();
+    model::query::Filter::Cmp {
+        attr: model::schema::READ_ROLES.into(),
+        op: model::query::CmpOp::Contains,
+        values: held,
+    }
 }
 
 fn random_spec(rng: &mut StdRng, attrs: &[&str], fulltext: bool, ids: &[String]) -> Vec<String> {
@@ -427,6 +464,7 @@ fn pages_and_totals_match_brute_force() {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checked = 0;
     let mut streamed = 0;
+    let mut by_read = 0;
     for world in 0..worlds {
         let rows = rng.gen_range(0..150);
         let (w, attrs, fulltext) = random_world(&mut rng, rows);
@@ -442,8 +480,12 @@ fn pages_and_totals_match_brute_force() {
             if spec.validate(&coll).is_err() {
                 continue;
             }
+            if rng.gen_bool(0.4) {
+                spec.filters.push(readable_by(&mut rng));
+            }
             let plan = view.explain("p", &coll, &spec);
             streamed += usize::from(plan.order.is_some());
+            by_read += usize::from(plan.index == model::schema::READ_ROLES);
             let (want, want_total) = brute_force(&all, &spec);
             let got = view.find("p", &coll, &spec, true).unwrap();
             let got_ids: Vec<String> = got.documents.iter().map(|d| d.id.clone()).collect();
@@ -470,7 +512,11 @@ fn pages_and_totals_match_brute_force() {
         streamed > checked / 4,
         "only {streamed} of {checked} streamed"
     );
-    eprintln!("{checked} queries checked against brute force, {streamed} streamed from an index");
+    assert!(
+        by_read > checked / 20,
+        "only {by_read} of {checked} read the $read index"
+    );
+    eprintln!("{checked} queries checked against brute force, {streamed} streamed from an index, {by_read} from the read-roles index");
 }
 
 #[test]

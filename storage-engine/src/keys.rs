@@ -261,9 +261,10 @@ pub fn rows_count(project: &str, db: &str, coll: &str) -> Vec<u8> {
 }
 
 /// The version of the state's key layout this build reads and writes (`\0format`: 3 since
-/// index entries end with the sequence and indexes and collections keep counts); a data
-/// directory written with another layout is refused at open rather than misread.
-pub const STATE_FORMAT: u32 = 3;
+/// index entries end with the sequence and indexes and collections keep counts, 4 since every
+/// collection keeps the built-in `$read` index); a data directory written with another layout
+/// is refused at open rather than misread.
+pub const STATE_FORMAT: u32 = 4;
 pub const FORMAT: &[u8] = b"\0format";
 
 /// The job name of a collection's document rewrite (no index key can start with `$`).

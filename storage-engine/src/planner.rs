@@ -81,6 +81,7 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
         "$id" => Some((AttrKind::String, false)),
         "$createdAt" | "$updatedAt" => Some((AttrKind::Datetime, false)),
         "$sequence" => Some((AttrKind::Integer, false)),
+        model::schema::READ_ROLES => Some((AttrKind::String, true)),
         a => coll.attribute(a).map(|a| (a.kind, a.array)),
     }
 }
@@ -361,6 +362,7 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         .indexes
         .iter()
         .filter(|i| i.kind != IndexKind::Fulltext && i.status == IndexStatus::Available)
+        .chain(std::iter::once(model::schema::read_index()))
     {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
         let mut prefixes = vec![ip.clone()];

@@ -149,8 +149,14 @@ pub(super) fn write_document(
     old: Option<&Document>,
     new: Option<&Document>,
 ) -> R<()> {
-    // A failed index holds nothing and enforces nothing.
-    let live = || coll.indexes.iter().filter(|i| !i.status.is_failed());
+    // A failed index holds nothing and enforces nothing; the built-in read-roles index is
+    // always kept.
+    let live = || {
+        coll.indexes
+            .iter()
+            .filter(|i| !i.status.is_failed())
+            .chain(std::iter::once(model::schema::read_index()))
+    };
     if let Some(old) = old {
         for index in live() {
             remove_index_entries(txn, project, coll, index, old)?;
