@@ -41,6 +41,9 @@ class Node:
         self.host = host
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="basalt-test-")
         self.data_dir = os.path.join(self.base_dir, f"node{node_id}")
+        # Appwrite's abuse limits are off for the suite (as in Appwrite's own e2e tests), on
+        # for the tests that are about them (`abuse_limits = True`).
+        self.abuse_limits = False
         self.extra_args = list(extra_args)
         self.root_key_file = None  # pass the root key in a file instead of on the command line
         self.root_key = ROOT_KEY  # None: start without one (a node joining with a token)
@@ -71,6 +74,7 @@ class Node:
             "--node-id", str(self.node_id),
             *(["--root-key-file", self.root_key_file] if self.root_key_file
               else ["--root-key", self.root_key] if self.root_key else []),
+            *([] if self.abuse_limits else ["--abuse-limits", "disabled"]),
             *self.extra_args,
         ]
         env = dict(os.environ, NO_COLOR="1", **self.env)  # the node's own log filter unless BASALT_LOG is set

@@ -402,3 +402,49 @@ def test_teams_memberships_and_team_permissions(project):
     Teams(as_owner).delete("crew")
     raises(404, "team_not_found", admin.get, "crew")
     assert Users(project.client()).get(owner.id).id == owner.id
+
+
+def test_abuse_limits(tmp_path):
+    """Appwrite's limits, on: 10 sign-in attempts an hour per email (a success forgets the
+    failures), 10 sign-ups an hour per address, with the X-RateLimit headers; keys are not
+    limited."""
+    from conftest import Project
+    from harness import Node, create_project
+    node = Node(base_dir=str(tmp_path))
+    node.abuse_limits = True
+    node.start()
+    try:
+        pid = "abuse"
+        project = Project(node, pid, create_project(node, pid))
+        url, h = node.url(), {"X-Appwrite-Project": pid}
+        status, hdrs, _ = http("POST", url + "/account", {"userId": "unique()", "email": "a@example.com", "password": PASSWORD}, h)
+        assert status == 201 and hdrs["x-ratelimit-limit"] == "10" and hdrs["x-ratelimit-remaining"] == "9"
+        body = {"email": "a@example.com", "password": "wrong-password"}
+        for i in range(9):
+            status, hdrs, _ = http("POST", url + "/account/sessions/email", body, h)
+            assert status == 401 and hdrs["x-ratelimit-remaining"] == str(9 - i)
+        # A success resets the count of that email's attempts.
+        status, hdrs, _ = http("POST", url + "/account/sessions/email", {**body, "password": PASSWORD}, h)
+        assert status == 201
+        for _ in range(10):
+            status, _, _ = http("POST", url + "/account/sessions/email", body, h)
+            assert status == 401
+        status, hdrs, err = http("POST", url + "/account/sessions/email", body, h)
+        assert (status, err["type"]) == (429, "general_rate_limit_exceeded")
+        assert hdrs["x-ratelimit-remaining"] == "0" and int(hdrs["x-ratelimit-reset"]) > 0
+        # Even the right password is refused until the window ends; another email is not.
+        status, _, _ = http("POST", url + "/account/sessions/email", {**body, "password": PASSWORD}, h)
+        assert status == 429
+        status, _, _ = http("POST", url + "/account/sessions/email", {"email": "b@example.com", "password": PASSWORD}, h)
+        assert status == 401
+        # Sign-ups from one address: 10 an hour.
+        for i in range(9):
+            status, _, _ = http("POST", url + "/account", {"userId": "unique()", "email": f"u{i}@example.com", "password": PASSWORD}, h)
+            assert status == 201
+        status, _, err = http("POST", url + "/account", {"userId": "unique()", "email": "late@example.com", "password": PASSWORD}, h)
+        assert (status, err["type"]) == (429, "general_rate_limit_exceeded")
+        # A key is not limited.
+        s = Account(project.client()).create_email_password_session(email="a@example.com", password=PASSWORD)
+        assert s.secret
+    finally:
+        node.stop()

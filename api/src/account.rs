@@ -1,6 +1,7 @@
 //! The Account service: what an app's end users call about themselves — sign-up, sign-in
 //! (email and password, anonymous), their sessions, JWTs, and their own details.
 
+use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, Reply};
 use crate::error::ApiError;
@@ -86,21 +87,23 @@ fn not_signed_in(ctx: &Ctx) -> Result<(), ApiError> {
 
 async fn create(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
-    let id = user_id_param(&req)?;
-    let email = required(email_param(&req, "email")?, "email")?;
-    let password = required(password_param(&req, "password")?, "password")?;
-    let name = name_param(&req, "name", false)?.unwrap_or_default();
-    let credential = s.hasher.hash(password).await?;
-    let user = new_user(id, email, String::new(), name, Some(credential));
-    let u = propose_user(
-        &s,
-        &ctx,
-        AuthOp::CreateUser {
-            user: Box::new(user),
-        },
-    )
-    .await?;
-    reply(StatusCode::CREATED, user_json(&u, false))
+    limited!(s, &req, &ctx, &abuse::SIGN_UP, {
+        let id = user_id_param(&req)?;
+        let email = required(email_param(&req, "email")?, "email")?;
+        let password = required(password_param(&req, "password")?, "password")?;
+        let name = name_param(&req, "name", false)?.unwrap_or_default();
+        let credential = s.hasher.hash(password).await?;
+        let user = new_user(id, email, String::new(), name, Some(credential));
+        let u = propose_user(
+            &s,
+            &ctx,
+            AuthOp::CreateUser {
+                user: Box::new(user),
+            },
+        )
+        .await?;
+        reply(StatusCode::CREATED, user_json(&u, false))
+    })
 }
 
 async fn get_account(State(s): State<AppState>, req: Req) -> Reply {
@@ -111,65 +114,69 @@ async fn get_account(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
-    not_signed_in(&ctx)?;
-    let email = required(email_param(&req, "email")?, "email")?;
-    let password = required(password_param(&req, "password")?, "password")?;
-    let user = user_by_email(&s, &ctx, &email).await?;
-    let stored = user.as_ref().and_then(|u| u.password.clone());
-    // An unknown email costs the same as a wrong password, and answers the same.
-    let ok = s.hasher.verify(password, stored).await?;
-    let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => return Err(invalid_credentials()),
-    };
-    if !user.status {
-        return Err(ApiError::new(
-            ErrorCode::UserBlocked,
-            "The current user has been blocked.",
-        ));
-    }
-    let made = make_session(
-        &s,
-        &ctx,
-        &req,
-        SessionRequest {
-            user_id: user.id.clone(),
-            provider: "email",
-            provider_uid: email,
-            factors: vec!["password".into()],
-            proof: Some(user.credential_proof()),
-            new_user: None,
-        },
-    )
-    .await?;
-    session_reply(&ctx, &req, &made)
+    limited!(s, &req, &ctx, &abuse::EMAIL_SESSION, {
+        not_signed_in(&ctx)?;
+        let email = required(email_param(&req, "email")?, "email")?;
+        let password = required(password_param(&req, "password")?, "password")?;
+        let user = user_by_email(&s, &ctx, &email).await?;
+        let stored = user.as_ref().and_then(|u| u.password.clone());
+        // An unknown email costs the same as a wrong password, and answers the same.
+        let ok = s.hasher.verify(password, stored).await?;
+        let user = match (ok, user) {
+            (true, Some(u)) => u,
+            _ => return Err(invalid_credentials()),
+        };
+        if !user.status {
+            return Err(ApiError::new(
+                ErrorCode::UserBlocked,
+                "The current user has been blocked.",
+            ));
+        }
+        let made = make_session(
+            &s,
+            &ctx,
+            &req,
+            SessionRequest {
+                user_id: user.id.clone(),
+                provider: "email",
+                provider_uid: email,
+                factors: vec!["password".into()],
+                proof: Some(user.credential_proof()),
+                new_user: None,
+            },
+        )
+        .await?;
+        session_reply(&ctx, &req, &made)
+    })
 }
 
 async fn anonymous_session(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
-    not_signed_in(&ctx)?;
-    let user = new_user(
-        crate::params::new_id(),
-        String::new(),
-        String::new(),
-        String::new(),
-        None,
-    );
-    let made = make_session(
-        &s,
-        &ctx,
-        &req,
-        SessionRequest {
-            user_id: user.id.clone(),
-            provider: "anonymous",
-            provider_uid: String::new(),
-            factors: vec!["anonymous".into()],
-            proof: None,
-            new_user: Some(user),
-        },
-    )
-    .await?;
-    session_reply(&ctx, &req, &made)
+    limited!(s, &req, &ctx, &abuse::ANONYMOUS_SESSION, {
+        not_signed_in(&ctx)?;
+        let user = new_user(
+            crate::params::new_id(),
+            String::new(),
+            String::new(),
+            String::new(),
+            None,
+        );
+        let made = make_session(
+            &s,
+            &ctx,
+            &req,
+            SessionRequest {
+                user_id: user.id.clone(),
+                provider: "anonymous",
+                provider_uid: String::new(),
+                factors: vec!["anonymous".into()],
+                proof: None,
+                new_user: Some(user),
+            },
+        )
+        .await?;
+        session_reply(&ctx, &req, &made)
+    })
 }
 
 /// The caller's session named in the path (`current` for the one in use).
@@ -219,19 +226,21 @@ async fn extend_session(State(s): State<AppState>, req: Req) -> Reply {
         Ok(named_session(ctx, &req, &all)?.id.clone())
     })
     .await?;
-    let (u, current) = me(&ctx)?;
-    let op = AuthOp::ExtendSession {
-        user: u.id.clone(),
-        id,
-        expire: now_ms().saturating_add(auth::SESSION_TTL_MS),
-    };
-    match propose(&s, &ctx, op).await? {
-        Outcome::Session(session) => reply(
-            StatusCode::OK,
-            session_json(&session, Some(&current.id), ""),
-        ),
-        o => Err(crate::common::unexpected(o)),
-    }
+    limited!(s, &req, &ctx, &abuse::ACCOUNT_CHANGE, {
+        let (u, current) = me(&ctx)?;
+        let op = AuthOp::ExtendSession {
+            user: u.id.clone(),
+            id,
+            expire: now_ms().saturating_add(auth::SESSION_TTL_MS),
+        };
+        match propose(&s, &ctx, op).await? {
+            Outcome::Session(session) => reply(
+                StatusCode::OK,
+                session_json(&session, Some(&current.id), ""),
+            ),
+            o => Err(crate::common::unexpected(o)),
+        }
+    })
 }
 
 async fn delete_session(State(s): State<AppState>, req: Req) -> Reply {
@@ -240,21 +249,25 @@ async fn delete_session(State(s): State<AppState>, req: Req) -> Reply {
         Ok(named_session(ctx, &req, &all)?.id.clone())
     })
     .await?;
-    let (u, current) = me(&ctx)?;
-    let op = AuthOp::DeleteSession {
-        user: u.id.clone(),
-        id: id.clone(),
-    };
-    propose(&s, &ctx, op).await?;
-    signed_out(&ctx, &req, id == current.id)
+    limited!(s, &req, &ctx, &abuse::SESSION_DELETE, {
+        let (u, current) = me(&ctx)?;
+        let op = AuthOp::DeleteSession {
+            user: u.id.clone(),
+            id: id.clone(),
+        };
+        propose(&s, &ctx, op).await?;
+        signed_out(&ctx, &req, id == current.id)
+    })
 }
 
 async fn delete_sessions(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, ACCOUNT, |_| Ok(())).await?;
-    let (u, _) = me(&ctx)?;
-    let op = AuthOp::DeleteSessions { user: u.id.clone() };
-    propose(&s, &ctx, op).await?;
-    signed_out(&ctx, &req, true)
+    limited!(s, &req, &ctx, &abuse::SESSION_DELETE, {
+        let (u, _) = me(&ctx)?;
+        let op = AuthOp::DeleteSessions { user: u.id.clone() };
+        propose(&s, &ctx, op).await?;
+        signed_out(&ctx, &req, true)
+    })
 }
 
 /// 204, clearing the session cookies if the caller's own session ended.
@@ -270,11 +283,13 @@ fn signed_out(ctx: &Ctx, req: &Req, own: bool) -> Reply {
 
 async fn create_jwt(State(s): State<AppState>, req: Req) -> Reply {
     let ctx = enter_scoped(&s, &req, ACCOUNT).await?;
-    if let crate::auth::Who::User { jwt: true, .. } = ctx.who {
-        return Err(ApiError::new(ErrorCode::UserJwtCreationDenied, "A JWT cannot be created from a request authorized with a JWT. Authenticate with a session cookie or session header instead."));
-    }
-    let (u, session) = me(&ctx)?;
-    make_jwt(&s, &ctx, &u.id, &session.id, &req).await
+    limited!(s, &req, &ctx, &abuse::JWT, {
+        if let crate::auth::Who::User { jwt: true, .. } = ctx.who {
+            return Err(ApiError::new(ErrorCode::UserJwtCreationDenied, "A JWT cannot be created from a request authorized with a JWT. Authenticate with a session cookie or session header instead."));
+        }
+        let (u, session) = me(&ctx)?;
+        make_jwt(&s, &ctx, &u.id, &session.id, &req).await
+    })
 }
 
 /// Applies `changes` to the caller, with `proof` that it knew its password, and answers the
@@ -322,31 +337,35 @@ async fn update_name(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, ACCOUNT, |_| Ok(())).await?;
-    let password = required(password_param(&req, "password")?, "password")?;
-    let (u, _) = me(&ctx)?;
-    let proof = knows_password(&s, u, req.str_opt("oldPassword")?).await?;
-    let c = s.hasher.hash(password).await?;
-    let u = change_me(&s, &ctx, vec![UserChange::Password(Some(c))], proof).await?;
-    reply(StatusCode::OK, user_json(&u, false))
+    limited!(s, &req, &ctx, &abuse::ACCOUNT_CHANGE, {
+        let password = required(password_param(&req, "password")?, "password")?;
+        let (u, _) = me(&ctx)?;
+        let proof = knows_password(&s, u, req.str_opt("oldPassword")?).await?;
+        let c = s.hasher.hash(password).await?;
+        let u = change_me(&s, &ctx, vec![UserChange::Password(Some(c))], proof).await?;
+        reply(StatusCode::OK, user_json(&u, false))
+    })
 }
 
 /// An email or phone change: needs the current password, or, for a user without one (an
 /// anonymous user becoming a real one), sets the password given.
 async fn update_contact(s: &AppState, req: &Req, contact: UserChange) -> Reply {
     let (ctx, ()) = prepare_scoped(s, req, ACCOUNT, |_| Ok(())).await?;
-    let password = required(req.str_opt("password")?, "password")?;
-    let (u, _) = me(&ctx)?;
-    let mut changes = vec![contact];
-    let proof = match u.password {
-        Some(_) => knows_password(s, u, Some(password)).await?,
-        None => {
-            let password = required(password_param(req, "password")?, "password")?;
-            changes.push(UserChange::Password(Some(s.hasher.hash(password).await?)));
-            None
-        }
-    };
-    let u = change_me(s, &ctx, changes, proof).await?;
-    reply(StatusCode::OK, user_json(&u, false))
+    limited!(s, req, &ctx, &abuse::ACCOUNT_CHANGE, {
+        let password = required(req.str_opt("password")?, "password")?;
+        let (u, _) = me(&ctx)?;
+        let mut changes = vec![contact];
+        let proof = match u.password {
+            Some(_) => knows_password(s, u, Some(password)).await?,
+            None => {
+                let password = required(password_param(req, "password")?, "password")?;
+                changes.push(UserChange::Password(Some(s.hasher.hash(password).await?)));
+                None
+            }
+        };
+        let u = change_me(s, &ctx, changes, proof).await?;
+        reply(StatusCode::OK, user_json(&u, false))
+    })
 }
 
 async fn update_email(State(s): State<AppState>, req: Req) -> Reply {

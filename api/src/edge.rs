@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub request_timeout: Duration,
     pub header_timeout: Duration,
+    /// Appwrite's abuse limits on sign-in, sign-up, JWTs and users' writes (`--abuse-limits`).
+    pub abuse: bool,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_in_flight: 1024,
             request_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
+            abuse: true,
         }
     }
 }

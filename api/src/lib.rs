@@ -5,6 +5,20 @@
 //! what makes them correct), and reads go through a view — one snapshot at a known applied
 //! index, linearizable unless asked otherwise. A handler without a view cannot read.
 
+/// Runs `$body` (an expression that answers a `Reply`) under an abuse limit: a request past
+/// the limit is answered 429 without running it, and the answer carries the limit's headers.
+macro_rules! limited {
+    ($s:expr, $req:expr, $ctx:expr, $rule:expr, $body:block) => {{
+        let hit = match $s.abuse.hit($req, $ctx, $rule) {
+            Ok(h) => h,
+            Err(refused) => return Ok(*refused),
+        };
+        let reply: $crate::common::Reply = async { $body }.await;
+        $s.abuse.answer(hit, reply)
+    }};
+}
+
+mod abuse;
 mod account;
 pub mod auth;
 mod common;
@@ -81,6 +95,7 @@ pub struct AppState {
     pub backend: Arc<dyn Backend>,
     edge: Arc<edge::Edge>,
     hasher: Arc<secrets::Hasher>,
+    abuse: Arc<abuse::Abuse>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack.
@@ -89,8 +104,9 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = AppState {
         backend,
-        edge: Arc::new(edge::Edge::new(limits)),
+        edge: Arc::new(edge::Edge::new(limits.clone())),
         hasher: Arc::new(secrets::Hasher::new(cores)),
+        abuse: Arc::new(abuse::Abuse::new(limits.abuse)),
     };
     Router::new()
         .merge(operator::router())
@@ -150,7 +166,17 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let peer = stream.peer_addr().ok();
+                let with_peer = tower::ServiceExt::map_request(
+                    app.clone(),
+                    move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(p) = peer {
+                            r.extensions_mut().insert(params::Peer(p));
+                        }
+                        r
+                    },
+                );
+                let service = hyper_util::service::TowerToHyperService::new(with_peer);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {

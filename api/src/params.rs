@@ -16,7 +16,16 @@ pub struct Req {
     pub path: HashMap<String, String>,
     /// Query-string parameters merged with the JSON body (body wins).
     pub params: Map<String, Json>,
+    pub method: axum::http::Method,
+    /// The route's pattern, e.g. `/v1/account/sessions/{session}`.
+    pub route: String,
+    /// The address of the connection's peer.
+    pub peer: Option<std::net::IpAddr>,
 }
+
+/// The peer address of a connection, put on each of its requests by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
 
 fn bad(msg: impl Into<model::error::Message>) -> ApiError {
     ApiError(Error::invalid(msg))
@@ -61,6 +70,12 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             .map(|p| p.0)
             .unwrap_or_default();
         let mut params = parts.uri.query().map(parse_query).unwrap_or_default();
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
         let is_get =
             parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
@@ -82,14 +97,31 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             }
         }
         Ok(Req {
+            method: parts.method,
             headers: parts.headers,
             path,
             params,
+            route,
+            peer,
         })
     }
 }
 
 impl Req {
+    /// The client's address as this node sees it (forwarded-for headers are not trusted:
+    /// any client can write them).
+    pub fn ip(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+
+    /// The host the request was sent to.
+    pub fn host(&self) -> &str {
+        self.headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.path.get(name).cloned().unwrap_or_default()
     }
@@ -314,6 +346,9 @@ impl Req {
             headers: HeaderMap::new(),
             path: HashMap::new(),
             params,
+            method: axum::http::Method::POST,
+            route: String::new(),
+            peer: None,
         }
     }
 }

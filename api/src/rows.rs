@@ -1,6 +1,7 @@
 //! Rows (TablesDB) and documents (Databases): CRUD, bulk operations, increments, and writes
 //! staged into a transaction.
 
+use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
     bulk_item, collection, enter, inline_permissions, key_only, load_transaction, missing_data,
@@ -185,68 +186,70 @@ pub(crate) async fn create_documents(
     req: Req,
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
-    let bulk = req.array_opt(f.docs_key())?;
-    if bulk.is_some() {
-        key_only(&ctx)?;
-    }
-    match (bulk, req.has("data")) {
-        (Some(_), true) => Err(ApiError::new(
-            ErrorCode::GeneralBadRequest,
-            msg!(
-                "You can only send one of the following parameters: data, {}",
-                f.docs_key()
-            ),
-        )),
-        (None, false) => Err(missing_data(
-            f,
-            "The document data is missing. Try again with document data populated",
-        )),
-        (Some(items), false) => {
-            if req.has(f.doc_id_param()) {
-                return Err(ApiError::new(ErrorCode::GeneralBadRequest, msg!("Param \"{}\" is not allowed when creating multiple {}, set \"$id\" on each instead.", f.doc_id_param(), f.docs_key())));
-            }
-            if items.len() > 1000 {
-                return Err(ApiError(Error::invalid(msg!(
-                    "Invalid `{}` param: Value must a valid array no longer than 1000 items",
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let bulk = req.array_opt(f.docs_key())?;
+        if bulk.is_some() {
+            key_only(&ctx)?;
+        }
+        match (bulk, req.has("data")) {
+            (Some(_), true) => Err(ApiError::new(
+                ErrorCode::GeneralBadRequest,
+                msg!(
+                    "You can only send one of the following parameters: data, {}",
                     f.docs_key()
-                ))));
+                ),
+            )),
+            (None, false) => Err(missing_data(
+                f,
+                "The document data is missing. Try again with document data populated",
+            )),
+            (Some(items), false) => {
+                if req.has(f.doc_id_param()) {
+                    return Err(ApiError::new(ErrorCode::GeneralBadRequest, msg!("Param \"{}\" is not allowed when creating multiple {}, set \"$id\" on each instead.", f.doc_id_param(), f.docs_key())));
+                }
+                if items.len() > 1000 {
+                    return Err(ApiError(Error::invalid(msg!(
+                        "Invalid `{}` param: Value must a valid array no longer than 1000 items",
+                        f.docs_key()
+                    ))));
+                }
+                let mut ops = Vec::new();
+                for item in &items {
+                    let (id, data, permissions) = bulk_item(f, item)?;
+                    ops.push(target(
+                        &req,
+                        DocOp::Create {
+                            id,
+                            data,
+                            permissions,
+                        },
+                    ));
+                }
+                let n = ops.len();
+                match run_ops(&s, f, &ctx, &req, ops).await? {
+                    Ok(docs) => reply(StatusCode::CREATED, list_of(f, &c, &docs)),
+                    Err(_) => reply(StatusCode::CREATED, json!({ "total": n, f.docs_key(): [] })),
+                }
             }
-            let mut ops = Vec::new();
-            for item in &items {
-                let (id, data, permissions) = bulk_item(f, item)?;
-                ops.push(target(
-                    &req,
-                    DocOp::Create {
-                        id,
-                        data,
-                        permissions,
+            (None, true) => {
+                let id = req.id_req(f.doc_id_param())?;
+                let (data, inline_perms) = data_param(&req, f)?.unwrap_or_default();
+                let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
+                let op = DocOp::Create {
+                    id: id.clone(),
+                    data: data.clone(),
+                    permissions,
+                };
+                match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
+                    Ok(docs) => match docs.first() {
+                        Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
+                        None => Err(unexpected(Outcome::Documents(docs))),
                     },
-                ));
-            }
-            let n = ops.len();
-            match run_ops(&s, f, &ctx, &req, ops).await? {
-                Ok(docs) => reply(StatusCode::CREATED, list_of(f, &c, &docs)),
-                Err(_) => reply(StatusCode::CREATED, json!({ "total": n, f.docs_key(): [] })),
+                    Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data)),
+                }
             }
         }
-        (None, true) => {
-            let id = req.id_req(f.doc_id_param())?;
-            let (data, inline_perms) = data_param(&req, f)?.unwrap_or_default();
-            let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
-            let op = DocOp::Create {
-                id: id.clone(),
-                data: data.clone(),
-                permissions,
-            };
-            match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
-                Ok(docs) => match docs.first() {
-                    Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
-                    None => Err(unexpected(Outcome::Documents(docs))),
-                },
-                Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data)),
-            }
-        }
-    }
+    })
 }
 
 pub(crate) async fn upsert_documents(
@@ -517,28 +520,30 @@ pub(crate) async fn upsert_document(
     req: Req,
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
-    let id = req.path("doc");
-    id::check(f.doc_id_param(), &id)?;
-    let (data, inline) = data_param(&req, f)?.unwrap_or_default();
-    let permissions = permissions(&req, Scope::Document)?.or(inline);
-    let op = DocOp::Upsert {
-        id,
-        data: data.clone(),
-        permissions,
-    };
-    write_one(
-        &s,
-        f,
-        &ctx,
-        &req,
-        &c,
-        OneWrite {
-            op,
-            status: StatusCode::CREATED,
-            staged: data,
-        },
-    )
-    .await
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let id = req.path("doc");
+        id::check(f.doc_id_param(), &id)?;
+        let (data, inline) = data_param(&req, f)?.unwrap_or_default();
+        let permissions = permissions(&req, Scope::Document)?.or(inline);
+        let op = DocOp::Upsert {
+            id,
+            data: data.clone(),
+            permissions,
+        };
+        write_one(
+            &s,
+            f,
+            &ctx,
+            &req,
+            &c,
+            OneWrite {
+                op,
+                status: StatusCode::CREATED,
+                staged: data,
+            },
+        )
+        .await
+    })
 }
 
 pub(crate) async fn update_document(
@@ -547,30 +552,32 @@ pub(crate) async fn update_document(
     req: Req,
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
-    let data = data_param(&req, f)?;
-    let perms = permissions(&req, Scope::Document)?;
-    if data.is_none() && perms.is_none() {
-        return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
-    }
-    let (data, inline) = data.unwrap_or_default();
-    let op = DocOp::Update {
-        id: req.path("doc"),
-        data: data.clone(),
-        permissions: perms.or(inline),
-    };
-    write_one(
-        &s,
-        f,
-        &ctx,
-        &req,
-        &c,
-        OneWrite {
-            op,
-            status: StatusCode::OK,
-            staged: data,
-        },
-    )
-    .await
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let data = data_param(&req, f)?;
+        let perms = permissions(&req, Scope::Document)?;
+        if data.is_none() && perms.is_none() {
+            return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
+        }
+        let (data, inline) = data.unwrap_or_default();
+        let op = DocOp::Update {
+            id: req.path("doc"),
+            data: data.clone(),
+            permissions: perms.or(inline),
+        };
+        write_one(
+            &s,
+            f,
+            &ctx,
+            &req,
+            &c,
+            OneWrite {
+                op,
+                status: StatusCode::OK,
+                staged: data,
+            },
+        )
+        .await
+    })
 }
 
 pub(crate) async fn delete_document(
@@ -579,54 +586,58 @@ pub(crate) async fn delete_document(
     req: Req,
 ) -> Reply {
     let (ctx, _) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
-    // Applied or staged in the request's transaction: either way the answer is 204.
-    let _applied_or_staged = run_ops(
-        &s,
-        f,
-        &ctx,
-        &req,
-        vec![target(
+    limited!(s, &req, &ctx, &abuse::ROW_DELETE, {
+        // Applied or staged in the request's transaction: either way the answer is 204.
+        let _applied_or_staged = run_ops(
+            &s,
+            f,
+            &ctx,
             &req,
-            DocOp::Delete {
-                id: req.path("doc"),
-            },
-        )],
-    )
-    .await?;
-    no_content()
+            vec![target(
+                &req,
+                DocOp::Delete {
+                    id: req.path("doc"),
+                },
+            )],
+        )
+        .await?;
+        no_content()
+    })
 }
 
 async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
-    let value = req.number_opt("value")?.unwrap_or(Value::Int(1));
-    if value.as_f64().is_none_or(|v| v <= 0.0) {
-        return Err(ApiError(Error::invalid(
-            "Invalid `value` param: Value must be a number greater than 0",
-        )));
-    }
-    let by = if down { negated(value) } else { value };
-    let bound = req.number_opt(if down { "min" } else { "max" })?;
-    let attr = req.path("attr");
-    let op = DocOp::Increment {
-        id: req.path("doc"),
-        attr: attr.clone(),
-        by: by.clone(),
-        bound,
-    };
-    let staged = [(attr, by)].into_iter().collect();
-    write_one(
-        &s,
-        f,
-        &ctx,
-        &req,
-        &c,
-        OneWrite {
-            op,
-            status: StatusCode::OK,
-            staged,
-        },
-    )
-    .await
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let value = req.number_opt("value")?.unwrap_or(Value::Int(1));
+        if value.as_f64().is_none_or(|v| v <= 0.0) {
+            return Err(ApiError(Error::invalid(
+                "Invalid `value` param: Value must be a number greater than 0",
+            )));
+        }
+        let by = if down { negated(value) } else { value };
+        let bound = req.number_opt(if down { "min" } else { "max" })?;
+        let attr = req.path("attr");
+        let op = DocOp::Increment {
+            id: req.path("doc"),
+            attr: attr.clone(),
+            by: by.clone(),
+            bound,
+        };
+        let staged = [(attr, by)].into_iter().collect();
+        write_one(
+            &s,
+            f,
+            &ctx,
+            &req,
+            &c,
+            OneWrite {
+                op,
+                status: StatusCode::OK,
+                staged,
+            },
+        )
+        .await
+    })
 }
 
 pub(crate) async fn increment(

@@ -2,6 +2,7 @@
 //! read it; its owners change it and manage its memberships; a key does everything. Invitations
 //! by email need the email issue's SMTP: until then only a key adds members (confirmed at once).
 
+use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
 use crate::error::ApiError;
@@ -329,82 +330,86 @@ async fn list_memberships(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
-    let roles = roles_param(&req, None)?;
-    let user_id = req.str_opt("userId")?;
-    let email = email_param(&req, "email")?;
-    if user_id.is_none() && email.is_none() && req.str_opt("phone")?.is_none() {
-        return Err(invalid(
-            "At least one of userId, email, or phone is required",
-        ));
-    }
-    if !ctx.is_key() {
-        if req.str_opt("url")?.is_none() {
-            return Err(invalid("URL is required"));
-        }
-        // An invitation is an email with a confirmation link; SMTP is not configured.
-        return Err(ApiError::new(
-            ErrorCode::GeneralSmtpDisabled,
-            "SMTP disabled",
-        ));
-    }
-    readable_team(&ctx, &req)?;
-    let user = match (&user_id, &email) {
-        (Some(id), _) => {
-            crate::auth::load_user(&*ctx.view, &ctx.project, id)?.ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UserNotFound,
-                    "User with given userId doesn't exist.",
-                )
-            })?
-        }
-        (None, Some(e)) => crate::users::user_by_email(&s, &ctx, e)
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UserNotFound,
-                    "User with the requested ID could not be found.",
-                )
-            })?,
-        (None, None) => {
+    limited!(s, &req, &ctx, &abuse::INVITE, {
+        let roles = roles_param(&req, None)?;
+        let user_id = req.str_opt("userId")?;
+        let email = email_param(&req, "email")?;
+        if user_id.is_none() && email.is_none() && req.str_opt("phone")?.is_none() {
             return Err(invalid(
-                "Invalid `phone` param: phone invitations are not supported",
-            ))
-        }
-    };
-    if let (Some(e), false) = (&email, user_id.is_none()) {
-        if *e != user.email {
-            return Err(ApiError::new(
-                ErrorCode::UserAlreadyExists,
-                "Given userId and email doesn't match",
+                "At least one of userId, email, or phone is required",
             ));
         }
-    }
-    let m = Membership {
-        id: new_id(),
-        created_at: 0,
-        updated_at: 0,
-        user_id: user.id.clone(),
-        team_id: req.path("team"),
-        roles,
-        invited: 0,
-        joined: None,
-        confirm: true,
-        secret_sha256: String::new(),
-    };
-    let op = AuthOp::CreateMembership {
-        membership: Box::new(m),
-    };
-    match propose(&s, &ctx, op).await? {
-        Outcome::Membership(m) => {
-            let view = s
-                .backend
-                .read(model::reader::Consistency::Linearizable)
-                .await?;
-            let fresh = Ctx { view, ..ctx };
-            reply(StatusCode::CREATED, membership_json(&fresh, &m))
+        if !ctx.is_key() {
+            if req.str_opt("url")?.is_none() {
+                return Err(invalid("URL is required"));
+            }
+            // An invitation is an email with a confirmation link; SMTP is not configured.
+            return Err(ApiError::new(
+                ErrorCode::GeneralSmtpDisabled,
+                "SMTP disabled",
+            ));
         }
-        o => Err(unexpected(o)),
-    }
+        readable_team(&ctx, &req)?;
+        let user = match (&user_id, &email) {
+            (Some(id), _) => {
+                crate::auth::load_user(&*ctx.view, &ctx.project, id)?.ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UserNotFound,
+                        "User with given userId doesn't exist.",
+                    )
+                })?
+            }
+            (None, Some(e)) => {
+                crate::users::user_by_email(&s, &ctx, e)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::UserNotFound,
+                            "User with the requested ID could not be found.",
+                        )
+                    })?
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "Invalid `phone` param: phone invitations are not supported",
+                ))
+            }
+        };
+        if let (Some(e), false) = (&email, user_id.is_none()) {
+            if *e != user.email {
+                return Err(ApiError::new(
+                    ErrorCode::UserAlreadyExists,
+                    "Given userId and email doesn't match",
+                ));
+            }
+        }
+        let m = Membership {
+            id: new_id(),
+            created_at: 0,
+            updated_at: 0,
+            user_id: user.id.clone(),
+            team_id: req.path("team"),
+            roles,
+            invited: 0,
+            joined: None,
+            confirm: true,
+            secret_sha256: String::new(),
+        };
+        let op = AuthOp::CreateMembership {
+            membership: Box::new(m),
+        };
+        match propose(&s, &ctx, op).await? {
+            Outcome::Membership(m) => {
+                let view = s
+                    .backend
+                    .read(model::reader::Consistency::Linearizable)
+                    .await?;
+                let fresh = Ctx { view, ..ctx };
+                reply(StatusCode::CREATED, membership_json(&fresh, &m))
+            }
+            o => Err(unexpected(o)),
+        }
+    })
 }
 
 fn membership_in(ctx: &Ctx, req: &Req) -> Result<Membership, ApiError> {

@@ -290,15 +290,6 @@ fn user_agent(req: &Req) -> String {
         .collect()
 }
 
-fn client_ip(req: &Req) -> String {
-    req.headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().chars().take(45).collect())
-        .unwrap_or_default()
-}
-
 pub(crate) async fn make_session(
     s: &AppState,
     ctx: &Ctx,
@@ -317,7 +308,7 @@ pub(crate) async fn make_session(
         provider: r.provider.into(),
         provider_uid: r.provider_uid,
         expire: now.saturating_add(auth::SESSION_TTL_MS),
-        ip: client_ip(req),
+        ip: req.ip(),
         user_agent: user_agent(req),
         factors: r.factors,
         mfa_updated_at: None,

@@ -118,6 +118,10 @@ struct ServeArgs {
     /// Seconds a connection may take to send a request's headers before it is closed.
     #[arg(long, env = "BASALT_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
+    /// Appwrite's abuse limits on sign-in, sign-up, JWTs and end users' writes (429 past
+    /// them), counted per node: `enabled` or `disabled`.
+    #[arg(long, env = "BASALT_ABUSE_LIMITS", default_value = "enabled", value_parser = ["enabled", "disabled"])]
+    abuse_limits: String,
     /// Snapshot the state and purge the Raft log after this many entries.
     #[arg(long, env = "BASALT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     snapshot_every: u64,
@@ -323,6 +327,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
             max_in_flight: a.max_requests.max(1),
             request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
             header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
+            abuse: a.abuse_limits == "enabled",
         },
         snapshot_every: a.snapshot_every.max(10),
         scan_budget: a.scan_budget.max(1),
