@@ -448,3 +448,53 @@ def test_abuse_limits(tmp_path):
         assert s.secret
     finally:
         node.stop()
+
+
+def test_platforms_and_cors(project):
+    import subprocess
+    from harness import ROOT_KEY, basalt_bin
+    url, pid = project.node.url(), project.id
+    sign_up(project, "web@example.com")
+    body = {"email": "web@example.com", "password": PASSWORD}
+    app, evil = "https://app.example.com", "https://evil.example.net"
+    # An unknown page: its writes are refused, its reads get no CORS headers.
+    status, hdrs, err = http("POST", url + "/account/sessions/email", body, {"X-Appwrite-Project": pid, "Origin": app})
+    assert (status, err["type"]) == (403, "general_unknown_origin") and "access-control-allow-origin" not in hdrs
+    status, hdrs, _ = http("GET", url + "/account", None, {"X-Appwrite-Project": pid, "Origin": app})
+    assert status == 401 and "access-control-allow-origin" not in hdrs
+    status, hdrs, _ = http("OPTIONS", f"{url}/account/sessions/email?project={pid}", None,
+                           {"Origin": app, "Access-Control-Request-Method": "POST",
+                            "Access-Control-Request-Headers": "content-type,x-appwrite-project"})
+    assert status == 204 and "access-control-allow-origin" not in hdrs
+    # Registered through the CLI: the page may sign in, with credentials.
+    out = subprocess.run([basalt_bin(), "platform", "add", "--project", pid, "--hostname", "*.example.com",
+                          "--endpoint", project.node.endpoint, "--root-key", ROOT_KEY],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    platform = json.loads(out.stdout)
+    assert platform["hostname"] == "*.example.com" and platform["type"] == "web"
+    status, hdrs, _ = http("OPTIONS", f"{url}/account/sessions/email?project={pid}", None,
+                           {"Origin": app, "Access-Control-Request-Method": "POST",
+                            "Access-Control-Request-Headers": "content-type,x-appwrite-project"})
+    assert status == 204 and hdrs["access-control-allow-origin"] == app
+    assert hdrs["access-control-allow-credentials"] == "true" and "POST" in hdrs["access-control-allow-methods"]
+    status, hdrs, s = http("POST", url + "/account/sessions/email", body, {"X-Appwrite-Project": pid, "Origin": app})
+    assert status == 201 and hdrs["access-control-allow-origin"] == app
+    assert "X-Fallback-Cookies" in hdrs["access-control-expose-headers"]
+    # Other sites stay refused; localhost is always allowed; a key is not a browser's.
+    status, _, err = http("POST", url + "/account", {"userId": "unique()", "email": "x@example.com", "password": PASSWORD},
+                          {"X-Appwrite-Project": pid, "Origin": evil})
+    assert (status, err["type"]) == (403, "general_unknown_origin")
+    status, hdrs, _ = http("POST", url + "/account", {"userId": "unique()", "email": "l@example.com", "password": PASSWORD},
+                           {"X-Appwrite-Project": pid, "Origin": "http://localhost:3000"})
+    assert status == 201 and hdrs["access-control-allow-origin"] == "http://localhost:3000"
+    status, _, _ = http("POST", url + "/users", {"userId": "unique()", "email": "k@example.com"},
+                        {**project.headers(), "Origin": evil})
+    assert status == 201
+    # Removed, the page is refused again.
+    status, _, listed = http("GET", f"{url}/projects/{pid}/platforms", None, {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
+    assert status == 200 and listed["total"] == 1
+    status, _, _ = http("DELETE", f"{url}/projects/{pid}/platforms/{platform['$id']}", {}, {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
+    assert status == 204
+    status, _, _ = http("POST", url + "/account/sessions/email", body, {"X-Appwrite-Project": pid, "Origin": app})
+    assert status == 403

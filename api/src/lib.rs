@@ -22,6 +22,7 @@ mod abuse;
 mod account;
 pub mod auth;
 mod common;
+mod cors;
 mod databases;
 mod edge;
 mod error;
@@ -130,7 +131,10 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
             state.clone(),
             edge::guard,
         ))
-        .layer(tower_http::cors::CorsLayer::very_permissive())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::guard,
+        ))
         .with_state(state)
 }
 

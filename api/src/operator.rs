@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use model::command::{ClusterOp, KeyOp, ProjectOp};
+use model::command::{ClusterOp, KeyOp, PlatformOp, ProjectOp};
 use model::msg;
 use model::reader::{Consistency, StateReader};
 use model::schema::{ApiKey, Project};
@@ -32,6 +32,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/projects/{project}/keys/{key}",
             get(get_key).delete(delete_key),
+        )
+        .route(
+            "/v1/projects/{project}/platforms",
+            post(create_platform).get(list_platforms),
+        )
+        .route(
+            "/v1/projects/{project}/platforms/{platform}",
+            axum::routing::delete(delete_platform),
         )
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
@@ -230,6 +238,77 @@ async fn cluster_root_key(State(s): State<AppState>, req: Req) -> Reply {
     }
     s.backend.set_root_key(sha).await?;
     reply(StatusCode::OK, serde_json::json!({ "rotated": true }))
+}
+
+fn platform_json(p: &model::schema::Platform) -> Json {
+    json!({
+        "$id": p.id, "$createdAt": format_ms(p.created_at), "$updatedAt": format_ms(p.updated_at),
+        "name": p.name, "type": p.kind, "key": "", "store": "", "hostname": p.hostname,
+    })
+}
+
+/// A web platform: its pages (on `hostname`, or any subdomain for `*.example.com`) may call
+/// the project's API from the browser.
+async fn create_platform(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let project = req.path("project");
+    let kind = req.str_opt("type")?.unwrap_or_else(|| "web".into());
+    if kind != "web" {
+        return Err(ApiError(Error::invalid(
+            "Invalid `type` param: Value must be one of (web)",
+        )));
+    }
+    let hostname = req.str_req("hostname")?.to_ascii_lowercase();
+    let bare = hostname.strip_prefix("*.").unwrap_or(&hostname);
+    let valid = !bare.is_empty()
+        && bare.len() <= 253
+        && bare
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !valid {
+        return Err(ApiError(Error::invalid(
+            "Invalid `hostname` param: Value must be a valid hostname without path, port and protocol.",
+        )));
+    }
+    let platform = model::schema::Platform {
+        id: match req.str_opt("platformId")? {
+            Some(p) if p != id::UNIQUE => {
+                id::check("platformId", &p)?;
+                p
+            }
+            _ => new_id(),
+        },
+        project: project.clone(),
+        kind,
+        name: req.str_opt("name")?.unwrap_or_else(|| hostname.clone()),
+        hostname,
+        created_at: 0,
+        updated_at: 0,
+    };
+    match propose(&s, &project, Op::Platforms(PlatformOp::Create { platform })).await? {
+        Outcome::Platform(p) => reply(StatusCode::CREATED, platform_json(&p)),
+        o => Err(crate::common::unexpected(o)),
+    }
+}
+
+async fn list_platforms(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let view = linearizable(&s).await?;
+    let project = existing_project(&*view, &req)?;
+    let all = view.list_platforms(&project)?;
+    reply(
+        StatusCode::OK,
+        json!({ "total": all.len(), "platforms": all.iter().map(platform_json).collect::<Vec<_>>() }),
+    )
+}
+
+async fn delete_platform(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let op = PlatformOp::Delete {
+        id: req.path("platform"),
+    };
+    propose(&s, &req.path("project"), Op::Platforms(op)).await?;
+    no_content()
 }
 
 async fn linearizable(s: &AppState) -> Result<Arc<dyn StateReader>, ApiError> {

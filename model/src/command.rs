@@ -14,7 +14,7 @@ use crate::auth::{Credential, Membership, Session, Team, User};
 use crate::error::Error;
 use crate::query::Spec;
 use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
-use crate::schema::{Project, Transaction};
+use crate::schema::{Platform, Project, Transaction};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -92,6 +92,14 @@ pub enum Op {
     Transactions(TransactionOp),
     Cluster(ClusterOp),
     Auth(AuthOp),
+    Platforms(PlatformOp),
+}
+
+/// A project's client platforms (the operator's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PlatformOp {
+    Create { platform: Platform },
+    Delete { id: String },
 }
 
 /// End users and their sessions (`crate::auth`). What the proposer verified — a password
@@ -457,6 +465,7 @@ pub enum Outcome {
     Session(Session),
     Team(Team),
     Membership(Membership),
+    Platform(Platform),
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub trait StateReader: Send + Sync {
     ) -> Result<Page>;
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>>;
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>>;
+    fn list_platforms(&self, project: &str) -> Result<Vec<crate::schema::Platform>>;
     /// The secret the project's JWTs are signed with, once one was made.
     fn jwt_secret(&self, project: &str) -> Result<Option<String>>;
 }

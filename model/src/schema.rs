@@ -27,6 +27,31 @@ pub struct ApiKey {
     pub updated_at: i64,
 }
 
+/// A client platform of a project: a web app's hostname (`*.example.com` covers the
+/// subdomains), whose pages may call the API from the browser with credentials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Platform {
+    pub id: String,
+    pub project: String,
+    /// `web`.
+    pub kind: String,
+    pub name: String,
+    pub hostname: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Platform {
+    /// Does this platform cover a page on `host` (lower-case, no port)?
+    pub fn covers(&self, host: &str) -> bool {
+        let want = self.hostname.to_ascii_lowercase();
+        match want.strip_prefix("*.") {
+            Some(base) => host.len() > base.len() + 1 && host.ends_with(&format!(".{base}")),
+            None => host == want,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Database {
     pub id: String,

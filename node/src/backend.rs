@@ -86,6 +86,9 @@ impl StateReader for OffRuntime {
     fn list_transactions(&self, project: &str) -> R<Vec<Transaction>> {
         blocking(|| self.0.list_transactions(project))
     }
+    fn list_platforms(&self, project: &str) -> R<Vec<model::schema::Platform>> {
+        self.0.list_platforms(project)
+    }
     fn jwt_secret(&self, project: &str) -> R<Option<String>> {
         self.0.jwt_secret(project)
     }

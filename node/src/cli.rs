@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Manage a project's client platforms (the web origins allowed to call it).
+    Platform {
+        #[command(subcommand)]
+        command: PlatformCommand,
+    },
     /// Inspect the cluster.
     Cluster {
         #[command(subcommand)]
@@ -192,6 +197,38 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand)]
+enum PlatformCommand {
+    /// Lets pages on HOST (or any subdomain, for `*.example.com`) call the project from the
+    /// browser with credentials.
+    Add {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long = "type", default_value = "web", value_parser = ["web"])]
+        kind: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Delete {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        platform_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
 enum ClusterCommand {
     Status {
         #[command(flatten)]
@@ -273,6 +310,7 @@ pub fn main() -> ExitCode {
             } => probe_rpc(&grpc, &identity, claim).await,
             Command::Project { command } => project(command).await,
             Command::Key { command } => key(command).await,
+            Command::Platform { command } => platform(command).await,
             Command::Cluster { command } => cluster(command).await,
             Command::Bench(args) => crate::bench::run(args).await,
         }
@@ -381,6 +419,52 @@ async fn project(c: ProjectCommand) -> Result<()> {
                 .await
                 .context("creating the project")?;
             print(&v)
+        }
+    }
+}
+
+async fn platform(c: PlatformCommand) -> Result<()> {
+    match c {
+        PlatformCommand::Add {
+            project,
+            hostname,
+            kind,
+            name,
+            remote,
+        } => {
+            let v = remote
+                .console()?
+                .post(
+                    &format!("/projects/{project}/platforms"),
+                    json!({ "type": kind, "hostname": hostname, "name": name }),
+                )
+                .await
+                .context("adding the platform")?;
+            print(&v)
+        }
+        PlatformCommand::List { project, remote } => {
+            let v = remote
+                .console()?
+                .get(&format!("/projects/{project}/platforms"))
+                .await
+                .context("listing platforms")?;
+            print(&v)
+        }
+        PlatformCommand::Delete {
+            project,
+            platform_id,
+            remote,
+        } => {
+            remote
+                .console()?
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/projects/{project}/platforms/{platform_id}"),
+                    None,
+                )
+                .await
+                .context("deleting the platform")?;
+            print(&json!({ "deleted": platform_id }))
         }
     }
 }

@@ -52,6 +52,8 @@ pub const SEQUENCE: &str = "S";
 /// A collection's pending reshapes (`Collection::reshapes`), when it has any.
 pub const RESHAPES: &str = "R";
 pub const TRANSACTION: &str = "T";
+/// A project's client platforms.
+pub const PLATFORM: &str = "F";
 /// The secret a project's JWTs are signed with.
 pub const JWT_SECRET: &str = "J";
 

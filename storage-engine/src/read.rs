@@ -357,6 +357,13 @@ impl StateReader for View {
         self.get_meta(&keys::meta(project, keys::TRANSACTION, &[id]))
     }
 
+    fn list_platforms(&self, project: &str) -> Result<Vec<model::schema::Platform>> {
+        let mut v: Vec<model::schema::Platform> =
+            self.scan_meta(&keys::meta_prefix(project, keys::PLATFORM, &[]))?;
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
     fn jwt_secret(&self, project: &str) -> Result<Option<String>> {
         Ok(self
             .snap

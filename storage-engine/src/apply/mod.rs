@@ -234,7 +234,7 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         Actor::User { .. } | Actor::Guest
             if matches!(
                 env.op,
-                Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Schema(_)
+                Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Schema(_) | Op::Platforms(_)
             ) =>
         {
             return Err(unauthorized())
@@ -256,7 +256,10 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
             })
         }
     };
-    if matches!(env.op, Op::Projects(_) | Op::Keys(_) | Op::Cluster(_)) {
+    if matches!(
+        env.op,
+        Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Platforms(_)
+    ) {
         return Err(unauthorized());
     }
     let key: ApiKey = txn
@@ -293,6 +296,7 @@ fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcom
         Op::Transactions(op) => transactions::apply(txn, project, caller, op, at),
         Op::Cluster(op) => cluster::apply(txn, op, at),
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),
+        Op::Platforms(op) => projects::apply_platform(txn, project, op, at),
     }
 }
 

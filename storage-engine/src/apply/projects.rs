@@ -4,7 +4,7 @@ use super::txn::{Txn, META};
 use super::{err, R};
 use crate::engine::encode;
 use crate::keys;
-use model::command::{KeyOp, ProjectOp};
+use model::command::{KeyOp, PlatformOp, ProjectOp};
 use model::schema::{ApiKey, Project};
 use model::{ErrorCode, Outcome};
 
@@ -78,6 +78,40 @@ pub(super) fn apply_key(txn: &mut Txn, project: &str, op: &KeyOp, at: i64) -> R<
                 META,
                 keys::meta(project, keys::KEY_HASH, &[&key.secret_sha256]),
             );
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+pub(super) fn apply_platform(txn: &mut Txn, project: &str, op: &PlatformOp, at: i64) -> R<Outcome> {
+    require_project(txn, project)?;
+    match op {
+        PlatformOp::Create { platform } => {
+            let k = keys::meta(project, keys::PLATFORM, &[&platform.id]);
+            if txn.get(META, &k)?.is_some() {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "Platform with the requested ID already exists.",
+                ));
+            }
+            let p = model::schema::Platform {
+                project: project.to_string(),
+                created_at: at,
+                updated_at: at,
+                ..platform.clone()
+            };
+            txn.put(META, k, encode(&p));
+            Ok(Outcome::Platform(p))
+        }
+        PlatformOp::Delete { id } => {
+            let k = keys::meta(project, keys::PLATFORM, &[id]);
+            if txn.get(META, &k)?.is_none() {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "Platform with the requested ID could not be found.",
+                ));
+            }
+            txn.del(META, k);
             Ok(Outcome::Done)
         }
     }
