@@ -498,3 +498,21 @@ def test_platforms_and_cors(project):
     assert status == 204
     status, _, _ = http("POST", url + "/account/sessions/email", body, {"X-Appwrite-Project": pid, "Origin": app})
     assert status == 403
+
+
+def test_tokens_exchanged_for_sessions(project):
+    users = Users(project.client())
+    u = users.create(ID.unique(), email="tok@example.com", name="Tok")
+    t = users.create_token(u.id, length=12, expire=120)
+    assert len(t.secret) == 12 and t.userid == u.id and t.expire > t.createdat
+    acc = Account(guest(project))
+    raises(401, "user_invalid_token", acc.create_session, user_id=u.id, secret="0" * 12)
+    other = users.create(ID.unique(), email="other-tok@example.com")
+    raises(401, "user_invalid_token", acc.create_session, user_id=other.id, secret=t.secret)
+    s = acc.create_session(user_id=u.id, secret=t.secret)
+    assert s.provider == "token" and s.factors == ["token"] and s.secret == ""
+    # Used up: a second exchange is refused.
+    raises(401, "user_invalid_token", acc.create_session, user_id=u.id, secret=t.secret)
+    raises(400, "general_argument_invalid", users.create_token, u.id, length=3)
+    raises(400, "general_argument_invalid", users.create_token, u.id, expire=30)
+    assert users.list_sessions(u.id).total == 1

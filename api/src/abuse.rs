@@ -44,6 +44,12 @@ pub(crate) const EMAIL_SESSION: Rule = Rule {
     parts: &["url", "param-email"],
     reset_on_success: true,
 };
+pub(crate) const TOKEN_SESSION: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["ip", "param-userId"],
+    reset_on_success: true,
+};
 pub(crate) const ANONYMOUS_SESSION: Rule = Rule {
     limit: 50,
     period: 3600,

@@ -38,6 +38,16 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/account/sessions/email", post(email_session))
         .route("/v1/account/sessions/anonymous", post(anonymous_session))
+        .route("/v1/account/sessions/token", post(token_session))
+        // Deprecated names of the same exchange.
+        .route(
+            "/v1/account/sessions/magic-url",
+            axum::routing::put(token_session),
+        )
+        .route(
+            "/v1/account/sessions/phone",
+            axum::routing::put(token_session),
+        )
         .route(
             "/v1/account/sessions/{session}",
             get(get_session)
@@ -143,6 +153,7 @@ async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
                 factors: vec!["password".into()],
                 proof: Some(user.credential_proof()),
                 new_user: None,
+                token: None,
             },
         )
         .await?;
@@ -172,6 +183,37 @@ async fn anonymous_session(State(s): State<AppState>, req: Req) -> Reply {
                 factors: vec!["anonymous".into()],
                 proof: None,
                 new_user: Some(user),
+                token: None,
+            },
+        )
+        .await?;
+        session_reply(&ctx, &req, &made)
+    })
+}
+
+/// A session for a one-time token's user, using the token up.
+async fn token_session(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
+    limited!(s, &req, &ctx, &abuse::TOKEN_SESSION, {
+        not_signed_in(&ctx)?;
+        let user_id = req.str_req("userId")?;
+        model::id::check("userId", &user_id)?;
+        let secret = req.str_req("secret")?;
+        if secret.is_empty() || secret.len() > 256 {
+            return Err(invalid("Invalid `secret` param: Value must be a valid string and at least 1 chars and no longer than 256 chars"));
+        }
+        let made = make_session(
+            &s,
+            &ctx,
+            &req,
+            SessionRequest {
+                user_id,
+                provider: "token",
+                provider_uid: String::new(),
+                factors: vec!["token".into()],
+                proof: None,
+                new_user: None,
+                token: Some(crate::secrets::sha256_hex(&secret)),
             },
         )
         .await?;

@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(delete_session),
         )
         .route("/v1/users/{user}/jwts", post(create_jwt))
+        .route("/v1/users/{user}/tokens", post(create_token))
 }
 
 // ---- the models -------------------------------------------------------------------------
@@ -278,6 +279,8 @@ pub(crate) struct SessionRequest {
     pub factors: Vec<String>,
     pub proof: Option<String>,
     pub new_user: Option<User>,
+    /// Made by using up a token (its secret's SHA-256) instead of a password.
+    pub token: Option<String>,
 }
 
 fn user_agent(req: &Req) -> String {
@@ -313,11 +316,17 @@ pub(crate) async fn make_session(
         factors: r.factors,
         mfa_updated_at: None,
     };
-    let op = AuthOp::CreateSession {
-        session: Box::new(session),
-        proof: r.proof,
-        max: auth::MAX_SESSIONS as u32,
-        user: r.new_user.map(Box::new),
+    let op = match r.token {
+        Some(secret_sha256) => AuthOp::TokenSession {
+            secret_sha256,
+            session: Box::new(session),
+        },
+        None => AuthOp::CreateSession {
+            session: Box::new(session),
+            proof: r.proof,
+            max: auth::MAX_SESSIONS as u32,
+            user: r.new_user.map(Box::new),
+        },
     };
     match propose(s, ctx, op).await? {
         Outcome::Session(session) => Ok(NewSession {
@@ -786,6 +795,7 @@ async fn create_session(State(s): State<AppState>, req: Req) -> Reply {
             factors: vec!["server".into()],
             proof: None,
             new_user: None,
+            token: None,
         },
     )
     .await?;
@@ -843,4 +853,56 @@ async fn create_jwt(State(s): State<AppState>, req: Req) -> Reply {
             .clone(),
     };
     make_jwt(&s, &ctx, &user.id, &session, &req).await
+}
+
+/// Appwrite's `token` model; the secret is shown to a key only.
+pub(crate) fn token_json(t: &model::auth::Token, secret: &str) -> Json {
+    json!({
+        "$id": t.id,
+        "$createdAt": format_ms(t.created_at),
+        "userId": t.user_id,
+        "secret": secret,
+        "expire": format_ms(t.expire),
+        "phrase": "",
+    })
+}
+
+/// A one-time token (`length` hex characters, valid `expire` seconds) that
+/// `Account.createSession` exchanges for a session.
+async fn create_token(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, u) = prepare_scoped(&s, &req, WRITE, |ctx| existing(ctx, &req.path("user"))).await?;
+    let length = req.uint_opt("length")?.unwrap_or(6);
+    if !(4..=128).contains(&length) {
+        return Err(invalid(
+            "Invalid `length` param: Value must be a valid range between 4 and 128",
+        ));
+    }
+    let expire = req.uint_opt("expire")?.unwrap_or(900);
+    if !(60..=31_536_000).contains(&expire) {
+        return Err(invalid(
+            "Invalid `expire` param: Value must be a valid range between 60 and 31,536,000",
+        ));
+    }
+    let mut secret = random_hex(length.div_ceil(2) as usize);
+    secret.truncate(length as usize);
+    let token = model::auth::Token {
+        id: new_id(),
+        created_at: 0,
+        user_id: u.id.clone(),
+        secret_sha256: sha256_hex(&secret),
+        kind: "generic".into(),
+        expire: now_ms().saturating_add(expire as i64 * 1000),
+    };
+    match propose(
+        &s,
+        &ctx,
+        AuthOp::CreateToken {
+            token: Box::new(token),
+        },
+    )
+    .await?
+    {
+        Outcome::Token(t) => reply(StatusCode::CREATED, token_json(&t, &secret)),
+        o => Err(unexpected(o)),
+    }
 }

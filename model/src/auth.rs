@@ -22,6 +22,9 @@ pub const USERS: &str = "users";
 pub const SESSIONS: &str = "sessions";
 pub const TEAMS: &str = "teams";
 pub const MEMBERSHIPS: &str = "memberships";
+pub const TOKENS: &str = "tokens";
+/// Unused tokens a user holds at most; a new one ends the oldest.
+pub const MAX_TOKENS: usize = 100;
 /// Memberships one apply removes while a team is deleted (a bigger team takes several).
 pub const TEAM_DELETE_CHUNK: usize = 500;
 
@@ -187,6 +190,63 @@ pub fn memberships() -> &'static Collection {
             ],
         )
     })
+}
+
+/// The tokens collection (one-time secrets exchanged for a session: `Users.createToken`, and
+/// the email flows' magic URLs and codes), indexed by user.
+pub fn tokens() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            TOKENS,
+            vec![
+                attr("userId", String, Some(36), false),
+                attr("secret", String, Some(64), false),
+                attr("kind", String, Some(32), false),
+                attr("expire", Datetime, None, false),
+            ],
+            vec![index("_key_user", IndexKind::Key, &["userId"])],
+        )
+    })
+}
+
+/// A one-time token: its secret's SHA-256, what it is for, and until when it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub created_at: i64,
+    pub user_id: String,
+    pub secret_sha256: String,
+    /// `generic` (`Users.createToken`), `magic-url`, `email`, ...
+    pub kind: String,
+    pub expire: i64,
+}
+
+impl Token {
+    pub fn from_document(d: &Document) -> Token {
+        let g = |k: &str| d.data.get(k);
+        Token {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            user_id: text(g("userId")),
+            secret_sha256: text(g("secret")),
+            kind: text(g("kind")),
+            expire: time(g("expire")).unwrap_or(0),
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("userId", Value::Str(self.user_id.clone())),
+            ("secret", Value::Str(self.secret_sha256.clone())),
+            ("kind", Value::Str(self.kind.clone())),
+            ("expire", Value::Str(crate::time::format_ms(self.expire))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 /// A team.

@@ -10,7 +10,7 @@
 //! operation creates or changes (`created_at`, `updated_at`, a transaction's expiry) come from
 //! `at` in apply; whatever the proposer put in those fields is ignored.
 
-use crate::auth::{Credential, Membership, Session, Team, User};
+use crate::auth::{Credential, Membership, Session, Team, Token, User};
 use crate::error::Error;
 use crate::query::Spec;
 use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
@@ -175,6 +175,16 @@ pub enum AuthOp {
     DeleteMembership {
         team: String,
         id: String,
+    },
+    /// A one-time token for `token.user_id` (a key's `Users.createToken`).
+    CreateToken {
+        token: Box<Token>,
+    },
+    /// Exchanges a token for a session: applied only if `user` holds an unexpired token whose
+    /// secret hashes to `secret_sha256`, which is used up in the same apply.
+    TokenSession {
+        secret_sha256: String,
+        session: Box<Session>,
     },
 }
 
@@ -466,6 +476,7 @@ pub enum Outcome {
     Team(Team),
     Membership(Membership),
     Platform(Platform),
+    Token(Token),
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::store::load_document;
 use super::txn::{Txn, INDEX, META};
 use super::{err, Caller, Failure, R};
 use crate::keys;
-use model::auth::{self, Membership, Session, Team, User};
+use model::auth::{self, Membership, Session, Team, Token, User};
 use model::command::{AuthOp, UserChange};
 use model::schema::{Document, Order};
 use model::{ErrorCode, Outcome, Value};
@@ -170,6 +170,64 @@ pub(super) fn apply(
             remove_membership(txn, project, &old, at)?;
             Ok(Outcome::Done)
         }
+        AuthOp::CreateToken { token } => {
+            load_user(txn, project, &token.user_id)?;
+            let coll = auth::tokens();
+            let held = by_index(
+                txn,
+                project,
+                coll,
+                "_key_user",
+                &token.user_id,
+                auth::MAX_TOKENS + 1,
+            )?;
+            let keep = auth::MAX_TOKENS - 1;
+            for old in held.iter().take(held.len().saturating_sub(keep)) {
+                write_document(txn, project, coll, Some(old), None)?;
+            }
+            let mut t = (**token).clone();
+            t.created_at = at;
+            let doc = Document {
+                id: t.id.clone(),
+                sequence: next_sequence(txn, project, coll)?,
+                created_at: at,
+                updated_at: at,
+                permissions: Vec::new(),
+                data: t.data(),
+            };
+            write_document(txn, project, coll, None, Some(&doc))?;
+            Ok(Outcome::Token(t))
+        }
+        AuthOp::TokenSession {
+            secret_sha256,
+            session,
+        } => {
+            let user = &session.user_id;
+            let invalid = || {
+                err(
+                    ErrorCode::UserInvalidToken,
+                    "Invalid token passed in the request.",
+                )
+            };
+            load_user(txn, project, user).map_err(|_| invalid())?;
+            let held = by_index(
+                txn,
+                project,
+                auth::tokens(),
+                "_key_user",
+                user,
+                auth::MAX_TOKENS,
+            )?;
+            let used = held
+                .iter()
+                .find(|d| {
+                    let t = Token::from_document(d);
+                    t.expire > at && t.secret_sha256 == *secret_sha256
+                })
+                .ok_or_else(invalid)?;
+            write_document(txn, project, auth::tokens(), Some(used), None)?;
+            create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at)
+        }
         AuthOp::InitJwtSecret { secret } => {
             let k = keys::meta(project, keys::JWT_SECRET, &[]);
             if txn.get(META, &k)?.is_none() {
@@ -216,6 +274,8 @@ fn permitted(caller: &Caller, op: &AuthOp) -> R<()> {
             },
             None,
         ) => proof.is_some() || user.as_ref().is_some_and(|u| u.id == session.user_id),
+        // The token is the proof, checked when applied.
+        (AuthOp::TokenSession { .. }, None) => true,
         (AuthOp::UpdateUser { id, changes, .. }, Some(me)) => {
             id == me
                 && !changes.iter().any(|c| {
