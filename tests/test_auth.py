@@ -516,3 +516,34 @@ def test_tokens_exchanged_for_sessions(project):
     raises(400, "general_argument_invalid", users.create_token, u.id, length=3)
     raises(400, "general_argument_invalid", users.create_token, u.id, expire=30)
     assert users.list_sessions(u.id).total == 1
+
+
+def test_imported_password_hashes_sign_in_and_become_argon2(project):
+    """Appwrite's own imported users (its e2e suite's hashes of the password `appwrite`):
+    each signs in with the right password only, and is stored again as argon2id."""
+    from appwrite.enums.password_hash import PasswordHash
+    users = Users(project.client())
+    made = [
+        users.create_md5_user("md5", "md5@appwrite.io", "144fa7eaa4904e8ee120651997f70dcc", name="MD5 User"),
+        users.create_bcrypt_user("bcrypt", "bcrypt@appwrite.io", "$2a$15$xX/myGbFU.ZSKHSi6EHdBOySTdYm8QxBLXmOPHrYMwV0mHRBBSBOq"),
+        users.create_argon2_user("argon2", "argon2@appwrite.io", "$argon2i$v=19$m=20,t=3,p=2$YXBwd3JpdGU$A/54i238ed09ZR4NwlACU5XnkjNBZU9QeOEuhjLiexI"),
+        users.create_sha_user("sha512", "sha512@appwrite.io", "4243da0a694e8a2f727c8060fe0507c8fa01ca68146c76d2c190805b638c20c6bf6ba04e21f11ae138785d0bff63c416e6f87badbffad37f6dee50094cc38c70", password_version=PasswordHash.SHA512),
+        users.create_scrypt_user("scrypt", "scrypt@appwrite.io", "3fdef49701bc4cfaacd551fe017283513284b4731e6945c263246ef948d3cf63b5d269c31fd697246085111a428245e24a4ddc6b64c687bc60a8910dbafc1d5b", "appwrite", 16384, 13, 2, 64),
+        users.create_ph_pass_user("phpass", "phpass@appwrite.io", "$P$Br387rwferoKN7uwHZqNMu98q3U8RO."),
+        users.create_scrypt_modified_user("scrypt-modified", "scrypt-modified@appwrite.io", "UlM7JiXRcQhzAGlaonpSqNSLIz475WMddOgLjej5De9vxTy48K6WtqlEzrRFeK4t0COfMhWCb8wuMHgxOFCHFQ==", "UxLMreBr6tYyjQ==", "Bw==", "XyEKE9RcTDeLEsL/RjwPDBv/RqDl8fb3gpYEOQaPihbxf1ZAtSOHCjuAAa7Q3oHpCYhXSN9tizHgVOwn6krflQ=="),
+    ]
+    assert [u.hash for u in made] == ["md5", "bcrypt", "argon2", "sha", "scrypt", "phpass", "scryptMod"]
+    assert users.get("bcrypt").password.startswith("$2a$15$")
+    acc = Account(guest(project))
+    for u in made:
+        raises(401, "user_invalid_credentials", acc.create_email_password_session, email=u.email, password="appwritf")
+        s = acc.create_email_password_session(email=u.email, password="appwrite")
+        assert s.userid == u.id
+        after = users.get(u.id)
+        assert after.hash == "argon2", (u.id, after.hash)
+        if u.hash != "argon2":
+            assert after.password.startswith("$argon2id$"), u.id
+        # And the password still works, now against our hash.
+        assert acc.create_email_password_session(email=u.email, password="appwrite").userid == u.id
+    raises(400, "general_argument_invalid", users.create_argon2_user, "bad", "bad@appwrite.io", "not-a-phc-hash")
+    raises(400, "general_argument_invalid", users.create_scrypt_user, "bad2", "bad2@appwrite.io", "00", "s", 1000, 8, 1, 64)

@@ -142,6 +142,12 @@ async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
                 "The current user has been blocked.",
             ));
         }
+        // An imported hash (or an argon2 one made with other parameters elsewhere) is
+        // replaced by one of ours, in the apply that makes the session.
+        let rehash = match user.password.as_ref().map(|c| c.algo.as_str()) {
+            Some("argon2") | None => None,
+            Some(_) => Some(s.hasher.hash(req.str_req("password")?).await?),
+        };
         let made = make_session(
             &s,
             &ctx,
@@ -154,6 +160,7 @@ async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
                 proof: Some(user.credential_proof()),
                 new_user: None,
                 token: None,
+                rehash,
             },
         )
         .await?;
@@ -184,6 +191,7 @@ async fn anonymous_session(State(s): State<AppState>, req: Req) -> Reply {
                 proof: None,
                 new_user: Some(user),
                 token: None,
+                rehash: None,
             },
         )
         .await?;
@@ -214,6 +222,7 @@ async fn token_session(State(s): State<AppState>, req: Req) -> Reply {
                 proof: None,
                 new_user: None,
                 token: Some(crate::secrets::sha256_hex(&secret)),
+                rehash: None,
             },
         )
         .await?;

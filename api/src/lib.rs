@@ -26,6 +26,7 @@ mod cors;
 mod databases;
 mod edge;
 mod error;
+mod imported;
 mod operator;
 mod params;
 mod render;

@@ -95,7 +95,10 @@ impl Hasher {
         let decoy = self.decoy.clone();
         self.run(move || match stored {
             Some(c) if c.algo == "argon2" => verify_argon2(&password, &c.hash),
-            _ => {
+            Some(c) => {
+                crate::imported::verify(&c.algo, &c.hash, &c.options, &password).unwrap_or(false)
+            }
+            None => {
                 let _ = verify_argon2(&password, &decoy);
                 false
             }

@@ -23,7 +23,12 @@ use serde_json::{json, Value as Json};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", get(list).post(create))
-        .route("/v1/users/{user}", get(get_one).delete(delete))
+        // `POST /v1/users/{argon2,bcrypt,md5,phpass,scrypt,scrypt-modified,sha}`: users with
+        // imported password hashes (a user may be named `argon2` too: GET and DELETE are hers).
+        .route(
+            "/v1/users/{user}",
+            get(get_one).delete(delete).post(create_imported),
+        )
         .route("/v1/users/{user}/name", patch(update_name))
         .route("/v1/users/{user}/email", patch(update_email))
         .route("/v1/users/{user}/phone", patch(update_phone))
@@ -281,6 +286,8 @@ pub(crate) struct SessionRequest {
     pub new_user: Option<User>,
     /// Made by using up a token (its secret's SHA-256) instead of a password.
     pub token: Option<String>,
+    /// An imported password just verified, to be stored again as this argon2id credential.
+    pub rehash: Option<Credential>,
 }
 
 fn user_agent(req: &Req) -> String {
@@ -326,6 +333,7 @@ pub(crate) async fn make_session(
             proof: r.proof,
             max: auth::MAX_SESSIONS as u32,
             user: r.new_user.map(Box::new),
+            rehash: r.rehash.map(Box::new),
         },
     };
     match propose(s, ctx, op).await? {
@@ -796,6 +804,7 @@ async fn create_session(State(s): State<AppState>, req: Req) -> Reply {
             proof: None,
             new_user: None,
             token: None,
+            rehash: None,
         },
     )
     .await?;
@@ -905,4 +914,114 @@ async fn create_token(State(s): State<AppState>, req: Req) -> Reply {
         Outcome::Token(t) => reply(StatusCode::CREATED, token_json(&t, &secret)),
         o => Err(unexpected(o)),
     }
+}
+
+/// `Users.create{Argon2,Bcrypt,MD5,PHPass,Scrypt,ScryptModified,SHA}User`: a user whose
+/// password is a hash made elsewhere, verified as it was made at the first sign-in and then
+/// stored again as argon2id.
+async fn create_imported(State(s): State<AppState>, req: Req) -> Reply {
+    let algo = req.path("user");
+    if ![
+        "argon2",
+        "bcrypt",
+        "md5",
+        "phpass",
+        "scrypt",
+        "scrypt-modified",
+        "sha",
+    ]
+    .contains(&algo.as_str())
+    {
+        return Err(crate::error::not_found().await);
+    }
+    let (ctx, ()) = prepare_scoped(&s, &req, WRITE, |_| Ok(())).await?;
+    let id = user_id_param(&req)?;
+    let email = required(email_param(&req, "email")?, "email")?;
+    let hash = req.str_req("password")?;
+    if hash.is_empty() || hash.len() > 16384 {
+        return Err(invalid(
+            "Invalid `password` param: Value must be a valid password hash",
+        ));
+    }
+    let name = name_param(&req, "name", false)?.unwrap_or_default();
+    let bad = |what: &str| {
+        invalid(msg!(
+            "Invalid `{}` param: Value is not valid for this hash",
+            what
+        ))
+    };
+    let (stored, options) = match algo.as_str() {
+        "argon2" => {
+            let parsed =
+                argon2::password_hash::PasswordHash::new(&hash).map_err(|_| bad("password"))?;
+            let param = |k: &str| parsed.params.get_decimal(k).unwrap_or(0);
+            (
+                "argon2",
+                json!({"type": "argon2", "memoryCost": param("m"), "timeCost": param("t"), "threads": param("p")}),
+            )
+        }
+        "bcrypt" => {
+            if !hash.starts_with("$2") {
+                return Err(bad("password"));
+            }
+            ("bcrypt", json!({"type": "bcrypt"}))
+        }
+        "md5" => ("md5", json!({"type": "md5"})),
+        "phpass" => ("phpass", json!({"type": "phpass"})),
+        "sha" => {
+            let version = req
+                .str_opt("passwordVersion")?
+                .unwrap_or_else(|| "sha256".into());
+            if !crate::imported::SHA_VERSIONS.contains(&version.as_str()) {
+                return Err(invalid(msg!(
+                    "Invalid `passwordVersion` param: Value must be one of ({})",
+                    crate::imported::SHA_VERSIONS.join(", ")
+                )));
+            }
+            ("sha", json!({"type": "sha", "version": version}))
+        }
+        "scrypt" => {
+            let salt = req.str_req("passwordSalt")?;
+            let cpu = req.uint_opt("passwordCpu")?.unwrap_or(8);
+            let memory = req.uint_opt("passwordMemory")?.unwrap_or(14);
+            let parallel = req.uint_opt("passwordParallel")?.unwrap_or(1);
+            let length = req.uint_opt("passwordLength")?.unwrap_or(64);
+            if !cpu.is_power_of_two()
+                || cpu < 2
+                || !(1..=1024).contains(&length)
+                || memory == 0
+                || parallel == 0
+            {
+                return Err(bad("passwordCpu"));
+            }
+            (
+                "scrypt",
+                json!({"type": "scrypt", "salt": salt, "costCpu": cpu, "costMemory": memory, "costParallel": parallel, "length": length}),
+            )
+        }
+        _ => {
+            let salt = req.str_req("passwordSalt")?;
+            let separator = req.str_req("passwordSaltSeparator")?;
+            let signer = req.str_req("passwordSignerKey")?;
+            (
+                "scryptMod",
+                json!({"type": "scryptMod", "salt": salt, "saltSeparator": separator, "signerKey": signer}),
+            )
+        }
+    };
+    let credential = Credential {
+        algo: stored.into(),
+        hash,
+        options: options.to_string(),
+    };
+    let user = new_user(id, email, String::new(), name, Some(credential));
+    let u = propose_user(
+        &s,
+        &ctx,
+        AuthOp::CreateUser {
+            user: Box::new(user),
+        },
+    )
+    .await?;
+    reply(StatusCode::CREATED, user_json(&u, true))
 }

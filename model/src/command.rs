@@ -123,11 +123,14 @@ pub enum AuthOp {
     },
     /// A new session for `session.user_id`; with `max` sessions already, the oldest ends.
     /// With `user`, that user is created first, in the same apply (an anonymous sign-in).
+    /// With `rehash`, the password just verified (an imported hash) is stored again as this
+    /// argon2id credential, if `proof` still holds.
     CreateSession {
         session: Box<Session>,
         proof: Option<String>,
         max: u32,
         user: Option<Box<User>>,
+        rehash: Option<Box<Credential>>,
     },
     /// Sets a session's expiry (`Account.updateSession`).
     ExtendSession {

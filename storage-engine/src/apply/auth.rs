@@ -86,11 +86,23 @@ pub(super) fn apply(
             proof,
             max,
             user,
+            rehash,
         } => {
             if let Some(u) = user {
                 create_user(txn, project, u, at)?;
             }
-            create_session(txn, project, session, proof.as_deref(), *max, at)
+            let out = create_session(txn, project, session, proof.as_deref(), *max, at)?;
+            if let (Some(c), Some(_)) = (rehash, proof) {
+                // The proof held (the session was made): the imported hash becomes ours.
+                let (old, mut u) = load_user(txn, project, &session.user_id)?;
+                u.password = Some((**c).clone());
+                u.updated_at = at;
+                let mut doc = old.clone();
+                doc.data = u.data();
+                doc.updated_at = at;
+                write_document(txn, project, auth::users(), Some(&old), Some(&doc))?;
+            }
+            Ok(out)
         }
         AuthOp::ExtendSession { user, id, expire } => {
             let old = load_session(txn, project, user, id)?;
