@@ -491,6 +491,12 @@ def test_platforms_and_cors(project):
     status, _, _ = http("POST", url + "/users", {"userId": "unique()", "email": "k@example.com"},
                         {**project.headers(), "Origin": evil})
     assert status == 201
+    # A request naming two projects (one in the URL, one in the header) is refused: the CORS
+    # check and the handler could otherwise judge different projects.
+    status, hdrs, err = http("POST", f"{url}/account/jwts?project=other", {}, {"X-Appwrite-Project": pid, "Origin": app})
+    assert (status, err["type"]) == (400, "general_argument_invalid") and "access-control-allow-origin" not in hdrs
+    status, _, err = http("GET", f"{url}/account?project={pid}&project=other", None, {})
+    assert (status, err["type"]) == (400, "general_argument_invalid")
     # Removed, the page is refused again.
     status, _, listed = http("GET", f"{url}/projects/{pid}/platforms", None, {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
     assert status == 200 and listed["total"] == 1
@@ -513,9 +519,14 @@ def test_tokens_exchanged_for_sessions(project):
     assert s.provider == "token" and s.factors == ["token"] and s.secret == ""
     # Used up: a second exchange is refused.
     raises(401, "user_invalid_token", acc.create_session, user_id=u.id, secret=t.secret)
+    # A deleted user's tokens go with it: a new user given the same id inherits none.
+    t2 = users.create_token(u.id, length=12)
+    users.delete(u.id)
+    users.create(u.id, email="tok2@example.com")
+    raises(401, "user_invalid_token", acc.create_session, user_id=u.id, secret=t2.secret)
     raises(400, "general_argument_invalid", users.create_token, u.id, length=3)
     raises(400, "general_argument_invalid", users.create_token, u.id, expire=30)
-    assert users.list_sessions(u.id).total == 1
+    assert users.list_sessions(u.id).total == 0
 
 
 def test_imported_password_hashes_sign_in_and_become_argon2(project):
@@ -547,3 +558,6 @@ def test_imported_password_hashes_sign_in_and_become_argon2(project):
         assert acc.create_email_password_session(email=u.email, password="appwrite").userid == u.id
     raises(400, "general_argument_invalid", users.create_argon2_user, "bad", "bad@appwrite.io", "not-a-phc-hash")
     raises(400, "general_argument_invalid", users.create_scrypt_user, "bad2", "bad2@appwrite.io", "00", "s", 1000, 8, 1, 64)
+    # A hash whose cost would stall a node is refused at import.
+    raises(400, "general_argument_invalid", users.create_scrypt_user, "bad3", "bad3@appwrite.io", "00", "s", 1 << 30, 8, 1, 64)
+    raises(400, "general_argument_invalid", users.create_bcrypt_user, "bad4", "bad4@appwrite.io", "$2a$31$xX/myGbFU.ZSKHSi6EHdBOySTdYm8QxBLXmOPHrYMwV0mHRBBSBOq")

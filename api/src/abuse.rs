@@ -6,9 +6,9 @@
 //! Counted **per node**, in memory: a client spreading its attempts over three nodes gets
 //! three times the limit. A cluster-wide count would put a Raft write (a quorum round and a
 //! log entry) in front of every sign-in attempt, which costs more than it saves; the limits
-//! still bound guessing to a small multiple of Appwrite's. The table is bounded: past
-//! `MAX_KEYS` live keys, expired windows are dropped, and if that is not enough the table is
-//! cleared (a flood of distinct keys resets counts rather than growing memory without end).
+//! still bound guessing to a small multiple of Appwrite's. The table is bounded: keys are
+//! kept as SHA-256 digests, and past `MAX_KEYS` live keys expired windows are dropped and, if
+//! that is not enough, new keys are refused (429) rather than anyone's count forgotten.
 
 use crate::auth::Ctx;
 use crate::error::ApiError;
@@ -127,7 +127,8 @@ impl Abuse {
             .parts
             .iter()
             .map(|p| match *p {
-                "url" => format!("url:{}{}", req.host(), req.route),
+                // The route, not the client's Host header (which it may vary at will).
+                "url" => format!("url:{}", req.route),
                 "ip" => format!("ip:{}", req.ip()),
                 "userId" => format!("userId:{user}"),
                 "method" => format!("method:{}", req.method),
@@ -143,6 +144,8 @@ impl Abuse {
             })
             .collect::<Vec<_>>()
             .join(",");
+        // Kept as a digest: a huge parameter costs a key no more than a small one.
+        let key = crate::secrets::sha256_hex(&key);
         let now = crate::params::now_ms() / 1000;
         let start = now - now.rem_euclid(rule.period);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,7 +153,16 @@ impl Abuse {
             // Windows are at most an hour long.
             windows.retain(|_, (s, _)| *s + 3600 > now);
             if windows.len() >= MAX_KEYS {
-                windows.clear();
+                // Full of live counts: a new key is refused rather than anyone's count
+                // forgotten (a flood of distinct keys must not reset a victim's).
+                let mut res = ApiError::new(
+                    ErrorCode::GeneralRateLimitExceeded,
+                    "Rate limit for the current endpoint has been exceeded. Please try again after some time.",
+                )
+                .into_response();
+                res.headers_mut()
+                    .insert("x-ratelimit-limit", HeaderValue::from(rule.limit));
+                return Err(Box::new(res));
             }
         }
         let slot = windows.entry(key.clone()).or_insert((start, 0));

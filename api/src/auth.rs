@@ -142,13 +142,39 @@ pub(crate) fn guest_refused(scopes: &[&str]) -> bool {
     !scopes.iter().any(|s| GUEST_SCOPES.contains(s))
 }
 
-fn project_of(req: &Req) -> Option<String> {
-    req.params
-        .get("project")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .or_else(|| header(req, "x-appwrite-project").map(str::to_string))
-        .filter(|p| !p.is_empty())
+/// The project a request names: `?project=` in its URL or `X-Appwrite-Project`. Every place
+/// that needs it (the CORS check, authorisation) reads it with this one function, and a
+/// request naming two different projects is refused (`Err`), so no check can be made against
+/// one project while the request acts in another. A `project` in a JSON body names nothing.
+pub(crate) fn project_from(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ()> {
+    let mut found: Option<String> = None;
+    let mut add = |p: String| match &found {
+        _ if p.is_empty() => Ok(()),
+        Some(f) if *f != p => Err(()),
+        _ => {
+            found = Some(p);
+            Ok(())
+        }
+    };
+    if let Some(q) = query {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            if k == "project" {
+                add(v.into_owned())?;
+            }
+        }
+    }
+    for h in headers.get_all("x-appwrite-project") {
+        add(h.to_str().map_err(|_| ())?.to_string())?;
+    }
+    Ok(found)
+}
+
+fn project_of(req: &Req) -> Result<Option<String>, ApiError> {
+    project_from(&req.headers, req.query.as_deref()).map_err(|()| {
+        ApiError(Error::invalid(
+            "The request names more than one project (`project` parameter and X-Appwrite-Project header).",
+        ))
+    })
 }
 
 /// The session value a request carries, from the first place that has one.
@@ -237,7 +263,7 @@ fn user_roles(view: &dyn StateReader, project: &str, user: &User) -> Result<Vec<
             op: CmpOp::Equal,
             values: vec![Value::Str(user.id.clone())],
         }],
-        limit: Some(1000),
+        limit: Some(auth::MAX_MEMBERSHIPS as u64),
         ..Spec::default()
     };
     let teams: Vec<auth::TeamRoles> = view
@@ -285,7 +311,7 @@ fn project_not_found() -> ApiError {
 /// state.
 pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Result<Ctx, ApiError> {
     let key = header(req, "x-appwrite-key");
-    let Some(project) = project_of(req) else {
+    let Some(project) = project_of(req)? else {
         return Err(if key.is_some() {
             ApiError::new(ErrorCode::ProjectIdMissing, "When using project API key, make sure to pass x-appwrite-project header with your project ID.")
         } else {

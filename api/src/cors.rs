@@ -27,20 +27,10 @@ fn origin_host(origin: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-fn project_of(req: &Request) -> Option<String> {
-    let from_query = req.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "project")
-            .map(|(_, v)| v.into_owned())
-    });
-    from_query
-        .or_else(|| {
-            req.headers()
-                .get("x-appwrite-project")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .filter(|p| !p.is_empty())
+/// The project, read exactly as authorisation reads it (`auth::project_from`); a request
+/// naming two is refused there, and is given no CORS headers here.
+fn project_of(req: &Request) -> Result<Option<String>, ()> {
+    crate::auth::project_from(req.headers(), req.uri().query())
 }
 
 /// May pages on `origin` call `project` with credentials? `localhost` always may (as in
@@ -87,7 +77,12 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
         return next.run(req).await;
     };
     let origin_text = origin.to_str().unwrap_or("").to_string();
-    let project = project_of(&req);
+    let Ok(project) = project_of(&req) else {
+        return ApiError(model::Error::invalid(
+            "The request names more than one project (`project` parameter and X-Appwrite-Project header).",
+        ))
+        .into_response();
+    };
     if req.method() == Method::OPTIONS {
         // A preflight names no project unless its URL does: it is answered for any page when
         // the project is unknown, and the request itself is judged when it comes.

@@ -59,8 +59,46 @@ fn opt_str<'a>(options: &'a Json, key: &str) -> Option<&'a str> {
     opt(options, key).and_then(Json::as_str)
 }
 
+/// What one verification may cost, at most: an imported hash beyond these is refused (at
+/// import and at sign-in), so that no stored hash can stall a node or exhaust its memory.
+pub const MAX_SCRYPT_N: u64 = 1 << 17;
+pub const MAX_SCRYPT_R: u32 = 32;
+pub const MAX_SCRYPT_P: u32 = 16;
+pub const MAX_SCRYPT_BYTES: u64 = 256 << 20;
+pub const MAX_BCRYPT_COST: u32 = 15;
+pub const MAX_PHPASS_LOG2: usize = 18;
+pub const MAX_ARGON2_M_KIB: u32 = 131_072;
+pub const MAX_ARGON2_T: u32 = 16;
+pub const MAX_ARGON2_P: u32 = 16;
+
+/// Are scrypt's parameters within what one verification may cost?
+pub fn scrypt_bounded(n: u64, r: u32, p: u32, len: usize) -> bool {
+    n.is_power_of_two()
+        && (2..=MAX_SCRYPT_N).contains(&n)
+        && (1..=MAX_SCRYPT_R).contains(&r)
+        && (1..=MAX_SCRYPT_P).contains(&p)
+        && (1..=1024).contains(&len)
+        && 128 * n * r as u64 <= MAX_SCRYPT_BYTES
+}
+
+/// The cost a bcrypt hash names (`$2a$10$...`), if it is within bounds.
+pub fn bcrypt_bounded(hash: &str) -> bool {
+    hash.get(4..6)
+        .and_then(|c| c.parse::<u32>().ok())
+        .is_some_and(|c| (4..=MAX_BCRYPT_COST).contains(&c))
+}
+
+/// Are a PHC argon2 hash's parameters within bounds?
+pub fn argon2_bounded(hash: &str) -> bool {
+    let Ok(parsed) = argon2::password_hash::PasswordHash::new(hash) else {
+        return false;
+    };
+    let get = |k: &str| parsed.params.get_decimal(k).unwrap_or(u32::MAX);
+    get("m") <= MAX_ARGON2_M_KIB && get("t") <= MAX_ARGON2_T && get("p") <= MAX_ARGON2_P
+}
+
 fn scrypt_raw(password: &[u8], salt: &[u8], n: u64, r: u32, p: u32, len: usize) -> Option<Vec<u8>> {
-    if !n.is_power_of_two() || n < 2 || len == 0 || len > 1024 {
+    if !scrypt_bounded(n, r, p, len) {
         return None;
     }
     let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p, len).ok()?;
@@ -120,14 +158,16 @@ fn phpass_encode(input: &[u8]) -> String {
 fn phpass(password: &[u8], hash: &str) -> Option<bool> {
     use md5::Digest;
     if hash.starts_with("$2") {
-        return bcrypt::verify(password, hash).ok();
+        return bcrypt_bounded(hash)
+            .then(|| bcrypt::verify(password, hash).ok())
+            .flatten();
     }
     let bytes = hash.as_bytes();
     if bytes.len() != 34 || !(hash.starts_with("$P$") || hash.starts_with("$H$")) {
         return None;
     }
     let log2 = ITOA64.iter().position(|&c| c == bytes[3])?;
-    if !(7..=30).contains(&log2) {
+    if !(7..=MAX_PHPASS_LOG2).contains(&log2) {
         return None;
     }
     let salt = &bytes[4..12];
@@ -145,7 +185,7 @@ pub fn verify(algo: &str, hash: &str, options: &str, password: &str) -> Option<b
     let options: Json = serde_json::from_str(options).unwrap_or(Json::Null);
     let pw = password.as_bytes();
     match algo {
-        "bcrypt" => bcrypt::verify(pw, hash).ok(),
+        "bcrypt" if bcrypt_bounded(hash) => bcrypt::verify(pw, hash).ok(),
         "md5" => Some(same(
             hex_digest("md5", pw)?.as_bytes(),
             hash.to_ascii_lowercase().as_bytes(),

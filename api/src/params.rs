@@ -21,6 +21,8 @@ pub struct Req {
     pub route: String,
     /// The address of the connection's peer.
     pub peer: Option<std::net::IpAddr>,
+    /// The raw query string (the project is read from it, not from the merged parameters).
+    pub query: Option<String>,
 }
 
 /// The peer address of a connection, put on each of its requests by the accept loop.
@@ -76,6 +78,7 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             .map(|m| m.as_str().to_string())
             .unwrap_or_else(|| parts.uri.path().to_string());
         let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
+        let query = parts.uri.query().map(str::to_string);
         let is_get =
             parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
@@ -103,6 +106,7 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             params,
             route,
             peer,
+            query,
         })
     }
 }
@@ -349,6 +353,7 @@ impl Req {
             method: axum::http::Method::POST,
             route: String::new(),
             peer: None,
+            query: None,
         }
     }
 }

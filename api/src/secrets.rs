@@ -108,6 +108,9 @@ impl Hasher {
 }
 
 fn verify_argon2(password: &str, hash: &str) -> bool {
+    if !crate::imported::argon2_bounded(hash) {
+        return false;
+    }
     match PasswordHash::new(hash) {
         // The parameters come from the stored hash itself.
         Ok(parsed) => Argon2::default()

@@ -954,6 +954,9 @@ async fn create_imported(State(s): State<AppState>, req: Req) -> Reply {
         "argon2" => {
             let parsed =
                 argon2::password_hash::PasswordHash::new(&hash).map_err(|_| bad("password"))?;
+            if !crate::imported::argon2_bounded(&hash) {
+                return Err(bad("password"));
+            }
             let param = |k: &str| parsed.params.get_decimal(k).unwrap_or(0);
             (
                 "argon2",
@@ -961,7 +964,7 @@ async fn create_imported(State(s): State<AppState>, req: Req) -> Reply {
             )
         }
         "bcrypt" => {
-            if !hash.starts_with("$2") {
+            if !hash.starts_with("$2") || !crate::imported::bcrypt_bounded(&hash) {
                 return Err(bad("password"));
             }
             ("bcrypt", json!({"type": "bcrypt"}))
@@ -986,12 +989,11 @@ async fn create_imported(State(s): State<AppState>, req: Req) -> Reply {
             let memory = req.uint_opt("passwordMemory")?.unwrap_or(14);
             let parallel = req.uint_opt("passwordParallel")?.unwrap_or(1);
             let length = req.uint_opt("passwordLength")?.unwrap_or(64);
-            if !cpu.is_power_of_two()
-                || cpu < 2
-                || !(1..=1024).contains(&length)
-                || memory == 0
-                || parallel == 0
-            {
+            let bounded = u32::try_from(memory)
+                .ok()
+                .zip(u32::try_from(parallel).ok())
+                .is_some_and(|(r, p)| crate::imported::scrypt_bounded(cpu, r, p, length as usize));
+            if !bounded {
                 return Err(bad("passwordCpu"));
             }
             (

@@ -25,6 +25,8 @@ pub const MEMBERSHIPS: &str = "memberships";
 pub const TOKENS: &str = "tokens";
 /// Unused tokens a user holds at most; a new one ends the oldest.
 pub const MAX_TOKENS: usize = 100;
+/// Teams a user may belong to: what its roles are computed from on every request.
+pub const MAX_MEMBERSHIPS: usize = 100;
 /// Memberships one apply removes while a team is deleted (a bigger team takes several).
 pub const TEAM_DELETE_CHUNK: usize = 500;
 

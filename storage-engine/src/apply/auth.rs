@@ -14,6 +14,7 @@ use super::{err, Caller, Failure, R};
 use crate::keys;
 use model::auth::{self, Membership, Session, Team, Token, User};
 use model::command::{AuthOp, UserChange};
+use model::msg;
 use model::schema::{Document, Order};
 use model::{ErrorCode, Outcome, Value};
 
@@ -75,8 +76,27 @@ pub(super) fn apply(
             for s in user_sessions(txn, project, id)? {
                 write_document(txn, project, auth::sessions(), Some(&s), None)?;
             }
-            for m in by_index(txn, project, auth::memberships(), "_key_user", id, 1000)? {
+            for m in by_index(
+                txn,
+                project,
+                auth::memberships(),
+                "_key_user",
+                id,
+                auth::MAX_MEMBERSHIPS,
+            )? {
                 remove_membership(txn, project, &m, at)?;
+            }
+            // Nothing the user held outlives it: a new user given the same id later inherits
+            // no token and no membership.
+            for t in by_index(
+                txn,
+                project,
+                auth::tokens(),
+                "_key_user",
+                id,
+                auth::MAX_TOKENS,
+            )? {
+                write_document(txn, project, auth::tokens(), Some(&t), None)?;
             }
             write_document(txn, project, auth::users(), Some(&doc), None)?;
             Ok(Outcome::Done)
@@ -89,7 +109,18 @@ pub(super) fn apply(
             rehash,
         } => {
             if let Some(u) = user {
-                create_user(txn, project, u, at)?;
+                let mut u = (**u).clone();
+                if !matches!(caller, Caller::Privileged) {
+                    // An anonymous sign-in makes a plain user: no password, status or
+                    // verification of its own.
+                    u.password = None;
+                    u.status = true;
+                    u.labels.clear();
+                    u.email_verification = false;
+                    u.phone_verification = false;
+                    u.mfa = false;
+                }
+                create_user(txn, project, &u, at)?;
             }
             let out = create_session(txn, project, session, proof.as_deref(), *max, at)?;
             if let (Some(c), Some(_)) = (rehash, proof) {
@@ -140,7 +171,18 @@ pub(super) fn apply(
             Ok(Outcome::Team(team))
         }
         AuthOp::DeleteTeam { id } => {
-            let (old, _) = load_team(txn, project, caller, id, "delete")?;
+            // The team goes in the first apply (checked against the caller's roles then);
+            // its memberships follow in bounded chunks. Memberships of a team that no longer
+            // exists grant nothing anyone may keep, so any later chunk purges them unchecked,
+            // and the id cannot be taken again until they are gone.
+            match load_document(txn, project, auth::teams(), id)? {
+                Some(_) => {
+                    let (old, _) = load_team(txn, project, caller, id, "delete")?;
+                    write_document(txn, project, auth::teams(), Some(&old), None)?;
+                }
+                None if team_has_members(txn, project, id)? => {}
+                None => return Err(team_not_found()),
+            }
             let members = by_index(
                 txn,
                 project,
@@ -152,17 +194,18 @@ pub(super) fn apply(
             for m in members.iter().take(auth::TEAM_DELETE_CHUNK) {
                 write_document(txn, project, auth::memberships(), Some(m), None)?;
             }
-            if members.len() > auth::TEAM_DELETE_CHUNK {
-                return Ok(Outcome::Range {
+            match members.len() > auth::TEAM_DELETE_CHUNK {
+                true => Ok(Outcome::Range {
                     documents: Vec::new(),
                     next: Some(0),
-                });
+                }),
+                false => Ok(Outcome::Done),
             }
-            write_document(txn, project, auth::teams(), Some(&old), None)?;
-            Ok(Outcome::Done)
         }
         AuthOp::CreateMembership { membership } => create_membership(txn, project, membership, at),
         AuthOp::UpdateMembership { team, id, roles } => {
+            // A caller who cannot read the team learns nothing of its memberships.
+            load_team(txn, project, caller, team, "read")?;
             let (old, mut m) = load_membership(txn, project, team, id)?;
             owner_of(caller, team)?;
             m.roles = roles.clone();
@@ -174,6 +217,7 @@ pub(super) fn apply(
             Ok(Outcome::Membership(m))
         }
         AuthOp::DeleteMembership { team, id } => {
+            load_team(txn, project, caller, team, "read")?;
             let (old, m) = load_membership(txn, project, team, id)?;
             let own = matches!(caller, Caller::Roles { user: Some(u), .. } if *u == m.user_id);
             if !own {
@@ -221,7 +265,10 @@ pub(super) fn apply(
                     "Invalid token passed in the request.",
                 )
             };
-            load_user(txn, project, user).map_err(|_| invalid())?;
+            match load_user(txn, project, user) {
+                Err(Failure::User(_)) => return Err(invalid()),
+                other => other?,
+            };
             let held = by_index(
                 txn,
                 project,
@@ -379,12 +426,21 @@ fn by_index(
 
 /// The roles a user's confirmed memberships give (at most a thousand memberships count).
 pub(super) fn team_roles(txn: &Txn, project: &str, user: &str) -> R<Vec<auth::TeamRoles>> {
-    Ok(
-        by_index(txn, project, auth::memberships(), "_key_user", user, 1000)?
-            .iter()
-            .filter_map(|d| Membership::from_document(d).team_roles())
-            .collect(),
-    )
+    Ok(by_index(
+        txn,
+        project,
+        auth::memberships(),
+        "_key_user",
+        user,
+        auth::MAX_MEMBERSHIPS,
+    )?
+    .iter()
+    .filter_map(|d| Membership::from_document(d).team_roles())
+    .collect())
+}
+
+fn team_has_members(txn: &Txn, project: &str, team: &str) -> R<bool> {
+    Ok(!by_index(txn, project, auth::memberships(), "_key_team", team, 1)?.is_empty())
 }
 
 fn team_not_found() -> Failure {
@@ -492,7 +548,9 @@ fn create_team(
         }
     }
     let coll = auth::teams();
-    if load_document(txn, project, coll, &team.id)?.is_some() {
+    if load_document(txn, project, coll, &team.id)?.is_some()
+        || team_has_members(txn, project, &team.id)?
+    {
         return Err(err(
             ErrorCode::TeamAlreadyExists,
             "Team with requested ID already exists. Please choose a different ID and try again.",
@@ -524,6 +582,23 @@ fn create_membership(txn: &mut Txn, project: &str, m: &Membership, at: i64) -> R
         return Err(team_not_found());
     }
     load_user(txn, project, &m.user_id)?;
+    let held = by_index(
+        txn,
+        project,
+        auth::memberships(),
+        "_key_user",
+        &m.user_id,
+        auth::MAX_MEMBERSHIPS,
+    )?;
+    if held.len() >= auth::MAX_MEMBERSHIPS {
+        return Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            msg!(
+                "A user may belong to at most {} teams.",
+                auth::MAX_MEMBERSHIPS
+            ),
+        ));
+    }
     let coll = auth::memberships();
     if load_document(txn, project, coll, &m.id)?.is_some() {
         return Err(err(
