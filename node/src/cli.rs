@@ -343,6 +343,10 @@ fn init_logging() {
 
 async fn serve(a: ServeArgs) -> Result<()> {
     init_logging();
+    // Listen for SIGTERM before the node starts: a signal that arrives while it starts (after
+    // it says it is listening, before a listener would otherwise exist) is not lost.
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let cfg = ServeConfig {
         data_dir: a.data_dir,
         http: a.http,
@@ -378,26 +382,39 @@ async fn serve(a: ServeArgs) -> Result<()> {
         cert_ttl: std::time::Duration::from_secs(a.cert_ttl.max(10)),
     };
     let handle = crate::run(cfg).await?;
+    #[cfg(unix)]
+    shutdown_signal(term).await;
+    #[cfg(not(unix))]
     shutdown_signal().await;
     tracing::info!("shutdown requested");
     handle.shutdown().await;
     Ok(())
 }
 
+#[cfg(unix)]
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match term {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(not(unix))]
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => {},

@@ -36,8 +36,20 @@ impl NodeHandle {
                 tracing::warn!("HTTP server did not drain within 10s");
             }
         }
-        self.gossip.shutdown().await;
-        self.node.shutdown().await;
+        // Each step is bounded: a shutdown never hangs the process (what is acknowledged is
+        // already durable; the log and state are fsynced as they are written).
+        if tokio::time::timeout(Duration::from_secs(5), self.gossip.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("gossip did not stop within 5s");
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.node.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Raft did not stop within 10s");
+        }
         tracing::info!("node stopped");
     }
 }
