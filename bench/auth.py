@@ -13,42 +13,21 @@ Prints JSON with each run's rate, p50 and p99, and the ratios.
 import json
 import os
 import sys
-import tempfile
-import subprocess
-import re
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import Node, create_project, http  # noqa: E402
-from vs_pocketbase import ensure_tools, q, wrk  # noqa: E402
+from vs_pocketbase import ensure_tools, q, run_wrk, wrk  # noqa: E402
 
 ROWS = 100_000
 PASSWORD = "correct-horse-battery"
 
 
 def wrk_post(url, path, body, headers, connections, seconds):
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write("wrk.method = 'POST'\n")
-    script.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
-    for k, v in {**headers, "Content-Type": "application/json"}.items():
-        script.write(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n")
-    script.close()
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-    os.unlink(script.name)
-
-    def ms(label):
-        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": ms("50%"), "p99_ms": ms("99%"),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
+    lua = f"wrk.method = 'POST'\nwrk.body = {json.dumps(json.dumps(body))}\n"
+    return run_wrk(url + path, lua, {**headers, "Content-Type": "application/json"}, connections, seconds)
 
 
 def main():

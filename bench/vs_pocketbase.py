@@ -172,11 +172,17 @@ class Basalt:
 
 
 def wrk(url, paths, headers, connections, seconds):
+    lua = "local paths = {" + ",".join(json.dumps(p) for p in paths) + "}\n"
+    lua += "request = function() return wrk.format('GET', paths[math.random(#paths)]) end\n"
+    return run_wrk(url, lua, headers, connections, seconds)
+
+
+def run_wrk(url, lua, headers, connections, seconds):
+    """wrk against `url` with a Lua script and these headers: rate, p50, p99, errors."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write("local paths = {" + ",".join(json.dumps(p) for p in paths) + "}\n")
+    script.write(lua)
     for k, v in headers.items():
         script.write(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n")
-    script.write("request = function() return wrk.format('GET', paths[math.random(#paths)]) end\n")
     script.close()
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
                          capture_output=True, text=True, timeout=seconds + 60).stdout

@@ -11,9 +11,9 @@ use crate::AppState;
 use axum::http::HeaderMap;
 use model::auth::{self, Session, User};
 use model::msg;
-use model::query::{CmpOp, Filter, Spec};
+use model::query::Spec;
 use model::reader::StateReader;
-use model::{Actor, Error, ErrorCode, Value};
+use model::{Actor, Error, ErrorCode};
 use std::sync::Arc;
 
 pub use crate::secrets::sha256_hex;
@@ -224,15 +224,7 @@ pub(crate) fn session_by_secret(
     sha: &str,
     now: i64,
 ) -> Result<Option<Session>, ApiError> {
-    let spec = Spec {
-        filters: vec![Filter::Cmp {
-            attr: "secret".into(),
-            op: CmpOp::Equal,
-            values: vec![Value::Str(sha.to_string())],
-        }],
-        limit: Some(1),
-        ..Spec::default()
-    };
+    let spec = Spec::equal("secret", sha, 1);
     let page = view.find(project, auth::sessions(), &spec, false)?;
     Ok(page
         .documents
@@ -257,15 +249,7 @@ fn session_by_id(
 
 /// A user's roles: its own, and those of its confirmed memberships (at most a thousand).
 fn user_roles(view: &dyn StateReader, project: &str, user: &User) -> Result<Vec<String>, ApiError> {
-    let spec = Spec {
-        filters: vec![Filter::Cmp {
-            attr: "userId".into(),
-            op: CmpOp::Equal,
-            values: vec![Value::Str(user.id.clone())],
-        }],
-        limit: Some(auth::MAX_MEMBERSHIPS as u64),
-        ..Spec::default()
-    };
+    let spec = Spec::equal("userId", &user.id, auth::MAX_MEMBERSHIPS as u64);
     let teams: Vec<auth::TeamRoles> = view
         .find(project, auth::memberships(), &spec, false)?
         .documents

@@ -17,7 +17,7 @@ use model::command::{Data, DocOp, DocTarget};
 use model::command::{DocumentsOp, RangeChange, TransactionOp};
 use model::msg;
 use model::permission::Scope;
-use model::query::{CmpOp, Filter, Spec};
+use model::query::{Filter, Spec};
 use model::reader::Consistency;
 use model::schema::{Collection, TransactionStatus};
 use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
@@ -120,11 +120,7 @@ fn readable_only(ctx: &Ctx, c: &Collection, spec: &mut Spec) -> Result<(), ApiEr
             "The current user is not authorized to perform the requested action.",
         ));
     }
-    spec.filters.push(Filter::Cmp {
-        attr: model::schema::READ_ROLES.into(),
-        op: CmpOp::Contains,
-        values: roles.into_iter().map(Value::Str).collect(),
-    });
+    spec.filters.push(Filter::readable_by(roles));
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
 use crate::error::ApiError;
 use crate::params::{new_id, Req};
-use crate::users::{email_param, name_param, prefs_param, propose};
+use crate::users::{email_param, list_spec, name_param, prefs_param, propose};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,10 +15,9 @@ use axum::routing::get;
 use axum::Router;
 use model::auth::{self, Membership, Team, User};
 use model::command::AuthOp;
-use model::msg;
-use model::query::{CmpOp, Filter, Spec};
+use model::query::Filter;
 use model::time::format_ms;
-use model::{id, Error, ErrorCode, Outcome, Value};
+use model::{id, Error, ErrorCode, Outcome};
 use serde_json::{json, Value as Json};
 
 pub fn router() -> Router<AppState> {
@@ -123,26 +122,9 @@ fn readable_team(ctx: &Ctx, req: &Req) -> Result<Team, ApiError> {
 
 async fn list(State(s): State<AppState>, req: Req) -> Reply {
     let ctx = enter_scoped(&s, &req, READ).await?;
-    let mut spec = Spec::parse(&req.queries()?)?;
-    let mut visible = auth::teams().clone();
-    visible
-        .attributes
-        .retain(|a| ["name", "total"].contains(&a.key.as_str()));
-    spec.validate(&visible)
-        .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
-    if let Some(term) = req.str_opt("search")?.filter(|t| !t.trim().is_empty()) {
-        spec.filters.push(Filter::Cmp {
-            attr: "search".into(),
-            op: CmpOp::Search,
-            values: vec![Value::Str(term)],
-        });
-    }
+    let mut spec = list_spec(&req, auth::teams(), &["name", "total"], true)?;
     if let Some(roles) = ctx.roles() {
-        spec.filters.push(Filter::Cmp {
-            attr: model::schema::READ_ROLES.into(),
-            op: CmpOp::Contains,
-            values: roles.into_iter().map(Value::Str).collect(),
-        });
+        spec.filters.push(Filter::readable_by(roles));
     }
     let want_total = req.want_total()?;
     let page = ctx
@@ -291,18 +273,9 @@ async fn delete(State(s): State<AppState>, req: Req) -> Reply {
 }
 
 fn memberships_of(ctx: &Ctx, team: &str, req: &Req) -> Result<(Vec<Membership>, u64), ApiError> {
-    let mut spec = Spec::parse(&req.queries()?)?;
-    let mut visible = auth::memberships().clone();
-    visible.attributes.retain(|a| {
-        ["userId", "teamId", "invited", "joined", "confirm", "roles"].contains(&a.key.as_str())
-    });
-    spec.validate(&visible)
-        .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
-    spec.filters.push(Filter::Cmp {
-        attr: "teamId".into(),
-        op: CmpOp::Equal,
-        values: vec![Value::Str(team.to_string())],
-    });
+    let queryable = ["userId", "teamId", "invited", "joined", "confirm", "roles"];
+    let mut spec = list_spec(req, auth::memberships(), &queryable, false)?;
+    spec.filters.push(Filter::equal("teamId", team));
     let want_total = req.want_total()?;
     let page = ctx
         .view

@@ -507,15 +507,7 @@ pub(crate) async fn user_by_email(
         .backend
         .read(model::reader::Consistency::Linearizable)
         .await?;
-    let spec = Spec {
-        filters: vec![Filter::Cmp {
-            attr: "email".into(),
-            op: CmpOp::Equal,
-            values: vec![Value::Str(email.to_string())],
-        }],
-        limit: Some(1),
-        ..Spec::default()
-    };
+    let spec = Spec::equal("email", email, 1);
     let page = view.find(&ctx.project, auth::users(), &spec, false)?;
     Ok(page.documents.first().map(User::from_document))
 }
@@ -549,16 +541,26 @@ const QUERYABLE: &[&str] = &[
     "labels",
 ];
 
-async fn list(State(s): State<AppState>, req: Req) -> Reply {
-    let ctx = enter_scoped(&s, &req, READ).await?;
+/// A service list's queries (`Users.list`, `Teams.list`, memberships): filters and orders on
+/// the `queryable` attributes of `coll` only, validated as a parameter as Appwrite validates
+/// them, and, with `searchable`, the `search` parameter through the collection's fulltext
+/// `search` attribute.
+pub(crate) fn list_spec(
+    req: &Req,
+    coll: &model::Collection,
+    queryable: &[&str],
+    searchable: bool,
+) -> Result<Spec, ApiError> {
     let mut spec = Spec::parse(&req.queries()?)?;
-    let mut visible = auth::users().clone();
+    let mut visible = coll.clone();
     visible
         .attributes
-        .retain(|a| QUERYABLE.contains(&a.key.as_str()));
-    // Validated as a parameter, as Appwrite validates a service list's queries.
+        .retain(|a| queryable.contains(&a.key.as_str()));
     spec.validate(&visible)
         .map_err(|e| invalid(msg!("Invalid `queries` param: {}", e.message.text())))?;
+    if !searchable {
+        return Ok(spec);
+    }
     if let Some(term) = req.str_opt("search")?.filter(|t| !t.trim().is_empty()) {
         spec.filters.push(Filter::Cmp {
             attr: "search".into(),
@@ -566,6 +568,12 @@ async fn list(State(s): State<AppState>, req: Req) -> Reply {
             values: vec![Value::Str(term)],
         });
     }
+    Ok(spec)
+}
+
+async fn list(State(s): State<AppState>, req: Req) -> Reply {
+    let ctx = enter_scoped(&s, &req, READ).await?;
+    let spec = list_spec(&req, auth::users(), QUERYABLE, true)?;
     let want_total = req.want_total()?;
     let page = ctx
         .view
@@ -752,15 +760,7 @@ async fn update_prefs(State(s): State<AppState>, req: Req) -> Reply {
 
 /// A user's sessions, oldest first.
 pub(crate) fn sessions_of(ctx: &Ctx, user: &str) -> Result<Vec<Session>, ApiError> {
-    let spec = Spec {
-        filters: vec![Filter::Cmp {
-            attr: "userId".into(),
-            op: CmpOp::Equal,
-            values: vec![Value::Str(user.to_string())],
-        }],
-        limit: Some(1000),
-        ..Spec::default()
-    };
+    let spec = Spec::equal("userId", user, 1000);
     let page = ctx
         .view
         .find(&ctx.project, auth::sessions(), &spec, false)?;

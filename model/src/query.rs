@@ -316,6 +316,15 @@ fn attr_or_sequence(attr: &str) -> String {
 }
 
 impl Spec {
+    /// The first `limit` documents whose `attr` equals `value`, in `$sequence` order.
+    pub fn equal(attr: &str, value: &str, limit: u64) -> Spec {
+        Spec {
+            filters: vec![Filter::equal(attr, value)],
+            limit: Some(limit),
+            ..Spec::default()
+        }
+    }
+
     /// Parses the `queries[]` of a list request.
     pub fn parse(queries: &[String]) -> Result<Spec> {
         if queries.len() > MAX_QUERIES {
@@ -553,6 +562,25 @@ pub fn search_matches(text: &str, search: &str) -> bool {
 }
 
 impl Filter {
+    /// `attr` equals the string `value`.
+    pub fn equal(attr: &str, value: &str) -> Filter {
+        Filter::Cmp {
+            attr: attr.to_string(),
+            op: CmpOp::Equal,
+            values: vec![Value::Str(value.to_string())],
+        }
+    }
+
+    /// The rows whose own permissions let one of `roles` read them (the internal `$read`
+    /// attribute, which the built-in read-roles index serves).
+    pub fn readable_by(roles: impl IntoIterator<Item = String>) -> Filter {
+        Filter::Cmp {
+            attr: crate::schema::READ_ROLES.to_string(),
+            op: CmpOp::Contains,
+            values: roles.into_iter().map(Value::Str).collect(),
+        }
+    }
+
     /// Levels of `and`/`or`: 1 for a plain filter.
     pub fn depth(&self) -> usize {
         match self {

@@ -380,16 +380,13 @@ fn random_permissions(rng: &mut StdRng) -> Vec<String> {
 
 /// The filter a user's list carries: rows some of whose read roles the caller holds.
 fn readable_by(rng: &mut StdRng) -> model::query::Filter {
-    let held: Vec<Value> = ROLES
-        .iter()
-        .filter(|_| rng.gen_bool(0.4))
-        .map(|r| Value::Str(r.to_string()))
-        .collect();
-    model::query::Filter::Cmp {
-        attr: model::schema::READ_ROLES.into(),
-        op: model::query::CmpOp::Contains,
-        values: held,
-    }
+    model::query::Filter::readable_by(
+        ROLES
+            .iter()
+            .filter(|_| rng.gen_bool(0.4))
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn random_spec(rng: &mut StdRng, attrs: &[&str], fulltext: bool, ids: &[String]) -> Vec<String> {
