@@ -87,7 +87,7 @@ impl StateReader for OffRuntime {
         blocking(|| self.0.list_transactions(project))
     }
     fn list_platforms(&self, project: &str) -> R<Vec<model::schema::Platform>> {
-        self.0.list_platforms(project)
+        blocking(|| self.0.list_platforms(project))
     }
     fn jwt_secret(&self, project: &str) -> R<Option<String>> {
         self.0.jwt_secret(project)
