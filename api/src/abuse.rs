@@ -86,6 +86,37 @@ pub(crate) const ROW_DELETE: Rule = Rule {
     parts: &["ip", "method", "url", "userId"],
     reset_on_success: false,
 };
+pub(crate) const VERIFICATION: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "userId"],
+    reset_on_success: false,
+};
+pub(crate) const RECOVERY: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "param-email"],
+    reset_on_success: false,
+};
+/// Using an emailed secret (a verification's, a recovery's, an invitation's).
+pub(crate) const REDEEM: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "param-userId"],
+    reset_on_success: false,
+};
+pub(crate) const MAGIC_URL: Rule = Rule {
+    limit: 60,
+    period: 3600,
+    parts: &["url", "param-email"],
+    reset_on_success: false,
+};
+pub(crate) const EMAIL_TOKEN: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "param-email"],
+    reset_on_success: false,
+};
 pub(crate) const INVITE: Rule = Rule {
     limit: 10,
     period: 3600,

@@ -210,15 +210,29 @@ async fn token_session(State(s): State<AppState>, req: Req) -> Reply {
         if secret.is_empty() || secret.len() > 256 {
             return Err(invalid("Invalid `secret` param: Value must be a valid string and at least 1 chars and no longer than 256 chars"));
         }
+        // A wrong secret is refused here, without a log entry; the apply checks it again.
+        let kinds = [
+            auth::TOKEN_GENERIC,
+            auth::TOKEN_MAGIC_URL,
+            auth::TOKEN_EMAIL_OTP,
+        ];
+        let token = crate::emailed::held_token(&s, &ctx, &user_id, &secret, &kinds).await?;
+        // As Appwrite: a magic URL signs in as `magic-url`, a code or a key's token as
+        // `token`; a secret that came by email is the `email` factor.
+        let (provider, factor) = match token.kind.as_str() {
+            auth::TOKEN_MAGIC_URL => ("magic-url", "email"),
+            auth::TOKEN_EMAIL_OTP => ("token", "email"),
+            _ => ("token", "token"),
+        };
         let made = make_session(
             &s,
             &ctx,
             &req,
             SessionRequest {
                 user_id,
-                provider: "token",
+                provider,
                 provider_uid: String::new(),
-                factors: vec!["token".into()],
+                factors: vec![factor.into()],
                 proof: None,
                 new_user: None,
                 token: Some(crate::secrets::sha256_hex(&secret)),

@@ -25,8 +25,10 @@ mod common;
 mod cors;
 mod databases;
 mod edge;
+mod emailed;
 mod error;
 mod imported;
+pub mod mail;
 mod operator;
 mod params;
 mod render;
@@ -46,6 +48,7 @@ use std::sync::Arc;
 pub use auth::ALL_SCOPES;
 pub use edge::Limits;
 pub use error::ApiError;
+pub use mail::MailSettings;
 pub use params::new_request_id;
 
 pub const APPWRITE_VERSION: &str = "1.9.6";
@@ -98,10 +101,11 @@ pub struct AppState {
     edge: Arc<edge::Edge>,
     hasher: Arc<secrets::Hasher>,
     abuse: Arc<abuse::Abuse>,
+    mail: Arc<MailSettings>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack.
-pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
+pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> Router {
     // One password hash at a time per core: sign-ins wait for each other, not the runtime.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = AppState {
@@ -109,10 +113,12 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits) -> Router {
         edge: Arc::new(edge::Edge::new(limits.clone())),
         hasher: Arc::new(secrets::Hasher::new(cores)),
         abuse: Arc::new(abuse::Abuse::new(limits.abuse)),
+        mail: Arc::new(mail),
     };
     Router::new()
         .merge(operator::router())
         .merge(account::router())
+        .merge(emailed::router())
         .merge(users::router())
         .merge(teams::router())
         .merge(databases::router(common::Flavor::Legacy))
@@ -145,12 +151,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     backend: Arc<dyn Backend>,
     limits: Limits,
+    mail: MailSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     let header_timeout = limits.header_timeout;
-    let app = router(backend, limits);
+    let app = router(backend, limits, mail);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder

@@ -136,6 +136,15 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// Equality of two digests in time that depends on their length only.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// What a client holds for a session (the cookie's value, `X-Appwrite-Session`, a session's
 /// `secret` shown to a key holder): base64 of `{"id":USER,"secret":SECRET}`, as Appwrite.
 #[derive(Serialize, Deserialize)]

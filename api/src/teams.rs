@@ -1,20 +1,25 @@
 //! The Teams service: teams, their preferences, and memberships with roles. A team's members
-//! read it; its owners change it and manage its memberships; a key does everything. Invitations
-//! by email need the email issue's SMTP: until then only a key adds members (confirmed at once).
+//! read it; its owners change it and manage its memberships; a key does everything. A key's
+//! new member is confirmed at once; an owner's is invited by email and joins by the link in
+//! it (`updateMembershipStatus`), which also signs them in.
 
 use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
 use crate::error::ApiError;
+use crate::mail::{new_mail, redirect_param, require_smtp};
 use crate::params::{new_id, Req};
-use crate::users::{email_param, list_spec, name_param, prefs_param, propose};
+use crate::users::{
+    email_param, list_spec, name_param, new_session, prefs_param, project_secret, propose,
+    set_session_cookies,
+};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use model::auth::{self, Membership, Team, User};
-use model::command::AuthOp;
+use model::auth::{self, MailKind, Membership, Team, User};
+use model::command::{AuthOp, TokenOwner};
 use model::query::Filter;
 use model::time::format_ms;
 use model::{id, Error, ErrorCode, Outcome};
@@ -35,10 +40,15 @@ pub fn router() -> Router<AppState> {
                 .patch(update_membership)
                 .delete(delete_membership),
         )
+        .route(
+            "/v1/teams/{team}/memberships/{membership}/status",
+            axum::routing::patch(update_membership_status),
+        )
 }
 
 const READ: &[&str] = &["teams.read"];
 const WRITE: &[&str] = &["teams.write"];
+const PUBLIC: &[&str] = &["public"];
 
 fn invalid(m: impl Into<model::error::Message>) -> ApiError {
     ApiError(Error::invalid(m))
@@ -313,14 +323,7 @@ async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
             ));
         }
         if !ctx.is_key() {
-            if req.str_opt("url")?.is_none() {
-                return Err(invalid("URL is required"));
-            }
-            // An invitation is an email with a confirmation link; SMTP is not configured.
-            return Err(ApiError::new(
-                ErrorCode::GeneralSmtpDisabled,
-                "SMTP disabled",
-            ));
+            return invite(&s, &ctx, &req, roles, user_id, email).await;
         }
         readable_team(&ctx, &req)?;
         let user = match (&user_id, &email) {
@@ -332,16 +335,24 @@ async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
                     )
                 })?
             }
-            (None, Some(e)) => {
-                crate::users::user_by_email(&s, &ctx, e)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::UserNotFound,
-                            "User with the requested ID could not be found.",
-                        )
-                    })?
-            }
+            // As Appwrite, a key's invitation of an unknown address makes its user first.
+            (None, Some(e)) => match crate::users::user_by_email(&s, &ctx, e).await? {
+                Some(u) => u,
+                None => {
+                    let name = name_param(&req, "name", false)?.unwrap_or_else(|| e.clone());
+                    let u = crate::users::new_user(new_id(), e.clone(), String::new(), name, None);
+                    let op = AuthOp::CreateUser { user: Box::new(u) };
+                    match propose(&s, &ctx, op).await {
+                        Ok(Outcome::User(u)) => u,
+                        // Made meanwhile by someone else: that user it is.
+                        Err(e1) if e1.0.code == ErrorCode::UserAlreadyExists => {
+                            crate::users::user_by_email(&s, &ctx, e).await?.ok_or(e1)?
+                        }
+                        Ok(o) => return Err(unexpected(o)),
+                        Err(e) => return Err(e),
+                    }
+                }
+            },
             (None, None) => {
                 return Err(invalid(
                     "Invalid `phone` param: phone invitations are not supported",
@@ -382,6 +393,164 @@ async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
             }
             o => Err(unexpected(o)),
         }
+    })
+}
+
+/// An owner's invitation: an unconfirmed membership and the email with its link (the
+/// invitee, if the address is unknown, made as a user without a password).
+async fn invite(
+    s: &AppState,
+    ctx: &Ctx,
+    req: &Req,
+    roles: Vec<String>,
+    user_id: Option<String>,
+    email: Option<String>,
+) -> Reply {
+    let url = match redirect_param(s, ctx, req, "url").await? {
+        Some(u) => u,
+        None => return Err(invalid("URL is required")),
+    };
+    require_smtp(s)?;
+    readable_team(ctx, req)?;
+    let name = name_param(req, "name", false)?;
+    let invitee = match (user_id, email) {
+        (Some(id), email) => {
+            let u = crate::auth::load_user(&*ctx.view, &ctx.project, &id)?.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UserNotFound,
+                    "User with given userId doesn't exist.",
+                )
+            })?;
+            if email.is_some_and(|e| e != u.email) {
+                return Err(ApiError::new(
+                    ErrorCode::UserAlreadyExists,
+                    "Given userId and email doesn't match",
+                ));
+            }
+            TokenOwner::Id(id)
+        }
+        (None, Some(email)) => {
+            let name = name.unwrap_or_else(|| email.clone());
+            let u = crate::users::new_user(new_id(), email.clone(), String::new(), name, None);
+            TokenOwner::Email {
+                email,
+                create: Some(Box::new(u)),
+            }
+        }
+        (None, None) => {
+            return Err(invalid(
+                "Invalid `phone` param: phone invitations are not supported",
+            ))
+        }
+    };
+    project_secret(s, ctx).await?;
+    let m = Membership {
+        id: new_id(),
+        created_at: 0,
+        updated_at: 0,
+        user_id: String::new(),
+        team_id: req.path("team"),
+        roles,
+        invited: 0,
+        joined: None,
+        confirm: false,
+        secret_sha256: String::new(),
+    };
+    let op = AuthOp::Invite {
+        membership: Box::new(m),
+        invitee,
+        mail: Box::new(new_mail(MailKind::Invitation, url, String::new())),
+    };
+    match propose(s, ctx, op).await? {
+        Outcome::Membership(m) => reply(StatusCode::CREATED, membership_json(ctx, &m)),
+        o => Err(unexpected(o)),
+    }
+}
+
+/// Accepts an invitation with the secret from its email: the membership is confirmed, the
+/// address verified, and the invitee signed in (unless signed in as them already).
+async fn update_membership_status(State(s): State<AppState>, req: Req) -> Reply {
+    let (ctx, ()) = prepare_scoped(&s, &req, PUBLIC, |_| Ok(())).await?;
+    limited!(s, &req, &ctx, &abuse::REDEEM, {
+        let user_id = crate::users::user_id_param(&req)?;
+        let secret = req.text_req("secret", 256)?;
+        let team = req.path("team");
+        let id = req.path("membership");
+        // A wrong secret is refused here, without a log entry; the apply checks it again.
+        let digest = model::auth::sha256_hex(&secret);
+        let found = |view: &dyn model::reader::StateReader| -> Result<bool, ApiError> {
+            let m = view
+                .document(&ctx.project, auth::memberships(), &id)?
+                .map(|d| Membership::from_document(&d));
+            Ok(m.is_some_and(|m| {
+                m.team_id == team && crate::secrets::constant_time_eq(&m.secret_sha256, &digest)
+            }))
+        };
+        if !found(&*ctx.view)? {
+            let view = s
+                .backend
+                .read(model::reader::Consistency::Linearizable)
+                .await?;
+            if !found(&*view)? {
+                // Let the apply answer which of Appwrite's errors it is (unknown membership
+                // or team, mismatch, wrong secret): a refusal changes nothing.
+                let (m, t) = (
+                    view.document(&ctx.project, auth::memberships(), &id)?,
+                    view.document(&ctx.project, auth::teams(), &team)?,
+                );
+                return Err(match (m, t) {
+                    (None, _) => ApiError::new(
+                        ErrorCode::MembershipNotFound,
+                        "Membership with the requested ID could not be found.",
+                    ),
+                    (_, None) => team_not_found(),
+                    (Some(m), _) if Membership::from_document(&m).team_id != team => {
+                        ApiError::new(
+                            ErrorCode::TeamMembershipMismatch,
+                            "The membership ID does not belong to the team ID.",
+                        )
+                    }
+                    _ => ApiError::new(
+                        ErrorCode::TeamInvalidSecret,
+                        "The team invitation secret is invalid. Please request a new invitation and try again.",
+                    ),
+                });
+            }
+        }
+        let email = crate::auth::load_user(&*ctx.view, &ctx.project, &user_id)?
+            .map(|u| u.email)
+            .unwrap_or_default();
+        let (session, value) = new_session(&req, &user_id, "email", email, vec!["email".into()]);
+        let op = AuthOp::AcceptInvite {
+            team,
+            id: id.clone(),
+            secret_sha256: digest,
+            session: Box::new(session),
+        };
+        let made = match propose(&s, &ctx, op).await? {
+            Outcome::Session(session) => Some(session),
+            Outcome::Membership(_) => None,
+            o => return Err(unexpected(o)),
+        };
+        let view = s
+            .backend
+            .read(model::reader::Consistency::Linearizable)
+            .await?;
+        let m = view
+            .document(&ctx.project, auth::memberships(), &id)?
+            .map(|d| Membership::from_document(&d))
+            .ok_or_else(|| unexpected(Outcome::Done))?;
+        let fresh = Ctx { view, ..ctx };
+        let mut headers = axum::http::HeaderMap::new();
+        if let Some(session) = made {
+            set_session_cookies(&mut headers, &fresh.project, &value, session.expire, &req);
+        }
+        let body = axum::Json(membership_json(&fresh, &m));
+        Ok(axum::response::IntoResponse::into_response((
+            StatusCode::OK,
+            headers,
+            body,
+        )))
     })
 }
 

@@ -300,12 +300,14 @@ fn user_agent(req: &Req) -> String {
         .collect()
 }
 
-pub(crate) async fn make_session(
-    s: &AppState,
-    ctx: &Ctx,
+/// A new session for `user_id` (not yet committed), and the value its holder is given.
+pub(crate) fn new_session(
     req: &Req,
-    r: SessionRequest,
-) -> Result<NewSession, ApiError> {
+    user_id: &str,
+    provider: &str,
+    provider_uid: String,
+    factors: Vec<String>,
+) -> (Session, String) {
     // As Appwrite: 128 random bytes, 256 hex characters.
     let secret = random_hex(128);
     let now = now_ms();
@@ -313,16 +315,31 @@ pub(crate) async fn make_session(
         id: new_id(),
         created_at: now,
         updated_at: now,
-        user_id: r.user_id.clone(),
+        user_id: user_id.to_string(),
         secret_sha256: sha256_hex(&secret),
-        provider: r.provider.into(),
-        provider_uid: r.provider_uid,
+        provider: provider.into(),
+        provider_uid,
         expire: now.saturating_add(auth::SESSION_TTL_MS),
         ip: req.ip(),
         user_agent: user_agent(req),
-        factors: r.factors,
+        factors,
         mfa_updated_at: None,
     };
+    let value = SessionValue {
+        id: user_id.to_string(),
+        secret,
+    }
+    .encode();
+    (session, value)
+}
+
+pub(crate) async fn make_session(
+    s: &AppState,
+    ctx: &Ctx,
+    req: &Req,
+    r: SessionRequest,
+) -> Result<NewSession, ApiError> {
+    let (session, value) = new_session(req, &r.user_id, r.provider, r.provider_uid, r.factors);
     let op = match r.token {
         Some(secret_sha256) => AuthOp::TokenSession {
             secret_sha256,
@@ -337,20 +354,14 @@ pub(crate) async fn make_session(
         },
     };
     match propose(s, ctx, op).await? {
-        Outcome::Session(session) => Ok(NewSession {
-            session,
-            value: SessionValue {
-                id: r.user_id,
-                secret,
-            }
-            .encode(),
-        }),
+        Outcome::Session(session) => Ok(NewSession { session, value }),
         o => Err(unexpected(o)),
     }
 }
 
-/// The project's JWT secret, made (once, cluster-wide) the first time one is needed.
-async fn jwt_secret(s: &AppState, ctx: &Ctx) -> Result<String, ApiError> {
+/// The project's secret (JWTs are signed with it, emailed secrets derived from it), made
+/// (once, cluster-wide) the first time one is needed.
+pub(crate) async fn project_secret(s: &AppState, ctx: &Ctx) -> Result<String, ApiError> {
     if let Some(secret) = ctx.view.jwt_secret(&ctx.project)? {
         return Ok(secret);
     }
@@ -384,7 +395,7 @@ pub(crate) async fn make_jwt(
             "Invalid `duration` param: Value must be a valid range between 0 and 3,600",
         ));
     }
-    let secret = jwt_secret(s, ctx).await?;
+    let secret = project_secret(s, ctx).await?;
     let now = now_ms() / 1000;
     let jwt = crate::secrets::sign_jwt(
         &secret,

@@ -41,6 +41,22 @@ pub const MAX_SESSIONS: usize = 10;
 /// How long a session lasts unless the project says otherwise: one year, as Appwrite.
 pub const SESSION_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
 
+/// What a token is for (`Token::kind`). Only the first three are exchanged for a session.
+pub const TOKEN_GENERIC: &str = "generic";
+pub const TOKEN_MAGIC_URL: &str = "magic-url";
+pub const TOKEN_EMAIL_OTP: &str = "email";
+pub const TOKEN_VERIFICATION: &str = "verification";
+pub const TOKEN_RECOVERY: &str = "recovery";
+/// How long the emailed secrets hold, as in Appwrite: an hour, a code 15 minutes (an
+/// invitation until it is accepted or the membership deleted).
+pub const TOKEN_TTL_MS: i64 = 3600 * 1000;
+pub const OTP_TTL_MS: i64 = 15 * 60 * 1000;
+/// Emails waiting to be sent, across the cluster, at most; past that new ones are refused
+/// (429) until the queue drains, rather than growing the state without bound.
+pub const MAX_OUTBOX: u64 = 10_000;
+/// Tries to send one email before it is dropped (with a warning in the leader's log).
+pub const MAIL_ATTEMPTS: u32 = 10;
+
 fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
     Attribute {
         size,
@@ -653,6 +669,22 @@ pub fn roles(user: Option<&User>, teams: &[TeamRoles]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mail_secrets_are_as_long_as_appwrite_makes_them_and_kept_apart_by_kind() {
+        use super::{mail_secret, MailKind};
+        let v = mail_secret("k", MailKind::Verification, "t1");
+        assert_eq!(v.len(), 256);
+        assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(v, mail_secret("k", MailKind::Verification, "t1"));
+        assert_ne!(v, mail_secret("k", MailKind::Recovery, "t1"));
+        assert_ne!(v, mail_secret("k2", MailKind::Verification, "t1"));
+        assert_ne!(v, mail_secret("k", MailKind::Verification, "t2"));
+        assert_eq!(mail_secret("k", MailKind::MagicUrl, "t1").len(), 64);
+        let otp = mail_secret("k", MailKind::EmailOtp, "t1");
+        assert_eq!(otp.len(), 6);
+        assert!(otp.chars().all(|c| c.is_ascii_digit()));
+    }
+
     use super::*;
 
     fn user() -> User {
@@ -723,4 +755,108 @@ mod tests {
             ]
         );
     }
+}
+
+/// The emails Basalt sends, each with a one-time secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailKind {
+    /// `Account.createVerification`: a link that verifies the address.
+    Verification,
+    /// `Account.createRecovery`: a link to set a new password.
+    Recovery,
+    /// `Account.createMagicURLToken`: a link that signs in.
+    MagicUrl,
+    /// `Account.createEmailToken`: a six-digit code that signs in.
+    EmailOtp,
+    /// `Teams.createMembership` by a user: a link that accepts the invitation.
+    Invitation,
+}
+
+impl MailKind {
+    /// The token kind (or, for invitations, the membership) the secret belongs to; also what
+    /// keeps the secrets of different kinds apart where they are derived.
+    pub fn token_kind(self) -> &'static str {
+        match self {
+            MailKind::Verification => TOKEN_VERIFICATION,
+            MailKind::Recovery => TOKEN_RECOVERY,
+            MailKind::MagicUrl => TOKEN_MAGIC_URL,
+            MailKind::EmailOtp => TOKEN_EMAIL_OTP,
+            MailKind::Invitation => "invitation",
+        }
+    }
+
+    /// Characters of the secret, as Appwrite makes them (the code is six digits).
+    pub fn secret_len(self) -> usize {
+        match self {
+            MailKind::Verification | MailKind::Recovery | MailKind::Invitation => 256,
+            MailKind::MagicUrl => 64,
+            MailKind::EmailOtp => 6,
+        }
+    }
+}
+
+/// An email waiting in the outbox (Raft state) until the leader's mail runner has sent it.
+/// Its secret is not here: the runner derives it again from the project's secret and
+/// `secret_of` (the token's or the membership's id), so neither the log nor a snapshot
+/// holds a usable link. Everything else the message says is fixed when it is queued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mail {
+    pub id: String,
+    pub project: String,
+    pub kind: MailKind,
+    /// When it is (next) to be sent, epoch ms: the queue's order.
+    pub due: i64,
+    pub attempts: u32,
+    pub user_id: String,
+    /// The recipient, filled in when applied from the user as it is then.
+    pub to: String,
+    pub to_name: String,
+    pub secret_of: String,
+    /// Until when the secret holds.
+    pub expire: i64,
+    /// The page the link opens (none for a code).
+    pub url: String,
+    /// The security phrase shown both to the signing-in page and in the email, if asked for.
+    pub phrase: String,
+    /// Invitations: the team, and who invited.
+    pub team_id: String,
+    pub team_name: String,
+    pub inviter: String,
+}
+
+/// The secret an emailed link or code carries: HMAC-SHA256 of the project's secret over the
+/// kind and the id of what it unlocks (a token, or an invitation's membership), as many hex
+/// characters as Appwrite gives that kind, or six digits for a code. Apply stores only its
+/// SHA-256; the mail runner derives it again to write the message.
+pub fn mail_secret(project_secret: &str, kind: MailKind, id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let block = |n: u32| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(project_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        m.update(b"basalt-mail\0");
+        m.update(kind.token_kind().as_bytes());
+        m.update(b"\0");
+        m.update(id.as_bytes());
+        m.update(&n.to_be_bytes());
+        m.finalize().into_bytes()
+    };
+    if kind == MailKind::EmailOtp {
+        let d = block(0);
+        let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % 1_000_000;
+        return format!("{n:06}");
+    }
+    let mut out = String::new();
+    let mut n = 0;
+    while out.len() < kind.secret_len() {
+        out.push_str(&hex::encode(block(n)));
+        n += 1;
+    }
+    out.truncate(kind.secret_len());
+    out
+}
+
+/// Hex SHA-256 of a secret, as secrets are kept.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

@@ -10,7 +10,7 @@
 //! operation creates or changes (`created_at`, `updated_at`, a transaction's expiry) come from
 //! `at` in apply; whatever the proposer put in those fields is ignored.
 
-use crate::auth::{Credential, Membership, Session, Team, Token, User};
+use crate::auth::{Credential, Mail, Membership, Session, Team, Token, User};
 use crate::error::Error;
 use crate::query::Spec;
 use crate::schema::{ApiKey, AttrKind, Attribute, Collection, Database, Document, Index};
@@ -188,6 +188,60 @@ pub enum AuthOp {
     TokenSession {
         secret_sha256: String,
         session: Box<Session>,
+    },
+    /// An emailed secret: `token` for its owner and `mail` queued in the outbox, both in the
+    /// same apply; the token's user and the mail's recipient are filled in from the owner.
+    EmailToken {
+        owner: TokenOwner,
+        token: Box<Token>,
+        mail: Box<Mail>,
+    },
+    /// Uses up a `kind` token of `user` whose secret hashes to `secret_sha256`, and applies
+    /// `changes` to the user (a verified email; a recovered password).
+    RedeemToken {
+        user: String,
+        kind: String,
+        secret_sha256: String,
+        changes: Vec<UserChange>,
+    },
+    /// A user's invitation: an unconfirmed `membership` for the invitee and its email. Asked
+    /// again for someone already invited, the invitation is renewed (new secret, new email).
+    Invite {
+        membership: Box<Membership>,
+        invitee: TokenOwner,
+        mail: Box<Mail>,
+    },
+    /// Accepts an invitation: confirms the membership whose secret hashes to
+    /// `secret_sha256`, marks the user's email verified, and starts `session` for them
+    /// (answered) — unless the caller is signed in as them already (the membership answered).
+    AcceptInvite {
+        team: String,
+        id: String,
+        secret_sha256: String,
+        session: Box<Session>,
+    },
+    /// The outbox (the leader's mail runner): the email queued at `due` was sent, or given
+    /// up on, and leaves the queue.
+    MailSent {
+        due: i64,
+        id: String,
+    },
+    /// The email queued at `due` failed; it is tried again at `next`.
+    MailRetry {
+        due: i64,
+        id: String,
+        next: i64,
+    },
+}
+
+/// Whose token an email carries: a known user, or the user with an email address — made
+/// first, as `create`, when there is none yet (magic URLs and codes sign up as they sign in).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TokenOwner {
+    Id(String),
+    Email {
+        email: String,
+        create: Option<Box<User>>,
     },
 }
 

@@ -118,6 +118,11 @@ error_codes! {
     MembershipNotFound = ("membership_not_found", 404),
     MembershipAlreadyConfirmed = ("membership_already_confirmed", 409),
     GeneralSmtpDisabled = ("general_smtp_disabled", 503),
+    UserEmailNotFound = ("user_email_not_found", 400),
+    TeamInviteNotFound = ("team_invite_not_found", 404),
+    TeamInvalidSecret = ("team_invalid_secret", 401),
+    TeamInviteMismatch = ("team_invite_mismatch", 401),
+    UserEmailAlreadyVerified = ("user_email_already_verified", 409),
 }
 
 impl ErrorCode {

@@ -134,6 +134,32 @@ struct ServeArgs {
     /// `database_timeout` (408) instead of scanning on.
     #[arg(long, env = "BASALT_SCAN_BUDGET", default_value_t = storage_engine::DEFAULT_SCAN_BUDGET)]
     scan_budget: usize,
+    /// The SMTP server outgoing email goes through (verification, recovery, magic URLs,
+    /// codes, invitations). Without it those flows answer `general_smtp_disabled`. Give every
+    /// node the same settings: the leader sends.
+    #[arg(long, env = "BASALT_SMTP_HOST")]
+    smtp_host: Option<String>,
+    /// Default: 25, 587 with starttls, 465 with tls.
+    #[arg(long, env = "BASALT_SMTP_PORT")]
+    smtp_port: Option<u16>,
+    #[arg(long, env = "BASALT_SMTP_USERNAME")]
+    smtp_username: Option<String>,
+    /// Prefer `BASALT_SMTP_PASSWORD`: a command line is visible to every local user.
+    #[arg(long, env = "BASALT_SMTP_PASSWORD", hide_env_values = true)]
+    smtp_password: Option<String>,
+    #[arg(long, env = "BASALT_SMTP_TLS", default_value = "starttls", value_parser = ["none", "starttls", "tls"])]
+    smtp_tls: String,
+    /// `From:` of every email, `Name <address>` or an address.
+    #[arg(
+        long,
+        env = "BASALT_SMTP_SENDER",
+        default_value = "Basalt <noreply@localhost>"
+    )]
+    smtp_sender: String,
+    /// The URL end users reach the cluster at: links in emails may lead to its host, and a
+    /// magic URL asked for without a page leads to `<public-url>/auth/magic-url`.
+    #[arg(long, env = "BASALT_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -380,6 +406,29 @@ async fn serve(a: ServeArgs) -> Result<()> {
             _ => None,
         },
         cert_ttl: std::time::Duration::from_secs(a.cert_ttl.max(10)),
+        smtp: match a.smtp_host.filter(|h| !h.is_empty()) {
+            None => None,
+            Some(host) => {
+                let tls = crate::mail::SmtpTls::parse(&a.smtp_tls)
+                    .ok_or_else(|| anyhow::anyhow!("--smtp-tls: none, starttls or tls"))?;
+                let smtp = crate::mail::Smtp {
+                    host,
+                    port: a.smtp_port.unwrap_or(tls.default_port()),
+                    username: a.smtp_username.filter(|u| !u.is_empty()),
+                    password: a.smtp_password,
+                    tls,
+                    sender: a.smtp_sender,
+                };
+                smtp.check()?;
+                Some(smtp)
+            }
+        },
+        public_url: match a.public_url.filter(|u| !u.is_empty()) {
+            Some(u) if api::mail::url_host(&u).is_none() => {
+                anyhow::bail!("--public-url {u:?}: an http(s) URL")
+            }
+            other => other,
+        },
     };
     let handle = crate::run(cfg).await?;
     #[cfg(unix)]

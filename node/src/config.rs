@@ -33,6 +33,10 @@ pub struct ServeConfig {
     pub own_certs: Option<OwnCerts>,
     /// How long the node certificates this node signs are valid.
     pub cert_ttl: std::time::Duration,
+    /// Outgoing email (`--smtp-*`); none: the email flows answer `general_smtp_disabled`.
+    pub smtp: Option<crate::mail::Smtp>,
+    /// `--public-url`: where end users reach the cluster.
+    pub public_url: Option<String>,
 }
 
 /// `--ca-cert`, `--node-cert`, `--node-key`.
@@ -68,6 +72,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("insecure", &self.insecure)
             .field("own_certs", &self.own_certs)
             .field("cert_ttl", &self.cert_ttl)
+            .field("smtp", &self.smtp)
+            .field("public_url", &self.public_url)
             .finish()
     }
 }
@@ -203,6 +209,15 @@ mod redaction {
             insecure: false,
             own_certs: None,
             cert_ttl: std::time::Duration::from_secs(60),
+            smtp: Some(crate::mail::Smtp {
+                host: "mail".into(),
+                port: 25,
+                username: Some("u".into()),
+                password: Some("s3cret-smtp".into()),
+                tls: crate::mail::SmtpTls::None,
+                sender: "Basalt <noreply@localhost>".into(),
+            }),
+            public_url: None,
         };
         let text = format!("{cfg:?} {cfg:#?}");
         assert!(!text.contains("s3cret"), "{text}");

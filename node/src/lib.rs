@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod gossip;
 mod jobs;
+pub mod mail;
 mod security;
 mod server;
 

@@ -129,6 +129,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         tokio::spawn(async move { announcer.announce_addresses(info).await });
     }
     tokio::spawn(crate::jobs::run(Arc::downgrade(&node)));
+    tokio::spawn(crate::mail::run(Arc::downgrade(&node), cfg.smtp.clone()));
     tokio::spawn(RaftNode::admit_self(Arc::downgrade(&node)));
     tokio::spawn(RaftNode::renew_certificates(Arc::downgrade(&node)));
     if node.wait_for_leader(Duration::from_secs(10)).await {
@@ -144,8 +145,12 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let limits = cfg.limits.clone();
+    let mail = api::MailSettings {
+        enabled: cfg.smtp.is_some(),
+        public_url: cfg.public_url.clone(),
+    };
     let http_task = tokio::spawn(async move {
-        let res = api::serve(http_listener, backend, limits, async {
+        let res = api::serve(http_listener, backend, limits, mail, async {
             let _ = stop_rx.await;
         })
         .await;

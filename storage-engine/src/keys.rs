@@ -90,6 +90,18 @@ pub fn join_token(id: &str) -> Vec<u8> {
     k.extend_from_slice(id.as_bytes());
     k
 }
+/// `\0mail\0<due><id>` → `model::auth::Mail`: the outbox, in the order its emails are due.
+pub const OUTBOX: &[u8] = b"\0mail\0";
+/// How many emails the outbox holds (8 big-endian bytes).
+pub const OUTBOX_COUNT: &[u8] = b"\0mail-count";
+
+pub fn outbox(due: i64, id: &str) -> Vec<u8> {
+    let mut k = OUTBOX.to_vec();
+    k.extend_from_slice(&time_bytes(due));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 /// `\0req-at\0<at><request id>`: request ids in the order they expire.
 pub const REQUEST_AT: &[u8] = b"\0req-at\0";
 

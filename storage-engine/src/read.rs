@@ -442,6 +442,26 @@ impl View {
         Ok(out)
     }
 
+    /// The first `limit` emails of the outbox, in the order they are due.
+    pub fn outbox(
+        &self,
+        limit: usize,
+    ) -> std::result::Result<Vec<model::auth::Mail>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.engine.db.iterator_cf_opt(
+            self.cf(CF_META),
+            self.opts(),
+            IteratorMode::From(keys::OUTBOX, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(keys::OUTBOX) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     /// SHA-256 over every key and value of every column family, in order: replicas at the
     /// same applied index must agree on it byte for byte (`basalt cluster check`). Reads the
     /// whole state once, streaming; memory stays constant.

@@ -11,9 +11,10 @@ use super::projects::require_project;
 use super::store::load_document;
 use super::txn::{Txn, INDEX, META};
 use super::{err, Caller, Failure, R};
+use crate::engine::{decode, encode};
 use crate::keys;
-use model::auth::{self, Membership, Session, Team, Token, User};
-use model::command::{AuthOp, UserChange};
+use model::auth::{self, Mail, MailKind, Membership, Session, Team, Token, User};
+use model::command::{AuthOp, TokenOwner, UserChange};
 use model::msg;
 use model::schema::{Document, Order};
 use model::{ErrorCode, Outcome, Value};
@@ -25,8 +26,12 @@ pub(super) fn apply(
     op: &AuthOp,
     at: i64,
 ) -> R<Outcome> {
-    require_project(txn, project)?;
     permitted(caller, op)?;
+    match op {
+        // The outbox outlives a deleted project's other state: its emails still leave it.
+        AuthOp::MailSent { .. } | AuthOp::MailRetry { .. } => {}
+        _ => require_project(txn, project)?,
+    }
     match op {
         AuthOp::CreateUser { user } => {
             let mut user = user.clone();
@@ -228,30 +233,7 @@ pub(super) fn apply(
         }
         AuthOp::CreateToken { token } => {
             load_user(txn, project, &token.user_id)?;
-            let coll = auth::tokens();
-            let held = by_index(
-                txn,
-                project,
-                coll,
-                "_key_user",
-                &token.user_id,
-                auth::MAX_TOKENS + 1,
-            )?;
-            let keep = auth::MAX_TOKENS - 1;
-            for old in held.iter().take(held.len().saturating_sub(keep)) {
-                write_document(txn, project, coll, Some(old), None)?;
-            }
-            let mut t = (**token).clone();
-            t.created_at = at;
-            let doc = Document {
-                id: t.id.clone(),
-                sequence: next_sequence(txn, project, coll)?,
-                created_at: at,
-                updated_at: at,
-                permissions: Vec::new(),
-                data: t.data(),
-            };
-            write_document(txn, project, coll, None, Some(&doc))?;
+            let t = store_token(txn, project, token, at)?;
             Ok(Outcome::Token(t))
         }
         AuthOp::TokenSession {
@@ -277,15 +259,182 @@ pub(super) fn apply(
                 user,
                 auth::MAX_TOKENS,
             )?;
+            // Only sign-in tokens sign in (not a verification's or a recovery's).
             let used = held
                 .iter()
                 .find(|d| {
                     let t = Token::from_document(d);
-                    t.expire > at && t.secret_sha256 == *secret_sha256
+                    t.expire > at
+                        && t.secret_sha256 == *secret_sha256
+                        && [
+                            auth::TOKEN_GENERIC,
+                            auth::TOKEN_MAGIC_URL,
+                            auth::TOKEN_EMAIL_OTP,
+                        ]
+                        .contains(&t.kind.as_str())
                 })
                 .ok_or_else(invalid)?;
+            let kind = Token::from_document(used).kind;
             write_document(txn, project, auth::tokens(), Some(used), None)?;
-            create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at)
+            let out = create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at)?;
+            if kind != auth::TOKEN_GENERIC {
+                // The secret arrived by email: the address is the user's.
+                let change = [UserChange::EmailVerification(true)];
+                update_user(txn, project, user, &change, None, at)?;
+            }
+            Ok(out)
+        }
+        AuthOp::EmailToken { owner, token, mail } => {
+            let user = token_owner(txn, project, owner, at)?;
+            if let (MailKind::Verification, Caller::Roles { user: me, .. }) = (mail.kind, caller) {
+                if me.as_deref() != Some(user.id.as_str()) {
+                    return Err(unauthorized());
+                }
+            }
+            // As Appwrite: a blocked user may not recover a password (nor sign in, which the
+            // session's apply refuses).
+            if mail.kind == MailKind::Recovery && !user.status {
+                return Err(blocked());
+            }
+            if user.email.is_empty() {
+                return Err(err(
+                    ErrorCode::UserEmailNotFound,
+                    "User email could not be found.",
+                ));
+            }
+            if mail.kind == MailKind::Verification && user.email_verification {
+                return Err(err(
+                    ErrorCode::UserEmailAlreadyVerified,
+                    "User email is already verified",
+                ));
+            }
+            let ttl = match mail.kind {
+                MailKind::EmailOtp => auth::OTP_TTL_MS,
+                _ => auth::TOKEN_TTL_MS,
+            };
+            let secret = auth::mail_secret(&project_secret(txn, project)?, mail.kind, &token.id);
+            let mut t = (**token).clone();
+            t.user_id = user.id.clone();
+            t.kind = mail.kind.token_kind().to_string();
+            t.expire = at.saturating_add(ttl);
+            t.secret_sha256 = auth::sha256_hex(&secret);
+            let t = store_token(txn, project, &t, at)?;
+            let mut m = (**mail).clone();
+            m.secret_of = t.id.clone();
+            m.expire = t.expire;
+            enqueue(txn, project, &user, m, at)?;
+            Ok(Outcome::Token(t))
+        }
+        AuthOp::RedeemToken {
+            user,
+            kind,
+            secret_sha256,
+            changes,
+        } => {
+            let invalid = || {
+                err(
+                    ErrorCode::UserInvalidToken,
+                    "Invalid token passed in the request.",
+                )
+            };
+            load_user(txn, project, user)?;
+            let held = by_index(
+                txn,
+                project,
+                auth::tokens(),
+                "_key_user",
+                user,
+                auth::MAX_TOKENS,
+            )?;
+            let used = held
+                .iter()
+                .map(Token::from_document)
+                .find(|t| t.expire > at && t.secret_sha256 == *secret_sha256 && t.kind == *kind)
+                .ok_or_else(invalid)?;
+            let doc = load_document(txn, project, auth::tokens(), &used.id)?.ok_or_else(invalid)?;
+            write_document(txn, project, auth::tokens(), Some(&doc), None)?;
+            update_user(txn, project, user, changes, None, at)?;
+            if kind == auth::TOKEN_RECOVERY {
+                // A recovered password ends every session (Appwrite's `invalidateSessions`).
+                for s in user_sessions(txn, project, user)? {
+                    write_document(txn, project, auth::sessions(), Some(&s), None)?;
+                }
+            }
+            Ok(Outcome::Token(used))
+        }
+        AuthOp::Invite {
+            membership,
+            invitee,
+            mail,
+        } => invite(txn, project, caller, membership, invitee, mail, at),
+        AuthOp::AcceptInvite {
+            team,
+            id,
+            secret_sha256,
+            session,
+        } => {
+            let (old, mut m) = load_membership(txn, project, team, id)?;
+            if m.secret_sha256.is_empty() || m.secret_sha256 != *secret_sha256 {
+                return Err(err(
+                    ErrorCode::TeamInvalidSecret,
+                    "The team invitation secret is invalid. Please request a new invitation and try again.",
+                ));
+            }
+            let signed_in = match caller {
+                Caller::Roles { user, .. } => user.as_ref(),
+                Caller::Privileged => None,
+            };
+            if m.user_id != session.user_id || signed_in.is_some_and(|u| *u != m.user_id) {
+                return Err(err(
+                    ErrorCode::TeamInviteMismatch,
+                    "The invite does not belong to the current user.",
+                ));
+            }
+            if m.confirm {
+                return Err(err(
+                    ErrorCode::MembershipAlreadyConfirmed,
+                    "Membership is already confirmed.",
+                ));
+            }
+            m.confirm = true;
+            m.joined = Some(at);
+            m.updated_at = at;
+            let mut doc = old.clone();
+            doc.data = m.data();
+            doc.updated_at = at;
+            write_document(txn, project, auth::memberships(), Some(&old), Some(&doc))?;
+            count_member(txn, project, team, 1, at)?;
+            let change = [UserChange::EmailVerification(true)];
+            update_user(txn, project, &m.user_id, &change, None, at)?;
+            // A caller signed in already (as the invitee) keeps its session.
+            match signed_in {
+                Some(_) => Ok(Outcome::Membership(m)),
+                None => create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at),
+            }
+        }
+        AuthOp::MailSent { due, id } => {
+            let k = keys::outbox(*due, id);
+            if txn.get(META, &k)?.is_some() {
+                txn.del(META, k);
+                let n = outbox_len(txn)?;
+                txn.put(
+                    META,
+                    keys::OUTBOX_COUNT.to_vec(),
+                    n.saturating_sub(1).to_be_bytes().to_vec(),
+                );
+            }
+            Ok(Outcome::Done)
+        }
+        AuthOp::MailRetry { due, id, next } => {
+            let k = keys::outbox(*due, id);
+            if let Some(bytes) = txn.get(META, &k)? {
+                let mut m: Mail = decode(&k, &bytes)?;
+                txn.del(META, k);
+                m.attempts = m.attempts.saturating_add(1);
+                m.due = *next;
+                txn.put(META, keys::outbox(m.due, &m.id), encode(&m));
+            }
+            Ok(Outcome::Done)
         }
         AuthOp::InitJwtSecret { secret } => {
             let k = keys::meta(project, keys::JWT_SECRET, &[]);
@@ -335,6 +484,35 @@ fn permitted(caller: &Caller, op: &AuthOp) -> R<()> {
         ) => proof.is_some() || user.as_ref().is_some_and(|u| u.id == session.user_id),
         // The token is the proof, checked when applied.
         (AuthOp::TokenSession { .. }, None) => true,
+        // Recovery, magic URLs and codes are asked for by anyone who knows the address (the
+        // secret goes to it, not to the caller); a verification by the user alone (in apply).
+        (AuthOp::EmailToken { owner, mail, .. }, me) => match mail.kind {
+            MailKind::Verification => me.is_some() && matches!(owner, TokenOwner::Id(_)),
+            MailKind::Recovery => {
+                matches!(
+                    owner,
+                    TokenOwner::Id(_) | TokenOwner::Email { create: None, .. }
+                )
+            }
+            MailKind::MagicUrl | MailKind::EmailOtp => true,
+            MailKind::Invitation => false,
+        },
+        // The emailed secret is the proof; what it may change is fixed by its kind.
+        (AuthOp::RedeemToken { kind, changes, .. }, _) => matches!(
+            (kind.as_str(), changes.as_slice()),
+            (
+                auth::TOKEN_VERIFICATION,
+                [UserChange::EmailVerification(true)]
+            ) | (
+                auth::TOKEN_RECOVERY,
+                [
+                    UserChange::Password(Some(_)),
+                    UserChange::EmailVerification(true)
+                ]
+            )
+        ),
+        (AuthOp::Invite { mail, .. }, Some(_)) => mail.kind == MailKind::Invitation,
+        (AuthOp::AcceptInvite { .. }, _) => true,
         (AuthOp::UpdateUser { id, changes, .. }, Some(me)) => {
             id == me
                 && !changes.iter().any(|c| {
@@ -742,10 +920,7 @@ fn create_session(
 ) -> R<Outcome> {
     let (_, user) = load_user(txn, project, &session.user_id)?;
     if !user.status {
-        return Err(err(
-            ErrorCode::UserBlocked,
-            "The current user has been blocked.",
-        ));
+        return Err(blocked());
     }
     if proof.is_some_and(|p| p != user.credential_proof()) {
         return Err(invalid_credentials());
@@ -776,6 +951,206 @@ fn create_session(
     };
     write_document(txn, project, coll, None, Some(&doc))?;
     Ok(Outcome::Session(s))
+}
+
+fn blocked() -> Failure {
+    err(ErrorCode::UserBlocked, "The current user has been blocked.")
+}
+
+/// The project's secret (made before the first JWT or email: `AuthOp::InitJwtSecret`).
+fn project_secret(txn: &Txn, project: &str) -> R<String> {
+    match txn.get(META, &keys::meta(project, keys::JWT_SECRET, &[]))? {
+        Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+        None => Err(err(
+            ErrorCode::GeneralServerError,
+            "The project has no secret yet; try again.",
+        )),
+    }
+}
+
+/// Stores a token (its times from `at`), ending the user's oldest while it holds
+/// `MAX_TOKENS`.
+fn store_token(txn: &mut Txn, project: &str, token: &Token, at: i64) -> R<Token> {
+    let coll = auth::tokens();
+    let held = by_index(
+        txn,
+        project,
+        coll,
+        "_key_user",
+        &token.user_id,
+        auth::MAX_TOKENS + 1,
+    )?;
+    let keep = auth::MAX_TOKENS - 1;
+    for old in held.iter().take(held.len().saturating_sub(keep)) {
+        write_document(txn, project, coll, Some(old), None)?;
+    }
+    let mut t = token.clone();
+    t.created_at = at;
+    let doc = Document {
+        id: t.id.clone(),
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: at,
+        updated_at: at,
+        permissions: Vec::new(),
+        data: t.data(),
+    };
+    write_document(txn, project, coll, None, Some(&doc))?;
+    Ok(t)
+}
+
+/// The user an emailed secret is for: by id, or by email — made first from `create` (as a
+/// sign-up: no password, status, labels or verification of its own) when none has it.
+fn token_owner(txn: &mut Txn, project: &str, owner: &TokenOwner, at: i64) -> R<User> {
+    let (email, create) = match owner {
+        TokenOwner::Id(id) => return Ok(load_user(txn, project, id)?.1),
+        TokenOwner::Email { email, create } => (email, create),
+    };
+    let found = by_index(txn, project, auth::users(), "_key_email", email, 1)?;
+    if let Some(d) = found.first() {
+        return Ok(User::from_document(d));
+    }
+    match create {
+        Some(u) if u.email == *email => {
+            let mut u = (**u).clone();
+            u.password = None;
+            u.status = true;
+            u.labels.clear();
+            u.email_verification = false;
+            u.phone_verification = false;
+            u.mfa = false;
+            create_user(txn, project, &u, at)?;
+            Ok(load_user(txn, project, &u.id)?.1)
+        }
+        _ => Err(user_not_found()),
+    }
+}
+
+fn outbox_len(txn: &Txn) -> R<u64> {
+    Ok(txn
+        .get(META, keys::OUTBOX_COUNT)?
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}
+
+/// Queues `mail` to `user` (its address and name as they are now), due at once.
+fn enqueue(txn: &mut Txn, project: &str, user: &User, mut mail: Mail, at: i64) -> R<()> {
+    let n = outbox_len(txn)?;
+    if n >= auth::MAX_OUTBOX {
+        return Err(err(
+            ErrorCode::GeneralRateLimitExceeded,
+            "Too many emails are waiting to be sent. Please try again later.",
+        ));
+    }
+    mail.project = project.to_string();
+    mail.user_id = user.id.clone();
+    mail.to = user.email.clone();
+    mail.to_name = user.name.clone();
+    mail.due = at;
+    mail.attempts = 0;
+    txn.put(META, keys::outbox(mail.due, &mail.id), encode(&mail));
+    txn.put(
+        META,
+        keys::OUTBOX_COUNT.to_vec(),
+        (n + 1).to_be_bytes().to_vec(),
+    );
+    Ok(())
+}
+
+/// A team owner's invitation by email: an unconfirmed membership whose secret is derived
+/// like a token's, and the email that carries it. Someone already invited is invited again
+/// (same membership, the secret and email sent anew); a member already confirmed is refused.
+fn invite(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    membership: &Membership,
+    invitee: &TokenOwner,
+    mail: &Mail,
+    at: i64,
+) -> R<Outcome> {
+    let (_, team) = load_team(txn, project, caller, &membership.team_id, "read")?;
+    owner_of(caller, &team.id)?;
+    let inviter = match caller {
+        Caller::Roles { user: Some(me), .. } => load_user(txn, project, me)?.1.name,
+        _ => String::new(),
+    };
+    let user = token_owner(txn, project, invitee, at)?;
+    let coll = auth::memberships();
+    let held = by_index(
+        txn,
+        project,
+        coll,
+        "_key_user",
+        &user.id,
+        auth::MAX_MEMBERSHIPS,
+    )?;
+    let existing = held
+        .iter()
+        .find(|d| Membership::from_document(d).team_id == team.id);
+    let (old, mut m) = match existing {
+        Some(d) => {
+            let m = Membership::from_document(d);
+            if m.confirm {
+                return Err(err(
+                    ErrorCode::MembershipAlreadyConfirmed,
+                    "Membership is already confirmed.",
+                ));
+            }
+            (Some(d.clone()), m)
+        }
+        None => {
+            if held.len() >= auth::MAX_MEMBERSHIPS {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    msg!(
+                        "A user may belong to at most {} teams.",
+                        auth::MAX_MEMBERSHIPS
+                    ),
+                ));
+            }
+            if load_document(txn, project, coll, &membership.id)?.is_some() {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "Membership with the requested ID already exists.",
+                ));
+            }
+            let mut m = membership.clone();
+            m.created_at = at;
+            (None, m)
+        }
+    };
+    m.user_id = user.id.clone();
+    m.team_id = team.id.clone();
+    m.roles = membership.roles.clone();
+    m.invited = at;
+    m.joined = None;
+    m.confirm = false;
+    m.updated_at = at;
+    // A renewed invitation gets a new secret: its seed is the membership and when it was made.
+    let seed = format!("{}@{at}", m.id);
+    let secret = auth::mail_secret(&project_secret(txn, project)?, MailKind::Invitation, &seed);
+    m.secret_sha256 = auth::sha256_hex(&secret);
+    let doc = Document {
+        id: m.id.clone(),
+        sequence: match &old {
+            Some(d) => d.sequence,
+            None => next_sequence(txn, project, coll)?,
+        },
+        created_at: m.created_at,
+        updated_at: at,
+        permissions: Vec::new(),
+        data: m.data(),
+    };
+    write_document(txn, project, coll, old.as_ref(), Some(&doc))?;
+    let mut mail = mail.clone();
+    mail.secret_of = seed;
+    mail.team_id = team.id.clone();
+    mail.team_name = team.name.clone();
+    mail.inviter = inviter;
+    mail.expire = 0;
+    enqueue(txn, project, &user, mail, at)?;
+    Ok(Outcome::Membership(m))
 }
 
 /// Checks an end user's session against the committed state at `at`: it exists, is theirs,

@@ -865,3 +865,230 @@ fn a_removal_retires_the_id_and_stales_the_root_key_until_it_rotates() {
     assert_eq!(record.sha256, b);
     assert!(!record.removed_since);
 }
+
+fn auth(op: model::command::AuthOp) -> Op {
+    Op::Auth(op)
+}
+
+fn user(id: &str, email: &str) -> model::auth::User {
+    model::auth::User {
+        id: id.into(),
+        created_at: 0,
+        updated_at: 0,
+        name: String::new(),
+        email: email.into(),
+        phone: String::new(),
+        password: None,
+        registration: 0,
+        status: true,
+        labels: Vec::new(),
+        password_update: None,
+        email_verification: false,
+        phone_verification: false,
+        mfa: false,
+        prefs: "{}".into(),
+        accessed_at: None,
+    }
+}
+
+fn mail(kind: model::auth::MailKind) -> model::auth::Mail {
+    model::auth::Mail {
+        id: format!("m{}", NEXT_ID.fetch_add(1, Ordering::SeqCst)),
+        project: String::new(),
+        kind,
+        due: 0,
+        attempts: 0,
+        user_id: String::new(),
+        to: String::new(),
+        to_name: String::new(),
+        secret_of: String::new(),
+        expire: 0,
+        url: "http://localhost/x".into(),
+        phrase: String::new(),
+        team_id: String::new(),
+        team_name: String::new(),
+        inviter: String::new(),
+    }
+}
+
+fn token(id: &str) -> model::auth::Token {
+    model::auth::Token {
+        id: id.into(),
+        created_at: 0,
+        user_id: String::new(),
+        secret_sha256: String::new(),
+        kind: String::new(),
+        expire: 0,
+    }
+}
+
+#[test]
+fn emailed_secrets_are_derived_queued_used_once_and_change_only_what_their_kind_allows() {
+    use model::auth::{mail_secret, sha256_hex, MailKind};
+    use model::command::{AuthOp, TokenOwner, UserChange};
+    let mut f = Fixture::new();
+    let out = f.apply(vec![
+        env(
+            Actor::Operator,
+            auth(AuthOp::InitJwtSecret {
+                secret: "project-secret".into(),
+            }),
+            10,
+        ),
+        env(
+            Actor::Guest,
+            auth(AuthOp::CreateUser {
+                user: Box::new(user("u1", "ann@example.com")),
+            }),
+            10,
+        ),
+        env(
+            Actor::Guest,
+            auth(AuthOp::EmailToken {
+                owner: TokenOwner::Email {
+                    email: "ann@example.com".into(),
+                    create: None,
+                },
+                token: Box::new(token("t1")),
+                mail: Box::new(mail(MailKind::Recovery)),
+            }),
+            20,
+        ),
+        // An invitation is an owner's, never a guest's; an unknown address recovers nothing.
+        env(
+            Actor::Guest,
+            auth(AuthOp::EmailToken {
+                owner: TokenOwner::Id("u1".into()),
+                token: Box::new(token("t2")),
+                mail: Box::new(mail(MailKind::Invitation)),
+            }),
+            20,
+        ),
+        env(
+            Actor::Guest,
+            auth(AuthOp::EmailToken {
+                owner: TokenOwner::Email {
+                    email: "bob@example.com".into(),
+                    create: None,
+                },
+                token: Box::new(token("t3")),
+                mail: Box::new(mail(MailKind::Recovery)),
+            }),
+            20,
+        ),
+    ]);
+    let Outcome::Token(t) = &out[2] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((t.user_id.as_str(), t.kind.as_str()), ("u1", "recovery"));
+    assert_eq!(t.expire, 20 + model::auth::TOKEN_TTL_MS);
+    let secret = mail_secret("project-secret", MailKind::Recovery, "t1");
+    assert_eq!(t.secret_sha256, sha256_hex(&secret));
+    assert_eq!(failed(&out[3]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(failed(&out[4]), Some(ErrorCode::UserNotFound));
+    let queued = f.eng.view().unwrap().outbox(10).unwrap();
+    assert_eq!(queued.len(), 1);
+    let m = &queued[0];
+    assert_eq!(
+        (
+            m.to.as_str(),
+            m.user_id.as_str(),
+            m.secret_of.as_str(),
+            m.due
+        ),
+        ("ann@example.com", "u1", "t1", 20)
+    );
+
+    let redeem = |kind: &str, secret: &str, changes: Vec<UserChange>| {
+        env(
+            Actor::Guest,
+            auth(AuthOp::RedeemToken {
+                user: "u1".into(),
+                kind: kind.into(),
+                secret_sha256: sha256_hex(secret),
+                changes,
+            }),
+            30,
+        )
+    };
+    let cred = model::auth::Credential {
+        algo: "argon2".into(),
+        hash: "h".into(),
+        options: String::new(),
+    };
+    let recover = vec![
+        UserChange::Password(Some(cred)),
+        UserChange::EmailVerification(true),
+    ];
+    let out = f.apply(vec![
+        // The token does not unblock, label or verify anything else.
+        redeem(
+            "recovery",
+            &secret,
+            vec![UserChange::Labels(vec!["admin".into()])],
+        ),
+        redeem("recovery", &secret, vec![UserChange::Status(true)]),
+        // Not a verification's token; not this secret.
+        redeem(
+            "verification",
+            &secret,
+            vec![UserChange::EmailVerification(true)],
+        ),
+        redeem("recovery", "guess", recover.clone()),
+        redeem("recovery", &secret, recover.clone()),
+        redeem("recovery", &secret, recover.clone()),
+    ]);
+    let codes: Vec<_> = out.iter().map(failed).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Some(ErrorCode::UserUnauthorized),
+            Some(ErrorCode::UserUnauthorized),
+            Some(ErrorCode::UserInvalidToken),
+            Some(ErrorCode::UserInvalidToken),
+            None,
+            Some(ErrorCode::UserInvalidToken),
+        ]
+    );
+    let view = f.eng.view().unwrap();
+    let doc = view
+        .document("p", model::auth::users(), "u1")
+        .unwrap()
+        .unwrap();
+    let u = model::auth::User::from_document(&doc);
+    assert!(u.email_verification && u.password.is_some());
+
+    // Only the operator (the leader's mail runner) moves the queue.
+    let (due, id) = (m.due, m.id.clone());
+    let out = f.apply(vec![
+        env(
+            Actor::Guest,
+            auth(AuthOp::MailSent {
+                due,
+                id: id.clone(),
+            }),
+            40,
+        ),
+        env(
+            Actor::Operator,
+            auth(AuthOp::MailRetry {
+                due,
+                id: id.clone(),
+                next: 1000,
+            }),
+            40,
+        ),
+    ]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::UserUnauthorized));
+    let queued = f.eng.view().unwrap().outbox(10).unwrap();
+    assert_eq!(
+        (queued.len(), queued[0].due, queued[0].attempts),
+        (1, 1000, 1)
+    );
+    f.apply(vec![env(
+        Actor::Operator,
+        auth(AuthOp::MailSent { due: 1000, id }),
+        50,
+    )]);
+    assert!(f.eng.view().unwrap().outbox(10).unwrap().is_empty());
+}
