@@ -168,6 +168,27 @@ def test_email_verification(mp, smtp):
     raises(401, "general_unauthorized_scope", Account(mp.guest()).create_email_verification, url="http://localhost/v")
 
 
+def test_links_go_only_where_a_browser_would_go_and_die_with_the_address(mp, smtp):
+    _, inbox = smtp
+    Account(mp.guest()).create(user_id=ID.unique(), email="wes@example.com", password=PASSWORD)
+    g = Account(mp.guest())
+    # A browser reads `\` as `/`: this page is on evil.example, whatever follows the `@`.
+    for url in ["https://evil.example\\@localhost/", "https://localhost@evil.example/",
+                "http://localhost/x\nInjected: header", "javascript:alert(1)//localhost"]:
+        e = raises(400, "general_argument_invalid", g.create_recovery, email="wes@example.com", url=url)
+        assert "Invalid `url` param: Invalid URI." in e.message, e.message
+    assert inbox.count("wes@example.com") == 0
+    # A link sent to an address is void once the address changes: it would verify the new one.
+    _, me = signed_in(mp, "wes@example.com")
+    Account(me).create_email_verification(url="http://127.0.0.1:8000/v")
+    [msg] = inbox.wait_for("wes@example.com")
+    url, q = link(msg)
+    assert url.startswith("http://127.0.0.1:8000/v?")
+    Account(me).update_email(email="wes2@example.com", password=PASSWORD)
+    raises(401, "user_invalid_token", g.update_email_verification, user_id=q["userId"], secret=q["secret"])
+    assert Account(me).get().emailverification is False
+
+
 def test_password_recovery(mp, smtp):
     _, inbox = smtp
     u = Account(mp.guest()).create(user_id=ID.unique(), email="rob@example.com", password=PASSWORD)
@@ -255,6 +276,7 @@ def test_team_invitations(mp, smtp):
     assert "Olive" in body(msg) and "Bob" in body(msg)
     _, q = link(msg)
     assert q["membershipId"] == m.id and q["teamId"] == team.id and len(q["secret"]) == 256
+    assert q["teamName"] == "Crew"
     bob = Users(mp.client()).get(user_id=q["userId"])
     assert bob.email == "bob@example.com" and bob.name == "Bob"
     # Not a member until accepted: the team counts one.

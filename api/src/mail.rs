@@ -34,23 +34,29 @@ pub(crate) fn require_smtp(s: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// The host of an absolute http(s) URL, lower-cased; `None` for anything else.
-pub fn url_host(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !["http", "https"].contains(&scheme.to_ascii_lowercase().as_str()) {
+/// An absolute http(s) URL as a browser reads it (`\\` is `/`, userinfo is not the host, a
+/// trailing dot is dropped): its host, lower-cased, and the URL serialised again (what goes
+/// into an email). `None` for anything else, or for a URL with whitespace or control
+/// characters, which no email should carry.
+pub fn parse_http_url(raw: &str) -> Option<(String, String)> {
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.split(':').next()?,
+    let u = url::Url::parse(raw).ok()?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
     };
-    let ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-    ok.then(|| host.to_ascii_lowercase())
+    (!host.is_empty()).then(|| (host, u.to_string()))
+}
+
+/// The host of an absolute http(s) URL (see `parse_http_url`).
+pub fn url_host(raw: &str) -> Option<String> {
+    parse_http_url(raw).map(|(host, _)| host)
 }
 
 /// The `name` param: a page a link in an email may open, which must be on `localhost`, on
@@ -67,16 +73,10 @@ pub(crate) async fn redirect_param(
     };
     let invalid = |m| ApiError(model::Error::invalid(m));
     if url.len() > 2048 {
-        return Err(invalid(msg!(
-            "Invalid `{}` param: Value must be a valid URL",
-            name
-        )));
+        return Err(invalid(msg!("Invalid `{}` param: Invalid URI.", name)));
     }
-    let Some(host) = url_host(&url) else {
-        return Err(invalid(msg!(
-            "Invalid `{}` param: Value must be a valid URL",
-            name
-        )));
+    let Some((host, url)) = parse_http_url(&url) else {
+        return Err(invalid(msg!("Invalid `{}` param: Invalid URI.", name)));
     };
     let public = s.mail.public_url.as_deref().and_then(url_host);
     // `127.0.0.1` and `::1` are `localhost`, as in Appwrite.
@@ -307,6 +307,7 @@ fn redirect(mail: &Mail, project: &str, secret: &str) -> String {
                 ("userId", &mail.user_id),
                 ("secret", secret),
                 ("teamId", &mail.team_id),
+                ("teamName", &mail.team_name),
             ],
         ),
         MailKind::MagicUrl => with_query(
@@ -417,24 +418,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_hosts() {
+    fn url_hosts_are_what_a_browser_would_visit() {
+        let host = |u: &str| url_host(u);
         assert_eq!(
-            url_host("http://localhost:3000/x").as_deref(),
+            host("http://localhost:3000/x").as_deref(),
             Some("localhost")
         );
         assert_eq!(
-            url_host("https://App.Example.com/a?b#c").as_deref(),
+            host("https://App.Example.com/a?b#c").as_deref(),
             Some("app.example.com")
         );
         assert_eq!(
-            url_host("https://u:p@evil.com/").as_deref(),
+            host("HTTPS://example.com./").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(host("https://u:p@evil.com/").as_deref(), Some("evil.com"));
+        assert_eq!(
+            host("https://localhost@evil.com/").as_deref(),
             Some("evil.com")
         );
-        assert_eq!(url_host("https://[::1]:80/").as_deref(), Some("::1"));
-        assert_eq!(url_host("javascript:alert(1)"), None);
-        assert_eq!(url_host("ftp://example.com/"), None);
-        assert_eq!(url_host("https:///path"), None);
-        assert_eq!(url_host("https://exa mple.com/"), None);
+        // A browser reads a backslash as `/`: the host is evil.com, not localhost.
+        assert_eq!(
+            host("https://evil.com\\@localhost/").as_deref(),
+            Some("evil.com")
+        );
+        assert_eq!(host("https://[::1]:80/").as_deref(), Some("::1"));
+        assert_eq!(host("http://127.1/").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host("javascript:alert(1)"), None);
+        assert_eq!(host("ftp://example.com/"), None);
+        assert_eq!(host("https://exa mple.com/"), None);
+        assert_eq!(host("http://localhost/a\nInjected: text"), None);
+        let (_, again) = parse_http_url("http://localhost/r?x=1#f").unwrap();
+        assert_eq!(again, "http://localhost/r?x=1#f");
     }
 
     #[test]

@@ -413,6 +413,8 @@ async fn invite(
     require_smtp(s)?;
     readable_team(ctx, req)?;
     let name = name_param(req, "name", false)?;
+    // The email greets the invitee by the name given, else by the address (as Appwrite).
+    let greeting = name.clone().or_else(|| email.clone()).unwrap_or_default();
     let invitee = match (user_id, email) {
         (Some(id), email) => {
             let u = crate::auth::load_user(&*ctx.view, &ctx.project, &id)?.ok_or_else(|| {
@@ -456,10 +458,12 @@ async fn invite(
         confirm: false,
         secret_sha256: String::new(),
     };
+    let mut mail = new_mail(MailKind::Invitation, url, String::new());
+    mail.to_name = greeting;
     let op = AuthOp::Invite {
         membership: Box::new(m),
         invitee,
-        mail: Box::new(new_mail(MailKind::Invitation, url, String::new())),
+        mail: Box::new(mail),
     };
     match propose(s, ctx, op).await? {
         Outcome::Membership(m) => reply(StatusCode::CREATED, membership_json(ctx, &m)),

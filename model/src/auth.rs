@@ -51,9 +51,10 @@ pub const TOKEN_RECOVERY: &str = "recovery";
 /// invitation until it is accepted or the membership deleted).
 pub const TOKEN_TTL_MS: i64 = 3600 * 1000;
 pub const OTP_TTL_MS: i64 = 15 * 60 * 1000;
-/// Emails waiting to be sent, across the cluster, at most; past that new ones are refused
-/// (429) until the queue drains, rather than growing the state without bound.
-pub const MAX_OUTBOX: u64 = 10_000;
+/// Emails of one project waiting to be sent, at most; past that its new ones are refused
+/// (429) until the queue drains, rather than growing the state without bound (and one
+/// project's flood never holds up another's email).
+pub const MAX_OUTBOX: u64 = 1_000;
 /// Tries to send one email before it is dropped (with a warning in the leader's log).
 pub const MAIL_ATTEMPTS: u32 = 10;
 

@@ -29,8 +29,13 @@ const BATCH: usize = 16;
 /// The pause before the first retry; doubled on each, up to an hour.
 const FIRST_RETRY_MS: i64 = 10_000;
 const MAX_RETRY_MS: i64 = 3_600_000;
-/// One SMTP conversation, at most.
+/// One SMTP command, at most (lettre's own timeout), and one whole email.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a failure the sender pauses (doubling up to a minute) before it tries the queue
+/// again, so a server that is down is not asked about every email every 250 ms.
+const FIRST_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// `--smtp-tls`: how the connection to the SMTP server is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,13 +137,19 @@ pub async fn run(node: Weak<RaftNode>, smtp: Option<Smtp>) {
     let sender = smtp.as_ref().and_then(|s| s.sender.parse::<Mailbox>().ok());
     let mut warned = false;
     let mut busy = false;
+    // Failed sends in a row (each pass stops at the first).
+    let mut failures: u32 = 0;
     loop {
-        if !busy {
+        if failures > 0 {
+            let pause = FIRST_PAUSE.saturating_mul(1 << (failures - 1).min(10));
+            tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+        } else if !busy {
             tokio::time::sleep(IDLE).await;
         }
         busy = false;
         let Some(node) = node.upgrade() else { return };
         if !node.is_leader() {
+            failures = 0;
             continue;
         }
         let Ok(view) = node.view(Consistency::Local).await else {
@@ -154,6 +165,7 @@ pub async fn run(node: Weak<RaftNode>, smtp: Option<Smtp>) {
         let now = chrono::Utc::now().timestamp_millis();
         let due: Vec<Mail> = queue.into_iter().filter(|m| m.due <= now).collect();
         if due.is_empty() {
+            failures = 0;
             continue;
         }
         let (Some(transport), Some(sender)) = (&transport, &sender) else {
@@ -167,7 +179,16 @@ pub async fn run(node: Weak<RaftNode>, smtp: Option<Smtp>) {
             continue;
         };
         for mail in due {
-            let op = match deliver(&view, transport, sender, &mail, now).await {
+            // A leader that stepped down stops sending at once (the new one sends).
+            if !node.is_leader() {
+                break;
+            }
+            let sent =
+                tokio::time::timeout(SEND_TIMEOUT, deliver(&view, transport, sender, &mail, now))
+                    .await
+                    .unwrap_or_else(|_| Err(Failure::Retry("timed out".into())));
+            let failed = matches!(sent, Err(Failure::Retry(_)));
+            let op = match sent {
                 Ok(()) => {
                     tracing::info!(project = %mail.project, kind = ?mail.kind, id = %mail.id, "email sent");
                     AuthOp::MailSent {
@@ -217,6 +238,12 @@ pub async fn run(node: Weak<RaftNode>, smtp: Option<Smtp>) {
                     break;
                 }
             }
+            if failed {
+                // The server is likely down for the rest of the batch too.
+                failures = failures.saturating_add(1);
+                break;
+            }
+            failures = 0;
         }
     }
 }
@@ -261,9 +288,10 @@ async fn deliver(
         .subject(r.subject)
         .multipart(MultiPart::alternative_plain_html(r.text, r.html))
         .map_err(|e| Failure::Drop(format!("building the message: {e}")))?;
-    transport
-        .send(message)
-        .await
-        .map(|_| ())
-        .map_err(|e| Failure::Retry(e.to_string()))
+    match transport.send(message).await {
+        Ok(_) => Ok(()),
+        // A 5xx answer (no such mailbox, refused) will not change by asking again.
+        Err(e) if e.is_permanent() => Err(Failure::Drop(format!("refused: {e}"))),
+        Err(e) => Err(Failure::Retry(e.to_string())),
+    }
 }

@@ -92,8 +92,8 @@ pub fn join_token(id: &str) -> Vec<u8> {
 }
 /// `\0mail\0<due><id>` → `model::auth::Mail`: the outbox, in the order its emails are due.
 pub const OUTBOX: &[u8] = b"\0mail\0";
-/// How many emails the outbox holds (8 big-endian bytes).
-pub const OUTBOX_COUNT: &[u8] = b"\0mail-count";
+/// A project's meta record: how many of its emails the outbox holds (8 big-endian bytes).
+pub const OUTBOX_COUNT: &str = "O";
 
 pub fn outbox(due: i64, id: &str) -> Vec<u8> {
     let mut k = OUTBOX.to_vec();

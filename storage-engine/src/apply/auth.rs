@@ -60,7 +60,11 @@ pub(super) fn apply(
                     return Err(invalid_credentials());
                 }
             }
+            let before = load_user(txn, project, id)?.1.email;
             let out = update_user(txn, project, id, changes, proof.as_deref(), at)?;
+            if matches!(&out, Outcome::User(u) if u.email != before) {
+                forget_emailed_secrets(txn, project, id)?;
+            }
             if changes.iter().any(|c| matches!(c, UserChange::Password(_))) {
                 // A new password ends every other session (Appwrite's `invalidateSessions`,
                 // on by default): all of them when a key changed it.
@@ -414,14 +418,11 @@ pub(super) fn apply(
         }
         AuthOp::MailSent { due, id } => {
             let k = keys::outbox(*due, id);
-            if txn.get(META, &k)?.is_some() {
+            if let Some(bytes) = txn.get(META, &k)? {
+                let m: Mail = decode(&k, &bytes)?;
                 txn.del(META, k);
-                let n = outbox_len(txn)?;
-                txn.put(
-                    META,
-                    keys::OUTBOX_COUNT.to_vec(),
-                    n.saturating_sub(1).to_be_bytes().to_vec(),
-                );
+                let n = outbox_len(txn, &m.project)?;
+                set_outbox_len(txn, &m.project, n.saturating_sub(1));
             }
             Ok(Outcome::Done)
         }
@@ -432,6 +433,7 @@ pub(super) fn apply(
                 txn.del(META, k);
                 m.attempts = m.attempts.saturating_add(1);
                 m.due = *next;
+                // Ids are unique in the queue, so the new key is free.
                 txn.put(META, keys::outbox(m.due, &m.id), encode(&m));
             }
             Ok(Outcome::Done)
@@ -984,6 +986,12 @@ fn store_token(txn: &mut Txn, project: &str, token: &Token, at: i64) -> R<Token>
     for old in held.iter().take(held.len().saturating_sub(keep)) {
         write_document(txn, project, coll, Some(old), None)?;
     }
+    if load_document(txn, project, coll, &token.id)?.is_some() {
+        return Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "Token with the requested ID already exists.",
+        ));
+    }
     let mut t = token.clone();
     t.created_at = at;
     let doc = Document {
@@ -1013,6 +1021,8 @@ fn token_owner(txn: &mut Txn, project: &str, owner: &TokenOwner, at: i64) -> R<U
         Some(u) if u.email == *email => {
             let mut u = (**u).clone();
             u.password = None;
+            u.phone.clear();
+            u.prefs = "{}".into();
             u.status = true;
             u.labels.clear();
             u.email_verification = false;
@@ -1025,35 +1035,90 @@ fn token_owner(txn: &mut Txn, project: &str, owner: &TokenOwner, at: i64) -> R<U
     }
 }
 
-fn outbox_len(txn: &Txn) -> R<u64> {
+/// How many emails of `project` the outbox holds.
+fn outbox_len(txn: &Txn, project: &str) -> R<u64> {
     Ok(txn
-        .get(META, keys::OUTBOX_COUNT)?
+        .get(META, &keys::meta(project, keys::OUTBOX_COUNT, &[]))?
         .and_then(|v| v.try_into().ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0))
 }
 
+fn set_outbox_len(txn: &mut Txn, project: &str, n: u64) {
+    let k = keys::meta(project, keys::OUTBOX_COUNT, &[]);
+    match n {
+        0 => txn.del(META, k),
+        n => txn.put(META, k, n.to_be_bytes().to_vec()),
+    }
+}
+
+/// The secrets emailed to a user's old address hold no more once it changed: its tokens
+/// other than a key's, and its pending invitations' secrets (the email they went to is not
+/// the user's any longer; using one would verify the new address).
+fn forget_emailed_secrets(txn: &mut Txn, project: &str, user: &str) -> R<()> {
+    let tokens = by_index(
+        txn,
+        project,
+        auth::tokens(),
+        "_key_user",
+        user,
+        auth::MAX_TOKENS,
+    )?;
+    for t in tokens {
+        if Token::from_document(&t).kind != auth::TOKEN_GENERIC {
+            write_document(txn, project, auth::tokens(), Some(&t), None)?;
+        }
+    }
+    let coll = auth::memberships();
+    for old in by_index(txn, project, coll, "_key_user", user, auth::MAX_MEMBERSHIPS)? {
+        let mut m = Membership::from_document(&old);
+        if !m.confirm && !m.secret_sha256.is_empty() {
+            m.secret_sha256.clear();
+            let mut doc = old.clone();
+            doc.data = m.data();
+            write_document(txn, project, coll, Some(&old), Some(&doc))?;
+        }
+    }
+    Ok(())
+}
+
 /// Queues `mail` to `user` (its address and name as they are now), due at once.
 fn enqueue(txn: &mut Txn, project: &str, user: &User, mut mail: Mail, at: i64) -> R<()> {
-    let n = outbox_len(txn)?;
+    let n = outbox_len(txn, project)?;
     if n >= auth::MAX_OUTBOX {
         return Err(err(
             ErrorCode::GeneralRateLimitExceeded,
             "Too many emails are waiting to be sent. Please try again later.",
         ));
     }
+    // One email per secret: its id is the secret's seed (a token's id, an invitation's).
+    mail.id = mail.secret_of.clone();
     mail.project = project.to_string();
     mail.user_id = user.id.clone();
     mail.to = user.email.clone();
-    mail.to_name = user.name.clone();
+    // An invitation greets the invitee by the name its owner gave (as Appwrite).
+    if mail.kind != MailKind::Invitation || mail.to_name.is_empty() {
+        mail.to_name = user.name.clone();
+    }
+    if mail.kind != MailKind::Invitation {
+        mail.team_id.clear();
+        mail.team_name.clear();
+        mail.inviter.clear();
+    }
+    if !matches!(mail.kind, MailKind::MagicUrl | MailKind::EmailOtp) {
+        mail.phrase.clear();
+    }
     mail.due = at;
     mail.attempts = 0;
-    txn.put(META, keys::outbox(mail.due, &mail.id), encode(&mail));
-    txn.put(
-        META,
-        keys::OUTBOX_COUNT.to_vec(),
-        (n + 1).to_be_bytes().to_vec(),
-    );
+    let k = keys::outbox(mail.due, &mail.id);
+    if mail.id.is_empty() || txn.get(META, &k)?.is_some() {
+        return Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "This email is queued already.",
+        ));
+    }
+    txn.put(META, k, encode(&mail));
+    set_outbox_len(txn, project, n + 1);
     Ok(())
 }
 
