@@ -355,3 +355,26 @@ def test_queued_email_survives_the_leader(tmp_path):
         if controller:
             controller.stop()
         cluster.shutdown()
+
+
+def test_mfa_challenge_by_email(mp, smtp):
+    _, inbox = smtp
+    users = Users(mp.client())
+    u = users.create(user_id=ID.unique(), email="mfa@example.com", password=PASSWORD)
+    _, me = signed_in(mp, "mfa@example.com")
+    # Only a verified address is a factor.
+    raises(400, "user_email_not_verified", Account(me).create_mfa_challenge, factor="email")
+    users.update_email_verification(user_id=u.id, email_verification=True)
+    users.update_mfa(user_id=u.id, mfa=True)
+    _, short = signed_in(mp, "mfa@example.com")
+    raises(401, "user_more_factors_required", Account(short).get)
+    ch = Account(short).create_mfa_challenge(factor="email")
+    [msg] = inbox.wait_for("mfa@example.com")
+    assert msg["Subject"] == f"Verification Code for {mp.id}"
+    text = body(msg)
+    code = re.search(r"^(\d{6})\s*$", text, re.M).group(1)
+    wrong = f"{(int(code) + 1) % 1000000:06d}"
+    raises(401, "user_invalid_token", Account(short).update_mfa_challenge, challenge_id=ch.id, otp=wrong)
+    s = Account(short).update_mfa_challenge(challenge_id=ch.id, otp=code)
+    assert s.factors == ["password", "email"]
+    assert Account(short).get().id == u.id

@@ -117,6 +117,13 @@ pub(crate) const EMAIL_TOKEN: Rule = Rule {
     parts: &["url", "param-email"],
     reset_on_success: false,
 };
+/// MFA challenges, made and answered.
+pub(crate) const CHALLENGE: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "userId"],
+    reset_on_success: false,
+};
 pub(crate) const INVITE: Rule = Rule {
     limit: 10,
     period: 3600,

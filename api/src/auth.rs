@@ -395,6 +395,22 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
             ));
         }
     }
+    // MFA: a session short of the factors its user needs may only complete a challenge (or
+    // end). A JWT is not checked, as in Appwrite: only a full session can make one.
+    if let Who::User {
+        user,
+        session,
+        jwt: false,
+        ..
+    } = &who
+    {
+        if session.factors.len() < user.factors_required() && !mfa_exempt(&req.method, &req.route) {
+            return Err(ApiError::new(
+                ErrorCode::UserMoreFactorsRequired,
+                "More factors are required to complete the sign in process.",
+            ));
+        }
+    }
     let actor = match &who {
         Who::User { user, session, .. } => Actor::User {
             id: user.id.clone(),
@@ -409,6 +425,18 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         who,
         unresolved,
     })
+}
+
+/// The routes a session short of factors may still use (Appwrite's `mfa` route group).
+fn mfa_exempt(method: &axum::http::Method, route: &str) -> bool {
+    use axum::http::Method;
+    matches!(
+        (method, route),
+        (&Method::DELETE, "/v1/account/sessions/{session}")
+            | (&Method::POST, "/v1/account/mfa/challenges")
+            | (&Method::PUT, "/v1/account/mfa/challenges")
+            | (&Method::GET, "/v1/account/mfa/factors")
+    )
 }
 
 fn authorize_key(

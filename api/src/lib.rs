@@ -29,6 +29,7 @@ mod emailed;
 mod error;
 mod imported;
 pub mod mail;
+mod mfa;
 mod operator;
 mod params;
 mod render;
@@ -119,6 +120,7 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> 
         .merge(operator::router())
         .merge(account::router())
         .merge(emailed::router())
+        .merge(mfa::router())
         .merge(users::router())
         .merge(teams::router())
         .merge(databases::router(common::Flavor::Legacy))

@@ -103,23 +103,7 @@ pub(crate) async fn redirect_param(
 
 /// A new email of `kind`; the apply fills in its recipient and secret.
 pub(crate) fn new_mail(kind: MailKind, url: String, phrase: String) -> Mail {
-    Mail {
-        id: crate::params::new_id(),
-        project: String::new(),
-        kind,
-        due: 0,
-        attempts: 0,
-        user_id: String::new(),
-        to: String::new(),
-        to_name: String::new(),
-        secret_of: String::new(),
-        expire: 0,
-        url,
-        phrase,
-        team_id: String::new(),
-        team_name: String::new(),
-        inviter: String::new(),
-    }
+    Mail::new(crate::params::new_id(), kind, url, phrase)
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -252,6 +236,16 @@ fn template(kind: MailKind) -> Template {
             signature: "{{project}} team",
             button: None,
         },
+        MailKind::MfaChallenge => Template {
+            subject: "Verification Code for {{project}}",
+            preview: "Use {{otp}} to verify your sign in to {{project}}. Expires in 15 minutes.",
+            hello: "Hello {{user}},",
+            body: "Enter the following verification code when prompted to securely sign in to your {{b}}{{project}}{{/b}} account. This code will expire in 15 minutes.",
+            footer: "If you didn't request the sign in, you can safely ignore this email.",
+            thanks: "Thanks,",
+            signature: "{{project}} team",
+            button: None,
+        },
         MailKind::Invitation => Template {
             subject: "Invitation to {{team}} Team at {{project}}",
             preview: "{{owner}} invited you to join {{team}} at {{project}}",
@@ -296,7 +290,7 @@ fn substitute(template: &str, values: &[(&str, &str)], html: bool) -> String {
 fn redirect(mail: &Mail, project: &str, secret: &str) -> String {
     let expire = model::time::format_ms(mail.expire);
     match mail.kind {
-        MailKind::EmailOtp => String::new(),
+        MailKind::EmailOtp | MailKind::MfaChallenge => String::new(),
         MailKind::Invitation => with_query(
             &mail.url,
             &[
@@ -345,11 +339,8 @@ pub fn render(mail: &Mail, project_name: &str, secret: &str) -> Rendered {
     } else {
         mail.inviter.as_str()
     };
-    let otp = if mail.kind == MailKind::EmailOtp {
-        secret
-    } else {
-        ""
-    };
+    let code = matches!(mail.kind, MailKind::EmailOtp | MailKind::MfaChallenge);
+    let otp = if code { secret } else { "" };
     let values = [
         ("project", project_name),
         ("user", user),
@@ -365,7 +356,7 @@ pub fn render(mail: &Mail, project_name: &str, secret: &str) -> Rendered {
         format!("<p>{}</p>", fill(t.hello, true)),
         format!("<p>{}</p>", fill(t.body, true)),
     ];
-    if mail.kind == MailKind::EmailOtp {
+    if code {
         text.push(String::new());
         text.push(otp.to_string());
         html.push(format!(

@@ -652,6 +652,8 @@ pub(crate) fn new_user(
         mfa: false,
         prefs: "{}".into(),
         accessed_at: None,
+        totp: None,
+        recovery: None,
     }
 }
 

@@ -121,6 +121,10 @@ pub fn users() -> &'static Collection {
                 attr("prefs", String, Some(65535), false),
                 attr("accessedAt", Datetime, None, false),
                 attr("search", String, Some(16384), false),
+                attr("mfaTotp", String, Some(64), false),
+                attr("mfaTotpVerified", Boolean, None, false),
+                attr("mfaRecovery", String, Some(64), false),
+                attr("mfaRecoveryUsed", Integer, None, false),
             ],
             vec![
                 index("_key_email", IndexKind::Unique, &["email"]),
@@ -410,6 +414,27 @@ pub struct User {
     /// A JSON object, as the client gave it.
     pub prefs: String,
     pub accessed_at: Option<i64>,
+    /// The TOTP authenticator, if one was added: the seed its secret is derived from
+    /// (`totp_secret`), and whether a code from it was seen.
+    pub totp: Option<Authenticator>,
+    /// MFA recovery codes, if made: their seed (`recovery_codes`) and which are used up.
+    pub recovery: Option<RecoveryCodes>,
+}
+
+/// A TOTP authenticator: its secret is derived from the project's secret and `seed`, so
+/// the state holds none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Authenticator {
+    pub seed: String,
+    pub verified: bool,
+}
+
+/// A user's MFA recovery codes: `RECOVERY_CODES` derived from the project's secret and
+/// `seed`; bit `i` of `used` set once code `i` was used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub seed: String,
+    pub used: u32,
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -488,6 +513,23 @@ impl User {
                 p => p,
             },
             accessed_at: time(g("accessedAt")),
+            totp: match text(g("mfaTotp")) {
+                s if s.is_empty() => None,
+                seed => Some(Authenticator {
+                    seed,
+                    verified: flag(g("mfaTotpVerified")),
+                }),
+            },
+            recovery: match text(g("mfaRecovery")) {
+                s if s.is_empty() => None,
+                seed => Some(RecoveryCodes {
+                    seed,
+                    used: match g("mfaRecoveryUsed") {
+                        Some(Value::Int(n)) => u32::try_from(*n).unwrap_or(0),
+                        _ => 0,
+                    },
+                }),
+            },
         }
     }
 
@@ -527,6 +569,26 @@ impl User {
             ("prefs", Value::Str(self.prefs.clone())),
             ("accessedAt", opt_time(self.accessed_at)),
             ("search", Value::Str(search)),
+            (
+                "mfaTotp",
+                self.totp
+                    .as_ref()
+                    .map_or(Value::Null, |a| Value::Str(a.seed.clone())),
+            ),
+            (
+                "mfaTotpVerified",
+                Value::Bool(self.totp.as_ref().is_some_and(|a| a.verified)),
+            ),
+            (
+                "mfaRecovery",
+                self.recovery
+                    .as_ref()
+                    .map_or(Value::Null, |r| Value::Str(r.seed.clone())),
+            ),
+            (
+                "mfaRecoveryUsed",
+                Value::Int(self.recovery.as_ref().map_or(0, |r| i64::from(r.used))),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -549,7 +611,50 @@ impl User {
     pub fn verified(&self) -> bool {
         self.email_verification || self.phone_verification
     }
+
+    /// The second factors this user has (Appwrite's `listMfaFactors`): a verified TOTP
+    /// authenticator, a verified email, a verified phone, unused recovery codes.
+    pub fn factors(&self) -> Factors {
+        Factors {
+            totp: self.totp.as_ref().is_some_and(|a| a.verified),
+            email: !self.email.is_empty() && self.email_verification,
+            phone: !self.phone.is_empty() && self.phone_verification,
+            recovery_code: self
+                .recovery
+                .as_ref()
+                .is_some_and(|r| r.used.count_ones() < RECOVERY_CODES as u32),
+        }
+    }
+
+    /// How many factors a session of this user needs: two once MFA is on and the user has a
+    /// second factor (recovery codes do not count), else one — Appwrite's rule.
+    pub fn factors_required(&self) -> usize {
+        let f = self.factors();
+        match self.mfa && (f.totp || f.email || f.phone) {
+            true => 2,
+            false => 1,
+        }
+    }
 }
+
+/// Which second factors a user has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Factors {
+    pub totp: bool,
+    pub email: bool,
+    pub phone: bool,
+    pub recovery_code: bool,
+}
+
+/// Recovery codes a user gets, as Appwrite: six of ten hex characters.
+pub const RECOVERY_CODES: usize = 6;
+/// A challenge passed within this long makes a session's MFA "recent", which removing an
+/// authenticator or reading recovery codes needs (Appwrite's 30 minutes).
+pub const MFA_RECENT_MS: i64 = 30 * 60 * 1000;
+/// The factors a challenge may be for.
+pub const CHALLENGE_FACTORS: [&str; 4] = ["email", "phone", "totp", "recoveryCode"];
+/// Token kinds of MFA challenges are this and the factor (`mfa-totp`).
+pub const CHALLENGE_PREFIX: &str = "mfa-";
 
 /// A session, as the state keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -671,6 +776,36 @@ pub fn roles(user: Option<&User>, teams: &[TeamRoles]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn totp_codes_follow_rfc_6238() {
+        // RFC 6238, appendix B (SHA-1): the last six of its eight digits.
+        let secret = b"12345678901234567890";
+        assert_eq!(super::totp_code(secret, 59_000), "287082");
+        assert_eq!(super::totp_code(secret, 1_111_111_109_000), "081804");
+        assert_eq!(super::totp_code(secret, 20_000_000_000_000), "353130");
+        let sha = super::sha256_hex("081804");
+        assert!(super::totp_matches(secret, &sha, 1_111_111_109_000));
+        // The step after still takes it; two steps after does not.
+        assert!(super::totp_matches(
+            secret,
+            &sha,
+            1_111_111_109_000 + 30_000
+        ));
+        assert!(!super::totp_matches(
+            secret,
+            &sha,
+            1_111_111_109_000 + 60_000
+        ));
+        let s = super::totp_secret("k", "u", "seed");
+        assert_eq!(super::totp_base32(&s).len(), 103);
+        let codes = super::recovery_codes("k", "u", "seed");
+        assert_eq!(codes.len(), 6);
+        assert!(codes
+            .iter()
+            .all(|c| c.len() == 10 && c.chars().all(|c| c.is_ascii_hexdigit())));
+        assert_ne!(codes, super::recovery_codes("k", "u", "seed2"));
+    }
+
+    #[test]
     fn mail_secrets_are_as_long_as_appwrite_makes_them_and_kept_apart_by_kind() {
         use super::{mail_secret, MailKind};
         let v = mail_secret("k", MailKind::Verification, "t1");
@@ -710,6 +845,8 @@ mod tests {
             mfa: false,
             prefs: r#"{"theme":"dark"}"#.into(),
             accessed_at: None,
+            totp: None,
+            recovery: None,
         }
     }
 
@@ -771,6 +908,8 @@ pub enum MailKind {
     EmailOtp,
     /// `Teams.createMembership` by a user: a link that accepts the invitation.
     Invitation,
+    /// `Account.createMfaChallenge` for the `email` factor: a six-digit code.
+    MfaChallenge,
 }
 
 impl MailKind {
@@ -783,6 +922,7 @@ impl MailKind {
             MailKind::MagicUrl => TOKEN_MAGIC_URL,
             MailKind::EmailOtp => TOKEN_EMAIL_OTP,
             MailKind::Invitation => "invitation",
+            MailKind::MfaChallenge => "mfa-email",
         }
     }
 
@@ -791,7 +931,7 @@ impl MailKind {
         match self {
             MailKind::Verification | MailKind::Recovery | MailKind::Invitation => 256,
             MailKind::MagicUrl => 64,
-            MailKind::EmailOtp => 6,
+            MailKind::EmailOtp | MailKind::MfaChallenge => 6,
         }
     }
 }
@@ -825,23 +965,93 @@ pub struct Mail {
     pub inviter: String,
 }
 
+impl Mail {
+    /// A new email of `kind`; the apply that queues it fills in its recipient and secret.
+    pub fn new(id: String, kind: MailKind, url: String, phrase: String) -> Mail {
+        Mail {
+            id,
+            project: String::new(),
+            kind,
+            due: 0,
+            attempts: 0,
+            user_id: String::new(),
+            to: String::new(),
+            to_name: String::new(),
+            secret_of: String::new(),
+            expire: 0,
+            url,
+            phrase,
+            team_id: String::new(),
+            team_name: String::new(),
+            inviter: String::new(),
+        }
+    }
+}
+
+/// What a code given for an MFA challenge proves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeCheck {
+    /// Nothing: wrong code, expired or foreign challenge.
+    Refused,
+    /// The challenge's factor.
+    Passed,
+    /// Recovery code number `i` (used up with it).
+    RecoveryCode(usize),
+}
+
+/// Checks `otp_sha256` (SHA-256 of the code given) against `challenge`, a token of kind
+/// `mfa-<factor>` of `user`, at `at`: a TOTP code of the user's authenticator for `at`, the
+/// emailed code, or one of the user's unused recovery codes. Deterministic: apply decides
+/// with it, and a node checks a guess with it before proposing anything.
+pub fn check_challenge(
+    project_secret: &str,
+    user: &User,
+    challenge: &Token,
+    otp_sha256: &str,
+    at: i64,
+) -> ChallengeCheck {
+    if challenge.user_id != user.id || challenge.expire <= at {
+        return ChallengeCheck::Refused;
+    }
+    let passed = match challenge.kind.strip_prefix(CHALLENGE_PREFIX) {
+        Some("totp") => user.totp.as_ref().is_some_and(|a| {
+            totp_matches(
+                &totp_secret(project_secret, &user.id, &a.seed),
+                otp_sha256,
+                at,
+            )
+        }),
+        Some("email" | "phone") => {
+            !challenge.secret_sha256.is_empty() && challenge.secret_sha256 == otp_sha256
+        }
+        Some("recoveryCode") => {
+            let Some(r) = &user.recovery else {
+                return ChallengeCheck::Refused;
+            };
+            let codes = recovery_codes(project_secret, &user.id, &r.seed);
+            return codes
+                .iter()
+                .enumerate()
+                .find(|(i, c)| r.used & (1 << i) == 0 && sha256_hex(c) == otp_sha256)
+                .map_or(ChallengeCheck::Refused, |(i, _)| {
+                    ChallengeCheck::RecoveryCode(i)
+                });
+        }
+        _ => false,
+    };
+    match passed {
+        true => ChallengeCheck::Passed,
+        false => ChallengeCheck::Refused,
+    }
+}
+
 /// The secret an emailed link or code carries: HMAC-SHA256 of the project's secret over the
 /// kind and the id of what it unlocks (a token, or an invitation's membership), as many hex
 /// characters as Appwrite gives that kind, or six digits for a code. Apply stores only its
 /// SHA-256; the mail runner derives it again to write the message.
 pub fn mail_secret(project_secret: &str, kind: MailKind, id: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let block = |n: u32| {
-        let mut m = Hmac::<sha2::Sha256>::new_from_slice(project_secret.as_bytes())
-            .expect("HMAC takes keys of any length");
-        m.update(b"basalt-mail\0");
-        m.update(kind.token_kind().as_bytes());
-        m.update(b"\0");
-        m.update(id.as_bytes());
-        m.update(&n.to_be_bytes());
-        m.finalize().into_bytes()
-    };
-    if kind == MailKind::EmailOtp {
+    let block = |n: u32| derive(project_secret, "basalt-mail", &[kind.token_kind(), id], n);
+    if matches!(kind, MailKind::EmailOtp | MailKind::MfaChallenge) {
         let d = block(0);
         let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % 1_000_000;
         return format!("{n:06}");
@@ -854,6 +1064,59 @@ pub fn mail_secret(project_secret: &str, kind: MailKind, id: &str) -> String {
     }
     out.truncate(kind.secret_len());
     out
+}
+
+/// Block `n` of a secret derived from the project's secret: HMAC-SHA256 over `label`, the
+/// `parts` (each after a NUL) and `n`.
+fn derive(project_secret: &str, label: &str, parts: &[&str], n: u32) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(project_secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    m.update(label.as_bytes());
+    for p in parts {
+        m.update(b"\0");
+        m.update(p.as_bytes());
+    }
+    m.update(&n.to_be_bytes());
+    m.finalize().into_bytes().into()
+}
+
+/// A TOTP authenticator's secret (64 bytes, as Appwrite's), derived from the project's
+/// secret, the user and the authenticator's seed.
+pub fn totp_secret(project_secret: &str, user: &str, seed: &str) -> Vec<u8> {
+    let mut out = derive(project_secret, "basalt-totp", &[user, seed], 0).to_vec();
+    out.extend_from_slice(&derive(project_secret, "basalt-totp", &[user, seed], 1));
+    out
+}
+
+/// The secret as authenticator apps take it: base32, upper case, unpadded.
+pub fn totp_base32(secret: &[u8]) -> String {
+    base32::encode(base32::Alphabet::Rfc4648 { padding: false }, secret)
+}
+
+/// The six-digit TOTP code (SHA-1, 30-second steps, RFC 6238) for `at` (epoch ms).
+pub fn totp_code(secret: &[u8], at_ms: i64) -> String {
+    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, secret.to_vec());
+    totp.generate(u64::try_from(at_ms / 1000).unwrap_or(0))
+}
+
+/// Whether `code_sha256` is the SHA-256 of the code for `at`'s 30-second step or the one
+/// before it (a code typed at the end of its step arrives in the next).
+pub fn totp_matches(secret: &[u8], code_sha256: &str, at_ms: i64) -> bool {
+    [at_ms, at_ms.saturating_sub(30_000)]
+        .iter()
+        .any(|t| sha256_hex(&totp_code(secret, *t)) == code_sha256)
+}
+
+/// A user's recovery codes (`RECOVERY_CODES` of ten hex characters), derived from the
+/// project's secret, the user and the codes' seed.
+pub fn recovery_codes(project_secret: &str, user: &str, seed: &str) -> Vec<String> {
+    (0..RECOVERY_CODES as u32)
+        .map(|i| {
+            hex::encode(derive(project_secret, "basalt-recovery", &[user, seed], i))[..10]
+                .to_string()
+        })
+        .collect()
 }
 
 /// Hex SHA-256 of a secret, as secrets are kept.

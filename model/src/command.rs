@@ -232,6 +232,43 @@ pub enum AuthOp {
         id: String,
         next: i64,
     },
+    /// A new TOTP authenticator for `user`, unverified (replacing an unverified one), its
+    /// secret derived from the project's secret and `seed`.
+    CreateAuthenticator {
+        user: String,
+        seed: String,
+    },
+    /// Verifies the user's authenticator with a code (its SHA-256) valid at the envelope's
+    /// time; the caller's session gains the `totp` factor.
+    VerifyAuthenticator {
+        user: String,
+        otp_sha256: String,
+    },
+    /// Removes the user's authenticator (a user needs a recent challenge).
+    DeleteAuthenticator {
+        user: String,
+    },
+    /// Makes the user's recovery codes from `seed`: refused if unused ones are left, or, with
+    /// `regenerate`, if there are none (a user needs a recent challenge to regenerate).
+    RecoveryCodes {
+        user: String,
+        seed: String,
+        regenerate: bool,
+    },
+    /// An MFA challenge: a token of kind `mfa-<factor>` for the user; for `email`, its code
+    /// is queued as an email.
+    CreateChallenge {
+        user: String,
+        factor: String,
+        token: Box<Token>,
+    },
+    /// Completes a challenge of the caller's with a code (its SHA-256): the challenge is used
+    /// up, a recovery code too, and the caller's session gains the factor and `mfaUpdatedAt`.
+    VerifyChallenge {
+        user: String,
+        challenge: String,
+        otp_sha256: String,
+    },
 }
 
 /// Whose token an email carries: a known user, or the user with an email address — made

@@ -123,6 +123,13 @@ error_codes! {
     TeamInvalidSecret = ("team_invalid_secret", 401),
     TeamInviteMismatch = ("team_invite_mismatch", 401),
     UserEmailAlreadyVerified = ("user_email_already_verified", 409),
+    GeneralPhoneDisabled = ("general_phone_disabled", 503),
+    UserEmailNotVerified = ("user_email_not_verified", 400),
+    UserChallengeRequired = ("user_challenge_required", 401),
+    UserAuthenticatorNotFound = ("user_authenticator_not_found", 404),
+    UserAuthenticatorAlreadyVerified = ("user_authenticator_already_verified", 409),
+    UserRecoveryCodesAlreadyExists = ("user_recovery_codes_already_exists", 409),
+    UserRecoveryCodesNotFound = ("user_recovery_codes_not_found", 404),
 }
 
 impl ErrorCode {

@@ -13,7 +13,10 @@ use super::txn::{Txn, INDEX, META};
 use super::{err, Caller, Failure, R};
 use crate::engine::{decode, encode};
 use crate::keys;
-use model::auth::{self, Mail, MailKind, Membership, Session, Team, Token, User};
+use model::auth::{
+    self, Authenticator, ChallengeCheck, Mail, MailKind, Membership, RecoveryCodes, Session, Team,
+    Token, User,
+};
 use model::command::{AuthOp, TokenOwner, UserChange};
 use model::msg;
 use model::schema::{Document, Order};
@@ -64,6 +67,23 @@ pub(super) fn apply(
             let out = update_user(txn, project, id, changes, proof.as_deref(), at)?;
             if matches!(&out, Outcome::User(u) if u.email != before) {
                 forget_emailed_secrets(txn, project, id)?;
+            }
+            // Turning MFA on counts the factors the user has in the session that did it, so
+            // the user is not locked out of it (as Appwrite).
+            if let (
+                Outcome::User(u),
+                Caller::Roles {
+                    session: Some(s), ..
+                },
+            ) = (&out, caller)
+            {
+                if changes.contains(&UserChange::Mfa(true)) && !s.is_empty() {
+                    let f = u.factors();
+                    let have = [(f.totp, "totp"), (f.email, "email"), (f.phone, "phone")];
+                    for (_, factor) in have.iter().filter(|(yes, _)| *yes) {
+                        add_factor(txn, project, id, s, factor, None, at)?;
+                    }
+                }
             }
             if changes.iter().any(|c| matches!(c, UserChange::Password(_))) {
                 // A new password ends every other session (Appwrite's `invalidateSessions`,
@@ -416,6 +436,165 @@ pub(super) fn apply(
                 None => create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at),
             }
         }
+        AuthOp::CreateAuthenticator { user, seed } => {
+            let (old, mut u) = load_user(txn, project, user)?;
+            if u.totp.as_ref().is_some_and(|a| a.verified) {
+                return Err(authenticator_verified());
+            }
+            u.totp = Some(Authenticator {
+                seed: seed.clone(),
+                verified: false,
+            });
+            save_user(txn, project, &old, &mut u, at)?;
+            Ok(Outcome::User(u))
+        }
+        AuthOp::VerifyAuthenticator { user, otp_sha256 } => {
+            let (old, mut u) = load_user(txn, project, user)?;
+            let a = u.totp.clone().ok_or_else(authenticator_not_found)?;
+            if a.verified {
+                return Err(authenticator_verified());
+            }
+            let secret = auth::totp_secret(&project_secret(txn, project)?, user, &a.seed);
+            if !auth::totp_matches(&secret, otp_sha256, at) {
+                return Err(invalid_token());
+            }
+            u.totp = Some(Authenticator {
+                verified: true,
+                ..a
+            });
+            save_user(txn, project, &old, &mut u, at)?;
+            if let Caller::Roles {
+                session: Some(s), ..
+            } = caller
+            {
+                if !s.is_empty() {
+                    add_factor(txn, project, user, s, "totp", None, at)?;
+                }
+            }
+            Ok(Outcome::User(u))
+        }
+        AuthOp::DeleteAuthenticator { user } => {
+            recent_mfa(txn, project, caller, at)?;
+            let (old, mut u) = load_user(txn, project, user)?;
+            if u.totp.take().is_none() {
+                return Err(authenticator_not_found());
+            }
+            save_user(txn, project, &old, &mut u, at)?;
+            Ok(Outcome::Done)
+        }
+        AuthOp::RecoveryCodes {
+            user,
+            seed,
+            regenerate,
+        } => {
+            if *regenerate {
+                recent_mfa(txn, project, caller, at)?;
+            }
+            let (old, mut u) = load_user(txn, project, user)?;
+            match (*regenerate, u.factors().recovery_code) {
+                (false, true) => return Err(err(
+                    ErrorCode::UserRecoveryCodesAlreadyExists,
+                    "The current user already generated recovery codes and they can only be read once for security reasons.",
+                )),
+                (true, false) => return Err(recovery_codes_not_found()),
+                _ => {}
+            }
+            u.recovery = Some(RecoveryCodes {
+                seed: seed.clone(),
+                used: 0,
+            });
+            save_user(txn, project, &old, &mut u, at)?;
+            Ok(Outcome::User(u))
+        }
+        AuthOp::CreateChallenge {
+            user,
+            factor,
+            token,
+        } => {
+            let (_, u) = load_user(txn, project, user)?;
+            if !auth::CHALLENGE_FACTORS.contains(&factor.as_str()) {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "Invalid `factor` param: Value must be one of (email, phone, totp, recoveryCode)",
+                ));
+            }
+            let mut t = (**token).clone();
+            t.user_id = u.id.clone();
+            t.kind = format!("{}{factor}", auth::CHALLENGE_PREFIX);
+            t.expire = at.saturating_add(auth::OTP_TTL_MS);
+            t.secret_sha256.clear();
+            match factor.as_str() {
+                "email" => {
+                    if u.email.is_empty() {
+                        return Err(err(
+                            ErrorCode::UserEmailNotFound,
+                            "User email could not be found.",
+                        ));
+                    }
+                    if !u.email_verification {
+                        return Err(err(
+                            ErrorCode::UserEmailNotVerified,
+                            "User email is not verified",
+                        ));
+                    }
+                    let ps = project_secret(txn, project)?;
+                    let code = auth::mail_secret(&ps, MailKind::MfaChallenge, &t.id);
+                    t.secret_sha256 = auth::sha256_hex(&code);
+                }
+                "phone" => {
+                    return Err(err(
+                        ErrorCode::GeneralPhoneDisabled,
+                        "Phone provider is not configured. Please check the _APP_SMS_PROVIDER environment variable of your Appwrite server.",
+                    ))
+                }
+                _ => {}
+            }
+            let t = store_token(txn, project, &t, at)?;
+            if factor == "email" {
+                let mut m = Mail::new(
+                    t.id.clone(),
+                    MailKind::MfaChallenge,
+                    String::new(),
+                    String::new(),
+                );
+                m.secret_of = t.id.clone();
+                m.expire = t.expire;
+                enqueue(txn, project, &u, m, at)?;
+            }
+            Ok(Outcome::Token(t))
+        }
+        AuthOp::VerifyChallenge {
+            user,
+            challenge,
+            otp_sha256,
+        } => {
+            let Caller::Roles {
+                session: Some(session),
+                ..
+            } = caller
+            else {
+                return Err(unauthorized());
+            };
+            let (old, mut u) = load_user(txn, project, user)?;
+            let doc = load_document(txn, project, auth::tokens(), challenge)?
+                .ok_or_else(invalid_token)?;
+            let t = Token::from_document(&doc);
+            let ps = project_secret(txn, project)?;
+            match auth::check_challenge(&ps, &u, &t, otp_sha256, at) {
+                ChallengeCheck::Refused => return Err(invalid_token()),
+                ChallengeCheck::Passed => {}
+                ChallengeCheck::RecoveryCode(i) => {
+                    if let Some(r) = u.recovery.as_mut() {
+                        r.used |= 1 << i;
+                    }
+                    save_user(txn, project, &old, &mut u, at)?;
+                }
+            }
+            write_document(txn, project, auth::tokens(), Some(&doc), None)?;
+            let factor = t.kind.trim_start_matches(auth::CHALLENGE_PREFIX);
+            let s = add_factor(txn, project, user, session, factor, Some(at), at)?;
+            Ok(Outcome::Session(s))
+        }
         AuthOp::MailSent { due, id } => {
             let k = keys::outbox(*due, id);
             if let Some(bytes) = txn.get(META, &k)? {
@@ -497,8 +676,18 @@ fn permitted(caller: &Caller, op: &AuthOp) -> R<()> {
                 )
             }
             MailKind::MagicUrl | MailKind::EmailOtp => true,
-            MailKind::Invitation => false,
+            MailKind::Invitation | MailKind::MfaChallenge => false,
         },
+        // MFA: a user's own, and (checked when applied) only with its own session.
+        (
+            AuthOp::CreateAuthenticator { user, .. }
+            | AuthOp::VerifyAuthenticator { user, .. }
+            | AuthOp::DeleteAuthenticator { user }
+            | AuthOp::RecoveryCodes { user, .. }
+            | AuthOp::CreateChallenge { user, .. }
+            | AuthOp::VerifyChallenge { user, .. },
+            Some(me),
+        ) => user == me,
         // The emailed secret is the proof; what it may change is fixed by its kind.
         (AuthOp::RedeemToken { kind, changes, .. }, _) => matches!(
             (kind.as_str(), changes.as_slice()),
@@ -953,6 +1142,96 @@ fn create_session(
     };
     write_document(txn, project, coll, None, Some(&doc))?;
     Ok(Outcome::Session(s))
+}
+
+fn invalid_token() -> Failure {
+    err(
+        ErrorCode::UserInvalidToken,
+        "Invalid token passed in the request.",
+    )
+}
+
+fn authenticator_not_found() -> Failure {
+    err(
+        ErrorCode::UserAuthenticatorNotFound,
+        "Authenticator could not be found on the current user.",
+    )
+}
+
+fn authenticator_verified() -> Failure {
+    err(
+        ErrorCode::UserAuthenticatorAlreadyVerified,
+        "This authenticator is already verified on the current user.",
+    )
+}
+
+fn recovery_codes_not_found() -> Failure {
+    err(
+        ErrorCode::UserRecoveryCodesNotFound,
+        "Recovery codes could not be found on the current user.",
+    )
+}
+
+/// Writes `u` over its document `old`.
+fn save_user(txn: &mut Txn, project: &str, old: &Document, u: &mut User, at: i64) -> R<()> {
+    u.updated_at = at;
+    let mut doc = old.clone();
+    doc.data = u.data();
+    doc.updated_at = at;
+    write_document(txn, project, auth::users(), Some(old), Some(&doc))
+}
+
+/// Adds `factor` to the user's session `id` (once), and with `mfa_at` sets when it last
+/// passed a challenge. Answers the session as it is now.
+fn add_factor(
+    txn: &mut Txn,
+    project: &str,
+    user: &str,
+    id: &str,
+    factor: &str,
+    mfa_at: Option<i64>,
+    at: i64,
+) -> R<Session> {
+    let old = load_session(txn, project, user, id)?;
+    let mut s = Session::from_document(&old);
+    if !s.factors.iter().any(|f| f == factor) {
+        s.factors.push(factor.to_string());
+    }
+    if mfa_at.is_some() {
+        s.mfa_updated_at = mfa_at;
+    }
+    s.updated_at = at;
+    let mut doc = old.clone();
+    doc.data = s.data();
+    doc.updated_at = at;
+    write_document(txn, project, auth::sessions(), Some(&old), Some(&doc))?;
+    Ok(s)
+}
+
+/// A user (not a key) removing an authenticator or remaking recovery codes must have passed
+/// a challenge in this session within `MFA_RECENT_MS` (Appwrite's `mfaProtected`).
+fn recent_mfa(txn: &Txn, project: &str, caller: &Caller, at: i64) -> R<()> {
+    let (user, session) = match caller {
+        Caller::Privileged => return Ok(()),
+        Caller::Roles {
+            user: Some(u),
+            session: Some(s),
+            ..
+        } => (u, s),
+        Caller::Roles { .. } => return Err(challenge_required()),
+    };
+    let s = load_session(txn, project, user, session).map(|d| Session::from_document(&d))?;
+    match s.mfa_updated_at {
+        Some(t) if t.saturating_add(auth::MFA_RECENT_MS) > at => Ok(()),
+        _ => Err(challenge_required()),
+    }
+}
+
+fn challenge_required() -> Failure {
+    err(
+        ErrorCode::UserChallengeRequired,
+        "A recently successful challenge is required to complete this action. A challenge is considered recent for 5 minutes.",
+    )
 }
 
 fn blocked() -> Failure {

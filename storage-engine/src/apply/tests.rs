@@ -888,6 +888,8 @@ fn user(id: &str, email: &str) -> model::auth::User {
         mfa: false,
         prefs: "{}".into(),
         accessed_at: None,
+        totp: None,
+        recovery: None,
     }
 }
 
