@@ -139,3 +139,19 @@ def test_users_service_mfa_and_jwts(project):
     assert users.list_mfa_factors(user_id=u.id).totp is False
     assert short.get().id == u.id
     raises(404, "user_not_found", users.list_mfa_factors, user_id="nobody")
+
+
+def test_an_unverified_authenticator_is_no_factor(project):
+    """An authenticator added but never verified (say, by whoever once had the password) does
+    not pass a challenge once MFA is on through another factor."""
+    users = Users(project.client())
+    u = users.create(user_id=ID.unique(), email="ivy@example.com", password=PASSWORD)
+    _, me = sign_in(project, "ivy@example.com")
+    planted = me.create_mfa_authenticator(type=AuthenticatorType.TOTP)
+    users.update_email_verification(user_id=u.id, email_verification=True)
+    users.update_mfa(user_id=u.id, mfa=True)
+    _, short = sign_in(project, "ivy@example.com")
+    ch = short.create_mfa_challenge(factor=AuthenticationFactor.TOTP)
+    raises(401, "user_invalid_token", short.update_mfa_challenge, challenge_id=ch.id, otp=totp(planted.secret))
+    raises(401, "user_more_factors_required", short.get)
+    raises(400, "general_argument_invalid", short.create_mfa_challenge, factor="sms")

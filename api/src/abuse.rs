@@ -117,11 +117,18 @@ pub(crate) const EMAIL_TOKEN: Rule = Rule {
     parts: &["url", "param-email"],
     reset_on_success: false,
 };
-/// MFA challenges, made and answered.
+/// MFA challenges made, per user; answered, per challenge (so that whoever holds only the
+/// password cannot use up the user's answers).
 pub(crate) const CHALLENGE: Rule = Rule {
     limit: 10,
     period: 3600,
     parts: &["url", "userId"],
+    reset_on_success: false,
+};
+pub(crate) const CHALLENGE_ANSWER: Rule = Rule {
+    limit: 10,
+    period: 3600,
+    parts: &["url", "param-challengeId"],
     reset_on_success: false,
 };
 pub(crate) const INVITE: Rule = Rule {

@@ -88,7 +88,7 @@ fn invalid_token() -> ApiError {
 
 /// The `{type}` in the path: `totp`, the one authenticator there is.
 fn authenticator_type(req: &Req) -> Result<(), ApiError> {
-    match req.path("type").to_ascii_lowercase().as_str() {
+    match req.path("type").as_str() {
         "totp" => Ok(()),
         _ => Err(invalid("Invalid `type` param: Value must be one of (totp)")),
     }
@@ -336,7 +336,7 @@ fn challenge_ok(
 
 async fn verify_challenge(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, ACCOUNT, |_| Ok(())).await?;
-    limited!(s, &req, &ctx, &abuse::CHALLENGE, {
+    limited!(s, &req, &ctx, &abuse::CHALLENGE_ANSWER, {
         let challenge = req.id_req("challengeId")?;
         let otp = otp_param(&req)?;
         let (u, _) = me(&ctx)?;

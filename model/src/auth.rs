@@ -1014,12 +1014,14 @@ pub fn check_challenge(
         return ChallengeCheck::Refused;
     }
     let passed = match challenge.kind.strip_prefix(CHALLENGE_PREFIX) {
+        // Only a verified authenticator: one added and never verified may be someone else's.
         Some("totp") => user.totp.as_ref().is_some_and(|a| {
-            totp_matches(
-                &totp_secret(project_secret, &user.id, &a.seed),
-                otp_sha256,
-                at,
-            )
+            a.verified
+                && totp_matches(
+                    &totp_secret(project_secret, &user.id, &a.seed),
+                    otp_sha256,
+                    at,
+                )
         }),
         Some("email" | "phone") => {
             !challenge.secret_sha256.is_empty() && challenge.secret_sha256 == otp_sha256

@@ -151,7 +151,12 @@ pub(super) fn apply(
                 }
                 create_user(txn, project, &u, at)?;
             }
-            let out = create_session(txn, project, session, proof.as_deref(), *max, at)?;
+            let factor = match proof {
+                Some(_) => "password",
+                None => "anonymous",
+            };
+            let session = proven(caller, session, factor);
+            let out = create_session(txn, project, &session, proof.as_deref(), *max, at)?;
             if let (Some(c), Some(_)) = (rehash, proof) {
                 // The proof held (the session was made): the imported hash becomes ours.
                 let (old, mut u) = load_user(txn, project, &session.user_id)?;
@@ -300,7 +305,12 @@ pub(super) fn apply(
                 .ok_or_else(invalid)?;
             let kind = Token::from_document(used).kind;
             write_document(txn, project, auth::tokens(), Some(used), None)?;
-            let out = create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at)?;
+            let factor = match kind.as_str() {
+                auth::TOKEN_GENERIC => "token",
+                _ => "email",
+            };
+            let session = proven(caller, session, factor);
+            let out = create_session(txn, project, &session, None, auth::MAX_SESSIONS as u32, at)?;
             if kind != auth::TOKEN_GENERIC {
                 // The secret arrived by email: the address is the user's.
                 let change = [UserChange::EmailVerification(true)];
@@ -433,7 +443,10 @@ pub(super) fn apply(
             // A caller signed in already (as the invitee) keeps its session.
             match signed_in {
                 Some(_) => Ok(Outcome::Membership(m)),
-                None => create_session(txn, project, session, None, auth::MAX_SESSIONS as u32, at),
+                None => {
+                    let session = proven(caller, session, "email");
+                    create_session(txn, project, &session, None, auth::MAX_SESSIONS as u32, at)
+                }
             }
         }
         AuthOp::CreateAuthenticator { user, seed } => {
@@ -1142,6 +1155,52 @@ fn create_session(
     };
     write_document(txn, project, coll, None, Some(&doc))?;
     Ok(Outcome::Session(s))
+}
+
+/// A session a user or guest proposed, with the one factor its proof stands for (not the
+/// proposer's word) and no challenge passed yet; a key's as it made it.
+fn proven(caller: &Caller, session: &Session, factor: &str) -> Session {
+    let mut s = session.clone();
+    if !matches!(caller, Caller::Privileged) {
+        s.factors = vec![factor.to_string()];
+        s.mfa_updated_at = None;
+    }
+    s
+}
+
+/// A session short of the factors its user needs may only complete a challenge or end
+/// (`user_more_factors_required`, as the API refuses it; checked again here against the
+/// committed state, so a node whose view lags behind a just-enabled MFA cannot let it
+/// through). A JWT made without a session names none and is not checked.
+pub(super) fn check_factors(
+    txn: &Txn,
+    project: &str,
+    user: &User,
+    session: &str,
+    op: &model::command::Op,
+) -> R<()> {
+    use model::command::Op;
+    let exempt = matches!(
+        op,
+        Op::Auth(
+            AuthOp::CreateChallenge { .. }
+                | AuthOp::VerifyChallenge { .. }
+                | AuthOp::DeleteSession { .. }
+        )
+    );
+    if session.is_empty() || exempt || user.factors_required() < 2 {
+        return Ok(());
+    }
+    let s = load_document(txn, project, auth::sessions(), session)?
+        .map(|d| Session::from_document(&d))
+        .ok_or_else(unauthorized)?;
+    match s.factors.len() >= user.factors_required() {
+        true => Ok(()),
+        false => Err(err(
+            ErrorCode::UserMoreFactorsRequired,
+            "More factors are required to complete the sign in process.",
+        )),
+    }
 }
 
 fn invalid_token() -> Failure {

@@ -241,6 +241,7 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         }
         Actor::User { id, session } => {
             let user = auth::check_session(txn, &env.project, id, session, at)?;
+            auth::check_factors(txn, &env.project, &user, session, &env.op)?;
             let teams = auth::team_roles(txn, &env.project, id)?;
             return Ok(Caller::Roles {
                 roles: model::auth::roles(Some(&user), &teams),
