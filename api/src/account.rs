@@ -6,6 +6,7 @@ use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, Reply};
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
+use crate::policy::{check_password, require_method, Personal};
 use crate::users::{
     clear_session_cookies, email_param, make_jwt, make_session, name_param, new_user,
     password_param, phone_param, prefs_param, propose, propose_user, session_json, session_list,
@@ -98,10 +99,19 @@ fn not_signed_in(ctx: &Ctx) -> Result<(), ApiError> {
 async fn create(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
     limited!(s, &req, &ctx, &abuse::SIGN_UP, {
+        require_method(&ctx, "email-password")?;
         let id = user_id_param(&req)?;
         let email = required(email_param(&req, "email")?, "email")?;
         let password = required(password_param(&req, "password")?, "password")?;
         let name = name_param(&req, "name", false)?.unwrap_or_default();
+        let personal = Personal {
+            id: &id,
+            email: &email,
+            name: &name,
+            phone: "",
+        };
+        let settings = ctx.view.auth_settings(&ctx.project)?;
+        check_password(&s, &settings, &password, Some(personal), &[]).await?;
         let credential = s.hasher.hash(password).await?;
         let user = new_user(id, email, String::new(), name, Some(credential));
         let u = propose_user(
@@ -125,6 +135,7 @@ async fn get_account(State(s): State<AppState>, req: Req) -> Reply {
 async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
     limited!(s, &req, &ctx, &abuse::EMAIL_SESSION, {
+        require_method(&ctx, "email-password")?;
         not_signed_in(&ctx)?;
         let email = required(email_param(&req, "email")?, "email")?;
         let password = required(password_param(&req, "password")?, "password")?;
@@ -171,6 +182,7 @@ async fn email_session(State(s): State<AppState>, req: Req) -> Reply {
 async fn anonymous_session(State(s): State<AppState>, req: Req) -> Reply {
     let (ctx, ()) = prepare_scoped(&s, &req, SESSIONS_WRITE, |_| Ok(())).await?;
     limited!(s, &req, &ctx, &abuse::ANONYMOUS_SESSION, {
+        require_method(&ctx, "anonymous")?;
         not_signed_in(&ctx)?;
         let user = new_user(
             crate::params::new_id(),
@@ -352,6 +364,7 @@ async fn create_jwt(State(s): State<AppState>, req: Req) -> Reply {
         if let crate::auth::Who::User { jwt: true, .. } = ctx.who {
             return Err(ApiError::new(ErrorCode::UserJwtCreationDenied, "A JWT cannot be created from a request authorized with a JWT. Authenticate with a session cookie or session header instead."));
         }
+        require_method(&ctx, "jwt")?;
         let (u, session) = me(&ctx)?;
         make_jwt(&s, &ctx, &u.id, &session.id, &req).await
     })
@@ -406,6 +419,21 @@ async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
         let password = required(password_param(&req, "password")?, "password")?;
         let (u, _) = me(&ctx)?;
         let proof = knows_password(&s, u, req.str_opt("oldPassword")?).await?;
+        let personal = Personal {
+            id: &u.id,
+            email: &u.email,
+            name: &u.name,
+            phone: &u.phone,
+        };
+        let settings = ctx.view.auth_settings(&ctx.project)?;
+        check_password(
+            &s,
+            &settings,
+            &password,
+            Some(personal),
+            &u.password_history,
+        )
+        .await?;
         let c = s.hasher.hash(password).await?;
         let u = change_me(&s, &ctx, vec![UserChange::Password(Some(c))], proof).await?;
         reply(StatusCode::OK, user_json(&u, false))

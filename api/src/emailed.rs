@@ -13,6 +13,7 @@ use crate::common::{prepare_scoped, reply, unexpected, Reply};
 use crate::error::ApiError;
 use crate::mail::{new_mail, phrase, redirect_param, require_smtp};
 use crate::params::{new_id, Req};
+use crate::policy::{check_password, require_method};
 use crate::users::{
     email_param, password_param, project_secret, propose, token_json, user_id_param,
 };
@@ -151,19 +152,18 @@ pub(crate) async fn held_token(
     token_in(&*view, &ctx.project, user, secret, kinds)?.ok_or_else(invalid_token)
 }
 
-/// `user_not_found` unless `id` is a user (as Appwrite answers before it looks at the secret).
-async fn existing_user(s: &AppState, ctx: &Ctx, id: &str) -> Result<(), ApiError> {
-    if crate::auth::load_user(&*ctx.view, &ctx.project, id)?.is_some() {
-        return Ok(());
+/// The user `id`, else `user_not_found` (as Appwrite answers before it looks at the secret).
+async fn existing_user(s: &AppState, ctx: &Ctx, id: &str) -> Result<User, ApiError> {
+    if let Some(u) = crate::auth::load_user(&*ctx.view, &ctx.project, id)? {
+        return Ok(u);
     }
     let view = s.backend.read(Consistency::Linearizable).await?;
-    match crate::auth::load_user(&*view, &ctx.project, id)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::new(
+    crate::auth::load_user(&*view, &ctx.project, id)?.ok_or_else(|| {
+        ApiError::new(
             ErrorCode::UserNotFound,
             "User with the requested ID could not be found.",
-        )),
-    }
+        )
+    })
 }
 
 /// The signed-in user (the route's `account` scope lets only users through).
@@ -228,9 +228,11 @@ async fn update_recovery(State(s): State<AppState>, req: Req) -> Reply {
         let user = user_id_param(&req)?;
         let secret = secret_param(&req)?;
         let password = required(password_param(&req, "password")?, "password")?;
-        existing_user(&s, &ctx, &user).await?;
+        let u = existing_user(&s, &ctx, &user).await?;
         let kinds = [auth::TOKEN_RECOVERY];
         let token = held_token(&s, &ctx, &user, &secret, &kinds).await?;
+        let settings = ctx.view.auth_settings(&ctx.project)?;
+        check_password(&s, &settings, &password, None, &u.password_history).await?;
         let credential = s.hasher.hash(password).await?;
         let op = AuthOp::RedeemToken {
             user: user.clone(),
@@ -257,6 +259,13 @@ async fn sign_in_token(s: &AppState, req: &Req, kind: MailKind) -> Reply {
         _ => &abuse::EMAIL_TOKEN,
     };
     limited!(s, req, &ctx, rule, {
+        require_method(
+            &ctx,
+            match kind {
+                MailKind::MagicUrl => "magic-url",
+                _ => "email-otp",
+            },
+        )?;
         let id = user_id_param(req)?;
         let email = required(email_param(req, "email")?, "email")?;
         let url = match kind {

@@ -32,6 +32,7 @@ pub mod mail;
 mod mfa;
 mod operator;
 mod params;
+mod policy;
 mod render;
 mod rows;
 mod secrets;

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use model::auth::{AuthChange, AuthSettings};
 use model::command::{ClusterOp, KeyOp, PlatformOp, ProjectOp};
 use model::msg;
 use model::reader::{Consistency, StateReader};
@@ -41,6 +42,11 @@ pub fn router() -> Router<AppState> {
             "/v1/projects/{project}/platforms/{platform}",
             axum::routing::delete(delete_platform),
         )
+        .route("/v1/projects/{project}", get(get_project))
+        .route(
+            "/v1/projects/{project}/auth/{setting}",
+            axum::routing::patch(update_auth),
+        )
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
         .route("/v1/cluster/check", post(cluster_check))
@@ -62,11 +68,95 @@ async fn health(State(s): State<AppState>, req: Req) -> Reply {
     )
 }
 
-fn project_json(p: &Project) -> Json {
+fn project_json(p: &Project, a: &AuthSettings) -> Json {
     json!({
         "$id": p.id, "name": p.name,
         "$createdAt": format_ms(p.created_at), "$updatedAt": format_ms(p.updated_at),
+        "authDuration": a.duration_ms / 1000,
+        "authLimit": a.limit,
+        "authSessionsLimit": a.max_sessions,
+        "authPasswordHistory": a.password_history,
+        "authPasswordDictionary": a.password_dictionary,
+        "authPersonalDataCheck": a.personal_data_check,
+        "authInvalidateSessions": true,
+        "authEmailPassword": a.allows("email-password"),
+        "authUsersAuthMagicURL": a.allows("magic-url"),
+        "authEmailOtp": a.allows("email-otp"),
+        "authAnonymous": a.allows("anonymous"),
+        "authInvites": a.allows("invites"),
+        "authJWT": a.allows("jwt"),
+        "authPhone": a.allows("phone"),
     })
+}
+
+async fn get_project(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let view = linearizable(&s).await?;
+    let project = existing_project(&*view, &req)?;
+    let p = view.project(&project)?.ok_or_else(unexpected_none)?;
+    reply(
+        StatusCode::OK,
+        project_json(&p, &view.auth_settings(&project)?),
+    )
+}
+
+fn unexpected_none() -> ApiError {
+    ApiError::new(ErrorCode::GeneralServerError, "Server Error")
+}
+
+/// `PATCH /v1/projects/{id}/auth/{setting}`, the console's routes: `duration` {duration}
+/// (seconds), `limit` {limit} (users; 0: none), `max-sessions` {limit}, `password-history`
+/// {limit}, `password-dictionary` {enabled}, `personal-data` {enabled}, and each sign-in
+/// method of `AUTH_METHODS` {status}.
+async fn update_auth(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let view = linearizable(&s).await?;
+    let project = existing_project(&*view, &req)?;
+    let range = |name: &str, lo: u64, hi: u64| -> Result<u64, ApiError> {
+        let n = req
+            .uint_opt(name)?
+            .ok_or_else(|| ApiError(Error::invalid(msg!("Param \"{}\" is not optional.", name))))?;
+        if !(lo..=hi).contains(&n) {
+            return Err(ApiError(Error::invalid(msg!(
+                "Invalid `{}` param: Value must be a valid range between {} and {}",
+                name,
+                lo,
+                hi
+            ))));
+        }
+        Ok(n)
+    };
+    let setting = req.path("setting");
+    let change = match setting.as_str() {
+        "duration" => AuthChange::Duration(range("duration", 60, 31_536_000)? as i64 * 1000),
+        "limit" => AuthChange::Limit(range("limit", 0, 1_000_000_000)?),
+        "max-sessions" => AuthChange::MaxSessions(range("limit", 1, 100)? as u32),
+        "password-history" => AuthChange::PasswordHistory(
+            range("limit", 0, u64::from(model::auth::PASSWORD_HISTORY_MAX))? as u32,
+        ),
+        "password-dictionary" => AuthChange::PasswordDictionary(req.bool_req("enabled")?),
+        "personal-data" => AuthChange::PersonalDataCheck(req.bool_req("enabled")?),
+        m if model::auth::AUTH_METHODS.contains(&m) => AuthChange::Method {
+            method: m.to_string(),
+            enabled: req.bool_req("status")?,
+        },
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::GeneralRouteNotFound,
+                "Route not found. Please ensure the endpoint is configured correctly and that the API route is valid for this SDK version. Refer to the API docs for more details.",
+            ))
+        }
+    };
+    match propose(&s, &project, Op::Projects(ProjectOp::UpdateAuth { change })).await? {
+        Outcome::Project(p) => {
+            let view = linearizable(&s).await?;
+            reply(
+                StatusCode::OK,
+                project_json(&p, &view.auth_settings(&project)?),
+            )
+        }
+        _ => Err(unexpected_none()),
+    }
 }
 
 fn key_json(k: &ApiKey, secret: Option<&str>) -> Json {
@@ -100,7 +190,10 @@ async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
     }
     let name = req.text_req("name", 128)?;
     match propose(&s, &id, Op::Projects(ProjectOp::Create { name })).await? {
-        Outcome::Project(p) => reply(StatusCode::CREATED, project_json(&p)),
+        Outcome::Project(p) => reply(
+            StatusCode::CREATED,
+            project_json(&p, &AuthSettings::default()),
+        ),
         o => Err(ApiError(Error::new(
             ErrorCode::GeneralServerError,
             msg!("unexpected outcome {}", format!("{:?}", o)),
@@ -110,10 +203,14 @@ async fn create_project(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn list_projects(State(s): State<AppState>, req: Req) -> Reply {
     require_root(&s, &req)?;
-    let projects = linearizable(&s).await?.list_projects()?;
+    let view = linearizable(&s).await?;
+    let projects = view.list_projects()?;
     reply(
         StatusCode::OK,
-        json!({ "total": projects.len(), "projects": projects.iter().map(project_json).collect::<Vec<_>>() }),
+        json!({ "total": projects.len(), "projects": projects.iter().map(|p| {
+            let a = view.auth_settings(&p.id).unwrap_or_default();
+            project_json(p, &a)
+        }).collect::<Vec<_>>() }),
     )
 }
 

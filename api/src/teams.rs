@@ -323,6 +323,7 @@ async fn create_membership(State(s): State<AppState>, req: Req) -> Reply {
             ));
         }
         if !ctx.is_key() {
+            crate::policy::require_method(&ctx, "invites")?;
             return invite(&s, &ctx, &req, roles, user_id, email).await;
         }
         readable_team(&ctx, &req)?;

@@ -606,7 +606,17 @@ async fn create(State(s): State<AppState>, req: Req) -> Reply {
     let password = password_param(&req, "password")?;
     let name = name_param(&req, "name", false)?.unwrap_or_default();
     let password = match password {
-        Some(p) => Some(s.hasher.hash(p).await?),
+        Some(p) => {
+            let personal = crate::policy::Personal {
+                id: &id,
+                email: email.as_deref().unwrap_or(""),
+                name: &name,
+                phone: phone.as_deref().unwrap_or(""),
+            };
+            let settings = ctx.view.auth_settings(&ctx.project)?;
+            crate::policy::check_password(&s, &settings, &p, Some(personal), &[]).await?;
+            Some(s.hasher.hash(p).await?)
+        }
         None => None,
     };
     let user = new_user(
@@ -654,6 +664,7 @@ pub(crate) fn new_user(
         accessed_at: None,
         totp: None,
         recovery: None,
+        password_history: Vec::new(),
     }
 }
 
@@ -709,6 +720,22 @@ async fn update_phone(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
     let password = required(password_param(&req, "password")?, "password")?;
+    let (ctx, u) = prepare_scoped(&s, &req, WRITE, |ctx| existing(ctx, &req.path("user"))).await?;
+    let personal = crate::policy::Personal {
+        id: &u.id,
+        email: &u.email,
+        name: &u.name,
+        phone: &u.phone,
+    };
+    let settings = ctx.view.auth_settings(&ctx.project)?;
+    crate::policy::check_password(
+        &s,
+        &settings,
+        &password,
+        Some(personal),
+        &u.password_history,
+    )
+    .await?;
     let c = s.hasher.hash(password).await?;
     change(&s, &req, vec![UserChange::Password(Some(c))]).await
 }

@@ -125,6 +125,7 @@ pub fn users() -> &'static Collection {
                 attr("mfaTotpVerified", Boolean, None, false),
                 attr("mfaRecovery", String, Some(64), false),
                 attr("mfaRecoveryUsed", Integer, None, false),
+                attr("passwordHistory", String, Some(1024), true),
             ],
             vec![
                 index("_key_email", IndexKind::Unique, &["email"]),
@@ -419,6 +420,9 @@ pub struct User {
     pub totp: Option<Authenticator>,
     /// MFA recovery codes, if made: their seed (`recovery_codes`) and which are used up.
     pub recovery: Option<RecoveryCodes>,
+    /// The latest argon2id hashes of its passwords, newest first, as many as the project's
+    /// `password_history` (the current one included).
+    pub password_history: Vec<String>,
 }
 
 /// A TOTP authenticator: its secret is derived from the project's secret and `seed`, so
@@ -520,6 +524,7 @@ impl User {
                     verified: flag(g("mfaTotpVerified")),
                 }),
             },
+            password_history: strings(g("passwordHistory")),
             recovery: match text(g("mfaRecovery")) {
                 s if s.is_empty() => None,
                 seed => Some(RecoveryCodes {
@@ -585,6 +590,7 @@ impl User {
                     .as_ref()
                     .map_or(Value::Null, |r| Value::Str(r.seed.clone())),
             ),
+            ("passwordHistory", str_array(&self.password_history)),
             (
                 "mfaRecoveryUsed",
                 Value::Int(self.recovery.as_ref().map_or(0, |r| i64::from(r.used))),
@@ -847,6 +853,7 @@ mod tests {
             accessed_at: None,
             totp: None,
             recovery: None,
+            password_history: Vec::new(),
         }
     }
 
@@ -893,6 +900,91 @@ mod tests {
             ]
         );
     }
+}
+
+/// A project's auth settings (Appwrite's `auths`), set by the operator (`basalt project
+/// auth`, `PATCH /v1/projects/{id}/auth/...`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// How long a new (or extended) session lasts.
+    pub duration_ms: i64,
+    /// Users the project may have at most (0: no limit); sign-ups past it are refused.
+    pub limit: u64,
+    /// Sessions a user holds at most; a new one ends the oldest.
+    pub max_sessions: u32,
+    /// A new password may not be any of the user's last this many (0..=20).
+    pub password_history: u32,
+    /// Refuse the most common passwords.
+    pub password_dictionary: bool,
+    /// Refuse passwords that contain the user's id, name, email or phone.
+    pub personal_data_check: bool,
+    /// Sign-in methods turned off (`AUTH_METHODS`).
+    pub disabled: Vec<String>,
+}
+
+/// The sign-in methods a project may turn off, in Appwrite's names.
+pub const AUTH_METHODS: [&str; 7] = [
+    "email-password",
+    "magic-url",
+    "email-otp",
+    "anonymous",
+    "invites",
+    "jwt",
+    "phone",
+];
+/// The longest password history Appwrite keeps.
+pub const PASSWORD_HISTORY_MAX: u32 = 20;
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            duration_ms: SESSION_TTL_MS,
+            limit: 0,
+            max_sessions: MAX_SESSIONS as u32,
+            password_history: 0,
+            password_dictionary: false,
+            personal_data_check: false,
+            disabled: Vec::new(),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether sign-in `method` (one of `AUTH_METHODS`) is on.
+    pub fn allows(&self, method: &str) -> bool {
+        !self.disabled.iter().any(|m| m == method)
+    }
+
+    /// Applies one change (the operator's).
+    pub fn apply(&mut self, change: &AuthChange) {
+        match change {
+            AuthChange::Duration(ms) => self.duration_ms = *ms,
+            AuthChange::Limit(n) => self.limit = *n,
+            AuthChange::MaxSessions(n) => self.max_sessions = *n,
+            AuthChange::PasswordHistory(n) => self.password_history = *n,
+            AuthChange::PasswordDictionary(on) => self.password_dictionary = *on,
+            AuthChange::PersonalDataCheck(on) => self.personal_data_check = *on,
+            AuthChange::Method { method, enabled } => {
+                self.disabled.retain(|m| m != method);
+                if !enabled {
+                    self.disabled.push(method.clone());
+                    self.disabled.sort();
+                }
+            }
+        }
+    }
+}
+
+/// One change of a project's auth settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AuthChange {
+    Duration(i64),
+    Limit(u64),
+    MaxSessions(u32),
+    PasswordHistory(u32),
+    PasswordDictionary(bool),
+    PersonalDataCheck(bool),
+    Method { method: String, enabled: bool },
 }
 
 /// The emails Basalt sends, each with a one-time secret.

@@ -121,7 +121,9 @@ pub enum AuthOp {
     DeleteUser {
         id: String,
     },
-    /// A new session for `session.user_id`; with `max` sessions already, the oldest ends.
+    /// A new session for `session.user_id`; with the project's most sessions already (its
+    /// auth settings'; `max` is kept for old entries and ignored), the oldest ends. It lasts as
+    /// long as the project's sessions do.
     /// With `user`, that user is created first, in the same apply (an anonymous sign-in).
     /// With `rehash`, the password just verified (an imported hash) is stored again as this
     /// argon2id credential, if `proof` still holds.
@@ -132,7 +134,8 @@ pub enum AuthOp {
         user: Option<Box<User>>,
         rehash: Option<Box<Credential>>,
     },
-    /// Sets a session's expiry (`Account.updateSession`).
+    /// Extends a session by the project's session length from now (`Account.updateSession`;
+    /// `expire` is kept for old entries and ignored).
     ExtendSession {
         user: String,
         id: String,
@@ -338,7 +341,13 @@ pub struct TokenUse {
 /// Projects. The envelope's `project` is the project created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ProjectOp {
-    Create { name: String },
+    Create {
+        name: String,
+    },
+    /// One change of the project's auth settings (`crate::auth::AuthSettings`).
+    UpdateAuth {
+        change: crate::auth::AuthChange,
+    },
 }
 
 /// API keys of the envelope's project.

@@ -65,4 +65,6 @@ pub trait StateReader: Send + Sync {
     fn list_platforms(&self, project: &str) -> Result<Vec<crate::schema::Platform>>;
     /// The secret the project's JWTs are signed with, once one was made.
     fn jwt_secret(&self, project: &str) -> Result<Option<String>>;
+    /// The project's auth settings (the defaults until the operator changes one).
+    fn auth_settings(&self, project: &str) -> Result<crate::auth::AuthSettings>;
 }

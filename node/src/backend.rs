@@ -92,6 +92,9 @@ impl StateReader for OffRuntime {
     fn jwt_secret(&self, project: &str) -> R<Option<String>> {
         self.0.jwt_secret(project)
     }
+    fn auth_settings(&self, project: &str) -> R<model::auth::AuthSettings> {
+        self.0.auth_settings(project)
+    }
 }
 
 pub struct NodeBackend {

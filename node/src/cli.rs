@@ -186,6 +186,45 @@ enum ProjectCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Shows the project (its auth settings included).
+    Get {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Changes the project's auth settings; each flag given is one change.
+    Auth {
+        #[arg(long)]
+        id: String,
+        /// Seconds a session lasts (60 to 31536000).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Users the project may have (0: no limit); sign-ups past it are refused.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Sessions a user holds at most (1 to 100).
+        #[arg(long)]
+        max_sessions: Option<u64>,
+        /// A new password may not be one of the user's last N (0 to 20).
+        #[arg(long)]
+        password_history: Option<u64>,
+        /// Refuse the most common passwords.
+        #[arg(long, value_parser = ["on", "off"])]
+        password_dictionary: Option<String>,
+        /// Refuse passwords containing the user's id, name, email or phone.
+        #[arg(long, value_parser = ["on", "off"])]
+        personal_data: Option<String>,
+        /// Turn sign-in methods on: email-password, magic-url, email-otp, anonymous, invites,
+        /// jwt, phone.
+        #[arg(long, value_delimiter = ',')]
+        enable: Vec<String>,
+        /// Turn sign-in methods off.
+        #[arg(long, value_delimiter = ',')]
+        disable: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -485,6 +524,74 @@ async fn project(c: ProjectCommand) -> Result<()> {
                 .await
                 .context("creating the project")?;
             print(&v)
+        }
+        ProjectCommand::Get { id, remote } => {
+            let v = remote
+                .console()?
+                .get(&format!("/projects/{id}"))
+                .await
+                .context("reading the project")?;
+            print(&v)
+        }
+        ProjectCommand::Auth {
+            id,
+            duration,
+            limit,
+            max_sessions,
+            password_history,
+            password_dictionary,
+            personal_data,
+            enable,
+            disable,
+            remote,
+        } => {
+            let on = |v: &str| v == "on";
+            let mut changes: Vec<(String, serde_json::Value)> = Vec::new();
+            if let Some(d) = duration {
+                changes.push(("duration".into(), json!({ "duration": d })));
+            }
+            if let Some(n) = limit {
+                changes.push(("limit".into(), json!({ "limit": n })));
+            }
+            if let Some(n) = max_sessions {
+                changes.push(("max-sessions".into(), json!({ "limit": n })));
+            }
+            if let Some(n) = password_history {
+                changes.push(("password-history".into(), json!({ "limit": n })));
+            }
+            if let Some(v) = password_dictionary {
+                changes.push(("password-dictionary".into(), json!({ "enabled": on(&v) })));
+            }
+            if let Some(v) = personal_data {
+                changes.push(("personal-data".into(), json!({ "enabled": on(&v) })));
+            }
+            for (methods, status) in [(enable, true), (disable, false)] {
+                for m in methods {
+                    if !model::auth::AUTH_METHODS.contains(&m.as_str()) {
+                        anyhow::bail!(
+                            "unknown sign-in method {m:?}: one of {}",
+                            model::auth::AUTH_METHODS.join(", ")
+                        );
+                    }
+                    changes.push((m, json!({ "status": status })));
+                }
+            }
+            let console = remote.console()?;
+            let mut last = console
+                .get(&format!("/projects/{id}"))
+                .await
+                .context("reading the project")?;
+            for (setting, body) in changes {
+                last = console
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/projects/{id}/auth/{setting}"),
+                        Some(body),
+                    )
+                    .await
+                    .with_context(|| format!("changing {setting}"))?;
+            }
+            print(&last)
         }
     }
 }

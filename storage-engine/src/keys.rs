@@ -56,6 +56,8 @@ pub const TRANSACTION: &str = "T";
 pub const PLATFORM: &str = "F";
 /// The secret a project's JWTs are signed with.
 pub const JWT_SECRET: &str = "J";
+/// A project's auth settings (`model::auth::AuthSettings`).
+pub const AUTH_SETTINGS: &str = "A";
 
 /// The Raft layer's opaque applied-state record.
 pub const APPLIED: &[u8] = b"\0applied";

@@ -372,6 +372,12 @@ impl StateReader for View {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    fn auth_settings(&self, project: &str) -> Result<model::auth::AuthSettings> {
+        Ok(self
+            .get_meta(&keys::meta(project, keys::AUTH_SETTINGS, &[]))?
+            .unwrap_or_default())
+    }
+
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {
         let mut v: Vec<Transaction> =
             self.scan_meta(&keys::meta_prefix(project, keys::TRANSACTION, &[]))?;

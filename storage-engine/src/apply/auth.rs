@@ -46,6 +46,7 @@ pub(super) fn apply(
                 user.phone_verification = false;
                 user.mfa = false;
             }
+            within_user_limit(txn, project, caller)?;
             create_user(txn, project, &user, at)
         }
         AuthOp::UpdateUser { id, changes, proof } => {
@@ -133,7 +134,7 @@ pub(super) fn apply(
         AuthOp::CreateSession {
             session,
             proof,
-            max,
+            max: _,
             user,
             rehash,
         } => {
@@ -149,6 +150,7 @@ pub(super) fn apply(
                     u.phone_verification = false;
                     u.mfa = false;
                 }
+                within_user_limit(txn, project, caller)?;
                 create_user(txn, project, &u, at)?;
             }
             let factor = match proof {
@@ -156,7 +158,7 @@ pub(super) fn apply(
                 None => "anonymous",
             };
             let session = proven(caller, session, factor);
-            let out = create_session(txn, project, &session, proof.as_deref(), *max, at)?;
+            let out = create_session(txn, project, &session, proof.as_deref(), at)?;
             if let (Some(c), Some(_)) = (rehash, proof) {
                 // The proof held (the session was made): the imported hash becomes ours.
                 let (old, mut u) = load_user(txn, project, &session.user_id)?;
@@ -169,11 +171,13 @@ pub(super) fn apply(
             }
             Ok(out)
         }
-        AuthOp::ExtendSession { user, id, expire } => {
+        AuthOp::ExtendSession { user, id, .. } => {
+            // As long as the project's sessions last, from now.
+            let duration = super::projects::auth_settings(txn, project)?.duration_ms;
             let old = load_session(txn, project, user, id)?;
             let mut doc = old.clone();
             let mut s = Session::from_document(&old);
-            s.expire = *expire;
+            s.expire = at.saturating_add(duration);
             doc.data = s.data();
             doc.updated_at = at;
             write_document(txn, project, auth::sessions(), Some(&old), Some(&doc))?;
@@ -310,7 +314,7 @@ pub(super) fn apply(
                 _ => "email",
             };
             let session = proven(caller, session, factor);
-            let out = create_session(txn, project, &session, None, auth::MAX_SESSIONS as u32, at)?;
+            let out = create_session(txn, project, &session, None, at)?;
             if kind != auth::TOKEN_GENERIC {
                 // The secret arrived by email: the address is the user's.
                 let change = [UserChange::EmailVerification(true)];
@@ -319,7 +323,7 @@ pub(super) fn apply(
             Ok(out)
         }
         AuthOp::EmailToken { owner, token, mail } => {
-            let user = token_owner(txn, project, owner, at)?;
+            let user = token_owner(txn, project, caller, owner, at)?;
             if let (MailKind::Verification, Caller::Roles { user: me, .. }) = (mail.kind, caller) {
                 if me.as_deref() != Some(user.id.as_str()) {
                     return Err(unauthorized());
@@ -445,7 +449,7 @@ pub(super) fn apply(
                 Some(_) => Ok(Outcome::Membership(m)),
                 None => {
                     let session = proven(caller, session, "email");
-                    create_session(txn, project, &session, None, auth::MAX_SESSIONS as u32, at)
+                    create_session(txn, project, &session, None, at)
                 }
             }
         }
@@ -1041,6 +1045,8 @@ fn create_user(txn: &mut Txn, project: &str, user: &User, at: i64) -> R<Outcome>
         ));
     }
     let mut u = user.clone();
+    u.password_history.clear();
+    remember_password(txn, project, &mut u)?;
     u.created_at = at;
     u.updated_at = at;
     u.registration = at;
@@ -1074,6 +1080,9 @@ fn update_user(
     let mut collision = ErrorCode::UserAlreadyExists;
     for change in changes {
         apply_change(&mut u, change, &mut collision, at);
+    }
+    if changes.iter().any(|c| matches!(c, UserChange::Password(_))) {
+        remember_password(txn, project, &mut u)?;
     }
     u.updated_at = at;
     let mut doc = old.clone();
@@ -1114,14 +1123,17 @@ fn apply_change(u: &mut User, change: &UserChange, collision: &mut ErrorCode, at
     }
 }
 
+/// Starts `session`, for as long as the project's sessions last, ending the user's oldest
+/// while it holds the project's most.
 fn create_session(
     txn: &mut Txn,
     project: &str,
     session: &Session,
     proof: Option<&str>,
-    max: u32,
     at: i64,
 ) -> R<Outcome> {
+    let settings = super::projects::auth_settings(txn, project)?;
+    let max = settings.max_sessions;
     let (_, user) = load_user(txn, project, &session.user_id)?;
     if !user.status {
         return Err(blocked());
@@ -1145,6 +1157,7 @@ fn create_session(
     let mut s = session.clone();
     s.created_at = at;
     s.updated_at = at;
+    s.expire = at.saturating_add(settings.duration_ms);
     let doc = Document {
         id: s.id.clone(),
         sequence: next_sequence(txn, project, coll)?,
@@ -1200,6 +1213,39 @@ pub(super) fn check_factors(
             ErrorCode::UserMoreFactorsRequired,
             "More factors are required to complete the sign in process.",
         )),
+    }
+}
+
+/// Puts the user's (new) password first in its history, which keeps as many as the project's
+/// `password_history` (none when that is 0; only argon2id hashes, which the API can check).
+fn remember_password(txn: &Txn, project: &str, u: &mut User) -> R<()> {
+    let keep = super::projects::auth_settings(txn, project)?.password_history as usize;
+    if let Some(c) = u.password.as_ref().filter(|c| c.algo == "argon2") {
+        if u.password_history.first() != Some(&c.hash) {
+            u.password_history.insert(0, c.hash.clone());
+        }
+    }
+    u.password_history.truncate(keep);
+    Ok(())
+}
+
+/// Refuses a sign-up (not a key's new user) past the project's user limit.
+fn within_user_limit(txn: &Txn, project: &str, caller: &Caller) -> R<()> {
+    if matches!(caller, Caller::Privileged) {
+        return Ok(());
+    }
+    let limit = super::projects::auth_settings(txn, project)?.limit;
+    let k = keys::rows_count(project, auth::DB, auth::USERS);
+    let n = txn
+        .get(INDEX, &k)?
+        .and_then(|v| keys::parse_count(&v))
+        .unwrap_or(0);
+    match limit > 0 && n >= limit {
+        true => Err(err(
+            ErrorCode::UserCountExceeded,
+            "The current project has exceeded the maximum number of users. Please check your user limit in the Appwrite console.",
+        )),
+        false => Ok(()),
     }
 }
 
@@ -1346,7 +1392,13 @@ fn store_token(txn: &mut Txn, project: &str, token: &Token, at: i64) -> R<Token>
 
 /// The user an emailed secret is for: by id, or by email — made first from `create` (as a
 /// sign-up: no password, status, labels or verification of its own) when none has it.
-fn token_owner(txn: &mut Txn, project: &str, owner: &TokenOwner, at: i64) -> R<User> {
+fn token_owner(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    owner: &TokenOwner,
+    at: i64,
+) -> R<User> {
     let (email, create) = match owner {
         TokenOwner::Id(id) => return Ok(load_user(txn, project, id)?.1),
         TokenOwner::Email { email, create } => (email, create),
@@ -1366,6 +1418,7 @@ fn token_owner(txn: &mut Txn, project: &str, owner: &TokenOwner, at: i64) -> R<U
             u.email_verification = false;
             u.phone_verification = false;
             u.mfa = false;
+            within_user_limit(txn, project, caller)?;
             create_user(txn, project, &u, at)?;
             Ok(load_user(txn, project, &u.id)?.1)
         }
@@ -1478,7 +1531,7 @@ fn invite(
         Caller::Roles { user: Some(me), .. } => load_user(txn, project, me)?.1.name,
         _ => String::new(),
     };
-    let user = token_owner(txn, project, invitee, at)?;
+    let user = token_owner(txn, project, caller, invitee, at)?;
     let coll = auth::memberships();
     let held = by_index(
         txn,

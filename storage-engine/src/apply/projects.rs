@@ -27,7 +27,28 @@ pub(super) fn apply_project(txn: &mut Txn, project: &str, op: &ProjectOp, at: i6
             txn.put(META, listed, Vec::new());
             Ok(Outcome::Project(p))
         }
+        ProjectOp::UpdateAuth { change } => {
+            let k = keys::meta(project, keys::PROJECT, &[]);
+            let mut p: Project = txn.get_as(META, &k)?.ok_or_else(|| err(ErrorCode::ProjectNotFound, "Project with the requested ID could not be found. Please check the value of the X-Appwrite-Project header to ensure the correct project ID is being used."))?;
+            let mut settings = auth_settings(txn, project)?;
+            settings.apply(change);
+            txn.put(
+                META,
+                keys::meta(project, keys::AUTH_SETTINGS, &[]),
+                encode(&settings),
+            );
+            p.updated_at = at;
+            txn.put(META, k, encode(&p));
+            Ok(Outcome::Project(p))
+        }
     }
+}
+
+/// The project's auth settings as committed (the defaults until the operator changes one).
+pub(crate) fn auth_settings(txn: &Txn, project: &str) -> R<model::auth::AuthSettings> {
+    Ok(txn
+        .get_as(META, &keys::meta(project, keys::AUTH_SETTINGS, &[]))?
+        .unwrap_or_default())
 }
 
 pub(crate) fn require_project(txn: &Txn, project: &str) -> R<()> {

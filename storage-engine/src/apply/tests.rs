@@ -890,6 +890,7 @@ fn user(id: &str, email: &str) -> model::auth::User {
         accessed_at: None,
         totp: None,
         recovery: None,
+        password_history: Vec::new(),
     }
 }
 
