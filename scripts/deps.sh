@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Basalt needs on a Debian machine, when it is missing:
-# libclang (bindgen for RocksDB's bindings), Python's venv module, and iproute2 (the partition
-# tests put nodes in network namespaces). Safe to run repeatedly.
+# libclang (bindgen for RocksDB's bindings), Python's venv module, iproute2 (the partition
+# tests put nodes in network namespaces), and Node.js with npm (the Node SDK's tests). Safe to
+# run repeatedly.
 set -euo pipefail
 
 # bindgen (through clang-sys, loading at run time) opens libclang itself: `libclang.so`,
@@ -24,6 +25,9 @@ missing=()
 have_libclang || missing+=(libclang-dev)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The Node SDK's tests (tests/test_node_sdk.py) run node-appwrite under Node.js.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks)" >&2

@@ -53,9 +53,10 @@ def members(node):
 
 
 def no_hijack(node):
-    status, _, _ = http("GET", node.url() + "/projects/probe-hijack",
-                        headers={"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
-    return status == 404
+    """The project the probe's forwarded write would create does not exist."""
+    status, _, body = http("GET", node.url() + "/projects/probe-hijack",
+                           headers={"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY})
+    return status == 404 and body["type"] == "project_not_found"
 
 
 def start_refused(node, timeout=60):
@@ -140,11 +141,14 @@ def test_every_rpc_refuses_whoever_the_cluster_did_not_admit(cluster):
     other = n2 if target is not n2 else n3
     assert_all_refused(probe(target, f"minted:{n1.data_dir}:{other.node_id}", other.node_id),
                        "a minted certificate for a member")
-    # A member's real certificate may not act as another node (votes, appends, announcements).
+    # None of those outsiders' forwarded writes was applied.
+    assert no_hijack(target)
+    # A member's real certificate may not act as another node (votes, appends, announcements);
+    # forwarding a client's write is what members do (its write is applied).
     answers = probe(target, f"files:{other.data_dir}", 99)
     for method in ("vote", "append", "snapshot", "announce"):
         assert answers[method].startswith("PermissionDenied"), (method, answers[method])
-    assert no_hijack(target)
+    assert answers["forward"] == "ok" and not no_hijack(target)
 
     # A removed node's certificate is refused everywhere, and it cannot join again.
     n4 = cluster.add_node(4)
@@ -156,8 +160,10 @@ def test_every_rpc_refuses_whoever_the_cluster_did_not_admit(cluster):
     n4.stop()  # a removed node that runs on campaigns alone: nobody answers it
     cluster.wait_for_voters([1, 2, 3])
     for node in (n1, n2, n3):
-        assert_all_refused(probe(node, f"files:{n4.data_dir}", 4), f"a removed node's certificate, at node {node.node_id}")
-    assert no_hijack(n1)
+        answers = probe(node, f"files:{n4.data_dir}", 4)
+        assert_all_refused(answers, f"a removed node's certificate, at node {node.node_id}")
+        # Refused before it ran, not run and failed (the project exists by now).
+        assert not answers["forward"].startswith("Refused:"), answers["forward"]
     # Restarted, it asks to join again (with its old certificate) and is refused; its
     # campaign for votes is refused too (openraft logs that as an ERROR, on the removed node).
     n4.allowed_errors += ["was removed from this cluster"]
