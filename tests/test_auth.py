@@ -357,6 +357,38 @@ def test_sessions_and_jwts_hold_on_every_node(cluster):
     cluster.assert_consistent()
 
 
+def test_mfa_and_auth_settings_hold_on_every_node(cluster):
+    """MFA turned on through one node binds sessions on the others at once; a challenge made
+    on one node is answered on another; the operator's settings bind every node."""
+    import subprocess
+    from appwrite.enums.authentication_factor import AuthenticationFactor
+    from appwrite.enums.authenticator_type import AuthenticatorType
+    from conftest import Project
+    from harness import ROOT_KEY, basalt_bin, create_project
+    from test_mfa import totp
+    n1, n2, n3 = cluster.nodes
+    pid = "mfacluster"
+    project = Project(n1, pid, create_project(n1, pid))
+    u = Account(guest(project, n1)).create(user_id=ID.unique(), email="m@example.com", password=PASSWORD)
+    full, _ = sign_in(project, "m@example.com", node=n1)
+    short, _ = sign_in(project, "m@example.com", node=n2)
+    me1 = Account(guest(project, n1).set_session(full.secret))
+    t = me1.create_mfa_authenticator(type=AuthenticatorType.TOTP)
+    me1.update_mfa_authenticator(type=AuthenticatorType.TOTP, otp=totp(t.secret))
+    me1.update_mfa(mfa=True)
+    # The password-only session made on node 2 is refused on node 3 at once.
+    raises(401, "user_more_factors_required", Account(guest(project, n3).set_session(short.secret)).get)
+    ch = Account(guest(project, n2).set_session(short.secret)).create_mfa_challenge(factor=AuthenticationFactor.TOTP)
+    Account(guest(project, n3).set_session(short.secret)).update_mfa_challenge(challenge_id=ch.id, otp=totp(t.secret))
+    assert Account(guest(project, n1).set_session(short.secret)).get().id == u.id
+    # Settings changed through node 3 bind a sign-up through node 1.
+    r = subprocess.run([basalt_bin(), "project", "auth", "--id", pid, "--disable", "anonymous",
+                        "--endpoint", n3.endpoint, "--root-key", ROOT_KEY], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    raises(501, "user_auth_method_unsupported", Account(guest(project, n1)).create_anonymous_session)
+    cluster.assert_consistent()
+
+
 def test_teams_memberships_and_team_permissions(project):
     from appwrite.services.teams import Teams
     owner = sign_up(project, "owner@example.com")

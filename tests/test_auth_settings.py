@@ -88,11 +88,24 @@ def test_operator_settings_shape_the_flows(project):
     Users(project.client()).create(user_id=ID.unique(), email="di@example.com", password=PASSWORD)
     assert Users(project.client()).list().total == 4
 
-    # Bad settings are refused and change nothing.
-    for args in (["--max-sessions", "0"], ["--password-history", "21"], ["--duration", "5"]):
+    # Bad settings are refused and change nothing: by the CLI before it sends any (a good one
+    # before a bad one is not applied either)...
+    for args in (["--limit", "9", "--max-sessions", "0"], ["--password-history", "21"], ["--duration", "5"],
+                 ["--enable", "jwt", "--disable", "jwt"]):
         r = subprocess.run([basalt_bin(), "project", "auth", "--id", project.id, *args, "--endpoint",
                             project.node.endpoint, "--root-key", ROOT_KEY], capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and "400 Bad Request: Invalid" in r.stderr, (args, r.stderr)
+        assert r.returncode != 0 and r.stderr, (args, r.stderr)
+    assert cli(project.node, "get", "--id", project.id)["authLimit"] == 3
+    # ...and by the API (Appwrite 1.9.2's names, `total` and `enabled`, are taken too).
+    root = {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY}
+    for setting, body in (("max-sessions", {"limit": 0}), ("max-sessions", {"total": 101}),
+                          ("password-history", {"limit": 21}), ("duration", {"duration": 5})):
+        status, _, got = http("PATCH", project.node.url() + f"/projects/{project.id}/auth/{setting}", body, root)
+        assert (status, got["type"]) == (400, "general_argument_invalid"), (setting, body, got)
+    status, _, got = http("PATCH", project.node.url() + f"/projects/{project.id}/auth/password-history", {"total": 3}, root)
+    assert status == 200 and got["authPasswordHistory"] == 3, got
+    status, _, got = http("PATCH", project.node.url() + f"/projects/{project.id}/auth/anonymous", {"enabled": False}, root)
+    assert status == 200 and got["authAnonymous"] is False, got
     status, _, body = http("PATCH", project.node.url() + f"/projects/{project.id}/auth/limit", {"limit": 5},
                            {"X-Appwrite-Project": "console", "X-Appwrite-Key": project.key})
     assert status == 401, body

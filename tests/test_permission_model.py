@@ -20,7 +20,7 @@ PASSWORD = "correct-horse-battery"
 SEED = int(os.environ.get("BASALT_PERMISSION_SEED", "20261203"))
 N_USERS = 7
 N_TABLES = 8
-N_ROWS = 30
+N_ROWS = 36
 ACTIONS = ["read", "create", "update", "delete", "write"]
 
 
@@ -157,6 +157,8 @@ def test_permission_model_matches_the_reference(project):
             at = rng.randrange(len(readable))
             check((ident.name, t.id, "cursor", rid[at]), (len(rid), rid[at + 1:at + 5]),
                   lambda: ids(tdb.list_rows("pm", t.id, queries=[Query.cursor_after(rid[at]), Query.limit(4)])))
+        # A row the caller may not read is no cursor (Appwrite loads the cursor unchecked; here
+        # its existence is not given away).
         hidden = [r[0] for r in t.rows if r[0] not in rid]
         if hidden:
             check((ident.name, t.id, "cursor hidden"), ("error", 400, "general_cursor_not_found"),
@@ -184,11 +186,15 @@ def test_permission_model_matches_the_reference(project):
                       lambda: ids(tdb.list_rows("pm", t.id, queries=[Query.greater_than("n", 5), Query.limit(2)])))
             else:
                 list_cases(ident, tdb, t)
-            # Updates (the value written is the one there: only the decision is under test).
+            # Updates, each to a new value (kept in the reference when it is allowed).
             for row in t.rows:
-                expected = row[0] if t.may("update", ident.roles, row) else ("error", 401, "user_unauthorized")
+                allowed = t.may("update", ident.roles, row)
+                expected = row[0] if allowed else ("error", 401, "user_unauthorized")
+                n = next(made)
                 check((ident.name, t.id, "update", row[0]), expected,
-                      lambda: tdb.update_row("pm", t.id, row[0], {"n": row[1]}).id)
+                      lambda: tdb.update_row("pm", t.id, row[0], {"n": n}).id)
+                if allowed:
+                    row[1] = n
             # Creates: the table decides; a user may grant only roles it holds.
             new_id = f"{ident.name}-{t.id}"
             if t.may("create", ident.roles):

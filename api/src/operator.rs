@@ -112,10 +112,15 @@ async fn update_auth(State(s): State<AppState>, req: Req) -> Reply {
     require_root(&s, &req)?;
     let view = linearizable(&s).await?;
     let project = existing_project(&*view, &req)?;
+    // Appwrite 1.9.2 names the numbers `total` (null: off) and the switches `enabled`; the
+    // console before it, `limit` and `status`. Both are taken.
     let range = |name: &str, lo: u64, hi: u64| -> Result<u64, ApiError> {
-        let n = req
-            .uint_opt(name)?
-            .ok_or_else(|| ApiError(Error::invalid(msg!("Param \"{}\" is not optional.", name))))?;
+        let n = match (req.has("total"), name) {
+            (true, "limit") => req.uint_opt("total")?.unwrap_or(0),
+            _ => req.uint_opt(name)?.ok_or_else(|| {
+                ApiError(Error::invalid(msg!("Param \"{}\" is not optional.", name)))
+            })?,
+        };
         if !(lo..=hi).contains(&n) {
             return Err(ApiError(Error::invalid(msg!(
                 "Invalid `{}` param: Value must be a valid range between {} and {}",
@@ -138,7 +143,10 @@ async fn update_auth(State(s): State<AppState>, req: Req) -> Reply {
         "personal-data" => AuthChange::PersonalDataCheck(req.bool_req("enabled")?),
         m if model::auth::AUTH_METHODS.contains(&m) => AuthChange::Method {
             method: m.to_string(),
-            enabled: req.bool_req("status")?,
+            enabled: match req.bool_opt("enabled")? {
+                Some(on) => on,
+                None => req.bool_req("status")?,
+            },
         },
         _ => {
             return Err(ApiError::new(
@@ -208,9 +216,8 @@ async fn list_projects(State(s): State<AppState>, req: Req) -> Reply {
     reply(
         StatusCode::OK,
         json!({ "total": projects.len(), "projects": projects.iter().map(|p| {
-            let a = view.auth_settings(&p.id).unwrap_or_default();
-            project_json(p, &a)
-        }).collect::<Vec<_>>() }),
+            Ok(project_json(p, &view.auth_settings(&p.id)?))
+        }).collect::<Result<Vec<_>, ApiError>>()? }),
     )
 }
 

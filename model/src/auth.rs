@@ -955,13 +955,16 @@ impl AuthSettings {
         !self.disabled.iter().any(|m| m == method)
     }
 
-    /// Applies one change (the operator's).
+    /// Applies one change (the operator's), kept within the ranges the API accepts whatever
+    /// the command says: the log, not the API, is what every replica applies.
     pub fn apply(&mut self, change: &AuthChange) {
         match change {
-            AuthChange::Duration(ms) => self.duration_ms = *ms,
+            AuthChange::Duration(ms) => self.duration_ms = (*ms).clamp(60_000, SESSION_TTL_MS),
             AuthChange::Limit(n) => self.limit = *n,
-            AuthChange::MaxSessions(n) => self.max_sessions = *n,
-            AuthChange::PasswordHistory(n) => self.password_history = *n,
+            AuthChange::MaxSessions(n) => self.max_sessions = (*n).clamp(1, 100),
+            AuthChange::PasswordHistory(n) => {
+                self.password_history = (*n).min(PASSWORD_HISTORY_MAX)
+            }
             AuthChange::PasswordDictionary(on) => self.password_dictionary = *on,
             AuthChange::PersonalDataCheck(on) => self.personal_data_check = *on,
             AuthChange::Method { method, enabled } => {

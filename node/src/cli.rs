@@ -545,6 +545,20 @@ async fn project(c: ProjectCommand) -> Result<()> {
             disable,
             remote,
         } => {
+            // Checked before the first change is sent: each flag is its own request, and a bad
+            // one late in the line would leave the earlier ones applied.
+            let within = |name: &str, v: Option<u64>, lo: u64, hi: u64| match v {
+                Some(n) if !(lo..=hi).contains(&n) => {
+                    anyhow::bail!("--{name} {n}: between {lo} and {hi}")
+                }
+                _ => Ok(()),
+            };
+            within("duration", duration, 60, 31_536_000)?;
+            within("max-sessions", max_sessions, 1, 100)?;
+            within("password-history", password_history, 0, 20)?;
+            if let Some(m) = enable.iter().find(|m| disable.contains(m)) {
+                anyhow::bail!("{m} is both enabled and disabled");
+            }
             let on = |v: &str| v == "on";
             let mut changes: Vec<(String, serde_json::Value)> = Vec::new();
             if let Some(d) = duration {

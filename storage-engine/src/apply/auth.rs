@@ -163,6 +163,7 @@ pub(super) fn apply(
                 // The proof held (the session was made): the imported hash becomes ours.
                 let (old, mut u) = load_user(txn, project, &session.user_id)?;
                 u.password = Some((**c).clone());
+                remember_password(txn, project, &mut u)?;
                 u.updated_at = at;
                 let mut doc = old.clone();
                 doc.data = u.data();
