@@ -593,3 +593,41 @@ def test_imported_password_hashes_sign_in_and_become_argon2(project):
     # A hash whose cost would stall a node is refused at import.
     raises(400, "general_argument_invalid", users.create_scrypt_user, "bad3", "bad3@appwrite.io", "00", "s", 1 << 30, 8, 1, 64)
     raises(400, "general_argument_invalid", users.create_bcrypt_user, "bad4", "bad4@appwrite.io", "$2a$31$xX/myGbFU.ZSKHSi6EHdBOySTdYm8QxBLXmOPHrYMwV0mHRBBSBOq")
+
+
+def test_account_and_user_logs(project):
+    """`GET /account/logs` and `/users/{id}/logs` (the Python SDK 27 has no `listLogs`; the
+    Node SDK's is driven in tests/sdk/node_flows.mjs)."""
+    u = Account(guest(project)).create(user_id=ID.unique(), email="lo@example.com", password=PASSWORD, name="Lo")
+    s, me = sign_in(project, "lo@example.com")
+    Account(me).update_name(name="Lola")
+    mine = {"X-Appwrite-Project": project.id, "X-Appwrite-Session": s.secret}
+
+    def logs(url, headers):
+        status, _, body = http("GET", project.node.url() + url, None, headers)
+        assert status == 200, body
+        return body
+
+    got = logs("/account/logs", mine)
+    assert [l["event"] for l in got["logs"]] == ["user.update", "session.create", "user.create"]
+    assert got["total"] == 3
+    top = got["logs"][0]
+    assert (top["userId"], top["userEmail"], top["userName"], top["mode"]) == (u.id, "lo@example.com", "Lola", "default")
+    assert top["ip"].startswith("127.0.0.1") and top["time"] and top["countryCode"] == "--"
+    # The session was made by a key holder (server-side rendering): an admin's event.
+    assert got["logs"][1]["mode"] == "admin"
+    key = project.headers()
+    q = urllib.parse.urlencode([("queries[]", Query.limit(1)), ("queries[]", Query.offset(1))])
+    page = logs(f"/users/{u.id}/logs?{q}", key)
+    assert page["total"] == 3 and [l["event"] for l in page["logs"]] == ["session.create"]
+    bad = urllib.parse.urlencode([("queries[]", Query.equal("event", ["x"]))])
+    status, _, body = http("GET", project.node.url() + f"/users/{u.id}/logs?{bad}", None, key)
+    assert (status, body["type"]) == (400, "general_query_invalid"), body
+    # Failures are no events; a deleted user's log goes with it.
+    raises(401, "user_invalid_credentials", Account(project.client()).create_email_password_session,
+           email="lo@example.com", password="wrong-password")
+    assert logs("/account/logs", mine)["total"] == 3
+    users = Users(project.client())
+    users.delete(user_id=u.id)
+    users.create(user_id=u.id, email="lo2@example.com")
+    assert [l["event"] for l in logs(f"/users/{u.id}/logs", key)["logs"]] == ["user.create"]

@@ -45,6 +45,20 @@ pub struct Ctx {
     /// behind may not have it yet, so a refusal or a guest's write must be decided again on a
     /// linearizable one.
     pub unresolved: bool,
+    /// Where the request came from (for the users' audit log).
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// The client's user agent, as Appwrite takes it (a server SDK forwards its caller's).
+pub(crate) fn user_agent(req: &Req) -> String {
+    ["x-forwarded-user-agent", "user-agent"]
+        .iter()
+        .find_map(|h| req.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or("")
+        .chars()
+        .take(1024)
+        .collect()
 }
 
 impl Ctx {
@@ -307,7 +321,7 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
     }
     // With a key, a session sent alongside is ignored (as Appwrite does for project keys).
     if let Some(secret) = key {
-        return authorize_key(view, project, secret, scopes);
+        return authorize_key(view, project, secret, scopes, req);
     }
     let session = session_value(&req.headers, &project);
     let now = crate::params::now_ms();
@@ -424,6 +438,8 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         view,
         who,
         unresolved,
+        ip: req.ip(),
+        user_agent: user_agent(req),
     })
 }
 
@@ -444,6 +460,7 @@ fn authorize_key(
     project: String,
     secret: &str,
     scopes: &[&str],
+    req: &Req,
 ) -> Result<Ctx, ApiError> {
     let api_key = view
         .key_by_secret_sha256(&project, &sha256_hex(secret))?
@@ -478,6 +495,8 @@ fn authorize_key(
         view,
         who: Who::Key,
         unresolved: false,
+        ip: req.ip(),
+        user_agent: user_agent(req),
     })
 }
 

@@ -28,6 +28,7 @@ mod edge;
 mod emailed;
 mod error;
 mod imported;
+mod logs;
 pub mod mail;
 mod mfa;
 mod operator;
@@ -122,6 +123,7 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> 
         .merge(account::router())
         .merge(emailed::router())
         .merge(mfa::router())
+        .merge(logs::router())
         .merge(users::router())
         .merge(teams::router())
         .merge(databases::router(common::Flavor::Legacy))

@@ -356,6 +356,8 @@ async fn change_listed(
         view,
         who: ctx.who.clone(),
         unresolved: false,
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
     };
     let c = collection(f, &fresh, req)?;
     let all = Spec {

@@ -250,7 +250,14 @@ pub(crate) fn prefs_param(req: &Req) -> Result<String, ApiError> {
 // ---- shared actions ---------------------------------------------------------------------
 
 /// Proposes an auth operation as the request's actor.
+/// Proposes `op` for the caller; a user's auth event is logged with it (`AuthOp::Audited`).
 pub(crate) async fn propose(s: &AppState, ctx: &Ctx, op: AuthOp) -> Result<Outcome, ApiError> {
+    let op = AuthOp::Audited {
+        op: Box::new(op),
+        id: new_id(),
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
     let env = Envelope::new(
         ctx.project.clone(),
         new_request_id(),
@@ -290,16 +297,6 @@ pub(crate) struct SessionRequest {
     pub rehash: Option<Credential>,
 }
 
-fn user_agent(req: &Req) -> String {
-    ["x-forwarded-user-agent", "user-agent"]
-        .iter()
-        .find_map(|h| req.headers.get(*h).and_then(|v| v.to_str().ok()))
-        .unwrap_or("")
-        .chars()
-        .take(1024)
-        .collect()
-}
-
 /// A new session for `user_id` (not yet committed), and the value its holder is given.
 pub(crate) fn new_session(
     req: &Req,
@@ -321,7 +318,7 @@ pub(crate) fn new_session(
         provider_uid,
         expire: now.saturating_add(auth::SESSION_TTL_MS),
         ip: req.ip(),
-        user_agent: user_agent(req),
+        user_agent: crate::auth::user_agent(req),
         factors,
         mfa_updated_at: None,
     };

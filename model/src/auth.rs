@@ -23,6 +23,9 @@ pub const SESSIONS: &str = "sessions";
 pub const TEAMS: &str = "teams";
 pub const MEMBERSHIPS: &str = "memberships";
 pub const TOKENS: &str = "tokens";
+pub const LOGS: &str = "logs";
+/// Log entries a user keeps (`Account.listLogs`); a new one ends the oldest.
+pub const MAX_LOGS: usize = 100;
 /// Unused tokens a user holds at most; a new one ends the oldest.
 pub const MAX_TOKENS: usize = 100;
 /// Teams a user may belong to: what its roles are computed from on every request.
@@ -233,6 +236,68 @@ pub fn tokens() -> &'static Collection {
             vec![index("_key_user", IndexKind::Key, &["userId"])],
         )
     })
+}
+
+/// The audit log of users' auth events (`Account.listLogs`, `Users.listLogs`), indexed by user.
+pub fn logs() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            LOGS,
+            vec![
+                attr("userId", String, Some(36), false),
+                attr("event", String, Some(64), false),
+                attr("mode", String, Some(16), false),
+                attr("ip", String, Some(45), false),
+                attr("userAgent", String, Some(1024), false),
+            ],
+            vec![index("_key_user", IndexKind::Key, &["userId"])],
+        )
+    })
+}
+
+/// One auth event of a user: what happened, through which kind of caller, from where. Its
+/// time is its document's `$createdAt`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub id: String,
+    pub created_at: i64,
+    pub user_id: String,
+    /// `user.create`, `session.create`, `recovery.update`, ...
+    pub event: String,
+    /// `default` (the user, or a guest), `admin` (a key).
+    pub mode: String,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl LogEntry {
+    pub fn from_document(d: &Document) -> LogEntry {
+        let g = |k: &str| d.data.get(k);
+        LogEntry {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            user_id: text(g("userId")),
+            event: text(g("event")),
+            mode: text(g("mode")),
+            ip: text(g("ip")),
+            user_agent: text(g("userAgent")),
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("userId", Value::Str(self.user_id.clone())),
+            ("event", Value::Str(self.event.clone())),
+            ("mode", Value::Str(self.mode.clone())),
+            ("ip", Value::Str(self.ip.clone())),
+            ("userAgent", Value::Str(self.user_agent.clone())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 /// A one-time token: its secret's SHA-256, what it is for, and until when it holds.

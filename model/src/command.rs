@@ -272,6 +272,14 @@ pub enum AuthOp {
         challenge: String,
         otp_sha256: String,
     },
+    /// `op`, and, if it is one of a user's auth events and succeeds, an entry `id` in that
+    /// user's log, in the same apply, with where the request came from.
+    Audited {
+        op: Box<AuthOp>,
+        id: String,
+        ip: String,
+        user_agent: String,
+    },
 }
 
 /// Whose token an email carries: a known user, or the user with an email address — made

@@ -111,6 +111,12 @@ try {
   check(done.factors.includes("totp") && done.mfaUpdatedAt, "the challenge adds the factor");
   check((await short.account.get()).$id === u.$id, "the completed session works");
 
+  step = "logs";
+  const logs = await me.account.listLogs();
+  check(logs.total >= 3 && logs.logs[0].event && logs.logs[0].userId === u.$id, "account.listLogs");
+  const theirs = await users.listLogs({ userId: u.$id, queries: [Query.limit(2)] });
+  check(theirs.logs.length === 2 && theirs.total === logs.total, "users.listLogs pages");
+
   step = "sign-out";
   await me.account.deleteSession({ sessionId: "current" });
   await refused(401, "general_unauthorized_scope", () => me.account.get(), "a deleted session");

@@ -29,6 +29,37 @@ pub(super) fn apply(
     op: &AuthOp,
     at: i64,
 ) -> R<Outcome> {
+    if let AuthOp::Audited {
+        op: inner,
+        id,
+        ip,
+        user_agent,
+    } = op
+    {
+        if matches!(**inner, AuthOp::Audited { .. }) {
+            return Err(err(
+                ErrorCode::GeneralArgumentInvalid,
+                "An audited operation is one operation.",
+            ));
+        }
+        let out = apply(txn, project, caller, inner, at)?;
+        if let Some((user, event)) = audit_event(inner, &out) {
+            let entry = auth::LogEntry {
+                id: id.clone(),
+                created_at: at,
+                user_id: user,
+                event: event.to_string(),
+                mode: match caller {
+                    Caller::Privileged => "admin".into(),
+                    Caller::Roles { .. } => "default".into(),
+                },
+                ip: ip.chars().take(45).collect(),
+                user_agent: user_agent.chars().take(1024).collect(),
+            };
+            write_log(txn, project, &entry, at)?;
+        }
+        return Ok(out);
+    }
     permitted(caller, op)?;
     match op {
         // The outbox outlives a deleted project's other state: its emails still leave it.
@@ -117,7 +148,17 @@ pub(super) fn apply(
                 remove_membership(txn, project, &m, at)?;
             }
             // Nothing the user held outlives it: a new user given the same id later inherits
-            // no token and no membership.
+            // no token, membership or log.
+            for l in by_index(
+                txn,
+                project,
+                auth::logs(),
+                "_key_user",
+                id,
+                auth::MAX_LOGS + 1,
+            )? {
+                write_document(txn, project, auth::logs(), Some(&l), None)?;
+            }
             for t in by_index(
                 txn,
                 project,
@@ -613,6 +654,11 @@ pub(super) fn apply(
             let s = add_factor(txn, project, user, session, factor, Some(at), at)?;
             Ok(Outcome::Session(s))
         }
+        // Taken apart above, before anything else.
+        AuthOp::Audited { .. } => Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "An audited operation is one operation.",
+        )),
         AuthOp::MailSent { due, id } => {
             let k = keys::outbox(*due, id);
             if let Some(bytes) = txn.get(META, &k)? {
@@ -1194,9 +1240,14 @@ pub(super) fn check_factors(
     op: &model::command::Op,
 ) -> R<()> {
     use model::command::Op;
+    let auth_op = match op {
+        Op::Auth(AuthOp::Audited { op, .. }) => Some(&**op),
+        Op::Auth(op) => Some(op),
+        _ => None,
+    };
     let exempt = matches!(
-        op,
-        Op::Auth(
+        auth_op,
+        Some(
             AuthOp::CreateChallenge { .. }
                 | AuthOp::VerifyChallenge { .. }
                 | AuthOp::DeleteSession { .. }
@@ -1228,6 +1279,87 @@ fn remember_password(txn: &Txn, project: &str, u: &mut User) -> R<()> {
     }
     u.password_history.truncate(keep);
     Ok(())
+}
+
+/// The user and the event a successful auth operation logs (none for teams, the project's
+/// secret and the outbox, which are no user's own events).
+fn audit_event(op: &AuthOp, out: &Outcome) -> Option<(String, &'static str)> {
+    let token_event = |kind: &str, done: bool| match (kind, done) {
+        (auth::TOKEN_VERIFICATION, false) => "verification.create",
+        (auth::TOKEN_VERIFICATION, true) => "verification.update",
+        (auth::TOKEN_RECOVERY, false) => "recovery.create",
+        (auth::TOKEN_RECOVERY, true) => "recovery.update",
+        _ => "token.create",
+    };
+    let found = match (op, out) {
+        (AuthOp::CreateUser { .. }, Outcome::User(u)) => (u.id.clone(), "user.create"),
+        (AuthOp::UpdateUser { id, .. }, _) => (id.clone(), "user.update"),
+        (
+            AuthOp::CreateSession { .. }
+            | AuthOp::TokenSession { .. }
+            | AuthOp::AcceptInvite { .. }
+            | AuthOp::VerifyChallenge { .. },
+            Outcome::Session(s),
+        ) => (
+            s.user_id.clone(),
+            match op {
+                AuthOp::VerifyChallenge { .. } => "challenge.update",
+                _ => "session.create",
+            },
+        ),
+        (AuthOp::AcceptInvite { .. }, Outcome::Membership(m)) => {
+            (m.user_id.clone(), "membership.update")
+        }
+        (AuthOp::ExtendSession { user, .. }, _) => (user.clone(), "session.update"),
+        (AuthOp::DeleteSession { user, .. } | AuthOp::DeleteSessions { user }, _) => {
+            (user.clone(), "session.delete")
+        }
+        (AuthOp::EmailToken { .. } | AuthOp::CreateToken { .. }, Outcome::Token(t)) => {
+            (t.user_id.clone(), token_event(&t.kind, false))
+        }
+        (AuthOp::RedeemToken { user, kind, .. }, _) => (user.clone(), token_event(kind, true)),
+        (AuthOp::CreateAuthenticator { user, .. }, _) => (user.clone(), "authenticator.create"),
+        (AuthOp::VerifyAuthenticator { user, .. }, _) => (user.clone(), "authenticator.update"),
+        (AuthOp::DeleteAuthenticator { user }, _) => (user.clone(), "authenticator.delete"),
+        (AuthOp::RecoveryCodes { user, .. }, _) => (user.clone(), "recoverycodes.update"),
+        (AuthOp::CreateChallenge { user, .. }, _) => (user.clone(), "challenge.create"),
+        _ => return None,
+    };
+    Some(found)
+}
+
+/// Writes a log entry, ending the user's oldest while it holds `MAX_LOGS`.
+fn write_log(txn: &mut Txn, project: &str, entry: &auth::LogEntry, at: i64) -> R<()> {
+    let coll = auth::logs();
+    let held = by_index(
+        txn,
+        project,
+        coll,
+        "_key_user",
+        &entry.user_id,
+        auth::MAX_LOGS + 1,
+    )?;
+    for old in held
+        .iter()
+        .take((held.len() + 1).saturating_sub(auth::MAX_LOGS))
+    {
+        write_document(txn, project, coll, Some(old), None)?;
+    }
+    if entry.id.is_empty() || load_document(txn, project, coll, &entry.id)?.is_some() {
+        return Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "Log entry with the requested ID already exists.",
+        ));
+    }
+    let doc = Document {
+        id: entry.id.clone(),
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: at,
+        updated_at: at,
+        permissions: Vec::new(),
+        data: entry.data(),
+    };
+    write_document(txn, project, coll, None, Some(&doc))
 }
 
 /// Refuses a sign-up (not a key's new user) past the project's user limit.
