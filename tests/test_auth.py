@@ -234,6 +234,13 @@ def test_users_service(project):
     assert [u.id for u in users.list(queries=[Query.equal("name", ["Bob"])]).users] == ["bob"]
     assert [u.id for u in users.list(search="ada").users] == ["ada"]
     assert [u.name for u in users.list(queries=[Query.order_desc("name")]).users] == ["Nobody", "Bob", "Ada"]
+    # An empty email or phone removes it (and frees it for another user).
+    b = users.update_phone(user_id="bob", number="")
+    assert b.phone == "" and b.email == "bob@example.com"
+    assert users.update_email(user_id="bob", email="").email == ""
+    users.update_phone(user_id="bob", number="+15550002222")
+    users.update_email(user_id="bob", email="bob@example.com")
+    raises(400, "general_argument_invalid", users.update_email, user_id="bob", email="not-an-email")
     assert [u.id for u in users.list(queries=[Query.order_asc("name"), Query.limit(1)]).users] == ["ada"]
     e = raises(400, "general_argument_invalid", users.list, queries=[Query.equal("password", ["x"])])
     assert "Attribute not found in schema: password" in e.message
@@ -319,6 +326,11 @@ def test_row_permissions_for_users_and_guests(project, notes):
     assert e.value.code == 401
     assert project.tables().list_rows("db", "notes").total == 2
     ta.delete_row("db", "notes", "mine")
+    assert project.tables().list_rows("db", "notes").total == 1
+    # A disabled table does not exist for users and guests; a key still sees it.
+    project.tables().update_table("db", "notes", "Notes", enabled=False)
+    raises(404, "table_not_found", ta.list_rows, "db", "notes")
+    raises(404, "table_not_found", ta.create_row, "db", "notes", "late", {"text": "x"})
     assert project.tables().list_rows("db", "notes").total == 1
 
 

@@ -705,13 +705,24 @@ async fn update_name(State(s): State<AppState>, req: Req) -> Reply {
     change(&s, &req, vec![UserChange::Name(name)]).await
 }
 
+/// An empty value removes the user's email or phone (Appwrite's Users service allows it).
+fn cleared(req: &Req, name: &str) -> Result<bool, ApiError> {
+    Ok(req.str_opt(name)?.is_some_and(|v| v.is_empty()))
+}
+
 async fn update_email(State(s): State<AppState>, req: Req) -> Reply {
-    let email = required(email_param(&req, "email")?, "email")?;
+    let email = match cleared(&req, "email")? {
+        true => String::new(),
+        false => required(email_param(&req, "email")?, "email")?,
+    };
     change(&s, &req, vec![UserChange::Email(email)]).await
 }
 
 async fn update_phone(State(s): State<AppState>, req: Req) -> Reply {
-    let phone = required(phone_param(&req, "number")?, "number")?;
+    let phone = match cleared(&req, "number")? {
+        true => String::new(),
+        false => required(phone_param(&req, "number")?, "number")?,
+    };
     change(&s, &req, vec![UserChange::Phone(phone)]).await
 }
 

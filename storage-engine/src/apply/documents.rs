@@ -222,6 +222,20 @@ pub(super) fn apply_doc_ops(
         let key = (t.database.clone(), t.collection.clone());
         if !schemas.contains_key(&key) {
             let c = load_collection(txn, project, &t.database, &t.collection)?;
+            // A disabled database or table does not exist for users and guests (as the API
+            // answers; checked here against the committed state too).
+            if let Caller::Roles { .. } = caller {
+                let d = super::store::load_database(txn, project, &t.database)?;
+                if !d.enabled || !c.enabled {
+                    return Err(err(
+                        ErrorCode::CollectionNotFound,
+                        msg!(
+                            "Collection with the requested ID '{}' could not be found.",
+                            t.collection
+                        ),
+                    ));
+                }
+            }
             schemas.insert(key.clone(), c);
         }
         let coll = schemas[&key].clone();
