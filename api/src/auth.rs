@@ -363,7 +363,10 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
             _ => unresolved = true,
         }
     } else if let Some(value) = session {
-        let found = match SessionValue::decode(&value) {
+        // A value that does not even decode can never name a session: a guest, with no
+        // second look on a linearizable view.
+        let decoded = SessionValue::decode(&value);
+        let found = match &decoded {
             Some(v) => {
                 let sha = sha256_hex(&v.secret);
                 match session_by_secret(&*view, &project, &v.id, &sha, now)? {
@@ -382,8 +385,9 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
                     jwt: false,
                 }
             }
-            // As Appwrite: an unknown or ended session makes the caller a guest.
-            None => unresolved = true,
+            // As Appwrite: an unknown or ended session makes the caller a guest (one this
+            // view may not know yet is looked for again on a linearizable one).
+            None => unresolved = decoded.is_some(),
         }
     }
     let (role, role_scopes) = match &who {
