@@ -24,8 +24,9 @@ pub const TEAMS: &str = "teams";
 pub const MEMBERSHIPS: &str = "memberships";
 pub const TOKENS: &str = "tokens";
 pub const LOGS: &str = "logs";
-/// Log entries a user keeps (`Account.listLogs`); a new one ends the oldest.
-pub const MAX_LOGS: usize = 100;
+/// Log entries a user keeps (`Account.listLogs`); a new one ends the oldest. Large, so that
+/// pushing a recent entry out takes a thousand events (spread over hours by abuse limits).
+pub const MAX_LOGS: usize = 1000;
 /// Unused tokens a user holds at most; a new one ends the oldest.
 pub const MAX_TOKENS: usize = 100;
 /// Teams a user may belong to: what its roles are computed from on every request.

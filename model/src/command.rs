@@ -275,6 +275,9 @@ pub enum AuthOp {
     /// `op`, and, if it is one of a user's auth events and succeeds, an entry `id` in that
     /// user's log, in the same apply, with where the request came from.
     Audited {
+        /// Decoded with the nesting bound: a crafted frame of nested `Audited` tags must not
+        /// exhaust the stack before apply can refuse it.
+        #[serde(deserialize_with = "crate::nesting::nested")]
         op: Box<AuthOp>,
         id: String,
         ip: String,

@@ -72,5 +72,24 @@ mod tests {
         assert!(bincode::deserialize::<Filter>(&bytes).is_err());
         // The guard unwinds: a shallow value decodes after a refused one.
         assert!(bincode::deserialize::<Value>(&ok).is_ok());
+        // An audited auth operation wraps one operation; nested ones are bounded too.
+        use crate::command::AuthOp;
+        let wrap = |op: AuthOp| AuthOp::Audited {
+            op: Box::new(op),
+            id: "l".into(),
+            ip: String::new(),
+            user_agent: String::new(),
+        };
+        let one = wrap(AuthOp::DeleteUser { id: "u".into() });
+        let bytes = bincode::serialize(&one).unwrap();
+        assert_eq!(bincode::deserialize::<AuthOp>(&bytes).unwrap(), one);
+        let mut deep = one;
+        for _ in 0..100 {
+            deep = wrap(deep);
+        }
+        assert!(bincode::deserialize::<AuthOp>(&bincode::serialize(&deep).unwrap()).is_err());
+        let tag = &bytes[..4];
+        let bomb: Vec<u8> = tag.iter().copied().cycle().take(4 * 1_000_000).collect();
+        assert!(bincode::deserialize::<AuthOp>(&bomb).is_err());
     }
 }

@@ -1331,19 +1331,17 @@ fn audit_event(op: &AuthOp, out: &Outcome) -> Option<(String, &'static str)> {
 /// Writes a log entry, ending the user's oldest while it holds `MAX_LOGS`.
 fn write_log(txn: &mut Txn, project: &str, entry: &auth::LogEntry, at: i64) -> R<()> {
     let coll = auth::logs();
-    let held = by_index(
-        txn,
-        project,
-        coll,
-        "_key_user",
-        &entry.user_id,
-        auth::MAX_LOGS + 1,
-    )?;
-    for old in held
-        .iter()
-        .take((held.len() + 1).saturating_sub(auth::MAX_LOGS))
-    {
-        write_document(txn, project, coll, Some(old), None)?;
+    // Counted on the index alone; only the oldest entry is read, when it has to go.
+    let mut prefix = keys::index_prefix(project, &coll.database, &coll.id, "_key_user");
+    keys::encode_value(&mut prefix, &Value::Str(entry.user_id.clone()), Order::Asc);
+    let held = txn.scan_limit(INDEX, &prefix, auth::MAX_LOGS)?;
+    if held.len() >= auth::MAX_LOGS {
+        let (k, v) = &held[0];
+        let (_, id) = keys::parse_entry_value(v)
+            .ok_or_else(|| Failure::Storage(crate::engine::corrupt(k, "index entry")))?;
+        if let Some(old) = load_document(txn, project, coll, &String::from_utf8_lossy(id))? {
+            write_document(txn, project, coll, Some(&old), None)?;
+        }
     }
     if entry.id.is_empty() || load_document(txn, project, coll, &entry.id)?.is_some() {
         return Err(err(

@@ -1095,3 +1095,63 @@ fn emailed_secrets_are_derived_queued_used_once_and_change_only_what_their_kind_
     )]);
     assert!(f.eng.view().unwrap().outbox(10).unwrap().is_empty());
 }
+
+#[test]
+fn audited_operations_log_the_users_event_once_and_refuse_nesting() {
+    use model::command::AuthOp;
+    let mut f = Fixture::new();
+    let audited = |op: AuthOp, id: &str| AuthOp::Audited {
+        op: Box::new(op),
+        id: id.into(),
+        ip: "127.0.0.1:9".into(),
+        user_agent: "ua".into(),
+    };
+    let create = AuthOp::CreateUser {
+        user: Box::new(user("u1", "log@example.com")),
+    };
+    let nested = audited(
+        audited(AuthOp::DeleteSessions { user: "u1".into() }, "l2"),
+        "l3",
+    );
+    let out = f.apply(vec![
+        env(Actor::Guest, auth(audited(create, "l1")), 10),
+        env(Actor::Guest, auth(nested), 11),
+        // A failed operation logs nothing.
+        env(
+            Actor::Guest,
+            auth(audited(AuthOp::DeleteUser { id: "u1".into() }, "l4")),
+            12,
+        ),
+    ]);
+    assert!(matches!(out[0], Outcome::User(_)), "{out:?}");
+    assert_eq!(failed(&out[1]), Some(ErrorCode::GeneralArgumentInvalid));
+    assert_eq!(failed(&out[2]), Some(ErrorCode::UserUnauthorized));
+    let logs = |f: &Fixture| {
+        let view = f.eng.view().unwrap();
+        let spec = model::query::Spec::equal("userId", "u1", 100);
+        view.find("p", model::auth::logs(), &spec, false)
+            .unwrap()
+            .documents
+            .iter()
+            .map(model::auth::LogEntry::from_document)
+            .map(|l| (l.id, l.event, l.mode, l.ip))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        logs(&f),
+        vec![(
+            "l1".to_string(),
+            "user.create".to_string(),
+            "default".to_string(),
+            "127.0.0.1:9".to_string()
+        )]
+    );
+    // Deleting the user (the operator's, as a key's) takes its log with it.
+    let out = f.apply(vec![env(
+        Actor::Operator,
+        auth(audited(AuthOp::DeleteUser { id: "u1".into() }, "l5")),
+        13,
+    )]);
+    assert!(!matches!(out[0], Outcome::Failed(_)), "{out:?}");
+    assert!(logs(&f).is_empty());
+}
