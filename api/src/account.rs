@@ -6,7 +6,7 @@ use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, Reply};
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
-use crate::policy::{check_password, require_method, Personal};
+use crate::policy::{check_password, check_user_password, require_method, Personal};
 use crate::users::{
     clear_session_cookies, email_param, make_jwt, make_session, name_param, new_user,
     password_param, phone_param, prefs_param, propose, propose_user, session_json, session_list,
@@ -419,21 +419,7 @@ async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
         let password = required(password_param(&req, "password")?, "password")?;
         let (u, _) = me(&ctx)?;
         let proof = knows_password(&s, u, req.str_opt("oldPassword")?).await?;
-        let personal = Personal {
-            id: &u.id,
-            email: &u.email,
-            name: &u.name,
-            phone: &u.phone,
-        };
-        let settings = ctx.view.auth_settings(&ctx.project)?;
-        check_password(
-            &s,
-            &settings,
-            &password,
-            Some(personal),
-            &u.password_history,
-        )
-        .await?;
+        check_user_password(&s, &ctx, &password, u).await?;
         let c = s.hasher.hash(password).await?;
         let u = change_me(&s, &ctx, vec![UserChange::Password(Some(c))], proof).await?;
         reply(StatusCode::OK, user_json(&u, false))

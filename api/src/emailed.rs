@@ -60,7 +60,7 @@ fn required<T>(v: Option<T>, name: &str) -> Result<T, ApiError> {
     v.ok_or_else(|| invalid(msg!("Param \"{}\" is not optional.", name)))
 }
 
-fn invalid_token() -> ApiError {
+pub(crate) fn invalid_token() -> ApiError {
     ApiError::new(
         ErrorCode::UserInvalidToken,
         "Invalid token passed in the request.",

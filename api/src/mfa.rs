@@ -11,6 +11,7 @@
 use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{enter_scoped, no_content, prepare_scoped, reply, unexpected, Reply};
+use crate::emailed::invalid_token;
 use crate::error::ApiError;
 use crate::mail::require_smtp;
 use crate::params::{new_id, now_ms, Req};
@@ -77,13 +78,6 @@ fn me(ctx: &Ctx) -> Result<(&User, &Session), ApiError> {
             "The current user is not authorized to perform the requested action.",
         )
     })
-}
-
-fn invalid_token() -> ApiError {
-    ApiError::new(
-        ErrorCode::UserInvalidToken,
-        "Invalid token passed in the request.",
-    )
 }
 
 /// The `{type}` in the path: `totp`, the one authenticator there is.

@@ -203,3 +203,21 @@ pub(crate) async fn check_password(
     }
     Ok(())
 }
+
+/// `check_password` for a new password of the existing user `u`: its own data and its
+/// password history.
+pub(crate) async fn check_user_password(
+    s: &AppState,
+    ctx: &Ctx,
+    password: &str,
+    u: &model::auth::User,
+) -> Result<(), ApiError> {
+    let personal = Personal {
+        id: &u.id,
+        email: &u.email,
+        name: &u.name,
+        phone: &u.phone,
+    };
+    let settings = ctx.view.auth_settings(&ctx.project)?;
+    check_password(s, &settings, password, Some(personal), &u.password_history).await
+}

@@ -729,21 +729,7 @@ async fn update_phone(State(s): State<AppState>, req: Req) -> Reply {
 async fn update_password(State(s): State<AppState>, req: Req) -> Reply {
     let password = required(password_param(&req, "password")?, "password")?;
     let (ctx, u) = prepare_scoped(&s, &req, WRITE, |ctx| existing(ctx, &req.path("user"))).await?;
-    let personal = crate::policy::Personal {
-        id: &u.id,
-        email: &u.email,
-        name: &u.name,
-        phone: &u.phone,
-    };
-    let settings = ctx.view.auth_settings(&ctx.project)?;
-    crate::policy::check_password(
-        &s,
-        &settings,
-        &password,
-        Some(personal),
-        &u.password_history,
-    )
-    .await?;
+    crate::policy::check_user_password(&s, &ctx, &password, &u).await?;
     let c = s.hasher.hash(password).await?;
     change(&s, &req, vec![UserChange::Password(Some(c))]).await
 }

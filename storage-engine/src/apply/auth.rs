@@ -316,14 +316,8 @@ pub(super) fn apply(
             session,
         } => {
             let user = &session.user_id;
-            let invalid = || {
-                err(
-                    ErrorCode::UserInvalidToken,
-                    "Invalid token passed in the request.",
-                )
-            };
             match load_user(txn, project, user) {
-                Err(Failure::User(_)) => return Err(invalid()),
+                Err(Failure::User(_)) => return Err(invalid_token()),
                 other => other?,
             };
             let held = by_index(
@@ -348,7 +342,7 @@ pub(super) fn apply(
                         ]
                         .contains(&t.kind.as_str())
                 })
-                .ok_or_else(invalid)?;
+                .ok_or_else(invalid_token)?;
             let kind = Token::from_document(used).kind;
             write_document(txn, project, auth::tokens(), Some(used), None)?;
             let factor = match kind.as_str() {
@@ -411,12 +405,6 @@ pub(super) fn apply(
             secret_sha256,
             changes,
         } => {
-            let invalid = || {
-                err(
-                    ErrorCode::UserInvalidToken,
-                    "Invalid token passed in the request.",
-                )
-            };
             load_user(txn, project, user)?;
             let held = by_index(
                 txn,
@@ -430,8 +418,9 @@ pub(super) fn apply(
                 .iter()
                 .map(Token::from_document)
                 .find(|t| t.expire > at && t.secret_sha256 == *secret_sha256 && t.kind == *kind)
-                .ok_or_else(invalid)?;
-            let doc = load_document(txn, project, auth::tokens(), &used.id)?.ok_or_else(invalid)?;
+                .ok_or_else(invalid_token)?;
+            let doc =
+                load_document(txn, project, auth::tokens(), &used.id)?.ok_or_else(invalid_token)?;
             write_document(txn, project, auth::tokens(), Some(&doc), None)?;
             update_user(txn, project, user, changes, None, at)?;
             if kind == auth::TOKEN_RECOVERY {
