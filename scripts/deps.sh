@@ -28,9 +28,12 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The Node SDK's tests (tests/test_node_sdk.py) run node-appwrite under Node.js.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The Web SDK's tests (tests/test_browser.py) drive the browser at this path (playwright-core
+# cannot download its own here).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks)" >&2
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks; node, npm and chromium run the JS SDKs)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
