@@ -305,10 +305,7 @@ def test_row_permissions_for_users_and_guests(project, notes):
     assert (got.total, [r.id for r in got.rows]) == (1, ["public"])
     # A cursor naming a row b may not read is not found for b.
     raises(400, "general_cursor_not_found", tb.list_rows, "db", "notes", queries=[Query.cursor_after("mine")])
-    # Transactions are a key's (they have no owner yet).
-    with pytest.raises(AppwriteException) as e:
-        tb.create_transaction()
-    assert e.value.code == 401
+    # Transactions: test_users_transactions_are_their_own.
     got = ta.list_rows("db", "notes", queries=[Query.limit(1)])
     assert (got.total, [r.id for r in got.rows]) == (2, ["mine"])
     assert tg.list_rows("db", "notes").total == 1
@@ -643,3 +640,55 @@ def test_account_and_user_logs(project):
     users.delete(user_id=u.id)
     users.create(user_id=u.id, email="lo2@example.com")
     assert [l["event"] for l in logs(f"/users/{u.id}/logs", key)["logs"]] == ["user.create"]
+
+
+def test_users_transactions_are_their_own(project, notes):
+    """Transactions by users (Appwrite's client SDKs may use them): the maker's alone, staged
+    writes checked with the user's roles at once and again at commit, reads in the
+    transaction filtered like any other."""
+    a = sign_up(project, "tx-a@example.com")
+    sign_up(project, "tx-b@example.com")
+    _, as_a = sign_in(project, "tx-a@example.com")
+    _, as_b = sign_in(project, "tx-b@example.com")
+    ta, tb, key = TablesDB(as_a), TablesDB(as_b), project.tables()
+    tx = ta.create_transaction(ttl=60)
+    assert tx.status == "pending"
+    staged = ta.create_row("db", "notes", "n1", {"text": "one"}, transaction_id=tx.id)
+    assert staged.id == "n1"
+    ta.create_operations(tx.id, [{"action": "create", "databaseId": "db", "tableId": "notes", "rowId": "n2",
+                                  "data": {"text": "two"}}])
+    # Reads inside the transaction see its rows; outside, nothing yet.
+    assert ta.list_rows("db", "notes", transaction_id=tx.id).total == 2
+    assert ta.get_row("db", "notes", "n2", transaction_id=tx.id).data["text"] == "two"
+    assert ta.list_rows("db", "notes").total == 0
+    # Another user cannot see, use, read through, commit or delete it.
+    assert tb.list_transactions().total == 0
+    raises(404, "transaction_not_found", tb.get_transaction, tx.id)
+    raises(404, "transaction_not_found", tb.create_row, "db", "notes", "x", {"text": "x"}, transaction_id=tx.id)
+    raises(404, "transaction_not_found", tb.list_rows, "db", "notes", transaction_id=tx.id)
+    raises(404, "transaction_not_found", tb.update_transaction, tx.id, commit=True)
+    raises(404, "transaction_not_found", tb.delete_transaction, tx.id)
+    raises(401, "user_unauthorized", TablesDB(guest(project)).create_transaction)
+    # What the user may not write is refused when staged: a role they do not hold, a table
+    # that grants them nothing, bulk actions.
+    raises(401, "user_unauthorized", ta.create_row, "db", "notes", "x", {"text": "x"},
+           permissions=[Permission.read(Role.any()), Permission.update(Role.team("t"))], transaction_id=tx.id)
+    raises(401, "user_unauthorized", ta.create_row, "db", "board", "x", {"text": "x"}, transaction_id=tx.id)
+    raises(401, "user_unauthorized", ta.create_operations, tx.id,
+           [{"action": "bulkDelete", "databaseId": "db", "tableId": "notes", "data": {"queries": []}}])
+    assert ta.get_transaction(tx.id).operations == 2
+    assert [t.id for t in ta.list_transactions().transactions] == [tx.id]
+    assert key.list_transactions().total >= 1
+    done = ta.update_transaction(tx.id, commit=True)
+    assert done.status == "committed"
+    rows = ta.list_rows("db", "notes")
+    assert sorted(r.id for r in rows.rows) == ["n1", "n2"]
+    assert all(f'update("user:{a.id}")' in r.permissions for r in rows.rows)
+    assert tb.list_rows("db", "notes").total == 0
+    # Commit re-checks with the roles held then: a table that stopped granting create fails it.
+    tx2 = ta.create_transaction()
+    ta.create_row("db", "notes", "n3", {"text": "three"}, transaction_id=tx2.id)
+    key.update_table("db", "notes", "Notes", permissions=[], row_security=True)
+    raises(400, "transaction_failed", ta.update_transaction, tx2.id, commit=True)
+    assert ta.get_transaction(tx2.id).status == "failed"
+    assert key.list_rows("db", "notes").total == 2

@@ -427,8 +427,21 @@ pub(crate) fn bulk_item(
 }
 
 /// A transaction of the caller's project, or `transaction_not_found`.
+/// Transaction `id`, if the caller may use it: a key any of the project's, a user only those
+/// they made (another's is "not found", as in Appwrite, where it is theirs to read alone).
 pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
-    ctx.view.transaction(&ctx.project, id)?.ok_or_else(|| {
+    let mine = match &ctx.who {
+        crate::auth::Who::Key => true,
+        crate::auth::Who::User { user, .. } => {
+            ctx.view.transaction_owner(&ctx.project, id)?.as_deref() == Some(user.id.as_str())
+        }
+        crate::auth::Who::Guest => false,
+    };
+    let found = match mine {
+        true => ctx.view.transaction(&ctx.project, id)?,
+        false => None,
+    };
+    found.ok_or_else(|| {
         ApiError::new(
             ErrorCode::TransactionNotFound,
             msg!(

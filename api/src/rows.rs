@@ -54,7 +54,6 @@ fn staged_ops(ctx: &Ctx, req: &Req) -> Result<Option<Vec<DocTarget>>, ApiError> 
     let Some(id) = req.str_opt("transactionId")? else {
         return Ok(None);
     };
-    key_only(ctx)?;
     let t = load_transaction(ctx, &id)?;
     if t.status != TransactionStatus::Pending {
         return Err(ApiError::new(
@@ -74,7 +73,7 @@ async fn run_ops(
     ops: Vec<DocTarget>,
 ) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
     if let Some(tx) = req.str_opt("transactionId")? {
-        key_only(ctx)?;
+        load_transaction(ctx, &tx)?;
         let op = Op::Transactions(TransactionOp::Stage { id: tx, ops });
         return match propose(s, f, ctx, op).await? {
             Outcome::Transaction(t) => Ok(Err(t)),

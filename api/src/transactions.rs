@@ -1,8 +1,9 @@
 //! Transactions: create, stage operations, commit (one Raft entry) or roll back.
 
+use crate::auth::Who;
 use crate::common::{
-    bulk_item, enter, enter_write, inline_permissions, key_only, list_reply, load_transaction,
-    negated, no_content, propose, reply, unexpected, Flavor, Reply, Res,
+    bulk_item, enter, enter_write, inline_permissions, list_reply, load_transaction, negated,
+    no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, Req};
@@ -24,8 +25,12 @@ pub(crate) async fn list_transactions(
     req: Req,
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
-    let txs = ctx.view.list_transactions(&ctx.project)?;
+    // A key sees the project's; a user their own; a guest has none.
+    let txs = match &ctx.who {
+        Who::Key => ctx.view.list_transactions(&ctx.project)?,
+        Who::User { user, .. } => ctx.view.user_transactions(&ctx.project, &user.id)?,
+        Who::Guest => Vec::new(),
+    };
     list_reply(
         &req,
         "transactions",
@@ -39,7 +44,6 @@ pub(crate) async fn create_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
     let ttl = req.uint_opt("ttl")?.unwrap_or(300);
     if !(60..=3600).contains(&ttl) {
         return Err(ApiError(Error::invalid(
@@ -62,7 +66,6 @@ pub(crate) async fn get_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
     let t = load_transaction(&ctx, &req.path("tx"))?;
     reply(StatusCode::OK, render::transaction(&t))
 }
@@ -73,7 +76,6 @@ pub(crate) async fn update_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
     let commit = req.bool_opt("commit")?.unwrap_or(false);
     let rollback = req.bool_opt("rollback")?.unwrap_or(false);
     let id = req.path("tx");
@@ -106,7 +108,7 @@ pub(crate) async fn delete_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
+    load_transaction(&ctx, &req.path("tx"))?;
     let op = TransactionOp::Delete { id: req.path("tx") };
     propose(&s, f, &ctx, Op::Transactions(op)).await?;
     no_content()
@@ -267,7 +269,6 @@ pub(crate) async fn create_operations(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    key_only(&ctx)?;
     let items = req.array_opt("operations")?.unwrap_or_default();
     if items.is_empty() {
         return Err(ApiError::new(
@@ -277,6 +278,17 @@ pub(crate) async fn create_operations(
     }
     let mut ops = Vec::new();
     for item in &items {
+        // Bulk actions are a key's, in a transaction as outside one.
+        let bulk = item
+            .get("action")
+            .and_then(|a| a.as_str())
+            .is_some_and(|a| a.starts_with("bulk"));
+        if bulk && !ctx.is_key() {
+            return Err(ApiError::new(
+                ErrorCode::UserUnauthorized,
+                "The current user is not authorized to perform the requested action.",
+            ));
+        }
         ops.extend(parse_operation(item)?);
     }
     let op = TransactionOp::Stage {

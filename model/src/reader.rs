@@ -62,6 +62,10 @@ pub trait StateReader: Send + Sync {
     ) -> Result<Page>;
     fn transaction(&self, project: &str, id: &str) -> Result<Option<Transaction>>;
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>>;
+    /// The user who made transaction `id`; none for a key's.
+    fn transaction_owner(&self, project: &str, id: &str) -> Result<Option<String>>;
+    /// The transactions `user` made (a bounded number: the apply keeps at most 20).
+    fn user_transactions(&self, project: &str, user: &str) -> Result<Vec<Transaction>>;
     fn list_platforms(&self, project: &str) -> Result<Vec<crate::schema::Platform>>;
     /// The secret the project's JWTs are signed with, once one was made.
     fn jwt_secret(&self, project: &str) -> Result<Option<String>>;

@@ -86,6 +86,12 @@ impl StateReader for OffRuntime {
     fn list_transactions(&self, project: &str) -> R<Vec<Transaction>> {
         blocking(|| self.0.list_transactions(project))
     }
+    fn transaction_owner(&self, project: &str, id: &str) -> R<Option<String>> {
+        self.0.transaction_owner(project, id)
+    }
+    fn user_transactions(&self, project: &str, user: &str) -> R<Vec<Transaction>> {
+        self.0.user_transactions(project, user)
+    }
     fn list_platforms(&self, project: &str) -> R<Vec<model::schema::Platform>> {
         blocking(|| self.0.list_platforms(project))
     }

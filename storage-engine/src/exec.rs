@@ -367,6 +367,12 @@ impl Budget {
 }
 
 /// Runs a validated query against one view.
+/// The plan of `spec` on this view: the planner's, with the view's stored counts.
+pub(crate) fn plan(view: &View, project: &str, coll: &Collection, spec: &Spec) -> Plan {
+    let counts = |keys: &[&[u8]]| sum_counts(view, keys).unwrap_or(u64::MAX);
+    planner::plan_counted(project, coll, spec, &counts)
+}
+
 pub(crate) fn find(
     view: &View,
     project: &str,
@@ -374,7 +380,7 @@ pub(crate) fn find(
     spec: &Spec,
     want_total: bool,
 ) -> Result<Page> {
-    let plan = planner::plan(project, coll, spec);
+    let plan = plan(view, project, coll, spec);
     tracing::debug!(project, database = %coll.database, collection = %coll.id, plan = %plan.describe, "query plan");
     let mut budget = Budget {
         left: view.engine.scan_budget(),

@@ -52,6 +52,11 @@ pub const SEQUENCE: &str = "S";
 /// A collection's pending reshapes (`Collection::reshapes`), when it has any.
 pub const RESHAPES: &str = "R";
 pub const TRANSACTION: &str = "T";
+/// The user who made a transaction (`[tx]` → user id); keys' transactions have none.
+pub const TRANSACTION_OWNER: &str = "W";
+/// A user's transactions (`[user, tx]` → tx id), so a user's own are found without a scan
+/// of the project's.
+pub const USER_TRANSACTION: &str = "U";
 /// A project's client platforms.
 pub const PLATFORM: &str = "F";
 /// The secret a project's JWTs are signed with.

@@ -7,7 +7,10 @@
 //!
 //! Among indexes it prefers the one that decides the most filters, then the one that also
 //! serves the order; an index that only serves the order is used when no index serves the
-//! filters. A plan never changes a result, only its cost.
+//! filters. Where the runs of pinned values an index would read keep counts, the executor
+//! lets those counts overrule a close call (`plan_counted`): a user's list filtered on a
+//! column that half the table shares reads the user's `$read` runs instead, when they are
+//! far smaller. A plan never changes a result, only its cost.
 
 use crate::keys::{self, SEQ_INDEX};
 use model::query::{CmpOp, Filter, Spec};
@@ -268,7 +271,35 @@ fn order_rank(served: Option<Served>) -> u32 {
 }
 
 /// Chooses how to find the candidates of `spec` in `coll`.
+/// The static choice alone (the executor always has counts: `plan_counted`).
+#[cfg(test)]
 pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
+    choose(project, coll, spec, None)
+}
+
+/// The sum of the stored counts under some count keys.
+pub type Counts<'a> = &'a dyn Fn(&[&[u8]]) -> u64;
+
+/// How much cheaper (in entries read) a counted plan must be to overrule the static choice:
+/// counts say nothing of a streamed plan stopping after one page, so only a clear win counts.
+const COUNTED_WIN: u64 = 4;
+
+/// Like `plan`, with `count` (the sum of stored counts under some count keys) to compare the
+/// plans that read counted runs only: the static choice, when it is one, gives way to another
+/// that decides a filter too and whose runs hold under a quarter of its entries.
+pub fn plan_counted(project: &str, coll: &Collection, spec: &Spec, count: Counts) -> Plan {
+    choose(project, coll, spec, Some(count))
+}
+
+/// The count keys of every range of `p`, when each range is a counted run.
+fn counted(p: &Plan) -> Option<Vec<&[u8]>> {
+    if p.ranges.is_empty() || !p.ids.is_empty() {
+        return None;
+    }
+    p.ranges.iter().map(|r| r.count.as_deref()).collect()
+}
+
+fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) -> Plan {
     let filters = &spec.filters;
     // `equal("$id", …)` is a primary-key lookup: nothing is cheaper.
     for (i, f) in filters.iter().enumerate() {
@@ -358,6 +389,8 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
         }
     }
     let mut best: Option<((u32, u32), Plan)> = None;
+    // Plans that decide a filter (not wholly by a unique index) and read counted runs.
+    let mut alternatives: Vec<Plan> = Vec::new();
     for index in coll
         .indexes
         .iter()
@@ -493,8 +526,39 @@ pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
             describe,
         };
         let score = (filter_score, rank);
+        if count.is_some() && (1..1000).contains(&filter_score) && counted(&candidate).is_some() {
+            alternatives.push(candidate.clone());
+        }
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, candidate));
+        }
+    }
+    if let (Some(count), Some((score, chosen))) = (count, best.as_mut()) {
+        if (1..1000).contains(&score.0) {
+            if let Some(mine) = counted(chosen) {
+                let base = count(&mine);
+                let mut pick: Option<(u64, Plan)> = None;
+                for alt in alternatives {
+                    if alt.index == chosen.index {
+                        continue;
+                    }
+                    let n = counted(&alt).map_or(u64::MAX, |k| count(&k));
+                    if n.saturating_mul(COUNTED_WIN) < base
+                        && pick.as_ref().is_none_or(|(m, _)| n < *m)
+                    {
+                        pick = Some((n, alt));
+                    }
+                }
+                if let Some((n, alt)) = pick {
+                    *chosen = Plan {
+                        describe: format!(
+                            "{} (chosen by counts: {n} entries, not {base})",
+                            alt.describe
+                        ),
+                        ..alt
+                    };
+                }
+            }
         }
     }
     let scan = || {
@@ -716,6 +780,58 @@ mod tests {
         check(
             &[r#"{"method":"equal","attribute":"age","values":[2.5]}"#],
             SEQ_INDEX,
+        );
+    }
+
+    #[test]
+    fn stored_counts_overrule_a_close_call_only_by_a_clear_margin() {
+        let c = coll();
+        let mut spec =
+            Spec::parse(&[r#"{"method":"equal","attribute":"age","values":[30]}"#.to_string()])
+                .unwrap();
+        spec.validate(&c).unwrap();
+        spec.filters.push(Filter::readable_by([
+            "any".to_string(),
+            "user:u".to_string(),
+        ]));
+        // Statically a tie (one equality column each, both in sequence order): the first
+        // index, the age's.
+        assert_eq!(plan("p", &c, &spec).index, "by_age");
+        let read_prefix = keys::index_prefix("p", "d", "c", model::schema::READ_ROLES);
+        let by = |age: u64, read: u64| {
+            let read_prefix = read_prefix.clone();
+            move |ks: &[&[u8]]| -> u64 {
+                ks.iter()
+                    .map(|k| match k.starts_with(&read_prefix) {
+                        true => read,
+                        false => age,
+                    })
+                    .sum()
+            }
+        };
+        // The user's two role runs hold 2 × 10 entries, the age's 1,000: the roles win.
+        let p = plan_counted("p", &c, &spec, &by(1000, 10));
+        assert_eq!(p.index, model::schema::READ_ROLES, "{}", p.describe);
+        assert_eq!(p.ranges.len(), 2);
+        assert!(
+            p.describe
+                .contains("chosen by counts: 20 entries, not 1000"),
+            "{}",
+            p.describe
+        );
+        // 2 × 200 = 400 is not under a quarter of 1,000: the static choice stays.
+        assert_eq!(plan_counted("p", &c, &spec, &by(1000, 200)).index, "by_age");
+        // A unique lookup is never second-guessed.
+        let mut unique =
+            Spec::parse(&[r#"{"method":"equal","attribute":"name","values":["Ann"]}"#.to_string()])
+                .unwrap();
+        unique.validate(&c).unwrap();
+        unique
+            .filters
+            .push(Filter::readable_by(["any".to_string()]));
+        assert_eq!(
+            plan_counted("p", &c, &unique, &by(1000, 0)).index,
+            "by_name"
         );
     }
 }

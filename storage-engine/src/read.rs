@@ -220,7 +220,7 @@ impl View {
 
     /// Explains which plan a query would use (tests, diagnostics).
     pub fn explain(&self, project: &str, coll: &Collection, spec: &Spec) -> planner::Plan {
-        planner::plan(project, coll, spec)
+        crate::exec::plan(self, project, coll, spec)
     }
 }
 
@@ -381,6 +381,21 @@ impl StateReader for View {
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {
         let mut v: Vec<Transaction> =
             self.scan_meta(&keys::meta_prefix(project, keys::TRANSACTION, &[]))?;
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
+    fn transaction_owner(&self, project: &str, id: &str) -> Result<Option<String>> {
+        self.get_meta(&keys::meta(project, keys::TRANSACTION_OWNER, &[id]))
+    }
+
+    fn user_transactions(&self, project: &str, user: &str) -> Result<Vec<Transaction>> {
+        let ids: Vec<String> =
+            self.scan_meta(&keys::meta_prefix(project, keys::USER_TRANSACTION, &[user]))?;
+        let mut v = Vec::with_capacity(ids.len());
+        for id in ids {
+            v.extend(self.transaction(project, &id)?);
+        }
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
     }

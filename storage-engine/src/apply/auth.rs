@@ -169,6 +169,7 @@ pub(super) fn apply(
             )? {
                 write_document(txn, project, auth::tokens(), Some(&t), None)?;
             }
+            super::transactions::purge_user(txn, project, id)?;
             write_document(txn, project, auth::users(), Some(&doc), None)?;
             Ok(Outcome::Done)
         }

@@ -310,7 +310,7 @@ fn check_grants(caller: &Caller, permissions: &Option<Vec<String>>) -> R<()> {
 
 /// The permissions a new row gets: those given, or, when a user creates it without any,
 /// read, update and delete for that user alone (as Appwrite).
-fn initial_permissions(caller: &Caller, given: &Option<Vec<String>>) -> Vec<String> {
+pub(super) fn initial_permissions(caller: &Caller, given: &Option<Vec<String>>) -> Vec<String> {
     match (given, caller) {
         (Some(p), _) => p.clone(),
         (

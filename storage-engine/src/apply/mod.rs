@@ -292,8 +292,6 @@ fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcom
         Op::Keys(op) => projects::apply_key(txn, project, op, at),
         Op::Schema(op) => schema::apply(txn, project, op, at),
         Op::Documents(op) => documents::apply(txn, project, caller, op, at),
-        // Transactions have no owner yet: a key's alone.
-        Op::Transactions(_) if !matches!(caller, Caller::Privileged) => Err(unauthorized()),
         Op::Transactions(op) => transactions::apply(txn, project, caller, op, at),
         Op::Cluster(op) => cluster::apply(txn, op, at),
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),

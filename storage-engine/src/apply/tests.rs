@@ -1155,3 +1155,285 @@ fn audited_operations_log_the_users_event_once_and_refuse_nesting() {
     assert!(!matches!(out[0], Outcome::Failed(_)), "{out:?}");
     assert!(logs(&f).is_empty());
 }
+
+#[test]
+fn a_users_transaction_is_theirs_checked_with_their_roles_and_bounded() {
+    use model::command::AuthOp;
+    let mut f = Fixture::new();
+    let session = |id: &str, user: &str| model::auth::Session {
+        id: id.into(),
+        expire: 1_000_000,
+        secret_sha256: format!("hash-of-{id}"),
+        ..model::auth::Session::unbound(user)
+    };
+    let sign_up = |u: &str, s: &str| {
+        env(
+            Actor::Guest,
+            auth(AuthOp::CreateSession {
+                session: Box::new(session(s, u)),
+                proof: None,
+                max: 10,
+                user: Some(Box::new(user(u, &format!("{u}@example.com")))),
+                rehash: None,
+            }),
+            10,
+        )
+    };
+    let ann = Actor::User {
+        id: "ann".into(),
+        session: "s1".into(),
+    };
+    let bob = Actor::User {
+        id: "bob".into(),
+        session: "s2".into(),
+    };
+    let tx = |who: &Actor, op, at| env(who.clone(), Op::Transactions(op), at);
+    let row = |id: &str, n: i64| match create(id, n, id) {
+        Op::Documents(DocumentsOp::Write { ops }) => ops,
+        _ => unreachable!(),
+    };
+    let out = f.apply(vec![
+        sign_up("ann", "s1"),
+        sign_up("bob", "s2"),
+        tx(
+            &ann,
+            TransactionOp::Create {
+                id: "t1".into(),
+                ttl_ms: 60_000,
+            },
+            10,
+        ),
+        // The table grants users nothing yet: staging a row is refused at once.
+        tx(
+            &ann,
+            TransactionOp::Stage {
+                id: "t1".into(),
+                ops: row("a", 1),
+            },
+            10,
+        ),
+        // Another user, and a guest, are told it does not exist.
+        tx(
+            &bob,
+            TransactionOp::Stage {
+                id: "t1".into(),
+                ops: row("b", 2),
+            },
+            10,
+        ),
+        tx(&bob, TransactionOp::Commit { id: "t1".into() }, 10),
+        tx(
+            &Actor::Guest,
+            TransactionOp::Create {
+                id: "t2".into(),
+                ttl_ms: 60_000,
+            },
+            10,
+        ),
+    ]);
+    assert!(matches!(out[1], Outcome::Session(_)), "{out:?}");
+    assert!(matches!(out[2], Outcome::Transaction(_)), "{out:?}");
+    assert_eq!(failed(&out[3]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(failed(&out[4]), Some(ErrorCode::TransactionNotFound));
+    assert_eq!(failed(&out[5]), Some(ErrorCode::TransactionNotFound));
+    assert_eq!(failed(&out[6]), Some(ErrorCode::UserUnauthorized));
+
+    let grant = |perms: &[&str]| {
+        env(
+            Actor::Operator,
+            Op::Schema(SchemaOp::UpdateCollection {
+                database: "d".into(),
+                id: "c".into(),
+                name: None,
+                permissions: Some(perms.iter().map(|p| p.to_string()).collect()),
+                document_security: Some(true),
+                enabled: None,
+            }),
+            11,
+        )
+    };
+    let bulk = vec![DocTarget {
+        database: "d".into(),
+        collection: "c".into(),
+        op: DocOp::DeleteWhere {
+            spec: model::query::Spec::parse(&[]).unwrap(),
+        },
+    }];
+    let out = f.apply(vec![
+        grant(&["create(\"users\")"]),
+        tx(
+            &ann,
+            TransactionOp::Stage {
+                id: "t1".into(),
+                ops: row("a", 1),
+            },
+            11,
+        ),
+        tx(
+            &ann,
+            TransactionOp::Stage {
+                id: "t1".into(),
+                ops: bulk,
+            },
+            11,
+        ),
+        // Granting a role the user does not hold is refused when staged.
+        tx(
+            &ann,
+            TransactionOp::Stage {
+                id: "t1".into(),
+                ops: vec![DocTarget {
+                    database: "d".into(),
+                    collection: "c".into(),
+                    op: DocOp::Create {
+                        id: "z".into(),
+                        data: [("n".to_string(), Value::Int(0))].into_iter().collect(),
+                        permissions: Some(vec!["read(\"user:bob\")".into()]),
+                    },
+                }],
+            },
+            11,
+        ),
+    ]);
+    assert!(matches!(out[1], Outcome::Transaction(_)), "{out:?}");
+    assert_eq!(failed(&out[2]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(failed(&out[3]), Some(ErrorCode::UserUnauthorized));
+    let view = f.eng.view().unwrap();
+    assert_eq!(
+        view.transaction("p", "t1")
+            .unwrap()
+            .unwrap()
+            .operations
+            .len(),
+        1
+    );
+    assert_eq!(
+        view.transaction_owner("p", "t1").unwrap().as_deref(),
+        Some("ann")
+    );
+    assert_eq!(view.user_transactions("p", "ann").unwrap().len(), 1);
+    assert!(view.user_transactions("p", "bob").unwrap().is_empty());
+
+    // Committed with the roles the user has then: the grant is gone, so is the commit.
+    let out = f.apply(vec![
+        grant(&[]),
+        tx(&ann, TransactionOp::Commit { id: "t1".into() }, 12),
+    ]);
+    assert_eq!(failed(&out[1]), Some(ErrorCode::TransactionFailed));
+    assert!(f.rows().is_empty());
+
+    // Granted again, a new transaction commits; the row is the user's.
+    let out = f.apply(vec![
+        grant(&["create(\"users\")"]),
+        tx(
+            &ann,
+            TransactionOp::Create {
+                id: "t3".into(),
+                ttl_ms: 60_000,
+            },
+            13,
+        ),
+        tx(
+            &ann,
+            TransactionOp::Stage {
+                id: "t3".into(),
+                ops: row("a", 1),
+            },
+            13,
+        ),
+        tx(&ann, TransactionOp::Commit { id: "t3".into() }, 13),
+    ]);
+    assert!(matches!(out[3], Outcome::Transaction(_)), "{out:?}");
+    assert_eq!(f.rows(), vec![("a".into(), Value::Int(1))]);
+    let coll = f
+        .eng
+        .view()
+        .unwrap()
+        .collection("p", "d", "c")
+        .unwrap()
+        .unwrap();
+    let a = f
+        .eng
+        .view()
+        .unwrap()
+        .document("p", &coll, "a")
+        .unwrap()
+        .unwrap();
+    assert!(
+        a.permissions.contains(&"update(\"user:ann\")".to_string()),
+        "{:?}",
+        a.permissions
+    );
+
+    // At most MAX_USER_TRANSACTIONS open at once; finished and expired ones make room.
+    let max = super::transactions::MAX_USER_TRANSACTIONS;
+    let open: Vec<Envelope> = (0..max)
+        .map(|i| {
+            tx(
+                &bob,
+                TransactionOp::Create {
+                    id: format!("b{i}"),
+                    ttl_ms: 60_000,
+                },
+                14,
+            )
+        })
+        .collect();
+    let out = f.apply(open);
+    assert!(
+        out.iter().all(|o| matches!(o, Outcome::Transaction(_))),
+        "{out:?}"
+    );
+    let out = f.apply(vec![tx(
+        &bob,
+        TransactionOp::Create {
+            id: "over".into(),
+            ttl_ms: 60_000,
+        },
+        15,
+    )]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::TransactionLimitExceeded));
+    // After the first ones expire, a new one clears them.
+    let out = f.apply(vec![tx(
+        &bob,
+        TransactionOp::Create {
+            id: "later".into(),
+            ttl_ms: 60_000,
+        },
+        60_014,
+    )]);
+    assert!(matches!(out[0], Outcome::Transaction(_)), "{out:?}");
+    let view = f.eng.view().unwrap();
+    assert_eq!(view.user_transactions("p", "bob").unwrap().len(), 1);
+    assert!(view.transaction("p", "b0").unwrap().is_none());
+    assert!(view.transaction_owner("p", "b0").unwrap().is_none());
+
+    // A key may delete a user's transaction; deleting the user takes the rest.
+    let key = key_actor(&["rows.write"]);
+    let out = f.apply(vec![
+        tx(&key, TransactionOp::Delete { id: "t3".into() }, 60_015),
+        env(
+            Actor::Operator,
+            auth(AuthOp::DeleteUser { id: "bob".into() }),
+            60_015,
+        ),
+    ]);
+    assert!(
+        !out.iter().any(|o| matches!(o, Outcome::Failed(_))),
+        "{out:?}"
+    );
+    let view = f.eng.view().unwrap();
+    let ids = |u: &str| -> Vec<String> {
+        view.user_transactions("p", u)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    // Her failed t1 was cleared when she made t3; t3 went with the key's delete.
+    assert!(ids("ann").is_empty());
+    assert!(view.transaction("p", "t1").unwrap().is_none());
+    assert!(view.transaction_owner("p", "t3").unwrap().is_none());
+    assert!(view.user_transactions("p", "bob").unwrap().is_empty());
+    assert!(view.transaction("p", "later").unwrap().is_none());
+}

@@ -1,19 +1,28 @@
 //! Transactions: operations staged through Raft, invisible until a commit applies them all in
 //! one entry (or none, marking the transaction failed).
+//!
+//! A key's transactions are the project's. A user's are the user's alone (as Appwrite gives
+//! them `read/update/delete("user:ID")`): another user is told it does not exist; a key may
+//! still see, stage in, commit or delete it. What a user stages is tried at once with the
+//! user's roles (so a row they may not write is refused when staged) and again, for real,
+//! when committed, with the roles the user has then. A user keeps at most
+//! `MAX_USER_TRANSACTIONS`; finished and expired ones are cleared when they make another.
 
-use super::documents::apply_doc_ops;
+use super::documents::{apply_doc_ops, initial_permissions};
 use super::projects::require_project;
 use super::store::load_collection;
 use super::txn::{Txn, META};
-use super::{err, Caller, Failure, R};
-use crate::engine::encode;
+use super::{err, unauthorized, Caller, Failure, R};
+use crate::engine::{decode, encode};
 use crate::keys;
-use model::command::TransactionOp;
+use model::command::{DocOp, TransactionOp};
 use model::msg;
 use model::schema::{Transaction, TransactionStatus};
 use model::{Error, ErrorCode, Outcome};
 
 pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
+/// Transactions one user may hold at once.
+pub const MAX_USER_TRANSACTIONS: usize = 20;
 
 pub(super) fn apply(
     txn: &mut Txn,
@@ -22,6 +31,24 @@ pub(super) fn apply(
     op: &TransactionOp,
     at: i64,
 ) -> R<Outcome> {
+    let user = match caller {
+        Caller::Privileged => None,
+        Caller::Roles { user: Some(u), .. } => Some(u.as_str()),
+        // A guest's transaction would be no one's to use or clear.
+        Caller::Roles { user: None, .. } => return Err(unauthorized()),
+    };
+    if let (
+        Some(u),
+        TransactionOp::Stage { id, .. }
+        | TransactionOp::Commit { id }
+        | TransactionOp::Rollback { id }
+        | TransactionOp::Delete { id },
+    ) = (user, op)
+    {
+        if owner(txn, project, id)?.as_deref() != Some(u) {
+            return Err(not_found(id));
+        }
+    }
     match op {
         TransactionOp::Create { id, ttl_ms } => {
             require_project(txn, project)?;
@@ -31,6 +58,25 @@ pub(super) fn apply(
                     ErrorCode::TransactionAlreadyExists,
                     msg!("Transaction with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
                 ));
+            }
+            if let Some(u) = user {
+                let held = clear_finished(txn, project, u, at)?;
+                if held >= MAX_USER_TRANSACTIONS {
+                    return Err(err(
+                        ErrorCode::TransactionLimitExceeded,
+                        msg!("A user may hold at most {} open transactions. Commit, roll back or delete one first.", MAX_USER_TRANSACTIONS),
+                    ));
+                }
+                txn.put(
+                    META,
+                    keys::meta(project, keys::TRANSACTION_OWNER, &[id]),
+                    encode(&u.to_string()),
+                );
+                txn.put(
+                    META,
+                    keys::meta(project, keys::USER_TRANSACTION, &[u, id]),
+                    encode(id),
+                );
             }
             let t = Transaction {
                 id: id.clone(),
@@ -54,7 +100,32 @@ pub(super) fn apply(
             for op in ops {
                 load_collection(txn, project, &op.database, &op.collection)?;
             }
-            t.operations.extend(ops.iter().cloned());
+            // A row a user stages without permissions gets theirs now, as it will when
+            // committed, so that the transaction's own reads show it to them.
+            t.operations.extend(ops.iter().cloned().map(|mut o| {
+                if let DocOp::Create {
+                    permissions: p @ None,
+                    ..
+                } = &mut o.op
+                {
+                    *p = user.map(|_| initial_permissions(caller, &None));
+                }
+                o
+            }));
+            if user.is_some() {
+                // Bulk changes are a key's (as outside transactions); the rest is tried now
+                // with the user's roles, on top of what is staged, and undone.
+                if ops
+                    .iter()
+                    .any(|o| matches!(o.op, DocOp::UpdateWhere { .. } | DocOp::DeleteWhere { .. }))
+                {
+                    return Err(unauthorized());
+                }
+                let sp = txn.savepoint();
+                let tried = apply_doc_ops(txn, project, caller, &t.operations, at);
+                txn.rollback(sp);
+                tried?;
+            }
             t.updated_at = at;
             txn.put(
                 META,
@@ -107,10 +178,67 @@ pub(super) fn apply(
         }
         TransactionOp::Delete { id } => {
             load_transaction(txn, project, id)?;
-            txn.del(META, keys::meta(project, keys::TRANSACTION, &[id]));
+            remove(txn, project, id)?;
             Ok(Outcome::Done)
         }
     }
+}
+
+/// The user who made transaction `id` (none for a key's).
+fn owner(txn: &Txn, project: &str, id: &str) -> R<Option<String>> {
+    txn.get_as(META, &keys::meta(project, keys::TRANSACTION_OWNER, &[id]))
+}
+
+fn not_found(id: &str) -> Failure {
+    err(
+        ErrorCode::TransactionNotFound,
+        msg!(
+            "Transaction with the requested ID '{}' could not be found.",
+            id
+        ),
+    )
+}
+
+/// Removes transaction `id` and its owner's records.
+fn remove(txn: &mut Txn, project: &str, id: &str) -> R<()> {
+    if let Some(u) = owner(txn, project, id)? {
+        txn.del(META, keys::meta(project, keys::USER_TRANSACTION, &[&u, id]));
+        txn.del(META, keys::meta(project, keys::TRANSACTION_OWNER, &[id]));
+    }
+    txn.del(META, keys::meta(project, keys::TRANSACTION, &[id]));
+    Ok(())
+}
+
+/// The ids of `user`'s transactions (at most `MAX_USER_TRANSACTIONS`, which Create keeps).
+fn user_transactions(txn: &Txn, project: &str, user: &str) -> R<Vec<String>> {
+    let prefix = keys::meta_prefix(project, keys::USER_TRANSACTION, &[user]);
+    txn.scan_limit(META, &prefix, MAX_USER_TRANSACTIONS + 1)?
+        .into_iter()
+        .map(|(k, v)| Ok(decode::<String>(&k, &v)?))
+        .collect()
+}
+
+/// Clears `user`'s committed, failed and expired transactions; how many remain.
+fn clear_finished(txn: &mut Txn, project: &str, user: &str, now: i64) -> R<usize> {
+    let mut held = 0;
+    for id in user_transactions(txn, project, user)? {
+        let t: Option<model::Transaction> =
+            txn.get_as(META, &keys::meta(project, keys::TRANSACTION, &[&id]))?;
+        match t {
+            Some(t) if t.status == TransactionStatus::Pending && now < t.expires_at => held += 1,
+            _ => remove(txn, project, &id)?,
+        }
+    }
+    Ok(held)
+}
+
+/// Removes every transaction of `user` (the user is being deleted: a new user given the same
+/// id inherits none).
+pub(super) fn purge_user(txn: &mut Txn, project: &str, user: &str) -> R<()> {
+    for id in user_transactions(txn, project, user)? {
+        remove(txn, project, &id)?;
+    }
+    Ok(())
 }
 
 fn load_transaction(txn: &Txn, project: &str, id: &str) -> R<model::Transaction> {
