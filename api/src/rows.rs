@@ -73,7 +73,7 @@ async fn run_ops(
     ops: Vec<DocTarget>,
 ) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
     if let Some(tx) = req.str_opt("transactionId")? {
-        load_transaction(ctx, &tx)?;
+        // Whose it is, apply decides on the committed state (this view may lag).
         let op = Op::Transactions(TransactionOp::Stage { id: tx, ops });
         return match propose(s, f, ctx, op).await? {
             Outcome::Transaction(t) => Ok(Err(t)),

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::params::{data_from_json, new_id, Req};
 use model::msg;
 
-use crate::{render, AppState};
+use crate::{abuse, render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
@@ -44,20 +44,23 @@ pub(crate) async fn create_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    let ttl = req.uint_opt("ttl")?.unwrap_or(300);
-    if !(60..=3600).contains(&ttl) {
-        return Err(ApiError(Error::invalid(
-            "Invalid `ttl` param: Value must be a valid range between 60 and 3,600",
-        )));
-    }
-    let op = TransactionOp::Create {
-        id: new_id(),
-        ttl_ms: ttl as i64 * 1000,
-    };
-    match propose(&s, f, &ctx, Op::Transactions(op)).await? {
-        Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
-        o => Err(unexpected(o)),
-    }
+    // Counted like a row write (users', per IP; keys are not limited).
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let ttl = req.uint_opt("ttl")?.unwrap_or(300);
+        if !(60..=3600).contains(&ttl) {
+            return Err(ApiError(Error::invalid(
+                "Invalid `ttl` param: Value must be a valid range between 60 and 3,600",
+            )));
+        }
+        let op = TransactionOp::Create {
+            id: new_id(),
+            ttl_ms: ttl as i64 * 1000,
+        };
+        match propose(&s, f, &ctx, Op::Transactions(op)).await? {
+            Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
+            o => Err(unexpected(o)),
+        }
+    })
 }
 
 pub(crate) async fn get_transaction(
@@ -108,7 +111,7 @@ pub(crate) async fn delete_transaction(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    load_transaction(&ctx, &req.path("tx"))?;
+    // Whose it is, apply decides on the committed state (this view may lag).
     let op = TransactionOp::Delete { id: req.path("tx") };
     propose(&s, f, &ctx, Op::Transactions(op)).await?;
     no_content()
@@ -269,34 +272,36 @@ pub(crate) async fn create_operations(
     req: Req,
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Doc).await?;
-    let items = req.array_opt("operations")?.unwrap_or_default();
-    if items.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::GeneralBadRequest,
-            "Operations array cannot be empty",
-        ));
-    }
-    let mut ops = Vec::new();
-    for item in &items {
-        // Bulk actions are a key's, in a transaction as outside one.
-        let bulk = item
-            .get("action")
-            .and_then(|a| a.as_str())
-            .is_some_and(|a| a.starts_with("bulk"));
-        if bulk && !ctx.is_key() {
+    limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
+        let items = req.array_opt("operations")?.unwrap_or_default();
+        if items.is_empty() {
             return Err(ApiError::new(
-                ErrorCode::UserUnauthorized,
-                "The current user is not authorized to perform the requested action.",
+                ErrorCode::GeneralBadRequest,
+                "Operations array cannot be empty",
             ));
         }
-        ops.extend(parse_operation(item)?);
-    }
-    let op = TransactionOp::Stage {
-        id: req.path("tx"),
-        ops,
-    };
-    match propose(&s, Flavor::Legacy, &ctx, Op::Transactions(op)).await? {
-        Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
-        o => Err(unexpected(o)),
-    }
+        let mut ops = Vec::new();
+        for item in &items {
+            // Bulk actions are a key's, in a transaction as outside one.
+            let bulk = item
+                .get("action")
+                .and_then(|a| a.as_str())
+                .is_some_and(|a| a.starts_with("bulk"));
+            if bulk && !ctx.is_key() {
+                return Err(ApiError::new(
+                    ErrorCode::UserUnauthorized,
+                    "The current user is not authorized to perform the requested action.",
+                ));
+            }
+            ops.extend(parse_operation(item)?);
+        }
+        let op = TransactionOp::Stage {
+            id: req.path("tx"),
+            ops,
+        };
+        match propose(&s, Flavor::Legacy, &ctx, Op::Transactions(op)).await? {
+            Outcome::Transaction(t) => reply(StatusCode::CREATED, render::transaction(&t)),
+            o => Err(unexpected(o)),
+        }
+    })
 }

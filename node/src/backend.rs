@@ -87,10 +87,10 @@ impl StateReader for OffRuntime {
         blocking(|| self.0.list_transactions(project))
     }
     fn transaction_owner(&self, project: &str, id: &str) -> R<Option<String>> {
-        self.0.transaction_owner(project, id)
+        blocking(|| self.0.transaction_owner(project, id))
     }
     fn user_transactions(&self, project: &str, user: &str) -> R<Vec<Transaction>> {
-        self.0.user_transactions(project, user)
+        blocking(|| self.0.user_transactions(project, user))
     }
     fn list_platforms(&self, project: &str) -> R<Vec<model::schema::Platform>> {
         blocking(|| self.0.list_platforms(project))

@@ -8,7 +8,7 @@
 //! Among indexes it prefers the one that decides the most filters, then the one that also
 //! serves the order; an index that only serves the order is used when no index serves the
 //! filters. Where the runs of pinned values an index would read keep counts, the executor
-//! lets those counts overrule a close call (`plan_counted`): a user's list filtered on a
+//! lets those counts break a tie (`plan_counted`): a user's list filtered on a
 //! column that half the table shares reads the user's `$read` runs instead, when they are
 //! far smaller. A plan never changes a result, only its cost.
 
@@ -284,9 +284,10 @@ pub type Counts<'a> = &'a dyn Fn(&[&[u8]]) -> u64;
 /// counts say nothing of a streamed plan stopping after one page, so only a clear win counts.
 const COUNTED_WIN: u64 = 4;
 
-/// Like `plan`, with `count` (the sum of stored counts under some count keys) to compare the
-/// plans that read counted runs only: the static choice, when it is one, gives way to another
-/// that decides a filter too and whose runs hold under a quarter of its entries.
+/// Like `plan`, with `count` (the sum of stored counts under some count keys) to break ties
+/// between plans that read counted runs only: the static choice, when it is one, gives way to
+/// another that scores the same (filters decided, order served) and whose runs hold under a
+/// quarter of its entries.
 pub fn plan_counted(project: &str, coll: &Collection, spec: &Spec, count: Counts) -> Plan {
     choose(project, coll, spec, Some(count))
 }
@@ -390,7 +391,7 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
     }
     let mut best: Option<((u32, u32), Plan)> = None;
     // Plans that decide a filter (not wholly by a unique index) and read counted runs.
-    let mut alternatives: Vec<Plan> = Vec::new();
+    let mut alternatives: Vec<((u32, u32), Plan)> = Vec::new();
     for index in coll
         .indexes
         .iter()
@@ -527,7 +528,7 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
         };
         let score = (filter_score, rank);
         if count.is_some() && (1..1000).contains(&filter_score) && counted(&candidate).is_some() {
-            alternatives.push(candidate.clone());
+            alternatives.push((score, candidate.clone()));
         }
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, candidate));
@@ -538,8 +539,10 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
             if let Some(mine) = counted(chosen) {
                 let base = count(&mine);
                 let mut pick: Option<(u64, Plan)> = None;
-                for alt in alternatives {
-                    if alt.index == chosen.index {
+                // Only a tie: as many filters decided, the order served as well (a plan that
+                // streams one page is not traded for one that sorts every match).
+                for (alt_score, alt) in alternatives {
+                    if alt_score != *score || alt.index == chosen.index {
                         continue;
                     }
                     let n = counted(&alt).map_or(u64::MAX, |k| count(&k));
@@ -821,6 +824,21 @@ mod tests {
         );
         // 2 × 200 = 400 is not under a quarter of 1,000: the static choice stays.
         assert_eq!(plan_counted("p", &c, &spec, &by(1000, 200)).index, "by_age");
+        // Nor is a plan that streams the order traded for one that would sort every match:
+        // statically the user's runs win over the city's (an age column sits between the
+        // city and the sequence), and tiny city counts do not change that.
+        let mut city =
+            Spec::parse(
+                &[r#"{"method":"equal","attribute":"city","values":["Oslo"]}"#.to_string()],
+            )
+            .unwrap();
+        city.validate(&c).unwrap();
+        city.filters.push(Filter::readable_by(["any".to_string()]));
+        assert_eq!(plan("p", &c, &city).index, model::schema::READ_ROLES);
+        assert_eq!(
+            plan_counted("p", &c, &city, &by(1, 1000)).index,
+            model::schema::READ_ROLES
+        );
         // A unique lookup is never second-guessed.
         let mut unique =
             Spec::parse(&[r#"{"method":"equal","attribute":"name","values":["Ann"]}"#.to_string()])

@@ -23,6 +23,9 @@ use model::{Error, ErrorCode, Outcome};
 pub const MAX_TRANSACTION_OPERATIONS: usize = 100;
 /// Transactions one user may hold at once.
 pub const MAX_USER_TRANSACTIONS: usize = 20;
+/// The most a user's transaction may weigh, its staged operations encoded (each stage
+/// rewrites it whole).
+pub const MAX_USER_TRANSACTION_BYTES: usize = 1 << 20;
 
 pub(super) fn apply(
     txn: &mut Txn,
@@ -112,6 +115,17 @@ pub(super) fn apply(
                 }
                 o
             }));
+            t.updated_at = at;
+            let bytes = encode(&t);
+            if user.is_some() && bytes.len() > MAX_USER_TRANSACTION_BYTES {
+                return Err(err(
+                    ErrorCode::TransactionLimitExceeded,
+                    msg!(
+                        "A transaction of a user may hold at most {} bytes of staged operations.",
+                        MAX_USER_TRANSACTION_BYTES
+                    ),
+                ));
+            }
             if user.is_some() {
                 // Bulk changes are a key's (as outside transactions); the rest is tried now
                 // with the user's roles, on top of what is staged, and undone.
@@ -126,12 +140,7 @@ pub(super) fn apply(
                 txn.rollback(sp);
                 tried?;
             }
-            t.updated_at = at;
-            txn.put(
-                META,
-                keys::meta(project, keys::TRANSACTION, &[id]),
-                encode(&t),
-            );
+            txn.put(META, keys::meta(project, keys::TRANSACTION, &[id]), bytes);
             Ok(Outcome::Transaction(t))
         }
         TransactionOp::Commit { id } => {
