@@ -426,9 +426,9 @@ pub(crate) fn bulk_item(
     ))
 }
 
-/// A transaction of the caller's project, or `transaction_not_found`.
 /// Transaction `id`, if the caller may use it: a key any of the project's, a user only those
-/// they made (another's is "not found", as in Appwrite, where it is theirs to read alone).
+/// they made (another's is "not found", as in Appwrite, where it is theirs to read alone);
+/// else `transaction_not_found`.
 pub(crate) fn load_transaction(ctx: &Ctx, id: &str) -> Result<Transaction, ApiError> {
     let mine = match &ctx.who {
         crate::auth::Who::Key => true,

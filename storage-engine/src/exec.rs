@@ -366,13 +366,13 @@ impl Budget {
     }
 }
 
-/// Runs a validated query against one view.
 /// The plan of `spec` on this view: the planner's, with the view's stored counts.
 pub(crate) fn plan(view: &View, project: &str, coll: &Collection, spec: &Spec) -> Plan {
     let counts = |keys: &[&[u8]]| sum_counts(view, keys).unwrap_or(u64::MAX);
     planner::plan_counted(project, coll, spec, &counts)
 }
 
+/// Runs a validated query against one view.
 pub(crate) fn find(
     view: &View,
     project: &str,

@@ -270,8 +270,8 @@ fn order_rank(served: Option<Served>) -> u32 {
     }
 }
 
-/// Chooses how to find the candidates of `spec` in `coll`.
-/// The static choice alone (the executor always has counts: `plan_counted`).
+/// How to find the candidates of `spec` in `coll`, by the static choice alone (the executor
+/// always has counts: `plan_counted`).
 #[cfg(test)]
 pub fn plan(project: &str, coll: &Collection, spec: &Spec) -> Plan {
     choose(project, coll, spec, None)
@@ -284,10 +284,9 @@ pub type Counts<'a> = &'a dyn Fn(&[&[u8]]) -> u64;
 /// counts say nothing of a streamed plan stopping after one page, so only a clear win counts.
 const COUNTED_WIN: u64 = 4;
 
-/// Like `plan`, with `count` (the sum of stored counts under some count keys) to break ties
-/// between plans that read counted runs only: the static choice, when it is one, gives way to
-/// another that scores the same (filters decided, order served) and whose runs hold under a
-/// quarter of its entries.
+/// Chooses how to find the candidates of `spec` in `coll`, with `count` (the sum of stored
+/// counts under some count keys) to break ties between plans that read counted runs only
+/// (`tie_by_counts`).
 pub fn plan_counted(project: &str, coll: &Collection, spec: &Spec, count: Counts) -> Plan {
     choose(project, coll, spec, Some(count))
 }
@@ -389,9 +388,7 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
             }
         }
     }
-    let mut best: Option<((u32, u32), Plan)> = None;
-    // Plans that decide a filter (not wholly by a unique index) and read counted runs.
-    let mut alternatives: Vec<((u32, u32), Plan)> = Vec::new();
+    let mut candidates: Vec<((u32, u32), Plan)> = Vec::new();
     for index in coll
         .indexes
         .iter()
@@ -526,43 +523,17 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
             order: served,
             describe,
         };
-        let score = (filter_score, rank);
-        if count.is_some() && (1..1000).contains(&filter_score) && counted(&candidate).is_some() {
-            alternatives.push((score, candidate.clone()));
-        }
-        if best.as_ref().is_none_or(|(s, _)| score > *s) {
-            best = Some((score, candidate));
+        candidates.push(((filter_score, rank), candidate));
+    }
+    // The first of the best scores: index order breaks a static tie, counts may break it again.
+    let mut best: Option<usize> = None;
+    for (i, (score, _)) in candidates.iter().enumerate() {
+        if best.is_none_or(|b| *score > candidates[b].0) {
+            best = Some(i);
         }
     }
-    if let (Some(count), Some((score, chosen))) = (count, best.as_mut()) {
-        if (1..1000).contains(&score.0) {
-            if let Some(mine) = counted(chosen) {
-                let base = count(&mine);
-                let mut pick: Option<(u64, Plan)> = None;
-                // Only a tie: as many filters decided, the order served as well (a plan that
-                // streams one page is not traded for one that sorts every match).
-                for (alt_score, alt) in alternatives {
-                    if alt_score != *score || alt.index == chosen.index {
-                        continue;
-                    }
-                    let n = counted(&alt).map_or(u64::MAX, |k| count(&k));
-                    if n.saturating_mul(COUNTED_WIN) < base
-                        && pick.as_ref().is_none_or(|(m, _)| n < *m)
-                    {
-                        pick = Some((n, alt));
-                    }
-                }
-                if let Some((n, alt)) = pick {
-                    *chosen = Plan {
-                        describe: format!(
-                            "{} (chosen by counts: {n} entries, not {base})",
-                            alt.describe
-                        ),
-                        ..alt
-                    };
-                }
-            }
-        }
+    if let (Some(count), Some(b)) = (count, best) {
+        best = Some(tie_by_counts(&mut candidates, b, count));
     }
     let scan = || {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, SEQ_INDEX);
@@ -589,12 +560,46 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
             .to_string(),
         }
     };
-    match best {
+    match best.map(|b| candidates.swap_remove(b)) {
         // The sequence order itself beats an index that decides nothing.
         Some(((0, _), _)) if serves(spec, &[]).is_some() => scan(),
         Some((_, p)) => p,
         None => scan(),
     }
+}
+
+/// Among the plans scoring the same as `candidates[best]` (as many filters decided, the
+/// order served as well: a plan that streams one page is not traded for one that sorts every
+/// match), the one whose counted runs hold the fewest entries, if under a quarter of the
+/// static choice's; else `best`. A unique lookup (score 1000) is never second-guessed.
+fn tie_by_counts(candidates: &mut [((u32, u32), Plan)], best: usize, count: Counts) -> usize {
+    let (score, chosen) = &candidates[best];
+    if !(1..1000).contains(&score.0) {
+        return best;
+    }
+    let Some(mine) = counted(chosen) else {
+        return best;
+    };
+    let base = count(&mine);
+    let mut pick: Option<(u64, usize)> = None;
+    for (i, (s, alt)) in candidates.iter().enumerate() {
+        if i == best || s != score {
+            continue;
+        }
+        let Some(keys) = counted(alt) else {
+            continue;
+        };
+        let n = count(&keys);
+        if n.saturating_mul(COUNTED_WIN) < base && pick.is_none_or(|(m, _)| n < m) {
+            pick = Some((n, i));
+        }
+    }
+    let Some((n, i)) = pick else {
+        return best;
+    };
+    let p = &mut candidates[i].1;
+    p.describe = format!("{} (chosen by counts: {n} entries, not {base})", p.describe);
+    i
 }
 
 /// Ranges in key order, each once (`equal("a", [1, 1])` reads one range).

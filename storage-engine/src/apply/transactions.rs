@@ -117,16 +117,16 @@ pub(super) fn apply(
             }));
             t.updated_at = at;
             let bytes = encode(&t);
-            if user.is_some() && bytes.len() > MAX_USER_TRANSACTION_BYTES {
-                return Err(err(
-                    ErrorCode::TransactionLimitExceeded,
-                    msg!(
-                        "A transaction of a user may hold at most {} bytes of staged operations.",
-                        MAX_USER_TRANSACTION_BYTES
-                    ),
-                ));
-            }
             if user.is_some() {
+                if bytes.len() > MAX_USER_TRANSACTION_BYTES {
+                    return Err(err(
+                        ErrorCode::TransactionLimitExceeded,
+                        msg!(
+                            "A transaction of a user may hold at most {} bytes of staged operations.",
+                            MAX_USER_TRANSACTION_BYTES
+                        ),
+                    ));
+                }
                 // Bulk changes are a key's (as outside transactions); the rest is tried now
                 // with the user's roles, on top of what is staged, and undone.
                 if ops
@@ -252,15 +252,7 @@ pub(super) fn purge_user(txn: &mut Txn, project: &str, user: &str) -> R<()> {
 
 fn load_transaction(txn: &Txn, project: &str, id: &str) -> R<model::Transaction> {
     txn.get_as(META, &keys::meta(project, keys::TRANSACTION, &[id]))?
-        .ok_or_else(|| {
-            err(
-                ErrorCode::TransactionNotFound,
-                msg!(
-                    "Transaction with the requested ID '{}' could not be found.",
-                    id
-                ),
-            )
-        })
+        .ok_or_else(|| not_found(id))
 }
 
 fn pending_transaction(txn: &Txn, project: &str, id: &str, now: i64) -> R<model::Transaction> {
