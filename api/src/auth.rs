@@ -261,16 +261,127 @@ fn session_by_id(
         .filter(|s| s.user_id == user && s.expire > now))
 }
 
-/// A user's roles: its own, and those of its confirmed memberships (at most a thousand).
+/// A user's roles: its own, and those of its confirmed memberships.
 fn user_roles(view: &dyn StateReader, project: &str, user: &User) -> Result<Vec<String>, ApiError> {
+    Ok(auth::roles(Some(user), &teams_of(view, project, user)?))
+}
+
+/// What a user's confirmed memberships add to its roles (it holds at most
+/// `MAX_MEMBERSHIPS`).
+fn teams_of(
+    view: &dyn StateReader,
+    project: &str,
+    user: &User,
+) -> Result<Vec<auth::TeamRoles>, ApiError> {
     let spec = Spec::equal("userId", &user.id, auth::MAX_MEMBERSHIPS as u64);
-    let teams: Vec<auth::TeamRoles> = view
+    Ok(view
         .find(project, auth::memberships(), &spec, false)?
         .documents
         .iter()
         .filter_map(|d| auth::Membership::from_document(d).team_roles())
-        .collect();
-    Ok(auth::roles(Some(user), &teams))
+        .collect())
+}
+
+/// A signed-in user as a realtime connection holds them: the session (or JWT) they came
+/// with, until when it holds, and the teams their roles come from.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub user: User,
+    /// The session's id (empty for a JWT made without one).
+    pub session: String,
+    /// When the session (or the JWT) ends, in ms.
+    pub expire: i64,
+    pub teams: Vec<auth::TeamRoles>,
+    /// The applied index of the view this was read from: later changes to the user, its
+    /// sessions and memberships still apply to it.
+    pub at: u64,
+}
+
+impl Identity {
+    pub(crate) fn roles(&self) -> Vec<String> {
+        auth::roles(Some(&self.user), &self.teams)
+    }
+}
+
+/// Who a realtime connection comes as: a JWT (from its URL, or the header), else a session
+/// (cookie, fallback cookie or header). `Ok(None)`: a guest — no credential, or one naming no
+/// live session, a blocked user, or a session still short of factors. `Err`: a JWT that
+/// does not verify.
+pub(crate) fn identify(
+    view: &dyn StateReader,
+    headers: &HeaderMap,
+    jwt: Option<&str>,
+    project: &str,
+) -> Result<Option<Identity>, ApiError> {
+    let now = crate::params::now_ms();
+    let jwt = jwt.or_else(|| {
+        headers
+            .get("x-appwrite-jwt")
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+    });
+    let Some(token) = jwt else {
+        return match session_value(headers, project) {
+            Some(v) => identify_session(view, project, &v),
+            None => Ok(None),
+        };
+    };
+    let claims = match view.jwt_secret(project)? {
+        Some(secret) if !secret.is_empty() => verify_jwt(&secret, token),
+        _ => Err("Signature failed"),
+    }
+    .map_err(|why| {
+        ApiError::new(
+            ErrorCode::UserJwtInvalid,
+            msg!("Failed to verify JWT. Invalid token: {}", why),
+        )
+    })?;
+    let session = match claims.session_id.as_str() {
+        "" => Some(Session::unbound(&claims.user_id)),
+        id => session_by_id(view, project, &claims.user_id, id, now)?,
+    };
+    let (Some(user), Some(session)) = (load_user(view, project, &claims.user_id)?, session) else {
+        return Ok(None);
+    };
+    if !user.status {
+        return Ok(None);
+    }
+    Ok(Some(Identity {
+        teams: teams_of(view, project, &user)?,
+        user,
+        expire: session.expire.min(claims.exp.saturating_mul(1000)),
+        session: session.id,
+        at: view.applied_index(),
+    }))
+}
+
+/// The user a session value (as the cookie holds it) names, if it is live and complete.
+pub(crate) fn identify_session(
+    view: &dyn StateReader,
+    project: &str,
+    value: &str,
+) -> Result<Option<Identity>, ApiError> {
+    let Some(v) = SessionValue::decode(value) else {
+        return Ok(None);
+    };
+    let now = crate::params::now_ms();
+    let sha = sha256_hex(&v.secret);
+    let Some(session) = session_by_secret(view, project, &v.id, &sha, now)? else {
+        return Ok(None);
+    };
+    let Some(user) = load_user(view, project, &v.id)? else {
+        return Ok(None);
+    };
+    if !user.status || session.factors.len() < user.factors_required() {
+        return Ok(None);
+    }
+    Ok(Some(Identity {
+        teams: teams_of(view, project, &user)?,
+        user,
+        expire: session.expire,
+        session: session.id,
+        at: view.applied_index(),
+    }))
 }
 
 pub(crate) fn load_user(

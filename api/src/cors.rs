@@ -18,7 +18,7 @@ const EXPOSED: &str = "X-Appwrite-Session, X-Fallback-Cookies, X-RateLimit-Limit
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 
 /// The host of an origin (`https://app.example.com:8443` → `app.example.com`).
-fn origin_host(origin: &str) -> Option<String> {
+pub(crate) fn origin_host(origin: &str) -> Option<String> {
     let rest = origin.split_once("://")?.1;
     let host = match rest.strip_prefix('[') {
         Some(v6) => v6.split(']').next()?,
@@ -36,7 +36,7 @@ fn project_of(req: &Request) -> Result<Option<String>, ()> {
 /// May pages on `origin` call `project` with credentials? `localhost` always may (as in
 /// Appwrite); others must be covered by a web platform of the project. A platform registered
 /// a moment ago through another node is looked for once more on a linearizable view.
-async fn allowed(s: &AppState, project: Option<&str>, origin: &str) -> bool {
+pub(crate) async fn allowed(s: &AppState, project: Option<&str>, origin: &str) -> bool {
     let Some(host) = origin_host(origin) else {
         return false;
     };

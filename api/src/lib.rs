@@ -34,6 +34,7 @@ mod mfa;
 mod operator;
 mod params;
 mod policy;
+pub mod realtime;
 mod render;
 mod rows;
 mod secrets;
@@ -105,10 +106,17 @@ pub struct AppState {
     hasher: Arc<secrets::Hasher>,
     abuse: Arc<abuse::Abuse>,
     mail: Arc<MailSettings>,
+    realtime: Arc<realtime::Hub>,
 }
 
-/// Every route under `/v1`, with the shared middleware stack.
-pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> Router {
+/// Every route under `/v1`, with the shared middleware stack; realtime subscribers are
+/// served from `hub`.
+pub fn router(
+    backend: Arc<dyn Backend>,
+    hub: Arc<realtime::Hub>,
+    limits: Limits,
+    mail: MailSettings,
+) -> Router {
     // One password hash at a time per core: sign-ins wait for each other, not the runtime.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = AppState {
@@ -117,9 +125,11 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> 
         hasher: Arc::new(secrets::Hasher::new(cores)),
         abuse: Arc::new(abuse::Abuse::new(limits.abuse)),
         mail: Arc::new(mail),
+        realtime: hub,
     };
     Router::new()
         .merge(operator::router())
+        .merge(realtime::router())
         .merge(account::router())
         .merge(emailed::router())
         .merge(mfa::router())
@@ -155,6 +165,7 @@ pub fn router(backend: Arc<dyn Backend>, limits: Limits, mail: MailSettings) -> 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     backend: Arc<dyn Backend>,
+    hub: Arc<realtime::Hub>,
     limits: Limits,
     mail: MailSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -162,7 +173,7 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     let header_timeout = limits.header_timeout;
-    let app = router(backend, limits, mail);
+    let app = router(backend, hub, limits, mail);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder

@@ -21,6 +21,7 @@ use axum::Router;
 use model::auth::{self, MailKind, Membership, Team, User};
 use model::command::{AuthOp, TokenOwner};
 use model::query::Filter;
+use model::reader::StateReader;
 use model::time::format_ms;
 use model::{id, Error, ErrorCode, Outcome};
 use serde_json::{json, Value as Json};
@@ -61,14 +62,14 @@ fn team_not_found() -> ApiError {
     )
 }
 
-fn prefs_json(text: &str) -> Json {
+pub(crate) fn prefs_json(text: &str) -> Json {
     serde_json::from_str::<Json>(text)
         .ok()
         .filter(Json::is_object)
         .unwrap_or_else(|| json!({}))
 }
 
-fn team_json(t: &Team) -> Json {
+pub(crate) fn team_json(t: &Team) -> Json {
     json!({
         "$id": t.id,
         "$createdAt": format_ms(t.created_at),
@@ -88,13 +89,22 @@ fn membership_json(ctx: &Ctx, m: &Membership) -> Json {
             .flatten(),
         false => None,
     };
-    let team = ctx
-        .view
-        .document(&ctx.project, auth::teams(), &m.team_id)
+    let team_name = team_name(&*ctx.view, &ctx.project, &m.team_id);
+    membership_model(m, user.as_ref(), &team_name)
+}
+
+/// The name of team `id`, as `view` has it (empty when it has none).
+pub(crate) fn team_name(view: &dyn StateReader, project: &str, id: &str) -> String {
+    view.document(project, auth::teams(), id)
         .ok()
         .flatten()
-        .map(|d| Team::from_document(&d));
-    let (name, email, phone) = match &user {
+        .map(|d| Team::from_document(&d).name)
+        .unwrap_or_default()
+}
+
+/// A membership as `membership_json` shows it; `user` (the member) is given to keys only.
+pub(crate) fn membership_model(m: &Membership, user: Option<&User>, team_name: &str) -> Json {
+    let (name, email, phone) = match user {
         Some(u) => (u.name.as_str(), u.email.as_str(), u.phone.as_str()),
         None => ("", "", ""),
     };
@@ -102,16 +112,16 @@ fn membership_json(ctx: &Ctx, m: &Membership) -> Json {
         "$id": m.id,
         "$createdAt": format_ms(m.created_at),
         "$updatedAt": format_ms(m.updated_at),
-        "userId": if ctx.is_key() { m.user_id.as_str() } else { "" },
+        "userId": if user.is_some() { m.user_id.as_str() } else { "" },
         "userName": name,
         "userEmail": email,
         "userPhone": phone,
         "teamId": m.team_id,
-        "teamName": team.map(|t| t.name).unwrap_or_default(),
+        "teamName": team_name,
         "invited": format_ms(m.invited),
         "joined": m.joined.map(format_ms).unwrap_or_default(),
         "confirm": m.confirm,
-        "mfa": user.as_ref().is_some_and(|u: &User| u.mfa),
+        "mfa": user.is_some_and(|u| u.mfa),
         "roles": m.roles,
     })
 }

@@ -5,6 +5,7 @@
 //! the Raft log serialises without `deserialize_any` (bincode-safe).
 
 pub mod auth;
+pub mod change;
 pub mod command;
 pub mod error;
 pub mod id;

@@ -250,3 +250,22 @@ impl Backend for NodeBackend {
         self.node.has_leader()
     }
 }
+
+/// This node's applied state, as realtime payloads read it (no barrier: what was just
+/// applied is there).
+pub(crate) struct Applied(pub std::sync::Weak<RaftNode>);
+
+impl api::realtime::LocalState for Applied {
+    fn team_name(&self, project: &str, team: &str) -> String {
+        self.0
+            .upgrade()
+            .and_then(|n| n.local_view().ok())
+            .and_then(|v| {
+                v.document(project, model::auth::teams(), team)
+                    .ok()
+                    .flatten()
+            })
+            .map(|d| model::auth::Team::from_document(&d).name)
+            .unwrap_or_default()
+    }
+}

@@ -97,6 +97,8 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         gossip: gossip.address().to_string(),
     };
 
+    // Realtime: apply feeds this node's hub, which serves its WebSocket subscribers.
+    let hub = api::realtime::Hub::start();
     tracing::info!(%grpc, "opening storage and starting raft");
     let node = RaftNode::start(NodeConfig {
         id: identity.node_id,
@@ -114,9 +116,11 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         root_key_sha256: secured.root_key_sha256.clone(),
         cert_ttl: cfg.cert_ttl,
         peers: secured.peers.clone(),
+        feed: Some(hub.clone()),
     })
     .await?;
     let _ = raft_node.set(Arc::downgrade(&node));
+    hub.attach(Arc::new(crate::backend::Applied(Arc::downgrade(&node))));
     if !cfg.join.is_empty() && !node.is_initialized().await {
         tracing::info!(seeds = ?cfg.join, "asking the cluster to add this node");
         let (joiner, seeds) = (node.clone(), cfg.join.clone());
@@ -150,7 +154,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         public_url: cfg.public_url.clone(),
     };
     let http_task = tokio::spawn(async move {
-        let res = api::serve(http_listener, backend, limits, mail, async {
+        let res = api::serve(http_listener, backend, hub, limits, mail, async {
             let _ = stop_rx.await;
         })
         .await;

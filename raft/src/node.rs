@@ -72,6 +72,8 @@ pub struct NodeConfig {
     /// Whom a node that enrolled accepts Raft traffic from before its own state arrives: the
     /// nodes the cluster had admitted, with their keys (empty: any node the CA certified).
     pub peers: Vec<(u64, String)>,
+    /// Where what each applied entry changed goes (the node's realtime hub).
+    pub feed: Option<Arc<dyn model::change::Feed>>,
 }
 
 /// Why a node could not start.
@@ -254,8 +256,12 @@ impl RaftNode {
         let engine = Engine::open(&cfg.data_dir.join("state")).map_err(StartError::State)?;
         let engine = engine.with_scan_budget(cfg.scan_budget);
         // Opening may finish a snapshot install a crash interrupted: file work, off the runtime.
-        let (e, dir) = (engine.clone(), cfg.data_dir.join("snapshots"));
-        let sm = tokio::task::spawn_blocking(move || StateMachine::open(e, dir))
+        let (e, dir, feed) = (
+            engine.clone(),
+            cfg.data_dir.join("snapshots"),
+            cfg.feed.clone(),
+        );
+        let sm = tokio::task::spawn_blocking(move || StateMachine::open(e, dir, feed))
             .await
             .map_err(|e| StartError::Snapshots(e.to_string()))?
             .map_err(|e| StartError::Snapshots(e.to_string()))?;
@@ -470,6 +476,13 @@ impl RaftNode {
 
     /// A view of the state: after a read barrier for `Linearizable` (it reflects every write
     /// acknowledged before the call), or as this node has applied it for `Local`.
+    /// This node's applied state now, without a read barrier.
+    pub fn local_view(&self) -> Result<View, ReplicationError> {
+        self.engine
+            .view()
+            .map_err(|e| Unavailable::State(e.to_string()).into())
+    }
+
     pub async fn view(&self, consistency: Consistency) -> Result<View, ReplicationError> {
         match consistency {
             Consistency::Linearizable => self.read_barrier().await?,

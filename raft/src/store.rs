@@ -210,6 +210,8 @@ pub struct StateMachine {
     files: Arc<Mutex<()>>,
     /// Consistency checks by request id, in the order they were applied.
     checks: Arc<Mutex<Vec<(model::RequestId, CheckState)>>>,
+    /// Where what each applied entry changed goes (realtime), if anywhere.
+    feed: Option<Arc<dyn model::change::Feed>>,
 }
 
 /// `(SnapshotMeta, data file name)` of the current snapshot, replaced atomically.
@@ -220,7 +222,11 @@ const INSTALL_WORK: &str = "install-work";
 impl StateMachine {
     /// Opens the state machine over `engine`. An install that a crash interrupted is finished
     /// first (from the received file it names); files no snapshot refers to are removed.
-    pub fn open(engine: Engine, snapshot_dir: PathBuf) -> Result<Self, SErr> {
+    pub fn open(
+        engine: Engine,
+        snapshot_dir: PathBuf,
+        feed: Option<Arc<dyn model::change::Feed>>,
+    ) -> Result<Self, SErr> {
         std::fs::create_dir_all(&snapshot_dir).map_err(write_err)?;
         let resumed = engine.interrupted_install().map_err(read_err)?;
         if let Some(file) = &resumed {
@@ -268,6 +274,7 @@ impl StateMachine {
             counter: Arc::new(AtomicU64::new(seed)),
             files: Arc::new(Mutex::new(())),
             checks: Arc::new(Mutex::new(Vec::new())),
+            feed,
         })
     }
 
@@ -423,11 +430,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(batch) => Some(batch),
                     EntryPayload::Blank | EntryPayload::Membership(_) => None,
                 };
-                let outcomes = me
+                let (outcomes, changes) = me
                     .engine
                     .apply_entry(batch, index, &meta)
                     .map_err(write_err)?;
                 me.lock().applied = applied;
+                if let Some(feed) = &me.feed {
+                    feed.applied(model::change::Applied {
+                        index,
+                        envelopes: changes,
+                    });
+                }
                 for (env, outcome) in batch
                     .map(|b| b.0.as_slice())
                     .unwrap_or(&[])
@@ -498,6 +511,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
             me.engine.set_applied(index, &bytes).map_err(write_err)?;
             me.lock().applied = applied;
+            if let Some(feed) = &me.feed {
+                feed.skipped(index);
+            }
             // The received file is a snapshot as it stands: keep it as the current one.
             let n = me.counter.fetch_add(1, Ordering::SeqCst);
             let name = format!("snap-{n}.data");
@@ -678,7 +694,7 @@ mod tests {
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
         let open = |d: &tempfile::TempDir| {
             let engine = Engine::open(&d.path().join("state")).unwrap();
-            StateMachine::open(engine, d.path().join("snapshots")).unwrap()
+            StateMachine::open(engine, d.path().join("snapshots"), None).unwrap()
         };
         let (mut a, mut b) = (open(&dirs[0]), open(&dirs[1]));
         let membership = Membership::new(vec![[1u64].into_iter().collect()], ());
@@ -730,7 +746,7 @@ mod tests {
     async fn a_batch_is_one_entry_with_an_outcome_per_envelope() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("state")).unwrap();
-        let mut sm = StateMachine::open(engine, dir.path().join("snapshots")).unwrap();
+        let mut sm = StateMachine::open(engine, dir.path().join("snapshots"), None).unwrap();
         let mut cmds = commands();
         let dup = cmds.pop().unwrap(); // creates r1 again: fails
         let first_doc = cmds.remove(3); // creates r0

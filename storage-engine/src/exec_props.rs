@@ -54,6 +54,7 @@ impl World {
         self.eng
             .apply_entry(Some(&Batch(envs)), self.index, b"r")
             .unwrap()
+            .0
     }
 
     fn coll(&self) -> Collection {

@@ -2,6 +2,10 @@
 //! of VALUE_BYTES bytes through etcd's v3 JSON gateway (`POST /v3/kv/put`; every put is a
 //! linearizable Raft write), one request at a time per client. Prints one JSON line:
 //! requests, seconds, per_second, p50_ms, p99_ms — the fields `basalt bench` reports.
+//!
+//! `loadgen realtime ...`: realtime subscribers and a steady write load (see `realtime.rs`).
+
+mod realtime;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -17,6 +21,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("realtime") {
+        return realtime::run(&args[2..]).await;
+    }
     let [_, target, endpoint, clients, ops, value_bytes] = args.as_slice() else {
         bail!("usage: loadgen etcd ENDPOINT CLIENTS OPS VALUE_BYTES");
     };

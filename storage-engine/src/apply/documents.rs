@@ -10,6 +10,7 @@ use super::{err, Caller, Failure, R};
 use crate::engine::encode;
 use crate::keys;
 use crate::validate;
+use model::change::{Action, Change};
 use model::command::{Data, DocOp, DocTarget, DocumentsOp, RangeChange};
 use model::msg;
 use model::schema::{AttrKind, Collection, Document};
@@ -141,7 +142,8 @@ pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R
     all_documents(txn, project, coll)
 }
 
-/// Replaces `old` with `new` (either may be absent), keeping every index in step.
+/// Replaces `old` with `new` (either may be absent), keeping every index in step, and records
+/// the change for realtime.
 pub(super) fn write_document(
     txn: &mut Txn,
     project: &str,
@@ -149,6 +151,46 @@ pub(super) fn write_document(
     old: Option<&Document>,
     new: Option<&Document>,
 ) -> R<()> {
+    let action = match (old, new) {
+        (None, _) => Action::Create,
+        (Some(_), Some(_)) => Action::Update,
+        (Some(_), None) => Action::Delete,
+    };
+    write_as(txn, project, coll, old, new, action)
+}
+
+/// `write_document`, recording the change as `action` (an upsert says so).
+fn write_as(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    old: Option<&Document>,
+    new: Option<&Document>,
+    action: Action,
+) -> R<()> {
+    if old.is_none() && new.is_none() {
+        return Ok(());
+    }
+    let (enabled, tablesdb) = match coll.database == model::auth::DB {
+        true => (true, false),
+        false => {
+            let db = super::store::load_database(txn, project, &coll.database)?;
+            (coll.enabled && db.enabled, db.kind == "tablesdb")
+        }
+    };
+    txn.record(Change {
+        project: project.to_string(),
+        database: coll.database.clone(),
+        collection: coll.id.clone(),
+        action,
+        old: old.cloned(),
+        new: new.cloned(),
+        collection_permissions: coll.permissions.clone(),
+        document_security: coll.document_security,
+        enabled,
+        tablesdb,
+        at: txn.now,
+    });
     // A failed index holds nothing and enforces nothing; the built-in read-roles index is
     // always kept.
     let live = || {
@@ -340,27 +382,15 @@ fn doc_op(
             id,
             data,
             permissions,
-        } => {
-            check_grants(caller, permissions)?;
-            may_create(caller, coll)?;
-            if load_document(txn, project, coll, id)?.is_some() {
-                return Err(err(
-                    ErrorCode::DocumentAlreadyExists,
-                    msg!("Document with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
-                ));
-            }
-            let data = validate::new_document(coll, data)?;
-            let doc = Document {
-                id: id.clone(),
-                sequence: next_sequence(txn, project, coll)?,
-                created_at: now,
-                updated_at: now,
-                permissions: initial_permissions(caller, permissions),
-                data,
-            };
-            write_document(txn, project, coll, None, Some(&doc))?;
-            out.push(doc);
-        }
+        } => out.push(create(
+            txn,
+            project,
+            caller,
+            coll,
+            (id, data, permissions),
+            now,
+            Action::Create,
+        )?),
         DocOp::Upsert {
             id,
             data,
@@ -370,17 +400,18 @@ fn doc_op(
                 require(caller, coll, Some(&old), "update")?;
                 check_grants(caller, permissions)?;
                 let doc = updated(coll, &old, data, permissions, now)?;
-                write_document(txn, project, coll, Some(&old), Some(&doc))?;
+                write_as(txn, project, coll, Some(&old), Some(&doc), Action::Upsert)?;
                 out.push(doc);
             }
-            None => {
-                let create = DocOp::Create {
-                    id: id.clone(),
-                    data: data.clone(),
-                    permissions: permissions.clone(),
-                };
-                doc_op(txn, project, caller, coll, &create, now, out)?;
-            }
+            None => out.push(create(
+                txn,
+                project,
+                caller,
+                coll,
+                (id, data, permissions),
+                now,
+                Action::Upsert,
+            )?),
         },
         DocOp::Update {
             id,
@@ -487,6 +518,37 @@ fn doc_op(
         }
     }
     Ok(())
+}
+
+/// Creates a document (by a create, or an upsert that found none), recorded as `action`.
+fn create(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    coll: &Collection,
+    (id, data, permissions): (&String, &Data, &Option<Vec<String>>),
+    now: i64,
+    action: Action,
+) -> R<Document> {
+    check_grants(caller, permissions)?;
+    may_create(caller, coll)?;
+    if load_document(txn, project, coll, id)?.is_some() {
+        return Err(err(
+            ErrorCode::DocumentAlreadyExists,
+            msg!("Document with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
+        ));
+    }
+    let data = validate::new_document(coll, data)?;
+    let doc = Document {
+        id: id.clone(),
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: now,
+        updated_at: now,
+        permissions: initial_permissions(caller, permissions),
+        data,
+    };
+    write_as(txn, project, coll, None, Some(&doc), action)?;
+    Ok(doc)
 }
 
 fn updated(

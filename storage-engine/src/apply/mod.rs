@@ -20,6 +20,7 @@ pub(crate) use documents::{staged_document, staged_documents};
 
 use crate::engine::{encode, Engine, StorageError};
 use crate::keys;
+use model::change::Change;
 use model::command::{Actor, Batch, Envelope, Op, RequestId, COMMAND_VERSION};
 use model::msg;
 use model::{ApiKey, Error, ErrorCode, Outcome};
@@ -74,16 +75,18 @@ fn fault(point: &str) -> bool {
 
 impl Engine {
     /// Applies one log entry: `batch` (absent for entries that carry no command) and the Raft
-    /// layer's applied record, all in one write.
+    /// layer's applied record, all in one write. Answers each envelope's outcome and the
+    /// documents each envelope changed, in order (for realtime).
     pub fn apply_entry(
         &self,
         batch: Option<&Batch>,
         index: u64,
         applied: &[u8],
-    ) -> Result<Vec<Outcome>, StorageError> {
+    ) -> Result<(Vec<Outcome>, Vec<Vec<Change>>), StorageError> {
         let mut txn = Txn::new(self);
         let mut clock = last_at(&txn)?;
         let mut outcomes = Vec::new();
+        let mut changes = Vec::new();
         for (n, env) in batch
             .map(|b| b.0.as_slice())
             .unwrap_or(&[])
@@ -97,6 +100,7 @@ impl Engine {
             }
             let _ = n;
             outcomes.push(apply_envelope(&mut txn, env, &mut clock)?);
+            changes.push(txn.end_envelope());
         }
         #[cfg(feature = "fault-points")]
         if fault("diverge") {
@@ -114,7 +118,7 @@ impl Engine {
             index.to_be_bytes().to_vec(),
         );
         self.write(txn.into_batch())?;
-        Ok(outcomes)
+        Ok((outcomes, changes))
     }
 }
 
@@ -140,6 +144,7 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
     }
     let at = env.at.max(*clock);
     *clock = at;
+    txn.now = at;
     let sp = txn.savepoint();
     let result = match first_outcome(txn, env.request_id) {
         Ok(Some(first)) => return Ok(first),

@@ -130,6 +130,7 @@ impl Fixture {
         self.eng
             .apply_entry(Some(&Batch(envs)), self.index, b"record")
             .unwrap()
+            .0
     }
 
     fn rows(&self) -> Vec<(String, Value)> {
@@ -1436,4 +1437,79 @@ fn a_users_transaction_is_theirs_checked_with_their_roles_and_bounded() {
     assert!(view.transaction_owner("p", "t3").unwrap().is_none());
     assert!(view.user_transactions("p", "bob").unwrap().is_empty());
     assert!(view.transaction("p", "later").unwrap().is_none());
+}
+
+#[test]
+fn changes_are_recorded_per_envelope_only_for_what_was_kept() {
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let tx = |op| env(w.clone(), Op::Transactions(op), 10);
+    let write = |op: Op| match op {
+        Op::Documents(DocumentsOp::Write { ops }) => ops,
+        _ => unreachable!(),
+    };
+    f.index += 1;
+    let (out, changes) = f
+        .eng
+        .apply_entry(
+            Some(&Batch(vec![
+                env(w.clone(), create("a", 1, "x"), 10),
+                // Fails (unique name): it records nothing.
+                env(w.clone(), create("b", 2, "x"), 10),
+                tx(TransactionOp::Create {
+                    id: "t".into(),
+                    ttl_ms: 60_000,
+                }),
+                // Staged: tried in the overlay and undone, nothing recorded.
+                tx(TransactionOp::Stage {
+                    id: "t".into(),
+                    ops: [
+                        write(create("c", 3, "y")),
+                        write(increment("c")),
+                        write(increment("a")),
+                    ]
+                    .concat(),
+                }),
+            ])),
+            f.index,
+            b"r",
+        )
+        .unwrap();
+    assert_eq!(failed(&out[1]), Some(ErrorCode::DocumentUniqueViolation));
+    let ids = |env: &Vec<model::change::Change>| {
+        env.iter()
+            .map(|c| (c.id().to_string(), c.action))
+            .collect::<Vec<_>>()
+    };
+    use model::change::Action;
+    assert_eq!(changes.len(), 4);
+    assert_eq!(ids(&changes[0]), vec![("a".to_string(), Action::Create)]);
+    assert!(changes[1].is_empty() && changes[2].is_empty() && changes[3].is_empty());
+    let c = &changes[0][0];
+    assert!(c.old.is_none() && c.new.is_some() && c.enabled && c.tablesdb);
+    assert_eq!(c.at, 10);
+
+    // The commit: one change per row, first old to last new, after nothing else.
+    f.index += 1;
+    let (_, changes) = f
+        .eng
+        .apply_entry(
+            Some(&Batch(vec![tx(TransactionOp::Commit { id: "t".into() })])),
+            f.index,
+            b"r",
+        )
+        .unwrap();
+    assert_eq!(
+        ids(&changes[0]),
+        vec![
+            ("c".to_string(), Action::Create),
+            ("a".to_string(), Action::Update)
+        ]
+    );
+    let c = &changes[0][0];
+    assert!(c.old.is_none());
+    assert_eq!(c.new.as_ref().unwrap().get("n"), Value::Int(4));
+    let a = &changes[0][1];
+    assert_eq!(a.old.as_ref().unwrap().get("n"), Value::Int(1));
+    assert_eq!(a.new.as_ref().unwrap().get("n"), Value::Int(2));
 }

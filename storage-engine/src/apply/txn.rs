@@ -23,6 +23,8 @@ enum Undo {
     },
     /// A range delete was pushed.
     RangeDelete,
+    /// A change was recorded for realtime.
+    Change,
 }
 
 /// A point to roll back to. Savepoints nest.
@@ -35,6 +37,10 @@ pub(crate) struct Txn<'a> {
     snap: Option<&'a SnapshotWithThreadMode<'a, DB>>,
     writes: BTreeMap<Key, Option<Vec<u8>>>,
     range_deletes: Vec<(usize, Vec<u8>)>,
+    /// The documents changed so far, in order, for realtime (undone with their writes).
+    changes: Vec<model::change::Change>,
+    /// The leader time of the envelope being applied (stamped on its changes).
+    pub(crate) now: i64,
     undo: Vec<Undo>,
 }
 
@@ -45,6 +51,8 @@ impl<'a> Txn<'a> {
             snap: None,
             writes: BTreeMap::new(),
             range_deletes: Vec::new(),
+            changes: Vec::new(),
+            now: 0,
             undo: Vec::new(),
         }
     }
@@ -83,6 +91,9 @@ impl<'a> Txn<'a> {
                 },
                 Some(Undo::RangeDelete) => {
                     self.range_deletes.pop();
+                }
+                Some(Undo::Change) => {
+                    self.changes.pop();
                 }
                 None => break,
             }
@@ -153,6 +164,19 @@ impl<'a> Txn<'a> {
         }
         self.range_deletes.push((cf, prefix));
         self.undo.push(Undo::RangeDelete);
+    }
+
+    /// Records a document change for realtime; a rollback past it forgets it.
+    pub(crate) fn record(&mut self, change: model::change::Change) {
+        self.changes.push(change);
+        self.undo.push(Undo::Change);
+    }
+
+    /// Ends an envelope: it can no longer be rolled back (the undo record is dropped), and
+    /// the changes it recorded are answered, one per document (`coalesce`).
+    pub(crate) fn end_envelope(&mut self) -> Vec<model::change::Change> {
+        self.undo.clear();
+        model::change::coalesce(std::mem::take(&mut self.changes))
     }
 
     /// Live keys/values under `prefix` in key order, the overlay merged over the database,
