@@ -34,6 +34,8 @@ pub use hub::{Hub, LocalState};
 
 /// The largest message a client may send (Appwrite's).
 const MAX_MESSAGE: usize = 64_000;
+/// What a connection's reader holds before it grows for a larger message.
+const READ_BUFFER: usize = 4096;
 /// Messages a connection may send per minute (Appwrite's), pings included.
 const MESSAGES_PER_MINUTE: usize = 32;
 /// Subscriptions per connection, channels per subscription, queries per subscription.
@@ -70,8 +72,12 @@ async fn upgrade(
             .into_response()
         }
     };
+    // Small buffers: most connections are idle most of the time (tungstenite's defaults, 128
+    // KiB each way, would make an idle connection cost ~180 KiB). Every send is flushed.
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut c = Connection {
                 s,

@@ -30,6 +30,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+#[derive(serde::Deserialize)]
+struct Msg<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    timestamp: Option<&'a str>,
+    payload: Option<Payload>,
+    user: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct Payload {
+    t0: Option<f64>,
+}
+
 #[derive(Default)]
 struct Seen {
     from_send: Vec<f64>,
@@ -84,34 +105,33 @@ async fn subscriber(
             Message::Close(_) => break,
             _ => continue,
         };
-        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-        match v["type"].as_str() {
-            Some("connected") => {
-                if v["data"]["user"].is_null() {
+        // Only the fields timed are decoded; the rest is skipped without being kept.
+        let m: Msg = serde_json::from_str(text.as_str())?;
+        match m.kind {
+            "connected" => {
+                if m.data.as_ref().is_none_or(|d| d.user.is_none()) {
                     bail!("not signed in");
                 }
                 let sub =
                     serde_json::json!({"type": "subscribe", "data": [{"channels": [channel]}]});
                 ws.send(Message::Text(sub.to_string().into())).await?;
             }
-            Some("response") if !subscribed => {
+            "response" if !subscribed => {
                 subscribed = true;
                 let _ = ready.send(()).await;
             }
-            Some("event") => {
+            "event" => {
                 let now = now_ms();
-                let data = &v["data"];
+                let Some(data) = m.data else { continue };
                 let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(t0) = data["payload"]["t0"].as_f64() {
+                if let Some(t0) = data.payload.and_then(|p| p.t0) {
                     s.from_send.push(now - t0);
                 }
-                if let Some(ts) = data["timestamp"].as_str().and_then(stamp_ms) {
+                if let Some(ts) = data.timestamp.and_then(stamp_ms) {
                     s.from_stamp.push(now - ts);
                 }
             }
-            Some("error") => {
-                eprintln!("realtime error: {}", v["data"]);
-            }
+            "error" => eprintln!("realtime error: {}", text.as_str()),
             _ => {}
         }
     }
