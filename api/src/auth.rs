@@ -291,6 +291,12 @@ pub(crate) struct Identity {
     pub session: String,
     /// When the session (or the JWT) ends, in ms.
     pub expire: i64,
+    /// The JWT's own end (`i64::MAX` for a session): a session extended does not extend it.
+    pub cap: i64,
+    /// Through a JWT (which, as on the HTTP routes, is not held to the factors rule).
+    pub jwt: bool,
+    /// The factors the session was verified with.
+    pub factors: usize,
     pub teams: Vec<auth::TeamRoles>,
     /// The applied index of the view this was read from: later changes to the user, its
     /// sessions and memberships still apply to it.
@@ -346,10 +352,14 @@ pub(crate) fn identify(
     if !user.status {
         return Ok(None);
     }
+    let cap = claims.exp.saturating_mul(1000);
     Ok(Some(Identity {
         teams: teams_of(view, project, &user)?,
         user,
-        expire: session.expire.min(claims.exp.saturating_mul(1000)),
+        expire: session.expire.min(cap),
+        cap,
+        jwt: true,
+        factors: session.factors.len(),
         session: session.id,
         at: view.applied_index(),
     }))
@@ -379,6 +389,9 @@ pub(crate) fn identify_session(
         teams: teams_of(view, project, &user)?,
         user,
         expire: session.expire,
+        cap: i64::MAX,
+        jwt: false,
+        factors: session.factors.len(),
         session: session.id,
         at: view.applied_index(),
     }))

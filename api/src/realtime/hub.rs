@@ -14,7 +14,7 @@ use model::auth::{self, Membership, Session, User};
 use model::change::{Action, Applied, Change, Feed};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{mpsc, Notify};
@@ -24,10 +24,12 @@ use tokio::sync::{mpsc, Notify};
 /// connections so their clients know).
 const INPUT_QUEUE: usize = 4096;
 const INPUT_BYTES: usize = 256 << 20;
-/// Messages, and bytes of them, waiting for one connection at most; a connection that falls
-/// this far behind is closed.
-const CONNECTION_QUEUE: usize = 1024;
-const CONNECTION_BYTES: usize = 4 << 20;
+/// Events waiting for one connection, at most (each shares its event with every other
+/// receiver: a few dozen bytes of its own). A connection this far behind, or that has not
+/// sent anything for `STALLED_MS` while events wait, is closed; a burst (a bulk write) is not
+/// a reason to close a client that keeps reading.
+const CONNECTION_QUEUE: usize = 20_000;
+const STALLED_MS: i64 = 10_000;
 /// The replay ring: at most this many changes, and about this many bytes of them.
 pub const RING_CHANGES: usize = 10_000;
 pub const RING_BYTES: usize = 32 << 20;
@@ -64,6 +66,8 @@ pub(crate) struct Roles(pub Vec<String>);
 pub(crate) struct Sub {
     pub channels: Vec<String>,
     pub filters: Vec<Filter>,
+    /// The length of its channels' and queries' text (a connection holds a bounded amount).
+    pub weight: usize,
 }
 
 /// How the hub tells a connection's task to close: why (the error it is sent), and a wake-up.
@@ -73,12 +77,37 @@ pub(crate) struct Closing {
     pub wake: Notify,
 }
 
+/// An event for one connection: the event, and the ids of its subscriptions that take it
+/// (a JSON array).
+pub(crate) struct Outgoing(Arc<Built>, String);
+
+impl Outgoing {
+    pub(crate) fn text(&self) -> Utf8Bytes {
+        self.0.message(&self.1)
+    }
+}
+
+/// How far a connection's task is with its queue: events waiting, and when it last sent one.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub queued: AtomicUsize,
+    pub sent_at: AtomicI64,
+}
+
+impl Progress {
+    /// One event went out.
+    pub(crate) fn sent(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.sent_at
+            .store(crate::params::now_ms(), Ordering::Relaxed);
+    }
+}
+
 /// What a connection's task holds of its registration.
 pub(crate) struct Registration {
     pub id: u64,
-    pub events: mpsc::Receiver<Utf8Bytes>,
-    /// Bytes in `events`, taken off as they are sent.
-    pub queued: Arc<AtomicUsize>,
+    pub events: mpsc::UnboundedReceiver<Outgoing>,
+    pub progress: Arc<Progress>,
     pub closing: Arc<Closing>,
 }
 
@@ -87,8 +116,8 @@ pub(crate) struct Stale;
 
 struct Conn {
     project: String,
-    tx: mpsc::Sender<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    progress: Arc<Progress>,
     closing: Arc<Closing>,
     ident: Option<Identity>,
     roles: Arc<Roles>,
@@ -113,11 +142,11 @@ pub(crate) struct Built {
 }
 
 impl Built {
-    fn message(&self, subs: &[&str]) -> Utf8Bytes {
-        let ids = serde_json::to_string(subs).unwrap_or_else(|_| "[]".into());
+    /// The message, with `ids` (a JSON array of subscription ids).
+    fn message(&self, ids: &str) -> Utf8Bytes {
         let mut m = String::with_capacity(self.head.len() + ids.len() + 2);
         m.push_str(&self.head);
-        m.push_str(&ids);
+        m.push_str(ids);
         m.push_str("}}");
         Utf8Bytes::from(m)
     }
@@ -177,7 +206,10 @@ pub struct Hub {
 /// they cannot be had.
 pub(crate) enum Resumed {
     Replayed(Vec<Utf8Bytes>),
-    TooOld { kept_after: Cursor },
+    /// Kept: the events after this cursor (none: nothing since the node started).
+    TooOld {
+        kept_after: Option<Cursor>,
+    },
 }
 
 fn key(project: &str, rest: &str) -> String {
@@ -291,9 +323,9 @@ impl Hub {
         ident: Option<Identity>,
     ) -> Result<Registration, Stale> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, events) = mpsc::channel(CONNECTION_QUEUE);
+        let (tx, events) = mpsc::unbounded_channel();
         let closing: Arc<Closing> = Arc::default();
-        let queued: Arc<AtomicUsize> = Arc::default();
+        let progress: Arc<Progress> = Arc::default();
         let mut st = self.lock();
         let guest = st.guest.clone();
         st.conns.insert(
@@ -301,7 +333,7 @@ impl Hub {
             Conn {
                 project: project.to_string(),
                 tx,
-                queued: queued.clone(),
+                progress: progress.clone(),
                 closing: closing.clone(),
                 ident: None,
                 roles: guest,
@@ -320,7 +352,7 @@ impl Hub {
         Ok(Registration {
             id,
             events,
-            queued,
+            progress,
             closing,
         })
     }
@@ -340,16 +372,19 @@ impl Hub {
         self.lock().become_(id, ident)
     }
 
-    /// How many of `sids` the connection does not hold yet, and how many it holds.
-    pub(crate) fn count_new(&self, id: u64, sids: &[&str]) -> (usize, usize) {
+    /// What the connection would hold with `subs` added or replacing its own of the same
+    /// ids: how many subscriptions, and how much text.
+    pub(crate) fn would_hold(&self, id: u64, subs: &[(String, Sub)]) -> (usize, usize) {
         let st = self.lock();
-        match st.conns.get(&id) {
-            Some(c) => (
-                sids.iter().filter(|s| !c.subs.contains_key(**s)).count(),
-                c.subs.len(),
-            ),
-            None => (sids.len(), 0),
+        let Some(c) = st.conns.get(&id) else {
+            return (0, 0);
+        };
+        let mut held: HashMap<&str, usize> =
+            c.subs.iter().map(|(k, s)| (k.as_str(), s.weight)).collect();
+        for (sid, sub) in subs {
+            held.insert(sid, sub.weight);
         }
+        (held.len(), held.values().sum())
     }
 
     /// Adds or replaces subscriptions; with `after`, also answers what the connection missed
@@ -379,8 +414,16 @@ impl Hub {
         let after = after?;
         if after < st.floor {
             return Some(Resumed::TooOld {
-                kept_after: st.floor,
+                kept_after: (st.floor.0 != u64::MAX).then_some(st.floor),
             });
+        }
+        let expired = st.conns.get(&id).is_some_and(|c| {
+            c.ident
+                .as_ref()
+                .is_some_and(|i| i.expire <= crate::params::now_ms())
+        });
+        if expired {
+            st.set_ident(id, None);
         }
         let lookup = self.lookup();
         let mut out = Vec::new();
@@ -389,15 +432,20 @@ impl Hub {
             if slot.cursor <= after || slot.change.project != project {
                 continue;
             }
+            let fresh = slot.event.is_none();
             let Some(built) = slot.built(lookup) else {
                 continue;
             };
+            if fresh {
+                slot.weight += built.head.len();
+                st.ring_bytes += built.head.len();
+            }
             if let Some(m) = st
                 .conns
                 .get(&id)
                 .and_then(|c| c.message_for(&built, &mut None))
             {
-                out.push(m);
+                out.push(m.text());
             }
         }
         if let Some(c) = st.conns.get_mut(&id) {
@@ -423,44 +471,74 @@ impl Hub {
     }
 
     fn take(&self, input: Input) {
-        let mut st = self.lock();
-        match input {
-            Input::Skipped(index) => {
-                st.gap(index, "This node skipped ahead to a snapshot of the state; events before it were not delivered. Reconnect to continue.");
-            }
-            Input::Applied(applied, bytes) => {
-                self.input_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                if st.last.is_some_and(|l| applied.index != l + 1) {
-                    st.gap(
-                        applied.index.saturating_sub(1),
-                        "Events were dropped because this node fell behind. Reconnect to continue.",
-                    );
+        let applied = {
+            let mut st = self.lock();
+            match input {
+                Input::Skipped(index) => {
+                    st.gap(index, "This node skipped ahead to a snapshot of the state; events before it were not delivered. Reconnect to continue.");
+                    return;
                 }
-                if st.last.is_none() {
-                    st.floor = Cursor(applied.index.saturating_sub(1), u32::MAX);
+                Input::Applied(applied, bytes) => {
+                    self.input_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    if st.last.is_some_and(|l| applied.index != l + 1) {
+                        st.gap(
+                            applied.index.saturating_sub(1),
+                            "Events were dropped because this node fell behind. Reconnect to continue.",
+                        );
+                    }
+                    if st.last.is_none() {
+                        st.floor = Cursor(applied.index.saturating_sub(1), u32::MAX);
+                    }
+                    st.last = Some(applied.index);
+                    applied
                 }
-                st.last = Some(applied.index);
-                self.deliver_entry(&mut st, applied);
             }
-        }
+        };
+        self.deliver_entry(applied);
     }
 
     /// Delivers an entry's changes envelope by envelope: the roles an envelope grants or
     /// revokes hold for its own events (a team's creator hears of the team, a member removed
     /// does not hear of the removal), while a session that ended, or a user deleted or
-    /// blocked, still hears of it.
-    fn deliver_entry(&self, st: &mut State, applied: Applied) {
+    /// blocked, still hears of it. A team deleted takes its members' roles after its own
+    /// event, and the memberships it deletes make none (as Appwrite, which deletes them
+    /// later, silently). The lock is taken per step, not for the whole entry: events are made
+    /// outside it, and connections wait for one change at most.
+    fn deliver_entry(&self, applied: Applied) {
         let lookup = self.lookup();
+        let index = applied.index;
         let mut n: u32 = 0;
         for envelope in applied.envelopes {
             let changes: Vec<Arc<Change>> = envelope.into_iter().map(Arc::new).collect();
-            for c in &changes {
-                st.refresh_roles(c, false, None);
+            let gone_teams: HashSet<&str> = changes
+                .iter()
+                .filter(|c| {
+                    c.database == auth::DB
+                        && c.collection == auth::TEAMS
+                        && c.action == Action::Delete
+                })
+                .map(|c| c.id())
+                .collect();
+            let with_team = |c: &Change| {
+                c.database == auth::DB
+                    && c.collection == auth::MEMBERSHIPS
+                    && c.new.is_none()
+                    && c.document()
+                        .data
+                        .get("teamId")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|t| gone_teams.contains(t))
+            };
+            {
+                let mut st = self.lock();
+                for c in changes.iter().filter(|c| !with_team(c)) {
+                    st.refresh_roles(c, false, None, index);
+                }
             }
             for change in &changes {
-                let cursor = Cursor(applied.index, n);
+                let cursor = Cursor(index, n);
                 n = n.saturating_add(1);
-                if !eventful(change) {
+                if !eventful(change) || with_team(change) {
                     continue;
                 }
                 let mut slot = Slot {
@@ -469,23 +547,33 @@ impl Hub {
                     event: None,
                     weight: weight(change),
                 };
-                if st.by_project.contains_key(&change.project) {
-                    if let Some(built) = slot.built(lookup) {
-                        slot.weight += built.head.len();
-                        st.deliver(&built, cursor);
-                    }
+                let wanted = self.lock().by_project.contains_key(&change.project);
+                let built = match wanted {
+                    true => slot.built(lookup),
+                    false => None,
+                };
+                let mut st = self.lock();
+                if let Some(built) = built {
+                    slot.weight += built.head.len();
+                    st.deliver(&built, cursor);
                 }
                 st.ring_bytes += slot.weight;
                 st.ring.push_back(slot);
+                while st.ring.len() > RING_CHANGES
+                    || (st.ring_bytes > RING_BYTES && st.ring.len() > 1)
+                {
+                    if let Some(old) = st.ring.pop_front() {
+                        st.ring_bytes = st.ring_bytes.saturating_sub(old.weight);
+                        st.floor = old.cursor;
+                    }
+                }
             }
+            let mut st = self.lock();
             for c in &changes {
-                st.refresh_roles(c, true, None);
-            }
-        }
-        while st.ring.len() > RING_CHANGES || (st.ring_bytes > RING_BYTES && st.ring.len() > 1) {
-            if let Some(old) = st.ring.pop_front() {
-                st.ring_bytes = st.ring_bytes.saturating_sub(old.weight);
-                st.floor = old.cursor;
+                if with_team(c) {
+                    st.refresh_roles(c, false, None, index);
+                }
+                st.refresh_roles(c, true, None, index);
             }
         }
     }
@@ -516,9 +604,9 @@ impl Conn {
     /// caches the permission decision of its role set.
     fn message_for(
         &self,
-        built: &Built,
+        built: &Arc<Built>,
         decided: &mut Option<&mut HashMap<usize, bool>>,
-    ) -> Option<Utf8Bytes> {
+    ) -> Option<Outgoing> {
         let ev = &built.event;
         if ev.project != self.project {
             return None;
@@ -541,7 +629,10 @@ impl Conn {
             })
             .map(|(id, _)| id.as_str())
             .collect();
-        (!ids.is_empty()).then(|| built.message(&ids))
+        (!ids.is_empty()).then(|| {
+            let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+            Outgoing(built.clone(), ids)
+        })
     }
 }
 
@@ -607,15 +698,15 @@ impl State {
         }
         self.set_ident(id, Some(ident));
         if behind {
-            let later: Vec<Arc<Change>> = self
+            let later: Vec<(u64, Arc<Change>)> = self
                 .ring
                 .iter()
                 .filter(|s| s.cursor.0 > at)
-                .map(|s| s.change.clone())
+                .map(|s| (s.cursor.0, s.change.clone()))
                 .collect();
-            for c in &later {
-                self.refresh_roles(c, false, Some(id));
-                self.refresh_roles(c, true, Some(id));
+            for (index, c) in &later {
+                self.refresh_roles(c, false, Some(id), *index);
+                self.refresh_roles(c, true, Some(id), *index);
             }
         }
         Ok(())
@@ -685,7 +776,7 @@ impl State {
         self.last = Some(index);
     }
 
-    fn deliver(&mut self, built: &Built, cursor: Cursor) {
+    fn deliver(&mut self, built: &Arc<Built>, cursor: Cursor) {
         let ev = &built.event;
         let mut candidates: Vec<u64> = Vec::new();
         for ch in &ev.channels {
@@ -725,9 +816,14 @@ impl State {
             let Some(msg) = conn.message_for(built, &mut Some(&mut decided)) else {
                 continue;
             };
-            let len = msg.len();
-            let queued = conn.queued.fetch_add(len, Ordering::Relaxed) + len;
-            if queued > CONNECTION_BYTES || conn.tx.try_send(msg).is_err() {
+            // The clock runs from the later of the last event sent and the queue filling.
+            let waiting = conn.progress.queued.fetch_add(1, Ordering::Relaxed);
+            if waiting == 0 {
+                conn.progress.sent_at.store(now, Ordering::Relaxed);
+            }
+            let stalled =
+                waiting > 0 && now - conn.progress.sent_at.load(Ordering::Relaxed) > STALLED_MS;
+            if waiting >= CONNECTION_QUEUE || stalled || conn.tx.send(msg).is_err() {
                 slow.push(id);
             }
         }
@@ -743,7 +839,7 @@ impl State {
     /// Applies what a change does to the roles of its user's connections (all of them, or
     /// `only` one): memberships, user updates and session updates before its events
     /// (`after == false`); ended sessions and deleted or blocked users after.
-    fn refresh_roles(&mut self, c: &Change, after: bool, only: Option<u64>) {
+    fn refresh_roles(&mut self, c: &Change, after: bool, only: Option<u64>, index: u64) {
         let Some(user) = concerned_user(c) else {
             return;
         };
@@ -760,6 +856,10 @@ impl State {
             let Some(mut ident) = self.conns.get(&id).and_then(|c| c.ident.clone()) else {
                 continue;
             };
+            if ident.at >= index {
+                // Read from a view that already had this change.
+                continue;
+            }
             let keep = match (c.collection.as_str(), after) {
                 (auth::MEMBERSHIPS, false) => {
                     ident.teams.retain(|t| t.membership != doc.id);
@@ -778,7 +878,8 @@ impl State {
                         if user.status {
                             ident.user = user;
                         }
-                        true
+                        // A session short of the factors the user now needs is signed out.
+                        ident.jwt || ident.factors >= ident.user.factors_required()
                     }
                     None => true,
                 },
@@ -788,7 +889,9 @@ impl State {
                     .is_some_and(|new| User::from_document(new).status),
                 (auth::SESSIONS, false) => {
                     if let (Some(new), true) = (&c.new, ident.session == doc.id) {
-                        ident.expire = Session::from_document(new).expire;
+                        let s = Session::from_document(new);
+                        ident.expire = s.expire.min(ident.cap);
+                        ident.factors = s.factors.len();
                     }
                     true
                 }
@@ -805,7 +908,17 @@ fn run(hub: std::sync::Weak<Hub>, rx: Receiver<Input>) {
         let Some(hub) = hub.upgrade() else {
             return;
         };
-        hub.take(input);
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hub.take(input)));
+        if taken.is_err() {
+            // A bug, not a state to carry on from silently: every subscriber is told.
+            tracing::error!("realtime: the hub failed on an entry; closing subscribers");
+            let mut st = hub.lock();
+            let last = st.last.unwrap_or(0);
+            st.gap(
+                last,
+                "The server failed to deliver events. Reconnect to continue.",
+            );
+        }
     }
 }
 

@@ -44,13 +44,17 @@ const MAX_CHANNELS: usize = 100;
 const MAX_QUERIES: usize = 100;
 const MAX_CHANNEL_LEN: usize = 512;
 const MAX_QUERY_LEN: usize = 4096;
+/// The text of a connection's channels and queries, in all.
+const MAX_SUBSCRIPTION_TEXT: usize = 256 << 10;
 /// Connections one node serves at once.
 const MAX_CONNECTIONS: usize = 50_000;
 /// How often the server pings, and how long a silent client is kept.
 const PING_EVERY: Duration = Duration::from_secs(30);
 const SILENT_FOR: Duration = Duration::from_secs(100);
-/// How long one message may take to go out before the client counts as gone.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one message may take to go out before the client counts as gone (the hub closes
+/// a client stalled for 10 s with events waiting first), and how long a closing error may.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/realtime", get(upgrade))
@@ -145,7 +149,13 @@ impl Connection {
     /// Sends an error with `code` (an HTTP status for some), and closes with `close` (a
     /// WebSocket close code).
     async fn close_as(&mut self, code: u16, close: u16, text: &str) {
-        if self.send(error(code, text)).await {
+        // A client that fell behind gets a while to read up to the error.
+        let sent = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            self.socket.send(Message::Text(error(code, text))),
+        )
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
             // A close frame's reason is at most 123 bytes.
             let mut reason = String::new();
             for ch in text.chars() {
@@ -217,10 +227,6 @@ impl Connection {
             },
             None => None,
         };
-        let user = ident.as_ref().map(|i| i.user.id.clone());
-        let user_json = ident
-            .as_ref()
-            .map(|i| crate::users::user_json(&i.user, false));
         // Read again if the hub no longer keeps what changed since (rare: a burst of writes).
         let mut tries = 0;
         let reg = loop {
@@ -233,9 +239,18 @@ impl Connection {
                             .close(1013, "The cluster cannot serve this connection right now.")
                             .await;
                     };
-                    ident = crate::auth::identify(&*v, &headers, jwt.as_deref(), &project)
-                        .ok()
-                        .flatten();
+                    ident = match crate::auth::identify(&*v, &headers, jwt.as_deref(), &project) {
+                        Ok(i) => i,
+                        Err(e) if e.is_refusal() => {
+                            let code = e.0.code.status();
+                            return self.close_as(code, 1008, &e.0.message.text()).await;
+                        }
+                        Err(_) => {
+                            return self
+                                .close(1013, "The cluster cannot serve this connection right now.")
+                                .await
+                        }
+                    };
                 }
                 Err(hub::Stale) => {
                     return self
@@ -250,10 +265,14 @@ impl Connection {
         let hub::Registration {
             id,
             mut events,
-            queued,
+            progress,
             closing,
         } = reg;
         let _registered = Registered(self.hub().clone(), id);
+        let user = ident.as_ref().map(|i| i.user.id.clone());
+        let user_json = ident
+            .as_ref()
+            .map(|i| crate::users::user_json(&i.user, false));
         self.id = id;
         self.project = project;
 
@@ -288,16 +307,24 @@ impl Connection {
                 let sid = crate::params::new_id();
                 channels_out.extend(shown_channels(std::slice::from_ref(ch), user.as_deref()));
                 ids_out.push(Json::from(sid.clone()));
+                let weight = ch.len() + queries.iter().map(|q| q.to_string().len()).sum::<usize>();
+                if ch.len() > MAX_CHANNEL_LEN || weight > MAX_SUBSCRIPTION_TEXT {
+                    return self
+                        .close(1008, "A channel or its queries are too long.")
+                        .await;
+                }
                 subs.push((
                     sid,
                     Sub {
                         channels: vec![ch.clone()],
                         filters,
+                        weight,
                     },
                 ));
             }
             let after = self.pending_after.take();
-            resumed = self.hub().subscribe(id, subs, after);
+            let hub = self.hub().clone();
+            resumed = tokio::task::block_in_place(move || hub.subscribe(id, subs, after));
         }
         let connected = message(
             "connected",
@@ -349,10 +376,20 @@ impl Connection {
                     }
                 }
                 event = events.recv() => match event {
-                    Some(text) => {
-                        let len = text.len();
-                        let sent = self.send(text).await;
-                        queued.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+                    Some(out) => {
+                        // A client that stopped reading is closed by the hub while this
+                        // send waits: the error goes after what it has not read yet.
+                        let sent = tokio::select! {
+                            sent = self.send(out.text()) => sent,
+                            _ = closing.wake.notified() => {
+                                let (code, text) = closing.why.get().cloned().unwrap_or((
+                                    1011,
+                                    "The server closed the connection.".into(),
+                                ));
+                                return self.close(code, &text).await;
+                            }
+                        };
+                        progress.sent();
                         if !sent {
                             return;
                         }
@@ -402,11 +439,17 @@ impl Connection {
                 }
                 json!({ "to": "resume", "success": true, "replayed": n })
             }
-            Resumed::TooOld { kept_after } => json!({
-                "to": "resume",
-                "success": false,
-                "message": format!("The events after this cursor are no longer kept on this node (it keeps those after {kept_after}); load the current state again."),
-            }),
+            Resumed::TooOld { kept_after } => {
+                let kept = match kept_after {
+                    Some(c) => format!("it keeps those after {c}"),
+                    None => "it has kept none since it started".to_string(),
+                };
+                json!({
+                    "to": "resume",
+                    "success": false,
+                    "message": format!("The events after this cursor are no longer kept on this node ({kept}); load the current state again."),
+                })
+            }
         };
         self.send(message("response", report)).await
     }
@@ -523,13 +566,26 @@ impl Connection {
                 "channels": shown_channels(&channels, user.as_deref()),
                 "queries": query_text,
             }));
-            subs.push((sid, Sub { channels, filters }));
+            let weight = channels.iter().map(String::len).sum::<usize>()
+                + queries.iter().map(|q| q.to_string().len()).sum::<usize>();
+            subs.push((
+                sid,
+                Sub {
+                    channels,
+                    filters,
+                    weight,
+                },
+            ));
         }
-        let sids: Vec<&str> = subs.iter().map(|(s, _)| s.as_str()).collect();
-        let (new, held) = self.hub().count_new(self.id, &sids);
-        if held + new > MAX_SUBSCRIPTIONS {
+        let (count, text) = self.hub().would_hold(self.id, &subs);
+        if count > MAX_SUBSCRIPTIONS {
             return Err(invalid(format!(
                 "items: a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions."
+            )));
+        }
+        if text > MAX_SUBSCRIPTION_TEXT {
+            return Err(invalid(format!(
+                "items: a connection's channels and queries are at most {MAX_SUBSCRIPTION_TEXT} characters in all."
             )));
         }
         let after = match subs.is_empty() {
