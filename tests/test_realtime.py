@@ -305,6 +305,23 @@ def test_resuming_after_a_cursor_on_another_node(app):
     again.nothing(0.3)
     again.close()
 
+    # Replayed rows are held to the table's rules of now too: a table disabled since hides them.
+    probe = rt(app, 1, "ann")
+    probe.subscribe(["tablesdb.app.tables.notes.rows"])
+    row(app, "seen", read=["user:ann"])
+    since = probe.event()["cursor"]
+    probe.close()
+    row(app, "while away", read=["user:ann"])
+    table = {"name": "Notes", "permissions": ['create("users")'], "rowSecurity": True}
+    app["call"]("PUT", "/tablesdb/app/tables/notes", {**table, "enabled": False}, expect=200)
+    time.sleep(0.3)  # node 3's hub has taken both in: what follows is a replay, not live
+    hidden = rt(app, 2, "ann", after=since)
+    hidden.subscribe(["tablesdb.app.tables.notes.rows"])
+    assert hidden.next("response")["data"] == {"to": "resume", "success": True, "replayed": 0}
+    hidden.nothing(0.3)
+    hidden.close()
+    app["call"]("PUT", "/tablesdb/app/tables/notes", {**table, "enabled": True}, expect=200)
+
     # A node that restarted keeps nothing from before: it says so.
     n = app["cluster"].nodes[2]
     n.stop()

@@ -268,4 +268,20 @@ impl api::realtime::LocalState for Applied {
             .map(|d| model::auth::Team::from_document(&d).name)
             .unwrap_or_default()
     }
+
+    fn read_rules(
+        &self,
+        project: &str,
+        database: &str,
+        collection: &str,
+    ) -> Option<api::realtime::ReadRules> {
+        let view = self.0.upgrade()?.local_view().ok()?;
+        let db = view.database(project, database).ok()??;
+        let c = view.collection(project, database, collection).ok()??;
+        Some(api::realtime::ReadRules {
+            enabled: db.enabled && c.enabled,
+            permissions: c.permissions,
+            document_security: c.document_security,
+        })
+    }
 }

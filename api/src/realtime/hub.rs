@@ -178,12 +178,25 @@ enum Input {
 /// Sync access to this node's applied state, for what payloads show beyond a change.
 pub trait LocalState: Send + Sync {
     fn team_name(&self, project: &str, team: &str) -> String;
+    /// Who may read a collection's documents now (none: it is gone).
+    fn read_rules(&self, project: &str, database: &str, collection: &str) -> Option<ReadRules>;
+}
+
+/// A collection's read rules as they stand: whether it and its database are enabled, its
+/// permissions, and whether its documents carry their own.
+pub struct ReadRules {
+    pub enabled: bool,
+    pub permissions: Vec<String>,
+    pub document_security: bool,
 }
 
 struct NoState;
 impl LocalState for NoState {
     fn team_name(&self, _: &str, _: &str) -> String {
         String::new()
+    }
+    fn read_rules(&self, _: &str, _: &str, _: &str) -> Option<ReadRules> {
+        None
     }
 }
 
@@ -428,9 +441,33 @@ impl Hub {
         let lookup = self.lookup();
         let mut out = Vec::new();
         let st = &mut *st;
+        // A replayed row is delivered only if its reader may read it by the rules of then and
+        // by the rules of now (a table disabled or a permission removed since stops it).
+        let mut rules: HashMap<(String, String), Option<ReadRules>> = HashMap::new();
+        let guest = st.guest.clone();
+        let roles = st.conns.get(&id).map_or(guest, |c| c.roles.clone());
         for slot in st.ring.iter_mut() {
             if slot.cursor <= after || slot.change.project != project {
                 continue;
+            }
+            let c = &slot.change;
+            if c.database != auth::DB {
+                let now = rules
+                    .entry((c.database.clone(), c.collection.clone()))
+                    .or_insert_with(|| lookup.read_rules(&project, &c.database, &c.collection));
+                let may = now.as_ref().is_some_and(|r| {
+                    r.enabled
+                        && (model::permission::allows(&r.permissions, "read", &roles.0)
+                            || (r.document_security
+                                && model::permission::allows(
+                                    &c.document().permissions,
+                                    "read",
+                                    &roles.0,
+                                )))
+                });
+                if !may {
+                    continue;
+                }
             }
             let fresh = slot.event.is_none();
             let Some(built) = slot.built(lookup) else {

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use hub::{Hub, LocalState};
+pub use hub::{Hub, LocalState, ReadRules};
 
 /// The largest message a client may send (Appwrite's).
 const MAX_MESSAGE: usize = 64_000;
