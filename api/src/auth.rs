@@ -282,6 +282,39 @@ fn teams_of(
         .collect())
 }
 
+/// The claims of a JWT of `project`, or `user_jwt_invalid`. A project that never made a JWT
+/// has no secret: nothing verifies (an empty key would let anyone sign one).
+fn jwt_claims(
+    view: &dyn StateReader,
+    project: &str,
+    token: &str,
+) -> Result<crate::secrets::Claims, ApiError> {
+    match view.jwt_secret(project)? {
+        Some(secret) if !secret.is_empty() => verify_jwt(&secret, token),
+        _ => Err("Signature failed"),
+    }
+    .map_err(|why| {
+        ApiError::new(
+            ErrorCode::UserJwtInvalid,
+            msg!("Failed to verify JWT. Invalid token: {}", why),
+        )
+    })
+}
+
+/// The live session a JWT stands on (a JWT made without a session names none: its user
+/// alone).
+fn jwt_session(
+    view: &dyn StateReader,
+    project: &str,
+    claims: &crate::secrets::Claims,
+    now: i64,
+) -> Result<Option<Session>, ApiError> {
+    match claims.session_id.as_str() {
+        "" => Ok(Some(Session::unbound(&claims.user_id))),
+        id => session_by_id(view, project, &claims.user_id, id, now),
+    }
+}
+
 /// A signed-in user as a realtime connection holds them: the session (or JWT) they came
 /// with, until when it holds, and the teams their roles come from.
 #[derive(Clone, Debug)]
@@ -332,20 +365,8 @@ pub(crate) fn identify(
             None => Ok(None),
         };
     };
-    let claims = match view.jwt_secret(project)? {
-        Some(secret) if !secret.is_empty() => verify_jwt(&secret, token),
-        _ => Err("Signature failed"),
-    }
-    .map_err(|why| {
-        ApiError::new(
-            ErrorCode::UserJwtInvalid,
-            msg!("Failed to verify JWT. Invalid token: {}", why),
-        )
-    })?;
-    let session = match claims.session_id.as_str() {
-        "" => Some(Session::unbound(&claims.user_id)),
-        id => session_by_id(view, project, &claims.user_id, id, now)?,
-    };
+    let claims = jwt_claims(view, project, token)?;
+    let session = jwt_session(view, project, &claims, now)?;
     let (Some(user), Some(session)) = (load_user(view, project, &claims.user_id)?, session) else {
         return Ok(None);
     };
@@ -456,24 +477,10 @@ pub fn authorize(view: Arc<dyn StateReader>, req: &Req, scopes: &[&str]) -> Resu
         if session.is_some() {
             return Err(ApiError::new(ErrorCode::UserJwtAndCookieSet, "JWT and cookie used in the same request. Use either `setJWT` or `setCookie`. Learn about which authentication method to use in the SSR docs: https://appwrite.io/docs/products/auth/server-side-rendering"));
         }
-        // A project that never made a JWT has no secret: nothing verifies (an empty key would
-        // let anyone sign one).
-        let claims = match view.jwt_secret(&project)? {
-            Some(secret) if !secret.is_empty() => verify_jwt(&secret, token),
-            _ => Err("Signature failed"),
-        }
-        .map_err(|why| {
-            ApiError::new(
-                ErrorCode::UserJwtInvalid,
-                msg!("Failed to verify JWT. Invalid token: {}", why),
-            )
-        })?;
+        let claims = jwt_claims(&*view, &project, token)?;
         // A valid signature whose user or session is gone (or not in a lagging view) makes
-        // the caller a guest, as Appwrite does. A JWT made without a session names none.
-        let session = match claims.session_id.as_str() {
-            "" => Some(Session::unbound(&claims.user_id)),
-            id => session_by_id(&*view, &project, &claims.user_id, id, now)?,
-        };
+        // the caller a guest, as Appwrite does.
+        let session = jwt_session(&*view, &project, &claims, now)?;
         let user = load_user(&*view, &project, &claims.user_id)?;
         match (user, session) {
             (Some(user), Some(session)) => {

@@ -174,6 +174,30 @@ impl Connection {
         }
     }
 
+    /// Who the connection comes as (`auth::identify`); `None` once it has been closed for an
+    /// invalid JWT (1008, with the HTTP error's code and text) or a failed read.
+    async fn identify(
+        &mut self,
+        view: &dyn model::reader::StateReader,
+        headers: &HeaderMap,
+        jwt: Option<&str>,
+        project: &str,
+    ) -> Option<Option<Identity>> {
+        match crate::auth::identify(view, headers, jwt, project) {
+            Ok(i) => Some(i),
+            Err(e) if e.is_refusal() => {
+                let code = e.0.code.status();
+                self.close_as(code, 1008, &e.0.message.text()).await;
+                None
+            }
+            Err(_) => {
+                self.close(1013, "The cluster cannot serve this connection right now.")
+                    .await;
+                None
+            }
+        }
+    }
+
     async fn run(&mut self, headers: HeaderMap, uri: Uri) {
         let params = crate::params::parse_query(uri.query().unwrap_or(""));
         let text = |k: &str| params.get(k).and_then(Json::as_str).map(str::to_string);
@@ -199,17 +223,11 @@ impl Connection {
             }
         }
         let jwt = text("jwt");
-        let mut ident = match crate::auth::identify(&*view, &headers, jwt.as_deref(), &project) {
-            Ok(i) => i,
-            Err(e) if e.is_refusal() => {
-                let code = e.0.code.status();
-                return self.close_as(code, 1008, &e.0.message.text()).await;
-            }
-            Err(_) => {
-                return self
-                    .close(1013, "The cluster cannot serve this connection right now.")
-                    .await
-            }
+        let Some(mut ident) = self
+            .identify(&*view, &headers, jwt.as_deref(), &project)
+            .await
+        else {
+            return;
         };
         if self.hub().connections() >= MAX_CONNECTIONS {
             return self
@@ -239,18 +257,11 @@ impl Connection {
                             .close(1013, "The cluster cannot serve this connection right now.")
                             .await;
                     };
-                    ident = match crate::auth::identify(&*v, &headers, jwt.as_deref(), &project) {
-                        Ok(i) => i,
-                        Err(e) if e.is_refusal() => {
-                            let code = e.0.code.status();
-                            return self.close_as(code, 1008, &e.0.message.text()).await;
-                        }
-                        Err(_) => {
-                            return self
-                                .close(1013, "The cluster cannot serve this connection right now.")
-                                .await
-                        }
+                    let Some(again) = self.identify(&*v, &headers, jwt.as_deref(), &project).await
+                    else {
+                        return;
                     };
+                    ident = again;
                 }
                 Err(hub::Stale) => {
                     return self
