@@ -10,9 +10,23 @@ from appwrite.client import Client  # noqa: E402
 from appwrite.services.databases import Databases  # noqa: E402
 from appwrite.services.tables_db import TablesDB  # noqa: E402
 
-from harness import Node, create_project  # noqa: E402
+from harness import Node, TestCluster, create_project  # noqa: E402
 
 _counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three nodes for a module, for the tests that load both cores beside them (a browser, a
+    flood of events): a heartbeat may time out then, which is not an error of the cluster (no
+    node is stopped); any other error a node logs fails the module. Modules that want no such
+    allowance define their own `cluster`."""
+    c = TestCluster(3).start()
+    for n in c.nodes:
+        n.allowed_errors = TestCluster.PEER_DOWN
+    yield c
+    c.shutdown()
+    assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,10 @@ from appwrite.permission import Permission
 from appwrite.role import Role
 from appwrite.services.tables_db import TablesDB
 
-from harness import ROOT_KEY, TestCluster, create_project
+from harness import ROOT_KEY, create_project
 
 WEB_DIR = os.environ.get("BASALT_WEB_SDK", os.path.expanduser("~/.cache/basalt/web"))
 CHROMIUM = os.environ.get("BASALT_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = TestCluster(3).start()
-    # Chromium starting takes both cores for a moment: a heartbeat may time out then, which
-    # is not an error of the cluster (no node is stopped; the flows must still all pass).
-    for n in c.nodes:
-        n.allowed_errors = TestCluster.PEER_DOWN
-    yield c
-    c.shutdown()
-    assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
 
 
 def test_web_sdk_in_a_browser(cluster):

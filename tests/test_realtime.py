@@ -13,21 +13,11 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from harness import TestCluster, create_project, http
+from harness import create_project, http
 from rt import Realtime, session_for, ws_url
 
 P = "rt"
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = TestCluster(3).start()
-    for n in c.nodes:
-        n.allowed_errors = TestCluster.PEER_DOWN
-    yield c
-    c.shutdown()
-    assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from appwrite.permission import Permission
 from appwrite.role import Role
 from appwrite.services.tables_db import TablesDB
 
-from harness import TestCluster, create_project, http
+from harness import create_project, http
 
 WEB_DIR = os.environ.get("BASALT_WEB_SDK", os.path.expanduser("~/.cache/basalt/web"))
 CHROMIUM = os.environ.get("BASALT_CHROMIUM", "/usr/bin/chromium")
@@ -108,16 +108,6 @@ class Browser:
             self.proc.wait(timeout=20)
         except Exception:
             self.proc.kill()
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = TestCluster(3).start()
-    for n in c.nodes:
-        n.allowed_errors = TestCluster.PEER_DOWN
-    yield c
-    c.shutdown()
-    assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
 
 
 # In the page: subscribe with the SDK, keeping every event in `window.events[name]`.

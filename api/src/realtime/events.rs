@@ -144,6 +144,14 @@ fn document_channels(d: &str, c: &str, x: &str, action: &str) -> Vec<String> {
     base.into_iter().chain(with_action).collect()
 }
 
+/// The action an account, team or membership event names: those have no upserts.
+fn plain(action: Action) -> &'static str {
+    match action {
+        Action::Upsert => "update",
+        a => a.as_str(),
+    }
+}
+
 /// `<kind>.U.<action>[.<attr>]` (users, teams) and its expansions.
 fn top_events(kind: &str, id: &str, action: &str, attr: Option<&str>) -> Vec<String> {
     use Seg::{Lit, Val};
@@ -267,10 +275,7 @@ pub(crate) fn event(c: &Change, lookup: &dyn Lookup) -> Option<Event> {
                     )?),
                     _ => None,
                 };
-                let action = match c.action {
-                    Action::Upsert => "update",
-                    a => a.as_str(),
-                };
+                let action = plain(c.action);
                 (
                     top_events("users", &user.id, action, attr),
                     four_channels("account", &user.id, action),
@@ -317,10 +322,7 @@ pub(crate) fn event(c: &Change, lookup: &dyn Lookup) -> Option<Event> {
                     }
                     _ => (None, crate::teams::team_json(&team)),
                 };
-                let action = match c.action {
-                    Action::Upsert => "update",
-                    a => a.as_str(),
-                };
+                let action = plain(c.action);
                 (
                     top_events("teams", &team.id, action, attr),
                     four_channels("teams", &team.id, action),
@@ -344,10 +346,7 @@ pub(crate) fn event(c: &Change, lookup: &dyn Lookup) -> Option<Event> {
                     }
                     _ => None,
                 };
-                let action = match c.action {
-                    Action::Upsert => "update",
-                    a => a.as_str(),
-                };
+                let action = plain(c.action);
                 let team_name = lookup.team_name(&c.project, &m.team_id);
                 (
                     nested_events("teams", &m.team_id, "memberships", &m.id, action, attr),

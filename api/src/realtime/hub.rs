@@ -77,6 +77,16 @@ pub(crate) struct Closing {
     pub wake: Notify,
 }
 
+impl Closing {
+    /// The code and message of the error to close with.
+    pub(crate) fn reason(&self) -> (u16, String) {
+        self.why
+            .get()
+            .cloned()
+            .unwrap_or((1011, "The server closed the connection.".into()))
+    }
+}
+
 /// An event for one connection: the event, and the ids of its subscriptions that take it
 /// (a JSON array).
 pub(crate) struct Outgoing(Arc<Built>, String);

@@ -393,10 +393,7 @@ impl Connection {
                         let sent = tokio::select! {
                             sent = self.send(out.text()) => sent,
                             _ = closing.wake.notified() => {
-                                let (code, text) = closing.why.get().cloned().unwrap_or((
-                                    1011,
-                                    "The server closed the connection.".into(),
-                                ));
+                                let (code, text) = closing.reason();
                                 return self.close(code, &text).await;
                             }
                         };
@@ -406,20 +403,12 @@ impl Connection {
                         }
                     }
                     None => {
-                        let (code, text) = closing
-                            .why
-                            .get()
-                            .cloned()
-                            .unwrap_or((1011, "The server closed the connection.".into()));
+                        let (code, text) = closing.reason();
                         return self.close(code, &text).await;
                     }
                 },
                 _ = closing.wake.notified() => {
-                    let (code, text) = closing
-                        .why
-                        .get()
-                        .cloned()
-                        .unwrap_or((1011, "The server closed the connection.".into()));
+                    let (code, text) = closing.reason();
                     return self.close(code, &text).await;
                 }
                 _ = ticker.tick() => {
