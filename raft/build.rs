@@ -89,6 +89,18 @@ fn main() {
             "crate::rpc::RenewReq",
             "crate::rpc::RenewReply",
         ))
+        .method(unary(
+            "put_blob",
+            "PutBlob",
+            "crate::rpc::PutBlobReq",
+            "crate::rpc::PutBlobReply",
+        ))
+        .method(unary(
+            "get_blob",
+            "GetBlob",
+            "crate::rpc::GetBlobReq",
+            "crate::rpc::GetBlobReply",
+        ))
         .build();
     Builder::new().compile(&[service]);
 }

@@ -38,6 +38,7 @@ pub mod realtime;
 mod render;
 mod rows;
 mod secrets;
+mod storage;
 mod teams;
 mod transactions;
 mod users;
@@ -91,6 +92,11 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         check: Envelope,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
+    /// Stores `data` (one stored chunk of a file) as a content-addressed blob on a quorum of
+    /// the voters; answers its name (SHA-256, hex) once it is durable there.
+    fn put_blob(&self, data: bytes::Bytes) -> BoxFuture<'_, Result<String, Unavailable>>;
+    /// Blob `name`'s bytes, checked against the name: this node's copy, or a peer's.
+    fn get_blob(&self, name: String) -> BoxFuture<'_, Result<bytes::Bytes, Unavailable>>;
     /// `basalt cluster join-token`: a new one-time join token valid for `ttl`, as JSON
     /// (`token`, `expires`).
     fn join_token(
@@ -136,6 +142,7 @@ pub fn router(
         .merge(logs::router())
         .merge(users::router())
         .merge(teams::router())
+        .merge(storage::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
         .fallback(error::not_found)

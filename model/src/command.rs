@@ -93,6 +93,53 @@ pub enum Op {
     Cluster(ClusterOp),
     Auth(AuthOp),
     Platforms(PlatformOp),
+    Storage(StorageOp),
+}
+
+/// Buckets and files (`crate::storage`). A file's bytes never travel in the log: each chunk
+/// is stored, as a content-addressed blob, on a quorum of nodes before the `PutChunk` naming
+/// it is proposed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StorageOp {
+    /// A key's new bucket; its times and `total_size` come from apply.
+    CreateBucket { bucket: Box<crate::storage::Bucket> },
+    /// Replaces a bucket's settings (name, permissions, limits, codecs); its files stay.
+    UpdateBucket { bucket: Box<crate::storage::Bucket> },
+    /// Removes the next `BUCKET_DELETE_CHUNK` files of the bucket, and the bucket with the
+    /// last of them: answers `Outcome::Range { next: Some(_) }` while files remain.
+    DeleteBucket { id: String },
+    /// Chunk `index` of `upload` is stored as `chunk`. The first chunk to arrive makes the
+    /// file's record (chunks may come in any order); a chunk sent again replaces the one
+    /// stored. Refused once the file is complete.
+    PutChunk {
+        bucket: String,
+        upload: Box<FileUpload>,
+        index: u64,
+        chunk: crate::storage::ChunkRef,
+    },
+    UpdateFile {
+        bucket: String,
+        id: String,
+        name: Option<String>,
+        permissions: Option<Vec<String>>,
+    },
+    /// Removes a file's record and its chunks; blobs no file names any more are reclaimed by
+    /// each node.
+    DeleteFile { bucket: String, id: String },
+    /// The key a project's encrypted chunks are sealed under, made once by the first node
+    /// that needs it: applied only if the project has none yet (the operator's).
+    InitKey { secret: String },
+}
+
+/// What a file upload says about the whole file, on each of its chunks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileUpload {
+    pub id: String,
+    pub name: String,
+    pub mime_type: String,
+    pub size: u64,
+    /// `None`: read, update and delete for the uploading user.
+    pub permissions: Option<Vec<String>>,
 }
 
 /// A project's client platforms (the operator's).
@@ -591,6 +638,9 @@ pub enum Outcome {
     Membership(Membership),
     Platform(Platform),
     Token(Token),
+    Bucket(Box<crate::storage::Bucket>),
+    /// A file's record (a chunk's upload answers the file as it now is).
+    File(Box<crate::storage::File>),
 }
 
 #[cfg(test)]

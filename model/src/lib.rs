@@ -14,6 +14,7 @@ pub mod permission;
 pub mod query;
 pub mod reader;
 pub mod schema;
+pub mod storage;
 pub mod time;
 pub mod value;
 

@@ -71,4 +71,15 @@ pub trait StateReader: Send + Sync {
     fn jwt_secret(&self, project: &str) -> Result<Option<String>>;
     /// The project's auth settings (the defaults until the operator changes one).
     fn auth_settings(&self, project: &str) -> Result<crate::auth::AuthSettings>;
+    /// Up to `limit` chunks of a file, from chunk `from` on, in order (with their indexes).
+    fn file_chunks(
+        &self,
+        project: &str,
+        bucket: &str,
+        file: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::storage::ChunkRef)>>;
+    /// The key the project's encrypted chunks are sealed under, once one was made.
+    fn storage_key(&self, project: &str) -> Result<Option<String>>;
 }

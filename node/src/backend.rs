@@ -101,6 +101,19 @@ impl StateReader for OffRuntime {
     fn auth_settings(&self, project: &str) -> R<model::auth::AuthSettings> {
         self.0.auth_settings(project)
     }
+    fn file_chunks(
+        &self,
+        project: &str,
+        bucket: &str,
+        file: &str,
+        from: u64,
+        limit: usize,
+    ) -> R<Vec<(u64, model::storage::ChunkRef)>> {
+        self.0.file_chunks(project, bucket, file, from, limit)
+    }
+    fn storage_key(&self, project: &str) -> R<Option<String>> {
+        self.0.storage_key(project)
+    }
 }
 
 pub struct NodeBackend {
@@ -218,6 +231,24 @@ impl Backend for NodeBackend {
             "term": status.term,
             "state": status.state,
             "members": members,
+        })
+    }
+
+    fn put_blob(&self, data: bytes::Bytes) -> BoxFuture<'_, Result<String, Unavailable>> {
+        Box::pin(async move {
+            self.node
+                .put_blob(data)
+                .await
+                .map_err(|e| Unavailable(Box::new(e)))
+        })
+    }
+
+    fn get_blob(&self, name: String) -> BoxFuture<'_, Result<bytes::Bytes, Unavailable>> {
+        Box::pin(async move {
+            self.node
+                .get_blob(name)
+                .await
+                .map_err(|e| Unavailable(Box::new(e)))
         })
     }
 

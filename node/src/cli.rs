@@ -134,6 +134,10 @@ struct ServeArgs {
     /// `database_timeout` (408) instead of scanning on.
     #[arg(long, env = "BASALT_SCAN_BUDGET", default_value_t = storage_engine::DEFAULT_SCAN_BUDGET)]
     scan_budget: usize,
+    /// Seconds a stored file chunk that no file names any more (a deleted file's, an
+    /// abandoned upload's) is kept before this node reclaims its bytes.
+    #[arg(long, env = "BASALT_BLOB_GRACE", default_value_t = 3600)]
+    blob_grace: u64,
     /// The SMTP server outgoing email goes through (verification, recovery, magic URLs,
     /// codes, invitations). Without it those flows answer `general_smtp_disabled`. Give every
     /// node the same settings: the leader sends.
@@ -438,6 +442,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         },
         snapshot_every: a.snapshot_every.max(10),
         scan_budget: a.scan_budget.max(1),
+        blob_grace: std::time::Duration::from_secs(a.blob_grace),
         join_token: a.join_token.filter(|t| !t.is_empty()),
         insecure: a.insecure,
         own_certs: match (a.ca_cert, a.node_cert, a.node_key) {

@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub snapshot_every: u64,
     /// Rows one query may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
+    /// How long an unnamed blob is kept before it is reclaimed.
+    pub blob_grace: std::time::Duration,
     /// A join token (`basalt cluster join-token`), proving this node may join.
     pub join_token: Option<String>,
     /// Plain-text node-to-node traffic (`--insecure`).
@@ -65,6 +67,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("snapshot_every", &self.snapshot_every)
             .field("scan_budget", &self.scan_budget)
+            .field("blob_grace", &self.blob_grace)
             .field(
                 "join_token",
                 &self.join_token.as_ref().map(|_| "<redacted>"),
@@ -205,6 +208,7 @@ mod redaction {
             limits: api::Limits::default(),
             snapshot_every: 10,
             scan_budget: 10,
+            blob_grace: std::time::Duration::from_secs(3600),
             join_token: Some("basalt1.s3cret-token".into()),
             insecure: false,
             own_certs: None,

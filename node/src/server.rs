@@ -117,6 +117,7 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         cert_ttl: cfg.cert_ttl,
         peers: secured.peers.clone(),
         feed: Some(hub.clone()),
+        blob_grace: cfg.blob_grace,
     })
     .await?;
     let _ = raft_node.set(Arc::downgrade(&node));

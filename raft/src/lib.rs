@@ -7,6 +7,7 @@
 // openraft's trait signatures fix `StorageError` (a large type) as the error of storage calls.
 #![allow(clippy::result_large_err)]
 
+pub mod blobs;
 pub mod codec;
 pub mod enroll;
 mod network;

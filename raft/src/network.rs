@@ -539,6 +539,31 @@ impl RaftService for Service {
         ))
     }
 
+    async fn put_blob(
+        &self,
+        req: Request<rpc::PutBlobReq>,
+    ) -> Result<Response<rpc::PutBlobReply>, Status> {
+        self.authorize(&req, "put_blob", Who::Member)?;
+        let node = self.node()?;
+        let rpc::PutBlobReq { name, data } = req.into_inner();
+        let stored = node.store_blob_locally(name, data).await;
+        Ok(Response::new(rpc::PutBlobReply(
+            stored.map_err(RemoteError::from),
+        )))
+    }
+
+    async fn get_blob(
+        &self,
+        req: Request<rpc::GetBlobReq>,
+    ) -> Result<Response<rpc::GetBlobReply>, Status> {
+        self.authorize(&req, "get_blob", Who::Member)?;
+        let node = self.node()?;
+        let found = node.local_blob(req.into_inner().0).await;
+        Ok(Response::new(rpc::GetBlobReply(
+            found.map_err(RemoteError::from),
+        )))
+    }
+
     async fn read_index(
         &self,
         req: Request<rpc::ReadIndexReq>,

@@ -1,6 +1,7 @@
 //! `RaftNode`: one member of the Raft group — start-up, writes (forwarded to the leader when
 //! this node does not lead), linearizable read barriers, status and shutdown.
 
+use crate::blobs::BlobStore;
 use crate::enroll::{self, Enrolled, Proof};
 use crate::network::{self, Network, Service};
 use crate::pb::raft_client::RaftClient;
@@ -74,6 +75,8 @@ pub struct NodeConfig {
     pub peers: Vec<(u64, String)>,
     /// Where what each applied entry changed goes (the node's realtime hub).
     pub feed: Option<Arc<dyn model::change::Feed>>,
+    /// How long a blob no file names is kept before it is reclaimed (see `crate::blobs`).
+    pub blob_grace: Duration,
 }
 
 /// Why a node could not start.
@@ -133,6 +136,15 @@ pub enum Unavailable {
     /// Test fault point `lose-forward-reply`.
     #[error("fault point: the leader's answer was dropped")]
     FaultLostReply,
+    /// This node's blob store failed (a disk error).
+    #[error("blob store: {0}")]
+    Blobs(String),
+    /// Too few voters stored a blob.
+    #[error("a blob was stored on {stored} of the {needed} voters it needs")]
+    BlobQuorum { stored: usize, needed: usize },
+    /// No member holds a blob whole.
+    #[error("no member holds blob {name}")]
+    BlobMissing { name: String },
 }
 
 /// A request the cluster refuses.
@@ -243,6 +255,9 @@ pub struct RaftNode {
     channels: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
     /// Token enrollments checked at once (each may take a read barrier).
     enrolling: tokio::sync::Semaphore,
+    /// File bytes, beside the log.
+    blobs: Arc<BlobStore>,
+    blob_grace: Duration,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -255,6 +270,7 @@ impl RaftNode {
         let log = LogDb::open(&cfg.data_dir.join("raft-log")).map_err(StartError::Log)?;
         let engine = Engine::open(&cfg.data_dir.join("state")).map_err(StartError::State)?;
         let engine = engine.with_scan_budget(cfg.scan_budget);
+        let blobs = BlobStore::open(&cfg.data_dir.join("blobs")).map_err(StartError::DataDir)?;
         // Opening may finish a snapshot install a crash interrupted: file work, off the runtime.
         let (e, dir, feed) = (
             engine.clone(),
@@ -309,6 +325,8 @@ impl RaftNode {
             grpc_task: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             enrolling: tokio::sync::Semaphore::new(2),
+            blobs: Arc::new(blobs),
+            blob_grace: cfg.blob_grace,
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -336,6 +354,7 @@ impl RaftNode {
         };
         *node.grpc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc_task);
         tokio::spawn(probe_peers(Arc::downgrade(&node)));
+        tokio::spawn(blob_upkeep(Arc::downgrade(&node)));
         let initialized = raft
             .is_initialized()
             .await
@@ -352,6 +371,180 @@ impl RaftNode {
             }
         }
         Ok(node)
+    }
+
+    /// Stores `data` as a blob on this node and sends it to every other member; answers its
+    /// name once a majority of the voters hold it synced (the sends to the rest go on). This
+    /// is what makes a file chunk durable before the entry naming it is proposed.
+    pub async fn put_blob(&self, data: bytes::Bytes) -> Result<String, ReplicationError> {
+        if data.len() > crate::blobs::MAX_BLOB {
+            return Err(ReplicationError::TooLarge {
+                bytes: data.len() as u64,
+                max: crate::blobs::MAX_BLOB as u64,
+            });
+        }
+        let name = {
+            let d = data.clone();
+            tokio::task::spawn_blocking(move || crate::blobs::digest(&d))
+                .await
+                .map_err(|e| Unavailable::Blobs(e.to_string()))?
+        };
+        let voters = self.voters();
+        let needed = voters.len() / 2 + 1;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, bool)>(voters.len() + 8);
+        for (id, info) in self.peers() {
+            let (tx, voter) = (tx.clone(), voters.contains(&id));
+            let client = self.peer(id, &info.grpc);
+            let req = crate::rpc::PutBlobReq {
+                name: name.clone(),
+                data: data.clone(),
+            };
+            let timeout = self.timings.request_timeout * 3;
+            tokio::spawn(async move {
+                let ok = match client {
+                    Ok(mut c) => {
+                        let mut req = tonic::Request::new(req);
+                        req.set_timeout(timeout);
+                        match c.put_blob(req).await {
+                            Ok(r) => r.into_inner().0.is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                    Err(_) => false,
+                };
+                let _ = tx.send((voter, ok)).await;
+            });
+        }
+        // This node's copy is written while the peers write theirs.
+        let ok = self.store_blob_locally(name.clone(), data).await.is_ok();
+        let _ = tx.send((voters.contains(&self.id), ok)).await;
+        drop(tx);
+        let (mut stored, mut failed) = (0, 0);
+        while let Some((voter, ok)) = rx.recv().await {
+            if !voter {
+                continue;
+            }
+            match ok {
+                true => stored += 1,
+                false => failed += 1,
+            }
+            if stored >= needed {
+                return Ok(name);
+            }
+            if voters.len() - failed < needed {
+                break;
+            }
+        }
+        Err(Unavailable::BlobQuorum { stored, needed }.into())
+    }
+
+    /// Blob `name`'s bytes: this node's copy, or a member's (checked, and kept here).
+    pub async fn get_blob(&self, name: String) -> Result<bytes::Bytes, ReplicationError> {
+        if let Some(data) = self.local_blob(name.clone()).await? {
+            return Ok(data);
+        }
+        for (id, info) in self.peers() {
+            let Ok(mut c) = self.peer(id, &info.grpc) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(crate::rpc::GetBlobReq(name.clone()));
+            req.set_timeout(self.timings.request_timeout * 3);
+            let Ok(reply) = c.get_blob(req).await else {
+                continue;
+            };
+            let Ok(Some(data)) = reply.into_inner().0 else {
+                continue;
+            };
+            // Stored only if the bytes hash to the name: a peer cannot hand out others.
+            if self
+                .store_blob_locally(name.clone(), data.clone())
+                .await
+                .is_ok()
+            {
+                return Ok(data);
+            }
+        }
+        Err(Unavailable::BlobMissing { name }.into())
+    }
+
+    /// Stores a blob on this node only (a member's push, or a copy fetched from one).
+    pub(crate) async fn store_blob_locally(
+        &self,
+        name: String,
+        data: bytes::Bytes,
+    ) -> Result<(), ReplicationError> {
+        let store = self.blobs.clone();
+        tokio::task::spawn_blocking(move || store.put(&name, &data))
+            .await
+            .map_err(|e| Unavailable::Blobs(e.to_string()))?
+            .map_err(|e| Unavailable::Blobs(e.to_string()).into())
+    }
+
+    /// This node's copy of blob `name`, if it holds it whole.
+    pub(crate) async fn local_blob(
+        &self,
+        name: String,
+    ) -> Result<Option<bytes::Bytes>, ReplicationError> {
+        let store = self.blobs.clone();
+        tokio::task::spawn_blocking(move || store.get(&name))
+            .await
+            .map_err(|e| Unavailable::Blobs(e.to_string()))?
+            .map(|d| d.map(bytes::Bytes::from))
+            .map_err(|e| Unavailable::Blobs(e.to_string()).into())
+    }
+
+    /// One pass of blob upkeep: fetches every blob the applied state names that this node
+    /// lacks (it was down, or joined, or installed a snapshot, while they were stored), then,
+    /// with `sweep`, reclaims those nothing names any more. Answers (fetched, missing,
+    /// reclaimed).
+    pub async fn blob_upkeep_pass(&self, sweep: bool) -> (u64, u64, u64) {
+        let (mut fetched, mut missing) = (0, 0);
+        let mut after: Option<String> = None;
+        loop {
+            let (engine, from) = (self.engine.clone(), after.clone());
+            let page =
+                tokio::task::spawn_blocking(move || engine.referenced_blobs(from.as_deref(), 1000))
+                    .await;
+            let Ok(Ok(page)) = page else { break };
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for name in page {
+                if self.blobs.has(&name) {
+                    continue;
+                }
+                match self.get_blob(name.clone()).await {
+                    Ok(_) => fetched += 1,
+                    Err(e) => {
+                        missing += 1;
+                        tracing::warn!(blob = %name, error = %e, "a blob the state names is missing here and could not be fetched");
+                    }
+                }
+            }
+            after = Some(last);
+        }
+        let mut reclaimed = 0;
+        if sweep {
+            let (store, engine, grace) = (self.blobs.clone(), self.engine.clone(), self.blob_grace);
+            let swept = tokio::task::spawn_blocking(move || {
+                store.sweep(|n| engine.blob_referenced(n).unwrap_or(true), grace)
+            })
+            .await;
+            match swept {
+                Ok(Ok((n, bytes))) => {
+                    reclaimed = n;
+                    if n > 0 {
+                        tracing::info!(blobs = n, bytes, "reclaimed blobs no file names");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping blobs"),
+                Err(e) => tracing::warn!(error = %e, "sweeping blobs"),
+            }
+        }
+        if fetched > 0 {
+            tracing::info!(blobs = fetched, "fetched missing blobs from peers");
+        }
+        (fetched, missing, reclaimed)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -1378,6 +1571,22 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
 
 /// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
 /// comes from gossip (the `node` crate); this only informs status, never Raft.
+/// How often a node checks that it holds every blob its state names.
+const BLOB_REPAIR_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps this node's blobs in step with its state (see `RaftNode::blob_upkeep_pass`): a
+/// repair pass every `BLOB_REPAIR_EVERY`, with a sweep every few of them.
+async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
+    let mut passes: u64 = 0;
+    loop {
+        tokio::time::sleep(BLOB_REPAIR_EVERY).await;
+        let Some(n) = node.upgrade() else { return };
+        let sweep_every = (n.blob_grace.as_secs() / 4 / BLOB_REPAIR_EVERY.as_secs()).clamp(1, 60);
+        n.blob_upkeep_pass(passes.is_multiple_of(sweep_every)).await;
+        passes += 1;
+    }
+}
+
 async fn probe_peers(node: std::sync::Weak<RaftNode>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;

@@ -51,6 +51,22 @@ pub type RemoveReq = u64;
 /// The voter ids after a membership change.
 pub type MembershipReply = Result<Vec<u64>, RemoteError>;
 
+/// A blob for the receiver to store (`crate::blobs`): its name and its bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutBlobReq {
+    pub name: String,
+    pub data: bytes::Bytes,
+}
+/// Stored (synced), or why not.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutBlobReply(pub Result<(), RemoteError>);
+/// A blob, by name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetBlobReq(pub String);
+/// Its bytes, if the receiver holds them whole.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetBlobReply(pub Result<Option<bytes::Bytes>, RemoteError>);
+
 /// The largest frame a message may be, checked before a byte of it is decoded: a peer (or
 /// anyone who reaches the port) cannot make a node read more than this per message.
 pub trait Frame {
@@ -93,4 +109,8 @@ frames! {
     EnrollReply => SMALL,
     RenewReq => SMALL,
     RenewReply => SMALL,
+    PutBlobReq => crate::blobs::MAX_BLOB + SMALL,
+    PutBlobReply => SMALL,
+    GetBlobReq => SMALL,
+    GetBlobReply => crate::blobs::MAX_BLOB + SMALL,
 }

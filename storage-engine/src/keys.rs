@@ -64,6 +64,30 @@ pub const JWT_SECRET: &str = "J";
 /// A project's auth settings (`model::auth::AuthSettings`).
 pub const AUTH_SETTINGS: &str = "A";
 
+/// A file's chunk: `[bucket, file, index as 20 decimal digits]` → `model::storage::ChunkRef`.
+pub const FILE_CHUNK: &str = "B";
+/// The key a project's encrypted chunks are sealed under (`StorageOp::InitKey`).
+pub const STORAGE_KEY: &str = "E";
+
+/// `[bucket, file, index]` of a file chunk's meta record, in index order.
+pub fn file_chunk(project: &str, bucket: &str, file: &str, index: u64) -> Vec<u8> {
+    meta(
+        project,
+        FILE_CHUNK,
+        &[bucket, file, &format!("{index:020}")],
+    )
+}
+
+/// `\0blob\0<sha256 hex>` → how many file chunks name that blob (8 big-endian bytes), over
+/// every project: a node reclaims a blob's bytes once none does.
+pub const BLOB_REFS: &[u8] = b"\0blob\0";
+
+pub fn blob_refs(blob: &str) -> Vec<u8> {
+    let mut k = BLOB_REFS.to_vec();
+    k.extend_from_slice(blob.as_bytes());
+    k
+}
+
 /// The Raft layer's opaque applied-state record.
 pub const APPLIED: &[u8] = b"\0applied";
 /// The applied log index, as 8 big-endian bytes (written with `APPLIED`).

@@ -126,6 +126,40 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether any file chunk names `blob`, as applied now.
+    pub fn blob_referenced(&self, blob: &str) -> std::result::Result<bool, StorageError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), keys::blob_refs(blob))?
+            .is_some())
+    }
+
+    /// Up to `limit` blobs file chunks name, as applied now, in order, after `after`.
+    pub fn referenced_blobs(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> std::result::Result<Vec<String>, StorageError> {
+        let start = match after {
+            Some(a) => {
+                let mut k = keys::blob_refs(a);
+                k.push(0);
+                k
+            }
+            None => keys::BLOB_REFS.to_vec(),
+        };
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META), mode) {
+            let (k, _) = item?;
+            if !k.starts_with(keys::BLOB_REFS) || out.len() >= limit {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&k[keys::BLOB_REFS.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
     /// A join token's record, as applied now.
     pub fn join_token(
         &self,
@@ -376,6 +410,43 @@ impl StateReader for View {
         Ok(self
             .get_meta(&keys::meta(project, keys::AUTH_SETTINGS, &[]))?
             .unwrap_or_default())
+    }
+
+    fn file_chunks(
+        &self,
+        project: &str,
+        bucket: &str,
+        file: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, model::storage::ChunkRef)>> {
+        let prefix = keys::meta_prefix(project, keys::FILE_CHUNK, &[bucket, file]);
+        let start = keys::file_chunk(project, bucket, file, from);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.snap.iterator_cf(self.cf(CF_META), mode) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let index = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| crate::engine::corrupt(&k, "chunk index"))?;
+            out.push((index, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn storage_key(&self, project: &str) -> Result<Option<String>> {
+        Ok(self
+            .snap
+            .get_cf(
+                self.cf(CF_META),
+                keys::meta(project, keys::STORAGE_KEY, &[]),
+            )
+            .map_err(StorageError::from)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {

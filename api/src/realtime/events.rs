@@ -6,6 +6,7 @@ use crate::common::Flavor;
 use model::auth::{self, Membership, Session, Team, Token, User};
 use model::change::{Action, Change};
 use model::schema::Collection;
+use model::storage::{self, File};
 use serde_json::Value as Json;
 
 /// Who may receive an event.
@@ -226,6 +227,43 @@ fn user_update(old: &User, new: &User) -> Option<&'static str> {
     }
 }
 
+/// A file's event, as Appwrite makes them: `create` once its upload completes (not for each
+/// chunk), `update` and `delete` for a complete file. Buckets make none.
+fn file_event(c: &Change) -> Option<Event> {
+    let bucket = storage::bucket_of(&c.collection)?;
+    let complete = |d: &Option<model::Document>| {
+        d.as_ref()
+            .is_some_and(|d| File::from_document(bucket, d).complete())
+    };
+    let action = match (complete(&c.old), complete(&c.new)) {
+        (false, true) => "create",
+        (true, true) => "update",
+        (true, false) if c.new.is_none() => "delete",
+        _ => return None,
+    };
+    let doc = c.document();
+    let f = File::from_document(bucket, doc);
+    let base = [
+        "files".to_string(),
+        format!("buckets.{bucket}.files"),
+        format!("buckets.{bucket}.files.{}", f.id),
+    ];
+    let with_action: Vec<String> = base.iter().map(|b| format!("{b}.{action}")).collect();
+    Some(Event {
+        project: c.project.clone(),
+        events: nested_events("buckets", bucket, "files", &f.id, action, None),
+        channels: base.into_iter().chain(with_action).collect(),
+        timestamp: model::time::format_ms(c.at),
+        payload: crate::storage::file_json(&f),
+        access: Access::Document {
+            enabled: c.enabled,
+            collection: c.collection_permissions.clone(),
+            document_security: c.document_security,
+            document: doc.permissions.clone(),
+        },
+    })
+}
+
 /// Looks up what a payload shows beyond the change itself (a membership's team name).
 pub(crate) trait Lookup {
     fn team_name(&self, project: &str, team: &str) -> String;
@@ -235,6 +273,9 @@ pub(crate) trait Lookup {
 pub(crate) fn event(c: &Change, lookup: &dyn Lookup) -> Option<Event> {
     let doc = c.document();
     let action = c.action.as_str();
+    if c.database == storage::DB {
+        return file_event(c);
+    }
     let (events, channels, payload, access) = if c.database != auth::DB {
         let flavor = match c.tablesdb {
             true => Flavor::Tables,

@@ -171,9 +171,10 @@ fn write_as(
     if old.is_none() && new.is_none() {
         return Ok(());
     }
-    let (enabled, tablesdb) = match coll.database == model::auth::DB {
-        true => (true, false),
-        false => {
+    let (enabled, tablesdb) = match coll.database.as_str() {
+        model::auth::DB => (true, false),
+        model::storage::DB => (coll.enabled, false),
+        _ => {
             let db = super::store::load_database(txn, project, &coll.database)?;
             (coll.enabled && db.enabled, db.kind == "tablesdb")
         }
@@ -332,7 +333,7 @@ fn may_create(caller: &Caller, coll: &Collection) -> R<()> {
 }
 
 /// A caller that is not a key may only grant roles it holds.
-fn check_grants(caller: &Caller, permissions: &Option<Vec<String>>) -> R<()> {
+pub(super) fn check_grants(caller: &Caller, permissions: &Option<Vec<String>>) -> R<()> {
     let (Caller::Roles { roles, .. }, Some(perms)) = (caller, permissions) else {
         return Ok(());
     };

@@ -12,6 +12,7 @@ mod cluster;
 mod documents;
 mod projects;
 mod schema;
+mod storage;
 mod store;
 mod transactions;
 pub(crate) mod txn;
@@ -21,7 +22,7 @@ pub(crate) use documents::{staged_document, staged_documents};
 use crate::engine::{encode, Engine, StorageError};
 use crate::keys;
 use model::change::Change;
-use model::command::{Actor, Batch, Envelope, Op, RequestId, COMMAND_VERSION};
+use model::command::{Actor, Batch, Envelope, Op, RequestId, StorageOp, COMMAND_VERSION};
 use model::msg;
 use model::{ApiKey, Error, ErrorCode, Outcome};
 use txn::{Txn, META};
@@ -239,7 +240,12 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         Actor::User { .. } | Actor::Guest
             if matches!(
                 env.op,
-                Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Schema(_) | Op::Platforms(_)
+                Op::Projects(_)
+                    | Op::Keys(_)
+                    | Op::Cluster(_)
+                    | Op::Schema(_)
+                    | Op::Platforms(_)
+                    | Op::Storage(StorageOp::InitKey { .. })
             ) =>
         {
             return Err(unauthorized())
@@ -264,7 +270,11 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
     };
     if matches!(
         env.op,
-        Op::Projects(_) | Op::Keys(_) | Op::Cluster(_) | Op::Platforms(_)
+        Op::Projects(_)
+            | Op::Keys(_)
+            | Op::Cluster(_)
+            | Op::Platforms(_)
+            | Op::Storage(StorageOp::InitKey { .. })
     ) {
         return Err(unauthorized());
     }
@@ -301,6 +311,7 @@ fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcom
         Op::Cluster(op) => cluster::apply(txn, op, at),
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),
         Op::Platforms(op) => projects::apply_platform(txn, project, op, at),
+        Op::Storage(op) => storage::apply(txn, project, caller, op, at),
     }
 }
 

@@ -1,0 +1,263 @@
+//! `getFileDownload` and `getFileView`: a complete file's bytes, streamed chunk by chunk (at
+//! most two chunks of it in memory), whole or one `Range: bytes=a-b`. Each chunk's blob is
+//! checked against its name when it is read (a damaged or missing copy is fetched from a peer)
+//! and its plain bytes against their checksum once decoded.
+
+use super::codec::{self, FileKey};
+use super::{bucket, file_not_found, readable_file, FILES_READ};
+use crate::common::{enter_scoped, Reply};
+use crate::error::ApiError;
+use crate::params::Req;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+use model::storage::{File, CHUNK_SIZE};
+use model::ErrorCode;
+
+/// Types `view` serves as they are (Appwrite's list): images, audio, video, PDF and office
+/// documents. Anything else — HTML, SVG, scripts — is served as plain text, so a file cannot
+/// run in the API's origin.
+const VIEWABLE: &[&str] = &[
+    "image/jpeg",
+    "image/jpg",
+    "image/gif",
+    "image/png",
+    "image/webp",
+    "image/heic",
+    "image/heic-sequence",
+    "image/avif",
+    "image/bmp",
+    "image/x-icon",
+    "image/tiff",
+    "video/mp4",
+    "video/mpeg",
+    "video/ogg",
+    "video/webm",
+    "video/quicktime",
+    "video/x-msvideo",
+    "video/x-matroska",
+    "audio/mpeg",
+    "audio/mp4",
+    "audio/ogg",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/webm",
+    "audio/aac",
+    "audio/flac",
+    "audio/x-flac",
+    "application/pdf",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "text/plain",
+];
+
+fn bad_range() -> ApiError {
+    ApiError::new(
+        ErrorCode::StorageInvalidRange,
+        "The requested range is not satisfiable. Please check the value of the Range header.",
+    )
+}
+
+/// `Range: bytes=<start>-[<end>]` (one range; an open end runs to the end of the file).
+/// Answers the inclusive byte range, or `None` for the whole file.
+fn parse_range(v: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad_range)?;
+    let (start, end) = spec.split_once('-').ok_or_else(bad_range)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(start) || !(end.is_empty() || digits(end)) {
+        return Err(bad_range());
+    }
+    let start: u64 = start.parse().map_err(|_| bad_range())?;
+    let end: u64 = match end {
+        "" => size.checked_sub(1).ok_or_else(bad_range)?,
+        e => e.parse().map_err(|_| bad_range())?,
+    };
+    if start > end || end >= size {
+        return Err(bad_range());
+    }
+    Ok(Some((start, end)))
+}
+
+pub(super) async fn download(State(s): State<AppState>, req: Req) -> Reply {
+    serve(s, req, false).await
+}
+
+pub(super) async fn view(State(s): State<AppState>, req: Req) -> Reply {
+    serve(s, req, true).await
+}
+
+/// A `Content-Disposition` filename: quoted, with what would break the quoting replaced,
+/// and the exact name in RFC 5987 form beside it.
+fn disposition(kind: &str, name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c.is_control() || !c.is_ascii() => '_',
+            c => c,
+        })
+        .collect();
+    let exact = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("{kind}; filename=\"{plain}\"; filename*=UTF-8''{exact}")
+}
+
+async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
+    let ctx = enter_scoped(&s, &req, FILES_READ).await?;
+    let b = bucket(&ctx, &req.path("bucket"))?;
+    let (_, f) = readable_file(&ctx, &b, &req.path("file"))?;
+    if !f.complete() {
+        return Err(file_not_found());
+    }
+    let range = parse_range(
+        req.headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        f.size_original,
+    )?;
+    let (start, end) = range.unwrap_or((0, f.size_original.saturating_sub(1)));
+    let key = match f.encryption {
+        true => Some(
+            ctx.view
+                .storage_key(&ctx.project)?
+                .ok_or_else(|| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?,
+        ),
+        false => None,
+    };
+    let content_type = match inline && !VIEWABLE.contains(&f.mime_type.as_str()) {
+        true => "text/plain".to_string(),
+        false => f.mime_type.clone(),
+    };
+    let body = Body::from_stream(chunk_stream(
+        s,
+        ctx.view.clone(),
+        ctx.project.clone(),
+        f.clone(),
+        key,
+        start,
+        end,
+    ));
+    let mut res = Response::new(body);
+    *res.status_mut() = match range {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::OK,
+    };
+    let h = res.headers_mut();
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    h.insert(header::CONTENT_TYPE, value(&content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3888000"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        value(&disposition(
+            if inline { "inline" } else { "attachment" },
+            &f.name,
+        )),
+    );
+    if inline {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("script-src 'none';"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    if range.is_some() {
+        h.insert(
+            header::CONTENT_RANGE,
+            value(&format!("bytes {start}-{end}/{}", f.size_original)),
+        );
+    }
+    Ok(res)
+}
+
+/// The bytes `start..=end` of a file, chunk by chunk: the next chunk is fetched and decoded
+/// while the current one is sent.
+fn chunk_stream(
+    s: AppState,
+    view: std::sync::Arc<dyn model::reader::StateReader>,
+    project: String,
+    f: File,
+    key: Option<String>,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let first = start / CHUNK_SIZE;
+    let last = end / CHUNK_SIZE;
+    let key = std::sync::Arc::new(key.map(|k| FileKey::derive(&k, &f.bucket, &f.id)));
+    futures::stream::iter(first..=last)
+        .map(move |index| {
+            let (s, view, project, f, key) =
+                (s.clone(), view.clone(), project.clone(), f.clone(), key.clone());
+            async move {
+                let chunk = view
+                    .file_chunks(&project, &f.bucket, &f.id, index, 1)
+                    .map_err(std::io::Error::other)?
+                    .into_iter()
+                    .find(|(i, _)| *i == index)
+                    .map(|(_, c)| c)
+                    .ok_or_else(|| std::io::Error::other(format!("chunk {index} of file {} is not recorded", f.id)))?;
+                let stored = s
+                    .backend
+                    .get_blob(chunk.blob.clone())
+                    .await
+                    .map_err(|e| std::io::Error::other(e.0.to_string()))?;
+                let plain = tokio::task::spawn_blocking(move || {
+                    codec::decode(stored.to_vec(), index, &chunk, key.as_ref().as_ref())
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|e| {
+                    tracing::error!(file = %f.id, chunk = index, error = %e, "a stored chunk could not be read");
+                    std::io::Error::other(e.to_string())
+                })?;
+                let base = index * CHUNK_SIZE;
+                let from = start.saturating_sub(base) as usize;
+                let to = ((end - base + 1) as usize).min(plain.len());
+                Ok(bytes::Bytes::from(plain).slice(from..to))
+            }
+        })
+        .buffered(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_one_satisfiable_span() {
+        assert_eq!(parse_range(None, 10).unwrap(), None);
+        assert_eq!(parse_range(Some("bytes=0-"), 10).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range(Some("bytes=2-5"), 10).unwrap(), Some((2, 5)));
+        assert_eq!(parse_range(Some("bytes=9-9"), 10).unwrap(), Some((9, 9)));
+        for bad in [
+            "bytes=988",
+            "bytes=-988",
+            "bytes=5-2",
+            "bytes=0-10",
+            "items=0-1",
+            "bytes=0-1,3-4",
+        ] {
+            assert!(parse_range(Some(bad), 10).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dispositions_keep_quotes_intact() {
+        assert_eq!(
+            disposition("attachment", "a\"b.txt"),
+            "attachment; filename=\"a_b.txt\"; filename*=UTF-8''a%22b%2Etxt"
+        );
+    }
+}
