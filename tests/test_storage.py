@@ -24,7 +24,7 @@ from appwrite.role import Role
 from appwrite.services.storage import Storage
 
 from harness import TestCluster, create_project, http
-from rt import session_for
+from rt import Realtime, session_for
 
 P = "st"
 MIB = 1024 * 1024
@@ -33,8 +33,9 @@ CHUNK = 5 * MIB
 
 @pytest.fixture(scope="module")
 def cluster():
-    # Unnamed blobs are reclaimed after 2 s here (an hour by default), so the test can see it.
-    c = TestCluster(3, extra_args=["--blob-grace", "2"]).start()
+    # Unnamed blobs are reclaimed after 10 s here (an hour by default), so the test can see it;
+    # the grace must be twice the request timeout at least.
+    c = TestCluster(3, extra_args=["--request-timeout", "5", "--blob-grace", "10"]).start()
     yield c
     c.shutdown()
     assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
@@ -81,6 +82,7 @@ def raw(app, method, path, node=0, headers=None, body=None):
     """A raw request: (status, headers, body bytes)."""
     h = {"X-Appwrite-Project": P, "X-Appwrite-Key": app["key"]}
     h.update(headers or {})
+    h = {k: v for k, v in h.items() if v is not None}
     req = urllib.request.Request(app["cluster"].nodes[node].url() + path, data=body, method=method, headers=h)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
@@ -382,4 +384,186 @@ def test_a_node_down_during_uploads_catches_up_and_deleted_bytes_are_reclaimed(a
     while time.time() < deadline and any(blobs(n) & names for n in c.nodes):
         time.sleep(1)
     assert not any(blobs(n) & names for n in c.nodes)
+    c.assert_consistent()
+
+
+def png_bytes(w, h):
+    """A real PNG of w x h (zlib-compressed RGB rows, a gradient)."""
+    import struct
+    import zlib
+    rows = b"".join(b"\x00" + b"".join(bytes((x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), 128))
+                                         for x in range(w)) for y in range(h))
+
+    def chunk(kind, data):
+        c = struct.pack(">I", len(data)) + kind + data
+        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def png_size(data):
+    import struct
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_previews_resize_convert_and_refuse_bombs(app):
+    s = storage(app)
+    s.create_bucket("img", "Images", permissions=[Permission.read(Role.any())], compression="zstd")
+    s.create_file("img", "pic", InputFile.from_bytes(png_bytes(320, 200), "pic.png"))
+    out = storage(app, node=1).get_file_preview("img", "pic", width=100, height=100)
+    assert png_size(out) == (100, 100), "crops to fill, output as the file's own type"
+    out = s.get_file_preview("img", "pic", width=160, output="jpg", quality=70)
+    assert out[:3] == b"\xff\xd8\xff"
+    out = s.get_file_preview("img", "pic", width=64, output="webp", rotation=90, border_width=2,
+                             border_color="ff0000", border_radius=10, opacity=0.5, background="00ff00")
+    assert out[:4] == b"RIFF" and out[8:12] == b"WEBP"
+    out = s.get_file_preview("img", "pic", width=40, output="avif")
+    assert out[4:12] in (b"ftypavif", b"ftypavis")
+    out = s.get_file_preview("img", "pic", height=50, output="gif")
+    assert out[:6] == b"GIF89a"
+    status, h, body = raw(app, "GET", "/storage/buckets/img/files/pic/preview?width=100&height=100", 2)
+    assert status == 200 and h["Content-Type"] == "image/png" and h["X-Appwrite-Cache"] == "miss"
+    status, h, again = raw(app, "GET", "/storage/buckets/img/files/pic/preview?width=100&height=100", 2)
+    assert h["X-Appwrite-Cache"] == "hit" and again == body
+    for bad in ["width=5000", "gravity=middle", "quality=101", "opacity=2", "output=bmp", "borderColor=zzzzzz"]:
+        status, _, out = raw(app, "GET", f"/storage/buckets/img/files/pic/preview?{bad}", 0)
+        assert status == 400, (bad, out)
+    # A decompression bomb: a PNG header claiming 60000 x 60000 pixels, a few hundred bytes.
+    bomb = bytearray(png_bytes(8, 8))
+    import struct
+    import zlib
+    bomb[16:24] = struct.pack(">II", 60000, 60000)
+    bomb[29:33] = struct.pack(">I", zlib.crc32(bytes(bomb[12:29])) & 0xFFFFFFFF)
+    s.create_file("img", "bomb", InputFile.from_bytes(bytes(bomb), "bomb.png"))
+    with pytest.raises(AppwriteException) as e:
+        s.get_file_preview("img", "bomb", width=10)
+    assert e.value.code == 400 and e.value.type == "storage_image_resolution_exceeded"
+    # Not an image: a placeholder of the size asked.
+    s.create_file("img", "notes", InputFile.from_bytes(b"just text", "notes.png"))
+    assert png_size(s.get_file_preview("img", "notes", width=30, height=20)) == (30, 20)
+    # Transformations off: refused to users and guests.
+    s.update_bucket("img", "Images", permissions=[Permission.read(Role.any())], transformations=False)
+    guest = Storage(Client().set_endpoint(app["cluster"].nodes[0].url()).set_project(P))
+    with pytest.raises(AppwriteException) as e:
+        guest.get_file_preview("img", "pic", width=10)
+    assert e.value.code == 403 and e.value.type == "storage_bucket_transformations_disabled"
+    assert guest.get_file_download("img", "pic")[:4] == b"\x89PNG"
+
+
+def test_file_events_reach_subscribers_on_completion(app):
+    c = app["cluster"]
+    s = storage(app)
+    s.create_bucket("live", "Live", permissions=[Permission.read(Role.any())], encryption=False)
+    sub = Realtime(c.nodes[2], P)
+    assert sub.subscribe(["files"])["success"]
+    sub2 = Realtime(c.nodes[1], P)
+    assert sub2.subscribe(["buckets.live.files.big.create"])["success"]
+    data = payload(2 * CHUNK + 1, seed=5)
+    for index in (0, 1):
+        send_chunk(app, "live", "big", data, index)
+    sub.nothing(1.0)
+    send_chunk(app, "live", "big", data, 2)
+    ev = sub.event()
+    assert "buckets.live.files.big.create" in ev["events"] and "buckets.*.files.*" in ev["events"]
+    assert set(ev["channels"]) >= {"files", "buckets.live.files", "buckets.live.files.big",
+                                   "files.create", "buckets.live.files.big.create"}
+    assert ev["payload"]["$id"] == "big" and ev["payload"]["chunksUploaded"] == 3
+    assert sub2.event()["payload"]["$id"] == "big"
+    s.update_file("live", "big", name="renamed.bin")
+    ev = sub.event()
+    assert "buckets.live.files.big.update" in ev["events"] and ev["payload"]["name"] == "renamed.bin"
+    s.delete_file("live", "big")
+    assert "buckets.live.files.big.delete" in sub.event()["events"]
+    # A file nobody may read is heard by nobody.
+    s.create_bucket("hidden", "Hidden", encryption=False)
+    s.create_file("hidden", "h", InputFile.from_bytes(b"h", "h.txt"))
+    sub.nothing(1.0)
+    sub.close()
+    sub2.close()
+
+
+def test_uploads_are_their_uploaders_and_guests_may_send_large_files(app):
+    n1 = app["cluster"].nodes[0]
+    ann, _ = session_for(n1, P, app["key"], "ann")
+    bob, _ = session_for(n1, P, app["key"], "bob")
+    s = storage(app)
+    s.create_bucket("shared", "Shared", permissions=[Permission.create(Role.users()), Permission.read(Role.users())])
+    data = payload(2 * CHUNK + 3, seed=9)
+    cookie = lambda sess: {"Cookie": f"a_session_{P}={sess}", "X-Appwrite-Key": None}
+    st, f = send_chunk(app, "shared", "annsfile", data, 0, headers=cookie(ann))
+    assert st == 201, f
+    # Bob may create files here, but not slip a chunk into Ann's upload.
+    st, out = send_chunk(app, "shared", "annsfile", payload(2 * CHUNK + 3, seed=10), 1, headers=cookie(bob))
+    assert st == 401, out
+    for index in (1, 2):
+        assert send_chunk(app, "shared", "annsfile", data, index, headers=cookie(ann))[0] == 201
+    assert sha(s.get_file_download("shared", "annsfile")) == sha(data)
+    # `unique()` as the form's id, the whole file in one request.
+    body, ctype = multipart([("fileId", "unique()")], "one.bin", data)
+    status, _, out = raw(app, "POST", "/storage/buckets/shared/files", 1, {"Content-Type": ctype}, body)
+    assert status == 201, out
+    made = json.loads(out)
+    assert made["chunksTotal"] == 3 and made["chunksUploaded"] == 3 and len(made["$id"]) == 20
+    assert sha(s.get_file_download("shared", made["$id"])) == sha(data)
+    # Guests, where the bucket lets anyone create: large bodies too.
+    s.create_bucket("drop", "Drop", permissions=[Permission.create(Role.any())], encryption=False)
+    guest = Storage(Client().set_endpoint(n1.url()).set_project(P))
+    f = guest.create_file("drop", "g", InputFile.from_bytes(data[:300000], "g.bin"))
+    assert f.sizeoriginal == 300000 and f.permissions == []
+    # A bucket being deleted with its files: it and every file go, and their bytes after.
+    before = blobs(n1)
+    for i in range(3):
+        s.create_file("drop", f"d{i}", InputFile.from_bytes(payload(CHUNK + 1 + i, seed=30 + i), "d.bin"))
+    added = blobs(n1) - before
+    assert len(added) == 6
+    s.delete_bucket("drop")
+    with pytest.raises(AppwriteException):
+        s.get_bucket("drop")
+    deadline = time.time() + 60
+    while time.time() < deadline and any(blobs(n) & added for n in app["cluster"].nodes):
+        time.sleep(1)
+    assert not any(blobs(n) & added for n in app["cluster"].nodes)
+
+
+def test_leader_killed_during_a_large_upload_then_retried_completes_exactly(app):
+    c = app["cluster"]
+    c.expect_faults()
+    s = storage(app)
+    s.create_bucket("crash", "Crash", permissions=[Permission.read(Role.any())], compression="zstd")
+    leader = c.leader()
+    via = next(i for i, n in enumerate(c.nodes) if n is not leader and n.alive())
+    data = payload(60 * MIB + 17, seed=99)
+    progress = []
+    failure = []
+
+    def upload():
+        try:
+            storage(app, node=via).create_file("crash", "big", InputFile.from_bytes(data, "big.bin"),
+                                               on_progress=progress.append)
+        except AppwriteException as e:
+            failure.append(e)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    deadline = time.time() + 60
+    while len(progress) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    leader.kill()
+    assert len(progress) < 13, "the leader died while the upload was under way"
+    t.join(timeout=120)
+    # Retried (the SDK resumes after the chunks the cluster holds) until it completes.
+    done = None
+    for _ in range(30):
+        try:
+            done = storage(app, node=via).create_file("crash", "big", InputFile.from_bytes(data, "big.bin"))
+            if done.chunksuploaded == done.chunkstotal:
+                break
+        except AppwriteException:
+            time.sleep(1)
+    assert done is not None and done.chunksuploaded == done.chunkstotal == 13
+    leader.start()
+    c.wait_for_voters([1, 2, 3])
+    for i in range(3):
+        assert sha(storage(app, node=i).get_file_download("crash", "big")) == sha(data)
     c.assert_consistent()

@@ -64,7 +64,10 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
         )
         .into_response();
     };
-    if large_body(&req) && !credentialed(&s, &req.headers().clone()).await {
+    if large_body(&req)
+        && !authorizes_first(&req)
+        && !credentialed(&s, &req.headers().clone()).await
+    {
         // Refused before a byte of the body is read. An HTTP/1 connection is not kept, so the
         // unread body is never waited for (HTTP/2 resets the stream by itself).
         let mut res = ApiError::new(
@@ -95,6 +98,17 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
             .into_response()
         }
     }
+}
+
+/// Routes whose handler decides who may send a large body before it reads a byte of it: a
+/// file upload, which a bucket may allow guests (`create("any")`).
+fn authorizes_first(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == axum::http::Method::POST
+        && path
+            .strip_prefix("/v1/storage/buckets/")
+            .and_then(|rest| rest.strip_suffix("/files"))
+            .is_some_and(|bucket| !bucket.is_empty() && !bucket.contains('/'))
 }
 
 fn large_body(req: &Request) -> bool {

@@ -113,6 +113,10 @@ pub struct AppState {
     abuse: Arc<abuse::Abuse>,
     mail: Arc<MailSettings>,
     realtime: Arc<realtime::Hub>,
+    previews: Arc<storage::preview::Previews>,
+    /// Upload requests holding a chunk in memory at once on this node (each holds at most
+    /// one, plain and encoded: about 10 MiB).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack; realtime subscribers are
@@ -132,6 +136,8 @@ pub fn router(
         abuse: Arc::new(abuse::Abuse::new(limits.abuse)),
         mail: Arc::new(mail),
         realtime: hub,
+        previews: Arc::new(storage::preview::Previews::new(cores)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(32)),
     };
     Router::new()
         .merge(operator::router())

@@ -105,8 +105,9 @@ pub enum StorageOp {
     CreateBucket { bucket: Box<crate::storage::Bucket> },
     /// Replaces a bucket's settings (name, permissions, limits, codecs); its files stay.
     UpdateBucket { bucket: Box<crate::storage::Bucket> },
-    /// Removes the next `BUCKET_DELETE_CHUNK` files of the bucket, and the bucket with the
-    /// last of them: answers `Outcome::Range { next: Some(_) }` while files remain.
+    /// Marks the bucket as being deleted (it takes no uploads from then on), removes its next
+    /// `BUCKET_DELETE_CHUNK` files, and the bucket with the last of them: answers
+    /// `Outcome::Range { next: Some(_) }` while files remain (sent again, it goes on).
     DeleteBucket { id: String },
     /// Chunk `index` of `upload` is stored as `chunk`. The first chunk to arrive makes the
     /// file's record (chunks may come in any order); a chunk sent again replaces the one
@@ -140,6 +141,8 @@ pub struct FileUpload {
     pub size: u64,
     /// `None`: read, update and delete for the uploading user.
     pub permissions: Option<Vec<String>>,
+    /// The virtual folder (`a/b/`, or empty).
+    pub folder: String,
 }
 
 /// A project's client platforms (the operator's).

@@ -34,6 +34,8 @@ pub const EXTENSIONS_MAX: usize = 100;
 pub const EXTENSION_LEN_MAX: usize = 64;
 /// Files one apply removes while a bucket is deleted (a bigger bucket takes several).
 pub const BUCKET_DELETE_CHUNK: usize = 100;
+/// The longest bucket description.
+pub const DESCRIPTION_MAX: usize = 8192;
 
 /// How a chunk's bytes are compressed before they are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +99,10 @@ pub struct Bucket {
     pub transformations: bool,
     /// Bytes of the bucket's complete files (plain sizes), kept by apply.
     pub total_size: u64,
+    pub description: String,
+    /// Its deletion has begun (its files go in bounded chunks, the bucket with the last):
+    /// it takes no new uploads meanwhile.
+    pub deleting: bool,
 }
 
 fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
@@ -155,6 +161,8 @@ pub fn buckets() -> &'static Collection {
                 attr("antivirus", Boolean, None, false),
                 attr("transformations", Boolean, None, false),
                 attr("totalSize", Integer, None, false),
+                attr("description", String, Some(DESCRIPTION_MAX as u64), false),
+                attr("deleting", Boolean, None, false),
                 attr("search", String, Some(16384), false),
             ],
             vec![
@@ -199,6 +207,8 @@ pub fn files(bucket: &Bucket) -> Collection {
                 attr("chunksReceived", Integer, None, false),
                 attr("encryption", Boolean, None, false),
                 attr("compression", String, Some(10), false),
+                attr("uploader", String, Some(36), false),
+                attr("folder", String, Some(NAME_MAX as u64), false),
                 attr("search", String, Some(16384), false),
             ],
             vec![
@@ -268,6 +278,8 @@ impl Bucket {
             antivirus: flag(g("antivirus")),
             transformations: flag(g("transformations")),
             total_size: uint(g("totalSize")),
+            description: text(g("description")),
+            deleting: flag(g("deleting")),
         }
     }
 
@@ -291,6 +303,8 @@ impl Bucket {
             ("antivirus", Value::Bool(self.antivirus)),
             ("transformations", Value::Bool(self.transformations)),
             ("totalSize", int(self.total_size)),
+            ("description", Value::Str(self.description.clone())),
+            ("deleting", Value::Bool(self.deleting)),
             ("search", Value::Str(format!("{} {}", self.id, self.name))),
         ]
         .into_iter()
@@ -341,6 +355,11 @@ pub struct File {
     pub chunks_received: u64,
     pub encryption: bool,
     pub compression: Compression,
+    /// The user whose upload made the record (empty: a key's or a guest's); they may send
+    /// its chunks until it is complete.
+    pub uploader: String,
+    /// The virtual folder holding the file (`a/b/`, empty at the bucket's root).
+    pub folder: String,
 }
 
 impl File {
@@ -362,6 +381,8 @@ impl File {
             chunks_received: uint(g("chunksReceived")),
             encryption: flag(g("encryption")),
             compression: Compression::parse(&text(g("compression"))).unwrap_or_default(),
+            uploader: text(g("uploader")),
+            folder: text(g("folder")),
         }
     }
 
@@ -377,6 +398,8 @@ impl File {
             ("chunksReceived", int(self.chunks_received)),
             ("encryption", Value::Bool(self.encryption)),
             ("compression", Value::Str(self.compression.as_str().into())),
+            ("uploader", Value::Str(self.uploader.clone())),
+            ("folder", Value::Str(self.folder.clone())),
             ("search", Value::Str(format!("{} {}", self.id, self.name))),
         ]
         .into_iter()
@@ -433,6 +456,8 @@ mod tests {
             antivirus: false,
             transformations: true,
             total_size: 0,
+            description: String::new(),
+            deleting: false,
         };
         assert!(b.allows_name("x.JPG"));
         assert!(!b.allows_name("x.gif"));

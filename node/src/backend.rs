@@ -307,6 +307,19 @@ impl api::realtime::LocalState for Applied {
         collection: &str,
     ) -> Option<api::realtime::ReadRules> {
         let view = self.0.upgrade()?.local_view().ok()?;
+        if database == model::storage::DB {
+            // A bucket's files: the bucket's rules.
+            let bucket = model::storage::bucket_of(collection)?;
+            let doc = view
+                .document(project, model::storage::buckets(), bucket)
+                .ok()??;
+            let b = model::storage::Bucket::from_document(&doc);
+            return Some(api::realtime::ReadRules {
+                enabled: b.enabled,
+                permissions: b.permissions,
+                document_security: b.file_security,
+            });
+        }
         let db = view.database(project, database).ok()??;
         let c = view.collection(project, database, collection).ok()??;
         Some(api::realtime::ReadRules {

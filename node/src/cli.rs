@@ -442,7 +442,18 @@ async fn serve(a: ServeArgs) -> Result<()> {
         },
         snapshot_every: a.snapshot_every.max(10),
         scan_budget: a.scan_budget.max(1),
-        blob_grace: std::time::Duration::from_secs(a.blob_grace),
+        blob_grace: {
+            // A chunk is stored before its entry commits; its blob must outlive the request
+            // that proposes it, retries included.
+            if a.blob_grace < 2 * a.request_timeout.max(1) {
+                anyhow::bail!(
+                    "--blob-grace ({} s) must be at least twice --request-timeout ({} s)",
+                    a.blob_grace,
+                    a.request_timeout
+                );
+            }
+            std::time::Duration::from_secs(a.blob_grace)
+        },
         join_token: a.join_token.filter(|t| !t.is_empty()),
         insecure: a.insecure,
         own_certs: match (a.ca_cert, a.node_cert, a.node_key) {

@@ -92,7 +92,11 @@ impl BlobStore {
             f.sync_all()?;
         }
         let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent)?;
+        if !parent.exists() {
+            std::fs::create_dir_all(&parent)?;
+            // The new shard's own entry must survive a power loss too.
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
         {
             let _held = self.presence.lock().unwrap_or_else(|p| p.into_inner());
             std::fs::rename(&tmp, &path)?;
@@ -101,18 +105,29 @@ impl BlobStore {
         Ok(())
     }
 
-    /// If a blob of `len` bytes is at `path`, makes it recent and answers true.
+    /// If blob `path` is there whole (its bytes hash to its name), makes it recent and answers
+    /// true; a damaged copy answers false (and is replaced by the caller).
     fn refresh(&self, path: &Path, len: usize) -> std::io::Result<bool> {
-        let _held = self.presence.lock().unwrap_or_else(|p| p.into_inner());
         match std::fs::metadata(path) {
-            Ok(m) if m.len() == len as u64 => {
-                std::fs::File::options()
-                    .write(true)
-                    .open(path)?
-                    .set_modified(SystemTime::now())?;
+            Ok(m) if m.len() == len as u64 => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match std::fs::read(path) {
+            Ok(d) if Some(digest(&d)) == name => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // Under the lock, so a sweep that has not removed it yet will see it recent.
+        let _held = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        match std::fs::File::options().write(true).open(path) {
+            Ok(f) => {
+                f.set_modified(SystemTime::now())?;
                 Ok(true)
             }
-            Ok(_) => Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }

@@ -509,10 +509,15 @@ impl RaftNode {
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            for name in page {
-                if self.blobs.has(&name) {
-                    continue;
-                }
+            let store = self.blobs.clone();
+            let lacking = tokio::task::spawn_blocking(move || {
+                page.into_iter()
+                    .filter(|n| !store.has(n))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for name in lacking {
                 match self.get_blob(name.clone()).await {
                     Ok(_) => fetched += 1,
                     Err(e) => {
@@ -524,7 +529,10 @@ impl RaftNode {
             after = Some(last);
         }
         let mut reclaimed = 0;
-        if sweep {
+        // Only a node that has applied everything committed sweeps: one that is behind (it was
+        // down, or partitioned) would take blobs of chunks it has yet to apply for unnamed.
+        let caught_up = sweep && self.read_barrier().await.is_ok();
+        if caught_up {
             let (store, engine, grace) = (self.blobs.clone(), self.engine.clone(), self.blob_grace);
             let swept = tokio::task::spawn_blocking(move || {
                 store.sweep(|n| engine.blob_referenced(n).unwrap_or(true), grace)
@@ -1569,15 +1577,14 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
     }
 }
 
-/// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
-/// comes from gossip (the `node` crate); this only informs status, never Raft.
 /// How often a node checks that it holds every blob its state names.
 const BLOB_REPAIR_EVERY: Duration = Duration::from_secs(10);
 
 /// Keeps this node's blobs in step with its state (see `RaftNode::blob_upkeep_pass`): a
-/// repair pass every `BLOB_REPAIR_EVERY`, with a sweep every few of them.
+/// repair pass every `BLOB_REPAIR_EVERY`, with a sweep every few of them (never the first:
+/// a node just started has yet to catch up).
 async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
-    let mut passes: u64 = 0;
+    let mut passes: u64 = 1;
     loop {
         tokio::time::sleep(BLOB_REPAIR_EVERY).await;
         let Some(n) = node.upgrade() else { return };
@@ -1587,6 +1594,8 @@ async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
     }
 }
 
+/// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
+/// comes from gossip (the `node` crate); this only informs status, never Raft.
 async fn probe_peers(node: std::sync::Weak<RaftNode>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;

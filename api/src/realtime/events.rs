@@ -227,20 +227,26 @@ fn user_update(old: &User, new: &User) -> Option<&'static str> {
     }
 }
 
+/// What a change of a file record tells subscribers: `create` when its upload completes,
+/// `update` when its name or permissions change, `delete` when it goes; a chunk stored before
+/// the last tells nothing.
+pub(crate) fn file_action(c: &Change) -> Option<&'static str> {
+    let bucket = storage::bucket_of(&c.collection)?;
+    let file = |d: &Option<model::Document>| d.as_ref().map(|d| File::from_document(bucket, d));
+    match (file(&c.old), file(&c.new)) {
+        (_, None) => Some("delete"),
+        (None, Some(n)) => n.complete().then_some("create"),
+        (Some(o), Some(n)) if !o.complete() && n.complete() => Some("create"),
+        (Some(o), Some(n)) if o.chunks_received != n.chunks_received => None,
+        (Some(_), Some(_)) => Some("update"),
+    }
+}
+
 /// A file's event, as Appwrite makes them: `create` once its upload completes (not for each
 /// chunk), `update` and `delete` for a complete file. Buckets make none.
 fn file_event(c: &Change) -> Option<Event> {
     let bucket = storage::bucket_of(&c.collection)?;
-    let complete = |d: &Option<model::Document>| {
-        d.as_ref()
-            .is_some_and(|d| File::from_document(bucket, d).complete())
-    };
-    let action = match (complete(&c.old), complete(&c.new)) {
-        (false, true) => "create",
-        (true, true) => "update",
-        (true, false) if c.new.is_none() => "delete",
-        _ => return None,
-    };
+    let action = file_action(c)?;
     let doc = c.document();
     let f = File::from_document(bucket, doc);
     let base = [

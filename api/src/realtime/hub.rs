@@ -264,6 +264,9 @@ fn weight(c: &Change) -> usize {
 
 /// Changes that never make an event (audit logs, tokens used up) are not kept for replay.
 fn eventful(c: &Change) -> bool {
+    if c.database == model::storage::DB {
+        return super::events::file_action(c).is_some();
+    }
     c.database != auth::DB
         || match c.collection.as_str() {
             auth::LOGS => false,

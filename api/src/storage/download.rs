@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
-use model::storage::{File, CHUNK_SIZE};
+use model::storage::{ChunkRef, File, CHUNK_SIZE};
 use model::ErrorCode;
 
 /// Types `view` serves as they are (Appwrite's list): images, audio, video, PDF and office
@@ -121,7 +121,9 @@ async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
         f.size_original,
     )?;
     let (start, end) = range.unwrap_or((0, f.size_original.saturating_sub(1)));
-    let key = match f.encryption {
+    let chunks = chunks_of(&*ctx.view, &ctx.project, &f, start, end)?;
+    let sealed = chunks.iter().any(|(_, c)| c.encrypted);
+    let key = match sealed {
         true => Some(
             ctx.view
                 .storage_key(&ctx.project)?
@@ -133,15 +135,7 @@ async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
         true => "text/plain".to_string(),
         false => f.mime_type.clone(),
     };
-    let body = Body::from_stream(chunk_stream(
-        s,
-        ctx.view.clone(),
-        ctx.project.clone(),
-        f.clone(),
-        key,
-        start,
-        end,
-    ));
+    let body = Body::from_stream(chunk_stream(s, f.clone(), chunks, key, start, end));
     let mut res = Response::new(body);
     *res.status_mut() = match range {
         Some(_) => StatusCode::PARTIAL_CONTENT,
@@ -182,32 +176,51 @@ async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
     Ok(res)
 }
 
+/// The chunks of `f` that hold bytes `start..=end`, read from the view now (the view is not
+/// kept while the bytes stream out).
+fn chunks_of(
+    view: &dyn model::reader::StateReader,
+    project: &str,
+    f: &File,
+    start: u64,
+    end: u64,
+) -> Result<Vec<(u64, ChunkRef)>, ApiError> {
+    let (first, last) = (start / CHUNK_SIZE, end / CHUNK_SIZE);
+    let mut out = Vec::with_capacity((last - first + 1) as usize);
+    let mut next = first;
+    while next <= last {
+        let page = view.file_chunks(project, &f.bucket, &f.id, next, 1024)?;
+        let before = out.len();
+        for (i, c) in page {
+            if i != next || i > last {
+                break;
+            }
+            out.push((i, c));
+            next += 1;
+        }
+        if out.len() == before {
+            tracing::error!(file = %f.id, chunk = next, "a complete file lacks a chunk record");
+            return Err(ApiError::new(ErrorCode::GeneralServerError, "Server Error"));
+        }
+    }
+    Ok(out)
+}
+
 /// The bytes `start..=end` of a file, chunk by chunk: the next chunk is fetched and decoded
 /// while the current one is sent.
 fn chunk_stream(
     s: AppState,
-    view: std::sync::Arc<dyn model::reader::StateReader>,
-    project: String,
     f: File,
+    chunks: Vec<(u64, ChunkRef)>,
     key: Option<String>,
     start: u64,
     end: u64,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    let first = start / CHUNK_SIZE;
-    let last = end / CHUNK_SIZE;
     let key = std::sync::Arc::new(key.map(|k| FileKey::derive(&k, &f.bucket, &f.id)));
-    futures::stream::iter(first..=last)
-        .map(move |index| {
-            let (s, view, project, f, key) =
-                (s.clone(), view.clone(), project.clone(), f.clone(), key.clone());
+    futures::stream::iter(chunks)
+        .map(move |(index, chunk)| {
+            let (s, f, key) = (s.clone(), f.clone(), key.clone());
             async move {
-                let chunk = view
-                    .file_chunks(&project, &f.bucket, &f.id, index, 1)
-                    .map_err(std::io::Error::other)?
-                    .into_iter()
-                    .find(|(i, _)| *i == index)
-                    .map(|(_, c)| c)
-                    .ok_or_else(|| std::io::Error::other(format!("chunk {index} of file {} is not recorded", f.id)))?;
                 let stored = s
                     .backend
                     .get_blob(chunk.blob.clone())

@@ -5,6 +5,7 @@
 
 mod codec;
 mod download;
+pub(crate) mod preview;
 mod upload;
 
 use crate::auth::Ctx;
@@ -52,6 +53,10 @@ pub fn router() -> Router<AppState> {
             "/v1/storage/buckets/{bucket}/files/{file}/view",
             get(download::view),
         )
+        .route(
+            "/v1/storage/buckets/{bucket}/files/{file}/preview",
+            get(preview::preview),
+        )
 }
 
 const BUCKETS_READ: &[&str] = &["buckets.read"];
@@ -92,7 +97,7 @@ pub(crate) fn bucket_json(b: &Bucket) -> Json {
         "$permissions": b.permissions,
         "fileSecurity": b.file_security,
         "name": b.name,
-        "description": "",
+        "description": b.description,
         "enabled": b.enabled,
         "maximumFileSize": b.maximum_file_size,
         "allowedFileExtensions": b.allowed_file_extensions,
@@ -113,8 +118,8 @@ pub(crate) fn file_json(f: &File) -> Json {
         "$updatedAt": format_ms(f.updated_at),
         "$permissions": f.permissions,
         "name": f.name,
-        "folder": "",
-        "key": f.name,
+        "folder": f.folder,
+        "key": format!("{}{}", f.folder, f.name),
         "signature": f.signature,
         "mimeType": f.mime_type,
         "sizeOriginal": f.size_original,
@@ -227,6 +232,18 @@ fn bucket_params(req: &Req, id: String, keep: Option<&Bucket>) -> Result<Bucket,
             invalid("Invalid `compression` param: Value must be one of (none, gzip, zstd)")
         })?,
     };
+    if req.bool_opt("stripMetadata")? == Some(true) {
+        return Err(invalid(
+            "Invalid `stripMetadata` param: removing image metadata is not supported by this server",
+        ));
+    }
+    let description = req.str_opt("description")?.unwrap_or_default();
+    if description.chars().count() > storage::DESCRIPTION_MAX {
+        return Err(invalid(msg!(
+            "Invalid `description` param: Value must be a valid string and no longer than {} chars",
+            storage::DESCRIPTION_MAX
+        )));
+    }
     Ok(Bucket {
         id,
         created_at: 0,
@@ -245,6 +262,8 @@ fn bucket_params(req: &Req, id: String, keep: Option<&Bucket>) -> Result<Bucket,
         antivirus: req.bool_opt("antivirus")?.unwrap_or(true),
         transformations: req.bool_opt("transformations")?.unwrap_or(true),
         total_size: 0,
+        description,
+        deleting: false,
     })
 }
 

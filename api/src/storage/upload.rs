@@ -197,6 +197,8 @@ pub(super) async fn create_file(
     let mut size: u64 = 0;
     let mut pending: Vec<u8> = Vec::new();
     let mut saw_file = false;
+    let mut form_id: Option<String> = None;
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(mut field) = form.next_field().await.map_err(|e| {
         invalid(msg!(
             "The request body could not be read: {}",
@@ -208,13 +210,19 @@ pub(super) async fn create_file(
             if fields.len() >= MAX_FIELDS {
                 return Err(invalid("Too many form fields."));
             }
-            let text = field
-                .text()
+            let mut text = Vec::new();
+            while let Some(part) = field
+                .chunk()
                 .await
-                .map_err(|_| invalid("A form field could not be read."))?;
-            if text.len() > MAX_FIELD {
-                return Err(invalid(msg!("Form field `{}` is too long.", name)));
+                .map_err(|_| invalid("A form field could not be read."))?
+            {
+                if text.len() + part.len() > MAX_FIELD {
+                    return Err(invalid(msg!("Form field `{}` is too long.", name)));
+                }
+                text.extend_from_slice(&part);
             }
+            let text = String::from_utf8(text)
+                .map_err(|_| invalid(msg!("Form field `{}` is not UTF-8.", name)))?;
             fields.push((name, text));
             continue;
         }
@@ -239,7 +247,19 @@ pub(super) async fn create_file(
             true => Some(storage_key(&s, &ctx).await?),
             false => None,
         };
-        let file = header_id.clone().or_else(|| file_id(&fields).ok());
+        // Chunks held in memory at once on this node are bounded: a request waits its turn.
+        permit = Some(
+            s.uploads
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?,
+        );
+        // The file's id, resolved once (`unique()` makes a new one each time it is read).
+        if header_id.is_none() && form_id.is_none() {
+            form_id = file_id(&fields).ok();
+        }
+        let file = header_id.clone().or_else(|| form_id.clone());
         let t = target.insert(Target {
             bucket: b.clone(),
             file,
@@ -301,14 +321,16 @@ pub(super) async fn create_file(
         ser.finish()
     };
     req.params.extend(crate::params::parse_query(&encoded));
-    let id = match &header_id {
-        Some(h) => {
+    let id = match (&header_id, form_id) {
+        (Some(h), _) => {
             // The form's id is checked too, as Appwrite does.
             let _ = file_id(&fields)?;
             h.clone()
         }
-        None => file_id(&fields)?,
+        (None, Some(f)) => f,
+        (None, None) => file_id(&fields)?,
     };
+    let folder = folder_param(&req)?;
     let permissions = match req.strings_opt("permissions")? {
         Some(p) => Some(file_permissions(&p)?),
         None => None,
@@ -355,8 +377,11 @@ pub(super) async fn create_file(
             .unwrap_or_else(|| "application/octet-stream".to_string()),
         size: total_size,
         permissions,
+        folder,
     };
+    drop(permit);
     let first = range.map_or(0, |r| r.0);
+    let sent_sha = chunks.first().map(|c| c.plain_sha256.clone());
     let ops: Vec<StorageOp> = chunks
         .into_iter()
         .enumerate()
@@ -386,7 +411,8 @@ pub(super) async fn create_file(
             Ok(o) => return Err(unexpected(o)),
             // A chunk sent again after the file completed (a retry): the file, as it is.
             Err(e) if range.is_some() && e.0.code == ErrorCode::StorageFileAlreadyExists => {
-                return already_complete(&s, &ctx, &b, &id, e).await;
+                let sent = (first, total_size, sent_sha.unwrap_or_default());
+                return already_complete(&s, &ctx, &b, &id, sent, e).await;
             }
             Err(e) => return Err(e),
         }
@@ -397,13 +423,15 @@ pub(super) async fn create_file(
     }
 }
 
-/// A chunk of a file already complete: answered 200 with the file when the caller may read
-/// it, else the original refusal.
+/// A chunk sent again after its file completed (a retry whose answer was lost): answered 200
+/// with the file when it is that file's chunk — same size, same bytes at that index — and the
+/// caller may read it; anything else is the refusal (409).
 async fn already_complete(
     s: &AppState,
     ctx: &Ctx,
     b: &Bucket,
     id: &str,
+    (index, size, plain_sha256): (u64, u64, String),
     refusal: ApiError,
 ) -> Reply {
     let view = s
@@ -419,10 +447,37 @@ async fn already_complete(
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
     };
-    match super::readable_file(&ctx, b, id) {
-        Ok((_, f)) => reply(StatusCode::OK, file_json(&f)),
-        Err(_) => Err(refusal),
+    let Ok((_, f)) = super::readable_file(&ctx, b, id) else {
+        return Err(refusal);
+    };
+    let same = f.size_original == size
+        && ctx
+            .view
+            .file_chunks(&ctx.project, &b.id, id, index, 1)?
+            .first()
+            .is_some_and(|(i, c)| *i == index && c.plain_sha256 == plain_sha256);
+    match same {
+        true => reply(StatusCode::OK, file_json(&f)),
+        false => Err(refusal),
     }
+}
+
+/// The optional `folder`: `a/b/` (slashes trimmed at the start, one added at the end).
+fn folder_param(req: &Req) -> Result<String, ApiError> {
+    let Some(f) = req.str_opt("folder")? else {
+        return Ok(String::new());
+    };
+    let f = f.trim_matches('/');
+    if f.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = f.len() > 1024
+        || f.split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.chars().any(char::is_control));
+    if bad {
+        return Err(invalid("Invalid `folder` param: Value must be a path of names separated by `/`, at most 1024 chars"));
+    }
+    Ok(format!("{f}/"))
 }
 
 /// The form's `fileId`: `unique()` makes one.

@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 /// Chunks one apply removes while it deletes a bucket's files, about (at least one file goes
 /// per apply, whatever its size: a file has at most `MAX_FILE_SIZE / CHUNK_SIZE` chunks).
 const BUCKET_DELETE_CHUNKS: u64 = 20_480;
+/// The most bytes a stored chunk may hold (a 5 MiB chunk, compressed and sealed): as the
+/// blob store takes them.
+const MAX_STORED_CHUNK: u64 = 6 << 20;
 
 pub(super) fn apply(
     txn: &mut Txn,
@@ -43,6 +46,7 @@ pub(super) fn apply(
             b.created_at = at;
             b.updated_at = at;
             b.total_size = 0;
+            b.deleting = false;
             let coll = storage::buckets();
             let doc = Document {
                 id: b.id.clone(),
@@ -62,27 +66,25 @@ pub(super) fn apply(
             b.created_at = current.created_at;
             b.updated_at = at;
             b.total_size = current.total_size;
+            b.deleting = current.deleting;
             save_bucket(txn, project, &old, &b)?;
             Ok(Outcome::Bucket(Box::new(b)))
         }
         StorageOp::DeleteBucket { id } => {
             privileged(caller)?;
-            // The bucket goes in the first apply; its files follow in bounded chunks, and the
-            // id cannot be taken again until they are gone.
-            match load_document(txn, project, storage::buckets(), id)? {
-                Some(old) => write_document(txn, project, storage::buckets(), Some(&old), None)?,
-                None if has_files(txn, project, id)? => {}
-                None => return Err(bucket_not_found()),
+            // The bucket stays, marked, while its files go in bounded chunks; it goes with the
+            // last of them. An interrupted delete is finished by sending it again.
+            let (bdoc, mut b) = load_bucket(txn, project, caller, id)?;
+            if !b.deleting {
+                b.deleting = true;
+                b.updated_at = at;
+                save_bucket(txn, project, &bdoc, &b)?;
             }
-            let gone = Bucket {
-                id: id.clone(),
-                ..empty_bucket()
-            };
-            let coll = storage::files(&gone);
+            let coll = storage::files(&b);
             let prefix = doc_prefix(project, &coll);
             let mut budget = BUCKET_DELETE_CHUNKS;
             let mut more = false;
-            for (k, v) in txn.scan_limit(DOCS, &prefix, storage::BUCKET_DELETE_CHUNK + 1)? {
+            for (k, v) in txn.scan_limit(DOCS, &prefix, storage::BUCKET_DELETE_CHUNK)? {
                 if budget == 0 {
                     more = true;
                     break;
@@ -92,14 +94,16 @@ pub(super) fn apply(
                 budget = budget.saturating_sub(file.chunks_received.max(1));
                 remove_file(txn, project, &coll, &doc)?;
             }
-            more |= has_files(txn, project, id)?;
-            match more {
-                true => Ok(Outcome::Range {
+            if more || has_files(txn, project, id)? {
+                return Ok(Outcome::Range {
                     documents: Vec::new(),
                     next: Some(0),
-                }),
-                false => Ok(Outcome::Done),
+                });
             }
+            let bdoc = load_document(txn, project, storage::buckets(), id)?
+                .ok_or_else(bucket_not_found)?;
+            write_document(txn, project, storage::buckets(), Some(&bdoc), None)?;
+            Ok(Outcome::Done)
         }
         StorageOp::PutChunk {
             bucket,
@@ -203,6 +207,8 @@ fn empty_bucket() -> Bucket {
         antivirus: false,
         transformations: false,
         total_size: 0,
+        description: String::new(),
+        deleting: false,
     }
 }
 
@@ -305,10 +311,25 @@ fn put_chunk(
     at: i64,
 ) -> R<Outcome> {
     let (bdoc, mut b) = load_bucket(txn, project, caller, bucket)?;
+    if b.deleting {
+        return Err(bucket_not_found());
+    }
     if let Caller::Roles { roles, .. } = caller {
         if !model::permission::allows(&b.permissions, "create", roles) {
             return Err(unauthorized());
         }
+    }
+    // What the proposer says of the chunk is checked as far as apply can: a blob name, and
+    // sizes a chunk can have.
+    let sane = chunk.blob.len() == 64
+        && chunk
+            .blob
+            .bytes()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && chunk.plain_sha256.len() == 64
+        && chunk.stored <= MAX_STORED_CHUNK;
+    if !sane {
+        return Err(err(ErrorCode::GeneralArgumentInvalid, "Invalid chunk."));
     }
     // The bucket's limits as they are now (they may have changed since the proposer looked).
     if upload.size == 0 {
@@ -344,6 +365,20 @@ fn put_chunk(
                     "A storage file with the requested ID already exists.",
                 ));
             }
+            // An upload in progress is its uploader's to continue (or a key's, or anyone's
+            // the file lets update): another user cannot slip chunks into it.
+            if let Caller::Roles { user, roles, .. } = caller {
+                let theirs = !f.uploader.is_empty() && user.as_deref() == Some(f.uploader.as_str());
+                if !theirs && !coll.grants(Some(&doc), "update", roles) {
+                    return Err(unauthorized());
+                }
+            }
+            if f.encryption != chunk.encrypted || f.compression != chunk.compression {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "The bucket's compression or encryption changed during this upload: upload the file again under a new ID.",
+                ));
+            }
             if f.size_original != upload.size {
                 return Err(invalid_range(msg!(
                     "The upload of file '{}' is {} bytes long, not {}.",
@@ -372,6 +407,11 @@ fn put_chunk(
                 chunks_received: 0,
                 encryption: chunk.encrypted,
                 compression: chunk.compression,
+                uploader: match caller {
+                    Caller::Roles { user: Some(u), .. } => u.clone(),
+                    _ => String::new(),
+                },
+                folder: upload.folder.clone(),
             },
         ),
     };
