@@ -389,5 +389,5 @@ ALL_SCOPES = [
     "indexes.read", "indexes.write", "rows.read", "rows.write", "collections.read", "collections.write",
     "attributes.read", "attributes.write", "documents.read", "documents.write", "health.read",
     "users.read", "users.write", "sessions.read", "sessions.write", "teams.read", "teams.write",
-    "buckets.read", "buckets.write", "files.read", "files.write",
+    "buckets.read", "buckets.write", "files.read", "files.write", "tokens.read", "tokens.write",
 ]

@@ -346,6 +346,56 @@ def test_compressed_and_encrypted_files_leave_no_plaintext_on_disk(app):
         assert len(plain) == 2, "only the unencrypted bucket's chunks hold plaintext"
 
 
+def test_resource_tokens_share_one_file(app):
+    from appwrite.services.tokens import Tokens
+    s = storage(app)
+    tokens = Tokens(Client().set_endpoint(app["cluster"].nodes[0].url()).set_project(P).set_key(app["key"]))
+    s.create_bucket("vault", "Vault", encryption=True)
+    s.create_file("vault", "doc", InputFile.from_bytes(b"shared by a link", "doc.txt"))
+    s.create_file("vault", "other", InputFile.from_bytes(b"not shared", "o.txt"))
+    t = tokens.create_file_token("vault", "doc")
+    assert t.resourceid == "vault:doc" and t.resourcetype == "files" and t.expire == ""
+    assert t.secret.count(".") == 2
+    guest = Storage(Client().set_endpoint(app["cluster"].nodes[2].url()).set_project(P))
+    with pytest.raises(AppwriteException) as e:
+        guest.get_file_download("vault", "doc")
+    assert e.value.code == 401
+    assert guest.get_file_download("vault", "doc", token=t.secret) == b"shared by a link"
+    assert guest.get_file_view("vault", "doc", token=t.secret) == b"shared by a link"
+    # Another file's token: refused; a made-up one: ignored.
+    with pytest.raises(AppwriteException) as e:
+        guest.get_file_download("vault", "other", token=t.secret)
+    assert e.value.code == 401
+    with pytest.raises(AppwriteException):
+        guest.get_file_download("vault", "doc", token="a.b.c")
+    listed = tokens.list("vault", "doc")
+    assert listed.total == 1 and listed.tokens[0].id == t.id
+    assert tokens.get(t.id).resourceid == "vault:doc"
+    # Expired (changed after the secret was handed out): it no longer opens the file.
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime(time.time() + 2))
+    assert tokens.update(t.id, expire=soon).expire != ""
+    time.sleep(2.5)
+    with pytest.raises(AppwriteException):
+        guest.get_file_download("vault", "doc", token=t.secret)
+    t2 = tokens.create_file_token("vault", "doc")
+    assert guest.get_file_download("vault", "doc", token=t2.secret) == b"shared by a link"
+    tokens.delete(t2.id)
+    with pytest.raises(AppwriteException):
+        guest.get_file_download("vault", "doc", token=t2.secret)
+    with pytest.raises(AppwriteException) as e:
+        tokens.get(t2.id)
+    assert e.value.code == 404 and e.value.type == "token_not_found"
+    # Tokens go with their file; users may not make them.
+    s.delete_file("vault", "doc")
+    with pytest.raises(AppwriteException) as e:
+        tokens.get(t.id)
+    assert e.value.code == 404
+    ann, _ = session_for(app["cluster"].nodes[0], P, app["key"], "ann")
+    with pytest.raises(AppwriteException) as e:
+        Tokens(Client().set_endpoint(app["cluster"].nodes[0].url()).set_project(P).set_session(ann)).create_file_token("vault", "other")
+    assert e.value.code == 401
+
+
 def test_a_node_down_during_uploads_catches_up_and_deleted_bytes_are_reclaimed(app):
     c = app["cluster"]
     c.expect_faults()

@@ -683,6 +683,8 @@ pub const ALL_SCOPES: &[&str] = &[
     "buckets.write",
     "files.read",
     "files.write",
+    "tokens.read",
+    "tokens.write",
     "health.read",
     "keys.read",
     "keys.write",

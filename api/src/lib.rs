@@ -149,6 +149,7 @@ pub fn router(
         .merge(users::router())
         .merge(teams::router())
         .merge(storage::router())
+        .merge(storage::tokens::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
         .fallback(error::not_found)

@@ -102,13 +102,19 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StorageOp {
     /// A key's new bucket; its times and `total_size` come from apply.
-    CreateBucket { bucket: Box<crate::storage::Bucket> },
+    CreateBucket {
+        bucket: Box<crate::storage::Bucket>,
+    },
     /// Replaces a bucket's settings (name, permissions, limits, codecs); its files stay.
-    UpdateBucket { bucket: Box<crate::storage::Bucket> },
+    UpdateBucket {
+        bucket: Box<crate::storage::Bucket>,
+    },
     /// Marks the bucket as being deleted (it takes no uploads from then on), removes its next
     /// `BUCKET_DELETE_CHUNK` files, and the bucket with the last of them: answers
     /// `Outcome::Range { next: Some(_) }` while files remain (sent again, it goes on).
-    DeleteBucket { id: String },
+    DeleteBucket {
+        id: String,
+    },
     /// Chunk `index` of `upload` is stored as `chunk`. The first chunk to arrive makes the
     /// file's record (chunks may come in any order); a chunk sent again replaces the one
     /// stored. Refused once the file is complete.
@@ -126,10 +132,27 @@ pub enum StorageOp {
     },
     /// Removes a file's record and its chunks; blobs no file names any more are reclaimed by
     /// each node.
-    DeleteFile { bucket: String, id: String },
+    DeleteFile {
+        bucket: String,
+        id: String,
+    },
     /// The key a project's encrypted chunks are sealed under, made once by the first node
     /// that needs it: applied only if the project has none yet (the operator's).
-    InitKey { secret: String },
+    InitKey {
+        secret: String,
+    },
+    /// A key's token for a file that exists (at most `MAX_TOKENS_PER_FILE` per file); its
+    /// times come from apply. Tokens go with their file.
+    CreateToken {
+        token: Box<crate::storage::ResourceToken>,
+    },
+    UpdateToken {
+        id: String,
+        expire: Option<i64>,
+    },
+    DeleteToken {
+        id: String,
+    },
 }
 
 /// What a file upload says about the whole file, on each of its chunks.
@@ -644,6 +667,7 @@ pub enum Outcome {
     Bucket(Box<crate::storage::Bucket>),
     /// A file's record (a chunk's upload answers the file as it now is).
     File(Box<crate::storage::File>),
+    ResourceToken(Box<crate::storage::ResourceToken>),
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ error_codes! {
     PasswordPersonalData = ("password_personal_data", 400),
     UserTargetAlreadyExists = ("user_target_already_exists", 409),
     TeamNotFound = ("team_not_found", 404),
+    TokenNotFound = ("token_not_found", 404),
     StorageFileAlreadyExists = ("storage_file_already_exists", 409),
     StorageFileNotFound = ("storage_file_not_found", 404),
     StorageFileEmpty = ("storage_file_empty", 400),

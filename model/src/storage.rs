@@ -20,6 +20,10 @@ use std::sync::OnceLock;
 /// The reserved database holding a project's buckets and files.
 pub const DB: &str = "_storage";
 pub const BUCKETS: &str = "buckets";
+/// Resource tokens (the Tokens service): a file shared by a link.
+pub const TOKENS: &str = "tokens";
+/// Tokens one file may have at once.
+pub const MAX_TOKENS_PER_FILE: usize = 100;
 /// The prefix of a bucket's files collection: `files.<bucketId>`.
 pub const FILES_PREFIX: &str = "files.";
 /// Bytes per chunk: what Appwrite's SDKs send per request, and what a file is cut into.
@@ -176,6 +180,75 @@ pub fn buckets() -> &'static Collection {
             ],
         )
     })
+}
+
+/// The resource tokens collection, by resource (`<bucket>:<file>`).
+pub fn tokens() -> &'static Collection {
+    static C: OnceLock<Collection> = OnceLock::new();
+    C.get_or_init(|| {
+        use AttrKind::*;
+        system(
+            TOKENS,
+            vec![
+                attr("resourceId", String, Some(128), false),
+                attr("resourceType", String, Some(32), false),
+                attr("expire", Integer, None, false),
+            ],
+            vec![index("_key_resource", IndexKind::Key, &["resourceId"])],
+        )
+    })
+}
+
+/// A token sharing one file (`Tokens.createFileToken`): whoever holds its secret reads the
+/// file until it expires or is deleted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceToken {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// `<bucketId>:<fileId>`.
+    pub resource_id: String,
+    pub resource_type: String,
+    /// Epoch ms; `None`: never.
+    pub expire: Option<i64>,
+}
+
+impl ResourceToken {
+    pub fn from_document(d: &Document) -> ResourceToken {
+        let g = |k: &str| d.data.get(k);
+        ResourceToken {
+            id: d.id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            resource_id: text(g("resourceId")),
+            resource_type: text(g("resourceType")),
+            expire: match g("expire") {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn data(&self) -> Data {
+        [
+            ("resourceId", Value::Str(self.resource_id.clone())),
+            ("resourceType", Value::Str(self.resource_type.clone())),
+            ("expire", self.expire.map_or(Value::Null, Value::Int)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Does it still hold at `now` (epoch ms)?
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.expire.is_none_or(|e| e > now)
+    }
+}
+
+/// A file's resource id, as tokens name it.
+pub fn file_resource(bucket: &str, file: &str) -> String {
+    format!("{bucket}:{file}")
 }
 
 /// The id of bucket `bucket`'s files collection.

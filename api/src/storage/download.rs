@@ -112,7 +112,8 @@ fn disposition(kind: &str, name: &str) -> String {
 async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
     let ctx = enter_scoped(&s, &req, FILES_READ).await?;
     let b = bucket(&ctx, &req.path("bucket"))?;
-    let (_, f) = readable_file(&ctx, &b, &req.path("file"))?;
+    let shared = super::tokens::grants(&ctx, &req, &b.id, &req.path("file"))?;
+    let (_, f) = readable_file(&ctx, &b, &req.path("file"), shared)?;
     if !f.complete() {
         return Err(file_not_found());
     }

@@ -6,6 +6,7 @@
 mod codec;
 mod download;
 pub(crate) mod preview;
+pub(crate) mod tokens;
 mod upload;
 
 use crate::auth::Ctx;
@@ -161,12 +162,22 @@ pub(crate) fn bucket(ctx: &Ctx, id: &str) -> Result<Bucket, ApiError> {
 
 /// A file the caller may read, as Appwrite decides it: without file security a caller the
 /// bucket does not let read is refused (401); with it, a file it may not read is not found.
+/// `shared`: a resource token for this file came with the request, which lets it read.
 pub(crate) fn readable_file(
     ctx: &Ctx,
     b: &Bucket,
     id: &str,
+    shared: bool,
 ) -> Result<(Collection, File), ApiError> {
     let coll = storage::files(b);
+    if shared {
+        let doc = ctx
+            .view
+            .document(&ctx.project, &coll, id)?
+            .ok_or_else(file_not_found)?;
+        let f = File::from_document(&b.id, &doc);
+        return Ok((coll, f));
+    }
     let bucket_reads = ctx
         .roles()
         .is_none_or(|roles| coll.grants(None, "read", &roles));
@@ -401,7 +412,7 @@ async fn list_files(State(s): State<AppState>, req: Req) -> Reply {
 async fn get_file(State(s): State<AppState>, req: Req) -> Reply {
     let ctx = enter_scoped(&s, &req, FILES_READ).await?;
     let b = bucket(&ctx, &req.path("bucket"))?;
-    let (_, f) = readable_file(&ctx, &b, &req.path("file"))?;
+    let (_, f) = readable_file(&ctx, &b, &req.path("file"), false)?;
     reply(StatusCode::OK, file_json(&f))
 }
 

@@ -546,7 +546,8 @@ async fn read_all(s: &AppState, ctx: &crate::auth::Ctx, f: &File) -> Result<Vec<
 pub(super) async fn preview(State(s): State<AppState>, req: Req) -> Reply {
     let ctx = enter_scoped(&s, &req, FILES_READ).await?;
     let b = bucket(&ctx, &req.path("bucket"))?;
-    let (_, f) = readable_file(&ctx, &b, &req.path("file"))?;
+    let shared = super::tokens::grants(&ctx, &req, &b.id, &req.path("file"))?;
+    let (_, f) = readable_file(&ctx, &b, &req.path("file"), shared)?;
     if !b.transformations && !ctx.is_key() {
         return Err(ApiError::new(
             ErrorCode::StorageBucketTransformationsDisabled,

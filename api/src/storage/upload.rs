@@ -447,7 +447,7 @@ async fn already_complete(
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
     };
-    let Ok((_, f)) = super::readable_file(&ctx, b, id) else {
+    let Ok((_, f)) = super::readable_file(&ctx, b, id, false) else {
         return Err(refusal);
     };
     let same = f.size_original == size

@@ -826,7 +826,7 @@ fn user_sessions(txn: &Txn, project: &str, user: &str) -> R<Vec<Document>> {
 
 /// The documents whose single-column key index `index` holds `value`, in sequence order, at
 /// most `limit`.
-fn by_index(
+pub(super) fn by_index(
     txn: &Txn,
     project: &str,
     coll: &model::Collection,

@@ -149,6 +149,66 @@ pub(super) fn apply(
             }
             Ok(Outcome::Done)
         }
+        StorageOp::CreateToken { token } => {
+            privileged(caller)?;
+            let (bucket, file) = token
+                .resource_id
+                .split_once(':')
+                .ok_or_else(file_not_found)?;
+            let (_, b) = load_bucket(txn, project, caller, bucket)?;
+            if load_document(txn, project, &storage::files(&b), file)?.is_none() {
+                return Err(file_not_found());
+            }
+            let coll = storage::tokens();
+            if load_document(txn, project, coll, &token.id)?.is_some() {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "A token with the requested ID already exists.",
+                ));
+            }
+            if tokens_of(txn, project, &token.resource_id)?.len() >= storage::MAX_TOKENS_PER_FILE {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    msg!(
+                        "A file may have at most {} tokens.",
+                        storage::MAX_TOKENS_PER_FILE
+                    ),
+                ));
+            }
+            let mut t = (**token).clone();
+            t.created_at = at;
+            t.updated_at = at;
+            let doc = Document {
+                id: t.id.clone(),
+                sequence: next_sequence(txn, project, coll)?,
+                created_at: at,
+                updated_at: at,
+                permissions: Vec::new(),
+                data: t.data(),
+            };
+            write_document(txn, project, coll, None, Some(&doc))?;
+            Ok(Outcome::ResourceToken(Box::new(t)))
+        }
+        StorageOp::UpdateToken { id, expire } => {
+            privileged(caller)?;
+            let coll = storage::tokens();
+            let old = load_document(txn, project, coll, id)?.ok_or_else(token_not_found)?;
+            let mut t = storage::ResourceToken::from_document(&old);
+            t.expire = *expire;
+            t.updated_at = at;
+            let mut doc = old.clone();
+            doc.data = t.data();
+            doc.updated_at = at;
+            write_document(txn, project, coll, Some(&old), Some(&doc))?;
+            Ok(Outcome::ResourceToken(Box::new(t)))
+        }
+        StorageOp::DeleteToken { id } => {
+            privileged(caller)?;
+            let coll = storage::tokens();
+            let old = load_document(txn, project, coll, id)?.ok_or_else(token_not_found)?;
+            write_document(txn, project, coll, Some(&old), None)?;
+            Ok(Outcome::Done)
+        }
         StorageOp::InitKey { secret } => {
             let k = keys::meta(project, keys::STORAGE_KEY, &[]);
             if txn.get(META, &k)?.is_none() {
@@ -286,6 +346,25 @@ fn count_blob(txn: &mut Txn, blob: &str, delta: i64) -> R<()> {
     Ok(())
 }
 
+fn token_not_found() -> Failure {
+    err(
+        ErrorCode::TokenNotFound,
+        "The requested token could not be found.",
+    )
+}
+
+/// The tokens of resource `resource` (at most `MAX_TOKENS_PER_FILE` exist).
+fn tokens_of(txn: &Txn, project: &str, resource: &str) -> R<Vec<Document>> {
+    super::auth::by_index(
+        txn,
+        project,
+        storage::tokens(),
+        "_key_resource",
+        resource,
+        storage::MAX_TOKENS_PER_FILE,
+    )
+}
+
 /// Removes a file's record and its chunks, dropping their blobs' references.
 fn remove_file(txn: &mut Txn, project: &str, coll: &model::Collection, doc: &Document) -> R<()> {
     let bucket = storage::bucket_of(&coll.id).unwrap_or_default().to_string();
@@ -295,6 +374,9 @@ fn remove_file(txn: &mut Txn, project: &str, coll: &model::Collection, doc: &Doc
         let c: ChunkRef = decode(&k, &v)?;
         count_blob(txn, &c.blob, -1)?;
         txn.del(META, k);
+    }
+    for t in tokens_of(txn, project, &storage::file_resource(&bucket, &doc.id))? {
+        write_document(txn, project, storage::tokens(), Some(&t), None)?;
     }
     write_document(txn, project, coll, Some(doc), None)
 }
