@@ -92,9 +92,9 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         check: Envelope,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
-    /// Stores `data` (one stored chunk of a file) as a content-addressed blob on a quorum of
-    /// the voters; answers its name (SHA-256, hex) once it is durable there.
-    fn put_blob(&self, data: bytes::Bytes) -> BoxFuture<'_, Result<String, Unavailable>>;
+    /// Stores `data` (one stored chunk of a file) as blob `name` (its SHA-256, hex, which the
+    /// caller computed) on a quorum of the voters; resolves once it is durable there.
+    fn put_blob(&self, name: String, data: bytes::Bytes) -> BoxFuture<'_, Result<(), Unavailable>>;
     /// Blob `name`'s bytes, checked against the name: this node's copy, or a peer's.
     fn get_blob(&self, name: String) -> BoxFuture<'_, Result<bytes::Bytes, Unavailable>>;
     /// `basalt cluster join-token`: a new one-time join token valid for `ttl`, as JSON
@@ -137,7 +137,7 @@ pub fn router(
         mail: Arc::new(mail),
         realtime: hub,
         previews: Arc::new(storage::preview::Previews::new(cores)),
-        uploads: Arc::new(tokio::sync::Semaphore::new(32)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(4)),
     };
     Router::new()
         .merge(operator::router())

@@ -234,10 +234,10 @@ impl Backend for NodeBackend {
         })
     }
 
-    fn put_blob(&self, data: bytes::Bytes) -> BoxFuture<'_, Result<String, Unavailable>> {
+    fn put_blob(&self, name: String, data: bytes::Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
         Box::pin(async move {
             self.node
-                .put_blob(data)
+                .put_blob(name, data)
                 .await
                 .map_err(|e| Unavailable(Box::new(e)))
         })

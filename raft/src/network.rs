@@ -546,7 +546,7 @@ impl RaftService for Service {
         self.authorize(&req, "put_blob", Who::Member)?;
         let node = self.node()?;
         let rpc::PutBlobReq { name, data } = req.into_inner();
-        let stored = node.store_blob_locally(name, data).await;
+        let stored = node.store_blob_locally(name, data, true).await;
         Ok(Response::new(rpc::PutBlobReply(
             stored.map_err(RemoteError::from),
         )))

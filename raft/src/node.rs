@@ -376,19 +376,16 @@ impl RaftNode {
     /// Stores `data` as a blob on this node and sends it to every other member; answers its
     /// name once a majority of the voters hold it synced (the sends to the rest go on). This
     /// is what makes a file chunk durable before the entry naming it is proposed.
-    pub async fn put_blob(&self, data: bytes::Bytes) -> Result<String, ReplicationError> {
+    ///
+    /// `name` is `data`'s SHA-256 (hex), which the caller has just computed: this node stores
+    /// the bytes under it as they are; every peer checks them before it keeps them.
+    pub async fn put_blob(&self, name: String, data: bytes::Bytes) -> Result<(), ReplicationError> {
         if data.len() > crate::blobs::MAX_BLOB {
             return Err(ReplicationError::TooLarge {
                 bytes: data.len() as u64,
                 max: crate::blobs::MAX_BLOB as u64,
             });
         }
-        let name = {
-            let d = data.clone();
-            tokio::task::spawn_blocking(move || crate::blobs::digest(&d))
-                .await
-                .map_err(|e| Unavailable::Blobs(e.to_string()))?
-        };
         let voters = self.voters();
         let needed = voters.len() / 2 + 1;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, bool)>(voters.len() + 8);
@@ -416,7 +413,10 @@ impl RaftNode {
             });
         }
         // This node's copy is written while the peers write theirs.
-        let ok = self.store_blob_locally(name.clone(), data).await.is_ok();
+        let ok = self
+            .store_blob_locally(name.clone(), data, false)
+            .await
+            .is_ok();
         let _ = tx.send((voters.contains(&self.id), ok)).await;
         drop(tx);
         let (mut stored, mut failed) = (0, 0);
@@ -429,7 +429,7 @@ impl RaftNode {
                 false => failed += 1,
             }
             if stored >= needed {
-                return Ok(name);
+                return Ok(());
             }
             if voters.len() - failed < needed {
                 break;
@@ -457,7 +457,7 @@ impl RaftNode {
             };
             // Stored only if the bytes hash to the name: a peer cannot hand out others.
             if self
-                .store_blob_locally(name.clone(), data.clone())
+                .store_blob_locally(name.clone(), data.clone(), true)
                 .await
                 .is_ok()
             {
@@ -467,17 +467,22 @@ impl RaftNode {
         Err(Unavailable::BlobMissing { name }.into())
     }
 
-    /// Stores a blob on this node only (a member's push, or a copy fetched from one).
+    /// Stores a blob on this node only (a member's push, or a copy fetched from one: both
+    /// `verify`, checked against the name; or bytes this node hashed itself).
     pub(crate) async fn store_blob_locally(
         &self,
         name: String,
         data: bytes::Bytes,
+        verify: bool,
     ) -> Result<(), ReplicationError> {
         let store = self.blobs.clone();
-        tokio::task::spawn_blocking(move || store.put(&name, &data))
-            .await
-            .map_err(|e| Unavailable::Blobs(e.to_string()))?
-            .map_err(|e| Unavailable::Blobs(e.to_string()).into())
+        tokio::task::spawn_blocking(move || match verify {
+            true => store.put(&name, &data),
+            false => store.put_hashed(&name, &data),
+        })
+        .await
+        .map_err(|e| Unavailable::Blobs(e.to_string()))?
+        .map_err(|e| Unavailable::Blobs(e.to_string()).into())
     }
 
     /// This node's copy of blob `name`, if it holds it whole.

@@ -107,7 +107,7 @@ async fn store(
     let (stored, chunk, mime) = tokio::task::spawn_blocking(move || {
         let mime = (index == 0).then(|| sniff(&plain, declared.as_deref()));
         let fk = key.map(|k| FileKey::derive(&k, &bucket, &file));
-        codec::encode(&plain, index, compression, fk.as_ref()).map(|(s, c)| (s, c, mime))
+        codec::encode(plain, index, compression, fk.as_ref()).map(|(s, c)| (s, c, mime))
     })
     .await
     .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?
@@ -115,8 +115,10 @@ async fn store(
         tracing::error!(error = %e, "encoding a chunk");
         ApiError::new(ErrorCode::GeneralServerError, "Server Error")
     })?;
-    let blob = s.backend.put_blob(bytes::Bytes::from(stored)).await?;
-    Ok((ChunkRef { blob, ..chunk }, mime))
+    s.backend
+        .put_blob(chunk.blob.clone(), bytes::Bytes::from(stored))
+        .await?;
+    Ok((chunk, mime))
 }
 
 pub(super) async fn create_file(
