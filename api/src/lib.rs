@@ -114,9 +114,11 @@ pub struct AppState {
     mail: Arc<MailSettings>,
     realtime: Arc<realtime::Hub>,
     previews: Arc<storage::preview::Previews>,
-    /// Upload requests holding a chunk in memory at once on this node (each holds at most
-    /// one, plain and encoded: about 10 MiB).
+    /// Upload requests receiving a chunk at once on this node (each holds at most one).
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Chunks being encoded and replicated at once on this node (a chunk, its encoded form
+    /// and the frames that carry it to the peers).
+    storing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack; realtime subscribers are
@@ -137,7 +139,8 @@ pub fn router(
         mail: Arc::new(mail),
         realtime: hub,
         previews: Arc::new(storage::preview::Previews::new(cores)),
-        uploads: Arc::new(tokio::sync::Semaphore::new(4)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(16)),
+        storing: Arc::new(tokio::sync::Semaphore::new(4)),
     };
     Router::new()
         .merge(operator::router())

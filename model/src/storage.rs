@@ -280,7 +280,7 @@ pub fn files(bucket: &Bucket) -> Collection {
                 attr("chunksReceived", Integer, None, false),
                 attr("encryption", Boolean, None, false),
                 attr("compression", String, Some(10), false),
-                attr("uploader", String, Some(36), false),
+                attr("uploader", String, Some(64), false),
                 attr("folder", String, Some(NAME_MAX as u64), false),
                 attr("search", String, Some(16384), false),
             ],
@@ -428,8 +428,8 @@ pub struct File {
     pub chunks_received: u64,
     pub encryption: bool,
     pub compression: Compression,
-    /// The user whose upload made the record (empty: a key's or a guest's); they may send
-    /// its chunks until it is complete.
+    /// Who began the upload (`user:<id>`, `guests`, or empty for a key): they may send its
+    /// chunks until it is complete.
     pub uploader: String,
     /// The virtual folder holding the file (`a/b/`, empty at the bucket's root).
     pub folder: String,

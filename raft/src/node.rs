@@ -1594,7 +1594,8 @@ async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
         tokio::time::sleep(BLOB_REPAIR_EVERY).await;
         let Some(n) = node.upgrade() else { return };
         let sweep_every = (n.blob_grace.as_secs() / 4 / BLOB_REPAIR_EVERY.as_secs()).clamp(1, 60);
-        n.blob_upkeep_pass(passes.is_multiple_of(sweep_every)).await;
+        n.blob_upkeep_pass(passes > 1 && passes.is_multiple_of(sweep_every))
+            .await;
         passes += 1;
     }
 }

@@ -228,8 +228,8 @@ fn user_update(old: &User, new: &User) -> Option<&'static str> {
 }
 
 /// What a change of a file record tells subscribers: `create` when its upload completes,
-/// `update` when its name or permissions change, `delete` when it goes; a chunk stored before
-/// the last tells nothing.
+/// `update` when a complete file's name or permissions change, `delete` when it goes; nothing
+/// while it is being uploaded.
 pub(crate) fn file_action(c: &Change) -> Option<&'static str> {
     let bucket = storage::bucket_of(&c.collection)?;
     let file = |d: &Option<model::Document>| d.as_ref().map(|d| File::from_document(bucket, d));
@@ -237,7 +237,7 @@ pub(crate) fn file_action(c: &Change) -> Option<&'static str> {
         (_, None) => Some("delete"),
         (None, Some(n)) => n.complete().then_some("create"),
         (Some(o), Some(n)) if !o.complete() && n.complete() => Some("create"),
-        (Some(o), Some(n)) if o.chunks_received != n.chunks_received => None,
+        (Some(_), Some(n)) if !n.complete() => None,
         (Some(_), Some(_)) => Some("update"),
     }
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use image::{DynamicImage, GenericImageView, ImageFormat, Rgba, RgbaImage};
+use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use model::msg;
 use model::storage::{File, CHUNK_SIZE};
 use model::ErrorCode;
@@ -257,21 +257,32 @@ fn decode(input: &[u8]) -> Result<DynamicImage, PreviewError> {
 }
 
 /// Scales to cover `w`×`h` (either may be 0: keep the aspect ratio) and crops at `gravity`.
+/// The largest side a preview is worked on at (what `width` and `height` may ask for): an
+/// image asked for whole is scaled down to it first, so the effects after work on at most
+/// 4000 x 4000 pixels.
+const MAX_OUT: u32 = 4000;
+
+/// Scales to cover `w`x`h` (either may be 0: keep the aspect ratio; both: the whole image,
+/// within `MAX_OUT`) and crops at `gravity`. The crop is taken from the source first, then
+/// only that region is scaled: nothing larger than the source or the output is ever made,
+/// whatever the aspect ratio.
 fn fit(img: DynamicImage, w: u32, h: u32, gravity: Gravity) -> DynamicImage {
-    let (iw, ih) = img.dimensions();
+    use image::imageops::FilterType::Triangle;
+    let (iw, ih) = (img.width().max(1) as u64, img.height().max(1) as u64);
+    let side = |n: u64| n.clamp(1, MAX_OUT as u64) as u32;
     let (w, h) = match (w, h) {
-        (0, 0) => return img,
-        (w, 0) => (w, ((ih as u64 * w as u64) / iw.max(1) as u64).max(1) as u32),
-        (0, h) => (((iw as u64 * h as u64) / ih.max(1) as u64).max(1) as u32, h),
+        (0, 0) if iw <= MAX_OUT as u64 && ih <= MAX_OUT as u64 => return img,
+        (0, 0) => return img.resize(MAX_OUT, MAX_OUT, Triangle),
+        (w, 0) => (w, side(ih * w as u64 / iw)),
+        (0, h) => (side(iw * h as u64 / ih), h),
         (w, h) => (w, h),
     };
     let scale = (w as f64 / iw as f64).max(h as f64 / ih as f64);
-    let sw = ((iw as f64 * scale).round() as u32).max(w);
-    let sh = ((ih as f64 * scale).round() as u32).max(h);
-    let scaled = img.resize_exact(sw, sh, image::imageops::FilterType::Triangle);
-    let x = gravity.offset(sw, w, true);
-    let y = gravity.offset(sh, h, false);
-    scaled.crop_imm(x, y, w, h)
+    let cw = ((w as f64 / scale).ceil() as u64).clamp(1, iw) as u32;
+    let ch = ((h as f64 / scale).ceil() as u64).clamp(1, ih) as u32;
+    let x = gravity.offset(iw as u32, cw, true);
+    let y = gravity.offset(ih as u32, ch, false);
+    img.crop_imm(x, y, cw, ch).resize_exact(w, h, Triangle)
 }
 
 fn bordered(img: RgbaImage, width: u32, color: [u8; 3]) -> RgbaImage {
@@ -410,7 +421,10 @@ fn encode(img: RgbaImage, output: Output, quality: i32) -> Result<Vec<u8>, Previ
         }
         Output::Png => img.write_to(&mut out, ImageFormat::Png).map_err(err)?,
         Output::Webp => img.write_to(&mut out, ImageFormat::WebP).map_err(err)?,
-        Output::Gif => img.write_to(&mut out, ImageFormat::Gif).map_err(err)?,
+        // The fastest colour quantisation: the slowest takes minutes on a large image.
+        Output::Gif => image::codecs::gif::GifEncoder::new_with_speed(&mut out, 30)
+            .encode_frame(image::Frame::new(img))
+            .map_err(err)?,
     }
     Ok(out.into_inner())
 }
@@ -439,7 +453,7 @@ pub(crate) fn render(
         }
     };
     let mut img = bordered(
-        img.to_rgba8(),
+        img.into_rgba8(),
         p.border_width,
         p.border_color.unwrap_or([0, 0, 0]),
     );
@@ -570,21 +584,27 @@ pub(super) async fn preview(State(s): State<AppState>, req: Req) -> Reply {
     let (bytes, mime, hit) = match s.previews.cache.get(&key) {
         Some((b, m)) => (b, m, true),
         None => {
+            // A turn first (one per core), held until the render ends, even if this request
+            // gives up: a file is read and decoded only with a turn.
+            let turn = s
+                .previews
+                .turns
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
             let input = match decodable(&f.mime_type) && f.size_original <= PREVIEW_LIMIT {
                 true => Some(read_all(&s, &ctx, &f).await?),
                 false => None,
             };
-            let _turn = s
-                .previews
-                .turns
-                .acquire()
-                .await
-                .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
             let (name, params) = (f.name.clone(), p.clone());
-            let made =
-                tokio::task::spawn_blocking(move || render(input.as_deref(), &name, &params))
-                    .await
-                    .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
+            let made = tokio::task::spawn_blocking(move || {
+                let made = render(input.as_deref(), &name, &params);
+                drop(turn);
+                made
+            })
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
             let (bytes, mime) = made.map_err(|e| match e {
                 PreviewError::TooLarge(m) => ApiError::new(
                     ErrorCode::StorageImageResolutionExceeded,
@@ -628,14 +648,14 @@ pub(super) async fn preview(State(s): State<AppState>, req: Req) -> Reply {
 /// The previews' cache and how many are made at once (one per core).
 pub(crate) struct Previews {
     cache: Cache,
-    turns: tokio::sync::Semaphore,
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Previews {
     pub(crate) fn new(cores: usize) -> Previews {
         Previews {
             cache: Cache::default(),
-            turns: tokio::sync::Semaphore::new(cores.max(1)),
+            turns: std::sync::Arc::new(tokio::sync::Semaphore::new(cores.max(1))),
         }
     }
 }
@@ -643,6 +663,7 @@ impl Previews {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::GenericImageView;
 
     fn params() -> Params {
         Params {
@@ -746,6 +767,55 @@ mod tests {
             (423..=426).contains(&w) && (423..=426).contains(&h),
             "{w}x{h}"
         );
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_stay_small() {
+        let tall = png(1, 3000);
+        let (out, _) = render(
+            Some(&tall),
+            "t.png",
+            &Params {
+                width: 4000,
+                height: 4000,
+                ..params()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            image::load_from_memory(&out).unwrap().dimensions(),
+            (4000, 4000)
+        );
+        let (out, _) = render(
+            Some(&tall),
+            "t.png",
+            &Params {
+                height: 4000,
+                ..params()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            image::load_from_memory(&out).unwrap().dimensions(),
+            (1, 4000)
+        );
+        let wide = png(3000, 1);
+        let (out, _) = render(
+            Some(&wide),
+            "w.png",
+            &Params {
+                height: 4000,
+                ..params()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            image::load_from_memory(&out).unwrap().dimensions(),
+            (4000, 4000)
+        );
+        let big = png(4500, 10);
+        let (out, _) = render(Some(&big), "b.png", &params()).unwrap();
+        assert_eq!(image::load_from_memory(&out).unwrap().width(), 4000);
     }
 
     #[test]

@@ -102,6 +102,12 @@ async fn store(
     index: u64,
 ) -> Result<(ChunkRef, Option<String>), ApiError> {
     let file = t.file.clone().unwrap_or_default();
+    // Encoding and replicating: a few chunks at a time per node, whatever the clients.
+    let _storing = s
+        .storing
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
     let (key, bucket, compression) = (t.key.clone(), t.bucket.id.clone(), t.bucket.compression);
     let declared = t.declared.clone();
     let (stored, chunk, mime) = tokio::task::spawn_blocking(move || {
@@ -249,14 +255,22 @@ pub(super) async fn create_file(
             true => Some(storage_key(&s, &ctx).await?),
             false => None,
         };
-        // Chunks held in memory at once on this node are bounded: a request waits its turn.
-        permit = Some(
-            s.uploads
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?,
-        );
+        // Chunks being received at once on this node are bounded: a request waits its turn
+        // (a while; then it is told to come back).
+        let turn = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            s.uploads.clone().acquire_owned(),
+        )
+        .await;
+        permit = match turn {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::GeneralRateLimitExceeded,
+                    "Too many uploads are in progress on this node. Please try again shortly.",
+                ))
+            }
+        };
         // The file's id, resolved once (`unique()` makes a new one each time it is read).
         if header_id.is_none() && form_id.is_none() {
             form_id = file_id(&fields).ok();

@@ -346,6 +346,16 @@ fn count_blob(txn: &mut Txn, blob: &str, delta: i64) -> R<()> {
     Ok(())
 }
 
+/// Who an upload is recorded as begun by: `user:<id>`, `guests` (any guest may continue a
+/// guest's upload, as Appwrite lets anyone the bucket lets create), or nobody for a key's.
+fn uploader(caller: &Caller) -> String {
+    match caller {
+        Caller::Roles { user: Some(u), .. } => format!("user:{u}"),
+        Caller::Roles { user: None, .. } => "guests".to_string(),
+        Caller::Privileged => String::new(),
+    }
+}
+
 fn token_not_found() -> Failure {
     err(
         ErrorCode::TokenNotFound,
@@ -449,8 +459,8 @@ fn put_chunk(
             }
             // An upload in progress is its uploader's to continue (or a key's, or anyone's
             // the file lets update): another user cannot slip chunks into it.
-            if let Caller::Roles { user, roles, .. } = caller {
-                let theirs = !f.uploader.is_empty() && user.as_deref() == Some(f.uploader.as_str());
+            if let Caller::Roles { roles, .. } = caller {
+                let theirs = !f.uploader.is_empty() && f.uploader == uploader(caller);
                 if !theirs && !coll.grants(Some(&doc), "update", roles) {
                     return Err(unauthorized());
                 }
@@ -489,10 +499,7 @@ fn put_chunk(
                 chunks_received: 0,
                 encryption: chunk.encrypted,
                 compression: chunk.compression,
-                uploader: match caller {
-                    Caller::Roles { user: Some(u), .. } => u.clone(),
-                    _ => String::new(),
-                },
+                uploader: uploader(caller),
                 folder: upload.folder.clone(),
             },
         ),
