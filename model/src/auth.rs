@@ -62,7 +62,7 @@ pub const MAX_OUTBOX: u64 = 1_000;
 /// Tries to send one email before it is dropped (with a warning in the leader's log).
 pub const MAIL_ATTEMPTS: u32 = 10;
 
-fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
+pub(crate) fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
     Attribute {
         size,
         array,
@@ -70,7 +70,7 @@ fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute 
     }
 }
 
-fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
+pub(crate) fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
     Index {
         key: key.to_string(),
         kind,
@@ -84,9 +84,20 @@ fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
 }
 
 fn system(id: &str, attributes: Vec<Attribute>, indexes: Vec<Index>) -> Collection {
+    system_in(DB, id, attributes, indexes)
+}
+
+/// A system collection of reserved database `db`: defined in code, never stored as a schema
+/// record, so no client can see or change it.
+pub(crate) fn system_in(
+    db: &str,
+    id: &str,
+    attributes: Vec<Attribute>,
+    indexes: Vec<Index>,
+) -> Collection {
     Collection {
         id: id.to_string(),
-        database: DB.to_string(),
+        database: db.to_string(),
         name: id.to_string(),
         enabled: true,
         permissions: Vec::new(),
@@ -507,14 +518,14 @@ pub struct RecoveryCodes {
     pub used: u32,
 }
 
-fn text(v: Option<&Value>) -> String {
+pub(crate) fn text(v: Option<&Value>) -> String {
     match v {
         Some(Value::Str(s)) => s.clone(),
         _ => String::new(),
     }
 }
 
-fn flag(v: Option<&Value>) -> bool {
+pub(crate) fn flag(v: Option<&Value>) -> bool {
     matches!(v, Some(Value::Bool(true)))
 }
 

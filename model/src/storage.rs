@@ -11,8 +11,9 @@
 //! [`ChunkRef`] naming the content-addressed blob (the SHA-256 of its stored form) that every
 //! node keeps beside the state (see the raft crate's `blobs`).
 
+use crate::auth::{attr, flag, index, text};
 use crate::command::Data;
-use crate::schema::{AttrKind, Attribute, Collection, Document, Index, IndexKind, IndexStatus};
+use crate::schema::{AttrKind, Attribute, Collection, Document, Index, IndexKind};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -109,41 +110,8 @@ pub struct Bucket {
     pub deleting: bool,
 }
 
-fn attr(key: &str, kind: AttrKind, size: Option<u64>, array: bool) -> Attribute {
-    Attribute {
-        size,
-        array,
-        ..Attribute::new(key, kind, 0)
-    }
-}
-
-fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
-    Index {
-        key: key.to_string(),
-        kind,
-        attributes: attrs.iter().map(|a| a.to_string()).collect(),
-        orders: Vec::new(),
-        lengths: Vec::new(),
-        status: IndexStatus::Available,
-        created_at: 0,
-        updated_at: 0,
-    }
-}
-
 fn system(id: &str, attributes: Vec<Attribute>, indexes: Vec<Index>) -> Collection {
-    Collection {
-        id: id.to_string(),
-        database: DB.to_string(),
-        name: id.to_string(),
-        enabled: true,
-        permissions: Vec::new(),
-        document_security: false,
-        attributes,
-        indexes,
-        reshapes: Vec::new(),
-        created_at: 0,
-        updated_at: 0,
-    }
+    crate::auth::system_in(DB, id, attributes, indexes)
 }
 
 /// The buckets collection: what `Storage.listBuckets` queries and searches. Only keys manage
@@ -303,17 +271,6 @@ pub fn files(bucket: &Bucket) -> Collection {
         document_security: bucket.file_security,
         ..base.clone()
     }
-}
-
-fn text(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::Str(s)) => s.clone(),
-        _ => String::new(),
-    }
-}
-
-fn flag(v: Option<&Value>) -> bool {
-    matches!(v, Some(Value::Bool(true)))
 }
 
 fn uint(v: Option<&Value>) -> u64 {

@@ -690,6 +690,12 @@ mod tests {
         out.into_inner()
     }
 
+    /// The dimensions of `src` previewed as `p` asks.
+    fn dims(src: &[u8], p: Params) -> (u32, u32) {
+        let (out, _) = render(Some(src), "a.png", &p).unwrap();
+        image::load_from_memory(&out).unwrap().dimensions()
+    }
+
     #[test]
     fn previews_fit_crop_and_encode() {
         let src = png(400, 200);
@@ -708,61 +714,39 @@ mod tests {
             image::load_from_memory(&out).unwrap().dimensions(),
             (100, 100)
         );
-        let (out, mime) = render(
-            Some(&src),
-            "a.png",
-            &Params {
-                width: 100,
-                output: Some(Output::Jpg),
-                ..params()
-            },
-        )
-        .unwrap();
-        assert_eq!(mime, "image/jpeg");
+        let jpg = Params {
+            width: 100,
+            output: Some(Output::Jpg),
+            ..params()
+        };
+        assert_eq!(render(Some(&src), "a.png", &jpg).unwrap().1, "image/jpeg");
+        assert_eq!(dims(&src, jpg), (100, 50));
+        let webp = Params {
+            width: 50,
+            border_width: 5,
+            output: Some(Output::Webp),
+            ..params()
+        };
+        assert_eq!(dims(&src, webp), (60, 35));
         assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
-            (100, 50)
-        );
-        let (out, _) = render(
-            Some(&src),
-            "a.png",
-            &Params {
-                width: 50,
-                border_width: 5,
-                output: Some(Output::Webp),
-                ..params()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
-            (60, 35)
-        );
-        let (out, _) = render(
-            Some(&src),
-            "a.png",
-            &Params {
-                rotation: 90,
-                ..params()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
+            dims(
+                &src,
+                Params {
+                    rotation: 90,
+                    ..params()
+                }
+            ),
             (200, 400)
         );
-        let (out, _) = render(
-            Some(&src),
-            "a.png",
-            &Params {
+        let (w, h) = dims(
+            &src,
+            Params {
                 rotation: 45,
                 border_radius: 20,
                 opacity: 0.5,
                 ..params()
             },
-        )
-        .unwrap();
-        let (w, h) = image::load_from_memory(&out).unwrap().dimensions();
+        );
         assert!(
             (423..=426).contains(&w) && (423..=426).contains(&h),
             "{w}x{h}"
@@ -771,51 +755,39 @@ mod tests {
 
     #[test]
     fn extreme_aspect_ratios_stay_small() {
-        let tall = png(1, 3000);
-        let (out, _) = render(
-            Some(&tall),
-            "t.png",
-            &Params {
-                width: 4000,
-                height: 4000,
-                ..params()
-            },
-        )
-        .unwrap();
+        let (tall, wide) = (png(1, 3000), png(3000, 1));
         assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
+            dims(
+                &tall,
+                Params {
+                    width: 4000,
+                    height: 4000,
+                    ..params()
+                }
+            ),
             (4000, 4000)
         );
-        let (out, _) = render(
-            Some(&tall),
-            "t.png",
-            &Params {
-                height: 4000,
-                ..params()
-            },
-        )
-        .unwrap();
         assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
+            dims(
+                &tall,
+                Params {
+                    height: 4000,
+                    ..params()
+                }
+            ),
             (1, 4000)
         );
-        let wide = png(3000, 1);
-        let (out, _) = render(
-            Some(&wide),
-            "w.png",
-            &Params {
-                height: 4000,
-                ..params()
-            },
-        )
-        .unwrap();
         assert_eq!(
-            image::load_from_memory(&out).unwrap().dimensions(),
+            dims(
+                &wide,
+                Params {
+                    height: 4000,
+                    ..params()
+                }
+            ),
             (4000, 4000)
         );
-        let big = png(4500, 10);
-        let (out, _) = render(Some(&big), "b.png", &params()).unwrap();
-        assert_eq!(image::load_from_memory(&out).unwrap().width(), 4000);
+        assert_eq!(dims(&png(4500, 10), params()).0, 4000);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::documents::{next_sequence, write_document};
 use super::projects::require_project;
 use super::store::load_document;
 use super::txn::{Txn, INDEX, META};
-use super::{err, Caller, Failure, R};
+use super::{err, unauthorized, Caller, Failure, R};
 use crate::engine::{decode, encode};
 use crate::keys;
 use model::auth::{
@@ -673,19 +673,10 @@ pub(super) fn apply(
         }
         AuthOp::InitJwtSecret { secret } => {
             let k = keys::meta(project, keys::JWT_SECRET, &[]);
-            if txn.get(META, &k)?.is_none() {
-                txn.put(META, k, secret.as_bytes().to_vec());
-            }
+            super::store::put_if_absent(txn, k, secret.as_bytes())?;
             Ok(Outcome::Done)
         }
     }
-}
-
-fn unauthorized() -> Failure {
-    err(
-        ErrorCode::UserUnauthorized,
-        "The current user is not authorized to perform the requested action.",
-    )
 }
 
 /// What a caller that is not a key may ask for.

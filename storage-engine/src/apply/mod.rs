@@ -222,7 +222,7 @@ pub(crate) enum Caller {
     },
 }
 
-fn unauthorized() -> Failure {
+pub(super) fn unauthorized() -> Failure {
     err(
         ErrorCode::UserUnauthorized,
         "The current user is not authorized to perform the requested action.",

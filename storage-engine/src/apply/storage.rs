@@ -7,7 +7,7 @@
 use super::documents::{check_grants, initial_permissions, next_sequence, write_document};
 use super::store::{doc_prefix, load_document};
 use super::txn::{Txn, DOCS, META};
-use super::{err, Caller, Failure, R};
+use super::{err, unauthorized, Caller, Failure, R};
 use crate::engine::{decode, decode_document, encode};
 use crate::keys;
 use model::command::{FileUpload, StorageOp};
@@ -211,19 +211,10 @@ pub(super) fn apply(
         }
         StorageOp::InitKey { secret } => {
             let k = keys::meta(project, keys::STORAGE_KEY, &[]);
-            if txn.get(META, &k)?.is_none() {
-                txn.put(META, k, secret.as_bytes().to_vec());
-            }
+            super::store::put_if_absent(txn, k, secret.as_bytes())?;
             Ok(Outcome::Done)
         }
     }
-}
-
-fn unauthorized() -> Failure {
-    err(
-        ErrorCode::UserUnauthorized,
-        "The current user is not authorized to perform the requested action.",
-    )
 }
 
 fn privileged(caller: &Caller) -> R<()> {

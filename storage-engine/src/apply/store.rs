@@ -316,3 +316,12 @@ pub(super) fn sequence_run(
         })
         .collect()
 }
+
+/// Writes a meta record only if there is none yet (a secret made once: concurrent first uses
+/// agree on whichever applied first).
+pub(super) fn put_if_absent(txn: &mut Txn, key: Vec<u8>, value: &[u8]) -> R<()> {
+    if txn.get(META, &key)?.is_none() {
+        txn.put(META, key, value.to_vec());
+    }
+    Ok(())
+}
