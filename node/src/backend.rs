@@ -109,7 +109,7 @@ impl StateReader for OffRuntime {
         from: u64,
         limit: usize,
     ) -> R<Vec<(u64, model::storage::ChunkRef)>> {
-        self.0.file_chunks(project, bucket, file, from, limit)
+        blocking(|| self.0.file_chunks(project, bucket, file, from, limit))
     }
     fn storage_key(&self, project: &str) -> R<Option<String>> {
         self.0.storage_key(project)

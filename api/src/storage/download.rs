@@ -16,6 +16,7 @@ use axum::response::Response;
 use futures::StreamExt;
 use model::storage::{ChunkRef, File, CHUNK_SIZE};
 use model::ErrorCode;
+use std::sync::Arc;
 
 /// Types `view` serves as they are (Appwrite's list): images, audio, video, PDF and office
 /// documents. Anything else — HTML, SVG, scripts — is served as plain text, so a file cannot
@@ -123,15 +124,7 @@ async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
     )?;
     let (start, end) = range.unwrap_or((0, f.size_original.saturating_sub(1)));
     let chunks = chunks_of(&*ctx.view, &ctx.project, &f, start, end)?;
-    let sealed = chunks.iter().any(|(_, c)| c.encrypted);
-    let key = match sealed {
-        true => Some(
-            ctx.view
-                .storage_key(&ctx.project)?
-                .ok_or_else(|| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?,
-        ),
-        false => None,
-    };
+    let key = file_key(&ctx, &f, &chunks)?;
     let content_type = match inline && !VIEWABLE.contains(&f.mime_type.as_str()) {
         true => "text/plain".to_string(),
         false => f.mime_type.clone(),
@@ -179,7 +172,7 @@ async fn serve(s: AppState, req: Req, inline: bool) -> Reply {
 
 /// The chunks of `f` that hold bytes `start..=end`, read from the view now (the view is not
 /// kept while the bytes stream out).
-fn chunks_of(
+pub(super) fn chunks_of(
     view: &dyn model::reader::StateReader,
     project: &str,
     f: &File,
@@ -207,35 +200,59 @@ fn chunks_of(
     Ok(out)
 }
 
+/// The key `chunks` of `f` are sealed under, if any of them is.
+pub(super) fn file_key(
+    ctx: &crate::auth::Ctx,
+    f: &File,
+    chunks: &[(u64, ChunkRef)],
+) -> Result<Option<Arc<FileKey>>, ApiError> {
+    if !chunks.iter().any(|(_, c)| c.encrypted) {
+        return Ok(None);
+    }
+    let key = ctx
+        .view
+        .storage_key(&ctx.project)?
+        .ok_or_else(|| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
+    Ok(Some(Arc::new(FileKey::derive(&key, &f.bucket, &f.id))))
+}
+
+/// Chunk `index` of `f`, fetched (this node's blob or a peer's) and decoded off the runtime.
+pub(super) async fn plain_chunk(
+    s: &AppState,
+    f: &File,
+    index: u64,
+    chunk: ChunkRef,
+    key: Option<Arc<FileKey>>,
+) -> Result<Vec<u8>, std::io::Error> {
+    let stored = s
+        .backend
+        .get_blob(chunk.blob.clone())
+        .await
+        .map_err(|e| std::io::Error::other(e.0.to_string()))?;
+    tokio::task::spawn_blocking(move || codec::decode(stored.to_vec(), index, &chunk, key.as_deref()))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| {
+            tracing::error!(file = %f.id, chunk = index, error = %e, "a stored chunk could not be read");
+            std::io::Error::other(e.to_string())
+        })
+}
+
 /// The bytes `start..=end` of a file, chunk by chunk: the next chunk is fetched and decoded
 /// while the current one is sent.
 fn chunk_stream(
     s: AppState,
     f: File,
     chunks: Vec<(u64, ChunkRef)>,
-    key: Option<String>,
+    key: Option<Arc<FileKey>>,
     start: u64,
     end: u64,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    let key = std::sync::Arc::new(key.map(|k| FileKey::derive(&k, &f.bucket, &f.id)));
     futures::stream::iter(chunks)
         .map(move |(index, chunk)| {
             let (s, f, key) = (s.clone(), f.clone(), key.clone());
             async move {
-                let stored = s
-                    .backend
-                    .get_blob(chunk.blob.clone())
-                    .await
-                    .map_err(|e| std::io::Error::other(e.0.to_string()))?;
-                let plain = tokio::task::spawn_blocking(move || {
-                    codec::decode(stored.to_vec(), index, &chunk, key.as_ref().as_ref())
-                })
-                .await
-                .map_err(std::io::Error::other)?
-                .map_err(|e| {
-                    tracing::error!(file = %f.id, chunk = index, error = %e, "a stored chunk could not be read");
-                    std::io::Error::other(e.to_string())
-                })?;
+                let plain = plain_chunk(&s, &f, index, chunk, key).await?;
                 let base = index * CHUNK_SIZE;
                 let from = start.saturating_sub(base) as usize;
                 let to = ((end - base + 1) as usize).min(plain.len());

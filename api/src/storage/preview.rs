@@ -16,7 +16,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use model::msg;
-use model::storage::{File, CHUNK_SIZE};
+use model::storage::File;
 use model::ErrorCode;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -523,37 +523,15 @@ fn decodable(mime: &str) -> bool {
 
 /// A whole file's plain bytes (for previews, which are bounded by `PREVIEW_LIMIT`).
 async fn read_all(s: &AppState, ctx: &crate::auth::Ctx, f: &File) -> Result<Vec<u8>, ApiError> {
-    let key = match f.encryption {
-        true => ctx.view.storage_key(&ctx.project)?,
-        false => None,
-    };
-    let fk = std::sync::Arc::new(key.map(|k| super::codec::FileKey::derive(&k, &f.bucket, &f.id)));
+    let chunks = super::download::chunks_of(&*ctx.view, &ctx.project, f, 0, f.size_original - 1)?;
+    let key = super::download::file_key(ctx, f, &chunks)?;
     let mut out = Vec::with_capacity(f.size_original as usize);
-    let mut next = 0;
-    while next < f.chunks_total {
-        let refs = ctx
-            .view
-            .file_chunks(&ctx.project, &f.bucket, &f.id, next, 64)?;
-        if refs.is_empty() {
-            return Err(super::file_not_found());
-        }
-        for (index, chunk) in refs {
-            let stored = s.backend.get_blob(chunk.blob.clone()).await?;
-            let fk = fk.clone();
-            let plain = tokio::task::spawn_blocking(move || {
-                super::codec::decode(stored.to_vec(), index, &chunk, fk.as_ref().as_ref())
-            })
+    for (index, chunk) in chunks {
+        let plain = super::download::plain_chunk(s, f, index, chunk, key.clone())
             .await
-            .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?
-            .map_err(|e| {
-                tracing::error!(file = %f.id, chunk = index, error = %e, "a stored chunk could not be read");
-                ApiError::new(ErrorCode::GeneralServerError, "Server Error")
-            })?;
-            out.extend_from_slice(&plain);
-            next = index + 1;
-        }
+            .map_err(|_| ApiError::new(ErrorCode::GeneralServerError, "Server Error"))?;
+        out.extend_from_slice(&plain);
     }
-    debug_assert!(out.len() as u64 <= f.chunks_total * CHUNK_SIZE);
     Ok(out)
 }
 
