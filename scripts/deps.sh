@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Basalt needs on a Debian machine, when it is missing:
 # libclang (bindgen for RocksDB's bindings), Python's venv module, iproute2 (the partition
-# tests put nodes in network namespaces), and Node.js with npm (the Node SDK's tests). Safe to
-# run repeatedly.
+# tests put nodes in network namespaces), nftables and libfaketime (the jepsen/ harness drops
+# packets inside those namespaces and skews nodes' clocks), and Node.js with npm (the Node
+# SDK's tests). Safe to run repeatedly.
 set -euo pipefail
 
 # bindgen (through clang-sys, loading at run time) opens libclang itself: `libclang.so`,
@@ -25,6 +26,11 @@ missing=()
 have_libclang || missing+=(libclang-dev)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# jepsen/: partitions and packet loss are nftables rules; clock skew preloads libfaketime,
+# the library itself (faults/src/node.rs looks for it at these paths).
+{ [ -x /usr/sbin/nft ] || command -v nft >/dev/null 2>&1; } || missing+=(nftables)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] ||
+    [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 # The Node SDK's tests (tests/test_node_sdk.py) run node-appwrite under Node.js.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -33,7 +39,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks; node, npm and chromium run the JS SDKs)" >&2
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks, nft and faketime fault them; node, npm and chromium run the JS SDKs)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

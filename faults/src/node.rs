@@ -1,0 +1,274 @@
+//! One `basalt serve` process, started and harmed from outside as an operator or a failing
+//! machine would: SIGKILL (nothing flushed), SIGSTOP/SIGCONT (a hung process), a restart on
+//! the same data dir and addresses, and, if it was started able to, a skewed wall clock.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `faketime` package puts libfaketime, by architecture.
+const LIBFAKETIME: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+];
+
+/// The libfaketime this machine has, if any.
+pub fn libfaketime() -> Option<&'static str> {
+    LIBFAKETIME
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub binary: PathBuf,
+    pub data_dir: PathBuf,
+    /// Where each start's stderr goes (`node<id>-<start>.log`).
+    pub log_dir: PathBuf,
+    /// The namespace it runs in, if any (`ip netns exec`, which execs in place: the pid and
+    /// its signals stay the node's).
+    pub netns: Option<String>,
+    /// HTTP and gRPC listen addresses; port 0 picks one on the first start, kept after.
+    pub http: String,
+    pub grpc: String,
+    pub root_key: String,
+    /// Further `serve` flags (`--join` is added by the cluster for a first start).
+    pub args: Vec<String>,
+    /// Start under libfaketime, its offset read from this file, so the clock can be skewed
+    /// while the node runs.
+    pub clock_file: Option<PathBuf>,
+    /// Extra environment (e.g. `BASALT_FAULT` for a binary built with fault points).
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    child: Option<Child>,
+    paused: bool,
+    starts: usize,
+    /// `http://ip:port` once started.
+    pub url: String,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig) -> Node {
+        Node {
+            cfg,
+            child: None,
+            paused: false,
+            starts: 0,
+            url: String::new(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Starts the process with `extra` flags (e.g. `--join` on a first start) and waits until
+    /// its HTTP port answers.
+    pub async fn start(&mut self, extra: &[String], timeout: Duration) -> Result<()> {
+        if self.alive() {
+            bail!("node {} is already running", self.cfg.id);
+        }
+        std::fs::create_dir_all(&self.cfg.log_dir)?;
+        let endpoint_file = self.cfg.data_dir.join("endpoint.json");
+        let _ = std::fs::remove_file(&endpoint_file);
+        self.starts += 1;
+        let log = File::create(
+            self.cfg
+                .log_dir
+                .join(format!("node{}-{}.log", self.cfg.id, self.starts)),
+        )?;
+        let mut cmd = match &self.cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.cfg.binary);
+                c
+            }
+            None => Command::new(&self.cfg.binary),
+        };
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.cfg.data_dir)
+            .args(["--http", &self.cfg.http, "--grpc", &self.cfg.grpc])
+            .args(["--node-id", &self.cfg.id.to_string()])
+            .args(["--root-key", &self.cfg.root_key])
+            .args(&self.cfg.args)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(file) = &self.cfg.clock_file {
+            if !file.exists() {
+                std::fs::write(file, "+0\n")?;
+            }
+            let lib = libfaketime()
+                .ok_or_else(|| anyhow!("clock skew needs libfaketime (Debian package faketime)"))?;
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                // Re-read the offset at most once a second, not at every clock read.
+                .env("FAKETIME_CACHE_DURATION", "1")
+                // Only the wall clock is skewed: timers and timeouts run on the monotonic
+                // clock, which a skewed machine's kernel keeps steady too.
+                .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {:?}", self.cfg.binary))?;
+        self.child = Some(child);
+        self.paused = false;
+        let deadline = Instant::now() + timeout;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!(
+                    "node {} exited with {status} (log in {})",
+                    self.cfg.id,
+                    self.cfg.log_dir.display()
+                );
+            }
+            if let Ok(text) = std::fs::read_to_string(&endpoint_file) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if let (Some(h), Some(g)) = (v["http"].as_str(), v["grpc"].as_str()) {
+                        self.url = h.to_string();
+                        let ok = http
+                            .get(format!("{h}/v1/health/version"))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success());
+                        if ok {
+                            // Restarts keep the addresses, as a real node's would.
+                            self.cfg.http = h.trim_start_matches("http://").to_string();
+                            self.cfg.grpc = g.to_string();
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not become ready in {timeout:?}", self.cfg.id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("node {} is not running", self.cfg.id))?;
+        // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// kill -9: nothing is flushed, nothing is said to the peers.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)?;
+        if let Some(mut c) = self.child.take() {
+            c.wait()?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM, waited for (up to `timeout`, then SIGKILL).
+    pub fn stop(&mut self, timeout: Duration) -> Result<()> {
+        if self.paused {
+            self.resume()?;
+        }
+        self.signal(libc::SIGTERM)?;
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if c.try_wait()?.is_some() {
+                self.child = None;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return self.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process stays, answering nothing.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal(libc::SIGSTOP)?;
+        self.paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal(libc::SIGCONT)?;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Running (a paused process counts).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Running and not paused: it may answer.
+    pub fn up(&mut self) -> bool {
+        self.alive() && !self.paused
+    }
+
+    /// Sets the wall clock's offset from the real time, in seconds (libfaketime re-reads it
+    /// within a second). Only for a node started with a clock file.
+    pub fn skew(&self, seconds: i64) -> Result<()> {
+        let file = self
+            .cfg
+            .clock_file
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {} was not started under libfaketime", self.cfg.id))?;
+        std::fs::write(file, format!("{seconds:+}\n"))?;
+        Ok(())
+    }
+
+    /// Every start's log, in order.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for k in 1..=self.starts {
+            let p = self
+                .cfg
+                .log_dir
+                .join(format!("node{}-{k}.log", self.cfg.id));
+            out += &std::fs::read_to_string(p).unwrap_or_default();
+        }
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
