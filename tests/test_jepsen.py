@@ -1,5 +1,5 @@
 """The jepsen/ harness's short mode: three real nodes, each in a network namespace of its own,
-every workload's clients (register, bank, set, counter) through the HTTP API for 30 s while
+every workload's clients (register, bank, set, counter, list-append) through the HTTP API for 30 s while
 the nemesis kills, pauses, partitions, drops packets or skews clocks on a seeded schedule;
 then every history is checked, every replica compared, and nothing acknowledged may be
 missing or applied twice. The long mode (100 schedules and more) is a separate command (see
@@ -50,7 +50,7 @@ def test_short_schedule_every_fault_every_workload():
     assert v["anomalies"] == 0 and v["acknowledged-lost"] == 0, detail
     assert v["cluster-check"]["consistent"] and v["cluster-check"]["mismatches"] == 0, detail
     assert len(v["faults"]) >= 3, f"the nemesis did too little: {v['faults']}\n{detail}"
-    for name in ("register", "bank", "set", "counter"):
+    for name in ("register", "bank", "set", "counter", "list-append"):
         assert v["workloads"][name]["valid"], detail
     # The workloads did real work, faults and all.
     assert v["workloads"]["set"]["acknowledged"] > 100, detail

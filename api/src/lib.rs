@@ -65,6 +65,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug)]
 pub struct Unavailable(pub Box<dyn std::error::Error + Send + Sync>);
 
+/// A fault a node does to itself when `basalt drill` rehearses a failure against a running
+/// cluster (root key only).
+#[derive(Clone, Copy, Debug)]
+pub enum DrillFault {
+    /// Dies at once, as kill -9 (its supervisor restarts it).
+    Crash,
+    /// Refuses every node-to-node request, in and out, for this long, as a partition would.
+    Isolate(std::time::Duration),
+}
+
 /// What the API needs from the node: replicated writes, views to read, and status.
 pub trait Backend: Send + Sync + 'static {
     /// Proposes an envelope through Raft; resolves once it is committed and applied.
@@ -103,6 +113,8 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         ttl: std::time::Duration,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
+    /// `basalt drill`: does `fault` to this node; answers what it did, as JSON.
+    fn drill(&self, fault: DrillFault) -> serde_json::Value;
 }
 
 #[derive(Clone)]

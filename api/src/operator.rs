@@ -52,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/check", post(cluster_check))
         .route("/v1/cluster/join-token", post(cluster_join_token))
         .route("/v1/cluster/root-key", post(cluster_root_key))
+        .route("/v1/cluster/drill", post(cluster_drill))
 }
 
 async fn version() -> Reply {
@@ -326,6 +327,30 @@ async fn cluster_join_token(State(s): State<AppState>, req: Req) -> Reply {
         .join_token(std::time::Duration::from_secs(ttl))
         .await?;
     reply(StatusCode::CREATED, token)
+}
+
+/// `basalt drill` against a running cluster: this node crashes (`{"fault": "crash"}`) or cuts
+/// itself off from its peers (`{"fault": "isolate", "seconds": N}`, 1 to 600).
+async fn cluster_drill(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let fault = match req.str_opt("fault")?.as_deref() {
+        Some("crash") => crate::DrillFault::Crash,
+        Some("isolate") => {
+            let secs = req.uint_opt("seconds")?.unwrap_or(10);
+            if !(1..=600).contains(&secs) {
+                return Err(ApiError(Error::invalid(
+                    "Invalid `seconds` param: an isolation lasts between 1 and 600 seconds.",
+                )));
+            }
+            crate::DrillFault::Isolate(std::time::Duration::from_secs(secs))
+        }
+        _ => {
+            return Err(ApiError(Error::invalid(
+                "Invalid `fault` param: expected \"crash\" or \"isolate\".",
+            )))
+        }
+    };
+    reply(StatusCode::ACCEPTED, s.backend.drill(fault))
 }
 
 /// Replaces the cluster's root key: the body carries the new key's SHA-256 (hex), never the key.

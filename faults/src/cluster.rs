@@ -24,6 +24,8 @@ pub struct ClusterOptions {
     pub args: Vec<String>,
     /// Extra environment by node id.
     pub env: Vec<(u64, String, String)>,
+    /// Each node's `--region` (node i gets `regions[i - 1]`); empty: the default region.
+    pub regions: Vec<String>,
 }
 
 pub struct Cluster {
@@ -55,7 +57,18 @@ impl Cluster {
                     http: host.map_or("127.0.0.1:0".into(), |h| format!("{}:8080", h.ip)),
                     grpc: host.map_or("127.0.0.1:0".into(), |h| format!("{}:9080", h.ip)),
                     root_key: opts.root_key.clone(),
-                    args: opts.args.clone(),
+                    args: opts
+                        .args
+                        .iter()
+                        .cloned()
+                        .chain(
+                            opts.regions
+                                .get(id as usize - 1)
+                                .map(|r| ["--region".to_string(), r.clone()])
+                                .into_iter()
+                                .flatten(),
+                        )
+                        .collect(),
                     clock_file: opts.clock.then(|| opts.dir.join(format!("node{id}.clock"))),
                     env: opts
                         .env
@@ -70,8 +83,10 @@ impl Cluster {
             nodes,
             net,
             opts,
+            // `cluster check` waits up to 30 s for each member's digest.
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(40))
+                .no_proxy()
                 .build()?,
         };
         c.nodes[0].start(&[], START_TIMEOUT).await?;
@@ -252,6 +267,21 @@ impl Cluster {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| anyhow!("creating a key: {key}"))
+    }
+
+    /// Every time a node ended by itself (not by `kill` or `stop`): (node, how).
+    pub fn unexpected_exits(&mut self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| {
+                n.alive();
+                let id = n.id();
+                n.exits
+                    .iter()
+                    .map(move |e| (id, e.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// SIGTERM to every node (resumed first if paused).

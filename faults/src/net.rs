@@ -46,6 +46,34 @@ fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
 }
 
+/// Removes what an earlier run left behind (its process gone: killed before it could clean
+/// up): namespaces named `basalt-j<pid>-<tag>-n<i>` and the links and bridge named after them.
+fn sweep() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix("basalt-j") else {
+            continue;
+        };
+        let mut parts = rest.split('-');
+        let (Some(pid), Some(tag)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let live = pid
+            .parse::<u32>()
+            .is_ok_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if live {
+            continue;
+        }
+        let _ = ip(&["netns", "del", name]);
+        if let Some(i) = parts.next().and_then(|n| n.strip_prefix('n')) {
+            let _ = ip(&["link", "del", &format!("bj{tag}v{i}")]);
+        }
+        let _ = ip(&["link", "del", &format!("bj{tag}")]);
+    }
+}
+
 /// A /24 in 10.233.0.0/16 that no interface of this machine has an address in.
 fn free_subnet() -> Result<u8> {
     let used = ip(&["-o", "-4", "addr", "show"])?;
@@ -60,14 +88,18 @@ impl Net {
     /// Builds `n` hosts. Needs root (CAP_NET_ADMIN), `ip` and `nft`; the error says which is
     /// missing. A half-built network is removed before returning the error.
     pub fn create(n: usize) -> Result<Net> {
+        sweep();
         let subnet = free_subnet()?;
-        let tag = format!("{}{}", std::process::id() % 10_000, subnet);
+        // Unique among live runs: the subnet is one no interface has, the pid one no other
+        // live process has. Fixed-width hex keeps names apart and interface names short.
+        let pid = std::process::id();
+        let tag = format!("{:04x}{subnet:02x}", pid & 0xffff);
         let mut net = Net {
             bridge: format!("bj{tag}"),
             gateway: format!("10.233.{subnet}.1"),
             hosts: (1..=n)
                 .map(|i| Host {
-                    netns: format!("basalt-j{tag}-n{i}"),
+                    netns: format!("basalt-j{pid}-{tag}-n{i}"),
                     ip: format!("10.233.{subnet}.{}", 10 + i),
                     link: format!("bj{tag}v{i}"),
                 })
@@ -161,7 +193,12 @@ impl Net {
                 );
             }
             if self.loss > 0 {
-                let peers: Vec<&str> = self.hosts.iter().map(|p| p.ip.as_str()).collect();
+                let peers: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|p| p.ip != h.ip)
+                    .map(|p| p.ip.as_str())
+                    .collect();
                 script += &format!(
                     "add rule inet basalt_faults input ip saddr {{ {} }} numgen random mod 100 < {} drop\n",
                     peers.join(", "),

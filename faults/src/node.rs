@@ -50,6 +50,8 @@ pub struct Node {
     child: Option<Child>,
     paused: bool,
     starts: usize,
+    /// How the process ended each time it ended by itself (not by `kill` or `stop`).
+    pub exits: Vec<String>,
     /// `http://ip:port` once started.
     pub url: String,
 }
@@ -61,6 +63,7 @@ impl Node {
             child: None,
             paused: false,
             starts: 0,
+            exits: Vec::new(),
             url: String::new(),
         }
     }
@@ -109,9 +112,19 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        // The node dies with whoever started it (a harness killed by its own timeout leaves no
+        // node behind, stopped or running). `ip netns exec` execs in place, so this holds.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         if let Some(file) = &self.cfg.clock_file {
             if !file.exists() {
-                std::fs::write(file, "+0\n")?;
+                self.skew(0)?;
             }
             let lib = libfaketime()
                 .ok_or_else(|| anyhow!("clock skew needs libfaketime (Debian package faketime)"))?;
@@ -131,6 +144,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .no_proxy()
             .build()?;
         loop {
             if let Some(status) = self
@@ -139,6 +153,7 @@ impl Node {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 self.child = None;
+                self.exits.push(format!("{status} while starting"));
                 bail!(
                     "node {} exited with {status} (log in {})",
                     self.cfg.id,
@@ -170,11 +185,13 @@ impl Node {
         }
     }
 
-    fn signal(&self, sig: i32) -> Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| anyhow!("node {} is not running", self.cfg.id))?;
-        // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.
+    fn signal(&mut self, sig: i32) -> Result<()> {
+        // Reaps it first if it ended: a reaped pid may belong to another process by now.
+        if !self.alive() {
+            bail!("node {} is not running", self.cfg.id);
+        }
+        let pid = self.pid().expect("alive");
+        // SAFETY: kill(2) on our own child's pid, which `alive` has just seen unreaped.
         if unsafe { libc::kill(pid, sig) } != 0 {
             bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
         }
@@ -224,11 +241,21 @@ impl Node {
         Ok(())
     }
 
-    /// Running (a paused process counts).
+    /// Running (a paused process counts). A process found ended is reaped and its exit
+    /// recorded in `exits`.
     pub fn alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
+        let Some(c) = self.child.as_mut() else {
+            return false;
+        };
+        match c.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.exits.push(status.to_string());
+                self.child = None;
+                self.paused = false;
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -245,7 +272,11 @@ impl Node {
             .clock_file
             .as_ref()
             .ok_or_else(|| anyhow!("node {} was not started under libfaketime", self.cfg.id))?;
-        std::fs::write(file, format!("{seconds:+}\n"))?;
+        // Replaced whole (written aside, renamed): libfaketime exits the process if it ever
+        // reads the file empty.
+        let aside = file.with_extension("next");
+        std::fs::write(&aside, format!("{seconds:+}\n"))?;
+        std::fs::rename(&aside, file)?;
         Ok(())
     }
 

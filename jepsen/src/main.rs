@@ -106,6 +106,9 @@ async fn run(args: Args) -> Result<bool> {
     if !(3..=9).contains(&args.nodes) {
         bail!("--nodes must be between 3 and 9");
     }
+    if !(1..=500).contains(&args.concurrency) {
+        bail!("--concurrency must be between 1 and 500");
+    }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let root = args.results.join(format!("{stamp}-seed{}", args.seed));
     std::fs::create_dir_all(&root)?;
@@ -226,6 +229,7 @@ async fn schedule(
             "5".into(),
         ],
         env: args.node_env.clone(),
+        regions: Vec::new(),
     };
     let cluster = Cluster::start(opts).await.context("starting the cluster")?;
     let key = cluster.create_project("jepsen", SCOPES).await?;
@@ -301,11 +305,17 @@ async fn schedule(
     }
     let load_end = start.elapsed().as_nanos() as u64;
 
-    // Heal whatever is left, wait for the whole cluster, then the final reads.
+    // Heal whatever is left, wait for the whole cluster, then the final reads. An error from
+    // here on is recorded, and the histories are still written and checked.
+    let mut errors: Vec<String> = nemesis_errors;
     let mut c = cluster.lock().await;
-    c.heal_all().await?;
+    if let Err(e) = c.heal_all().await {
+        errors.push(format!("healing: {e:#}"));
+    }
     let ids = c.ids();
-    let recovered = c.wait_for_voters(&ids, Duration::from_secs(90)).await;
+    if let Err(e) = c.wait_for_voters(&ids, Duration::from_secs(90)).await {
+        errors.push(format!("recovery: {e:#}"));
+    }
     drop(c);
     let mut final_errors = Vec::new();
     for (i, (w, rec)) in workloads.iter().zip(&recorders).enumerate() {
@@ -313,8 +323,9 @@ async fn schedule(
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut attempt = 0u64;
             loop {
-                let process =
-                    Process::Client(1_000_000 + (i as u64) * 1_000 + k as u64 * 100 + attempt);
+                let process = Process::Client(
+                    (1 << 40) + (i as u64) * 1_000_000 + k as u64 * 10_000 + attempt,
+                );
                 let node = attempt % args.nodes as u64 + 1;
                 rec.push(Type::Invoke, process, f, value.clone(), Some(node), None);
                 let (t, v, e) = w.invoke(&api, node, f, &value).await;
@@ -333,6 +344,13 @@ async fn schedule(
     }
     let mut c = cluster.lock().await;
     let check = c.check(Duration::from_secs(60)).await;
+    // A node that died without the nemesis killing it (a crash, an abort) is a finding,
+    // however well the cluster coped.
+    errors.extend(
+        c.unexpected_exits()
+            .into_iter()
+            .map(|(id, how)| format!("node {id} exited by itself: {how}")),
+    );
     c.shutdown();
     let panics: Vec<String> = c
         .nodes
@@ -384,12 +402,8 @@ async fn schedule(
         .get("set")
         .and_then(|s| s["lost-count"].as_u64())
         .unwrap_or(0);
-    let errors: Vec<String> = nemesis_errors
-        .into_iter()
-        .chain(final_errors)
-        .chain(recovered.err().map(|e| format!("recovery: {e:#}")))
-        .chain(panics)
-        .collect();
+    errors.extend(final_errors);
+    errors.extend(panics);
     let valid = anomalies == 0 && check_report["consistent"] == true && errors.is_empty();
     let verdict = json!({
         "seed": seed,

@@ -29,8 +29,10 @@ fn minority(rng: &mut StdRng, ids: &[u64], leader: Option<u64>) -> Vec<u64> {
     let k = rng.gen_range(1..=most);
     let mut pick: Vec<u64> = ids.to_vec();
     pick.shuffle(rng);
-    // Half the time the leader is among them: losing it is the interesting case.
-    if let (Some(l), true) = (leader, rng.gen_bool(0.5)) {
+    // Half the time the leader is among them: losing it is the interesting case. (Every draw
+    // is made whatever the cluster looks like, so one seed gives one sequence of draws.)
+    let with_leader = rng.gen_bool(0.5);
+    if let (Some(l), true) = (leader, with_leader) {
         pick.retain(|x| *x != l);
         pick.insert(0, l);
     }
@@ -68,7 +70,8 @@ pub fn next(rng: &mut StdRng, kinds: &[String], ids: &[u64], leader: Option<u64>
                 1 => Fault::isolate("isolate-leader", leader.unwrap_or(shuffled[0]), ids),
                 2 => Fault::bridge(&shuffled),
                 _ => {
-                    let one = leader.filter(|_| rng.gen_bool(0.5)).unwrap_or(shuffled[0]);
+                    let leader_side = rng.gen_bool(0.5);
+                    let one = leader.filter(|_| leader_side).unwrap_or(shuffled[0]);
                     let rest: Vec<u64> = ids.iter().copied().filter(|x| *x != one).collect();
                     if rng.gen_bool(0.5) {
                         Fault::one_way(&[one], &rest)

@@ -277,6 +277,32 @@ impl Backend for NodeBackend {
         })
     }
 
+    fn drill(&self, fault: api::DrillFault) -> serde_json::Value {
+        let id = self.node.id;
+        match fault {
+            api::DrillFault::Crash => {
+                tracing::warn!("operator drill: this node kills itself (SIGKILL) in 200 ms");
+                // After the answer has left: the drill learns the node took the order.
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    // SAFETY: kill(2) on our own pid.
+                    unsafe {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    }
+                });
+                serde_json::json!({ "fault": "crash", "node": id })
+            }
+            api::DrillFault::Isolate(d) => {
+                tracing::warn!(
+                    seconds = d.as_secs(),
+                    "operator drill: cut off from every peer"
+                );
+                raft::drill::isolate(d);
+                serde_json::json!({ "fault": "isolate", "node": id, "seconds": d.as_secs() })
+            }
+        }
+    }
+
     fn ready(&self) -> bool {
         self.node.has_leader()
     }

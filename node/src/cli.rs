@@ -45,6 +45,9 @@ enum Command {
     },
     /// Load generator: row writes from concurrent clients, then indexed queries.
     Bench(crate::bench::BenchArgs),
+    /// Rehearse a failure (a node, the leader, a partition, a region) under write load; print
+    /// the time to recover and the proof that nothing acknowledged was lost.
+    Drill(crate::drill::DrillArgs),
     /// Test builds only: call every node-to-node RPC of a node as a given client identity
     /// (`anonymous`, `self-signed:ID`, `files:DATA_DIR`, `minted:DATA_DIR:ID`) and print each
     /// method's answer.
@@ -382,6 +385,7 @@ pub fn main() -> ExitCode {
             Command::Platform { command } => platform(command).await,
             Command::Cluster { command } => cluster(command).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            Command::Drill(args) => crate::drill::run(args).await,
         }
     });
     match result {

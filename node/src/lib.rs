@@ -8,6 +8,7 @@ mod bench;
 pub mod cli;
 mod client;
 mod config;
+mod drill;
 mod gossip;
 mod jobs;
 pub mod mail;

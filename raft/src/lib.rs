@@ -9,6 +9,7 @@
 
 pub mod blobs;
 pub mod codec;
+pub mod drill;
 pub mod enroll;
 mod network;
 mod node;

@@ -118,6 +118,9 @@ fn remote_network<E: std::error::Error>(e: RemoteError) -> RpcErr<E> {
 
 impl Conn {
     fn client(&self) -> Result<RaftClient<Channel>, Status> {
+        if crate::drill::isolated() {
+            return Err(Status::unavailable(crate::drill::ISOLATED));
+        }
         self.client
             .clone()
             .ok_or_else(|| Status::unavailable("bad peer address"))
@@ -233,6 +236,9 @@ impl Service {
         method: &'static str,
         who: Who,
     ) -> Result<Option<(u64, crate::pki::CertInfo)>, Status> {
+        if crate::drill::isolated() {
+            return Err(Status::unavailable(crate::drill::ISOLATED));
+        }
         if matches!(self.transport, Transport::Insecure) {
             return Ok(None);
         }

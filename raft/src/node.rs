@@ -580,6 +580,13 @@ impl RaftNode {
     /// A client for a peer's gRPC address, on the channel kept for it. Opening a new one drops
     /// the channels of addresses no member has any more (a member that moved, one removed).
     fn peer(&self, id: u64, addr: &str) -> Result<RaftClient<Channel>, ReplicationError> {
+        if crate::drill::isolated() {
+            return Err(Unavailable::Unreachable {
+                addr: addr.to_string(),
+                reason: crate::drill::ISOLATED.into(),
+            }
+            .into());
+        }
         let key = (id, addr.to_string());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(&key) {

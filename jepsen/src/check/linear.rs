@@ -441,7 +441,8 @@ fn search(ops: &[RegOp], max_states: usize) -> Outcome {
         // While a finite operation is unlinearised its return entry is in the list, after
         // every call the walk passes, so the walk cannot run off the end.
         if entry == NIL {
-            break;
+            // Cannot happen (see above); if it ever did, the search proved nothing.
+            return Outcome::TooLarge;
         }
         let o = list.op[entry];
         if list.is_call[entry] {

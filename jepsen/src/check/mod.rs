@@ -1,8 +1,6 @@
 //! Checkers: each reads a workload's history and says whether it could have come from a
 //! correct system, and if not, where it went wrong.
 
-// The list-append workload that reads it lands next; its unit tests run meanwhile.
-#[allow(dead_code)]
 pub mod elle;
 pub mod linear;
 
@@ -131,7 +129,11 @@ pub fn set(history: &[Op]) -> Value {
         .collect();
     let recovered = unsure.iter().filter(|e| present.contains_key(e)).count();
     json!({
-        "valid": lost.is_empty() && unexpected.is_empty() && duplicated.is_empty() && malformed == 0,
+        "valid": lost.is_empty()
+            && unexpected.is_empty()
+            && duplicated.is_empty()
+            && malformed == 0
+            && !acked.is_empty(),
         "possible": attempted.len(),
         "acknowledged": acked.len(),
         "unknown": unsure.len(),
@@ -147,7 +149,8 @@ pub fn set(history: &[Op]) -> Value {
 }
 
 /// Counter: each successful read is at least the sum of the increments acknowledged before
-/// it began, and at most the sum of those attempted (not failed) before it ended.
+/// it began, and at most the sum of those attempted (not failed) before it ended; and, every
+/// increment being positive, at least every read that completed before it began.
 pub fn counter(history: &[Op]) -> Value {
     let ps = pairs(history);
     // (completion index, amount) of acknowledged adds; (invoke index, amount) of adds that
@@ -166,6 +169,12 @@ pub fn counter(history: &[Op]) -> Value {
         }
     }
     let (mut reads, mut bad, mut bad_count, mut last) = (0usize, Vec::new(), 0usize, None);
+    // (completion index, value) of the successful reads.
+    let read_values: Vec<(usize, i64)> = ps
+        .iter()
+        .filter(|p| p.invoke.f == "read" && p.outcome() == Type::Ok)
+        .filter_map(|p| Some((p.complete?.index, p.complete?.value.as_i64()?)))
+        .collect();
     for p in ps
         .iter()
         .filter(|p| p.invoke.f == "read" && p.outcome() == Type::Ok)
@@ -173,11 +182,18 @@ pub fn counter(history: &[Op]) -> Value {
         reads += 1;
         let done = p.complete.expect("ok");
         let value = done.value.as_i64();
+        let earlier = read_values
+            .iter()
+            .filter(|(i, _)| *i < p.invoke.index)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap_or(i64::MIN);
         let lower: i64 = acked
             .iter()
             .filter(|(i, _)| *i < p.invoke.index)
             .map(|(_, b)| b)
-            .sum();
+            .sum::<i64>()
+            .max(earlier);
         let upper: i64 = possible
             .iter()
             .filter(|(i, _)| *i < done.index)
@@ -192,7 +208,7 @@ pub fn counter(history: &[Op]) -> Value {
         }
     }
     json!({
-        "valid": bad_count == 0 && reads > 0,
+        "valid": bad_count == 0 && reads > 0 && !acked.is_empty(),
         "reads": reads,
         "bad-reads": bad_count,
         "examples": bad,
@@ -317,5 +333,23 @@ mod tests {
             false,
             "a failed add took effect"
         );
+    }
+
+    #[test]
+    fn counter_reads_never_go_back() {
+        // Both reads are within the bounds alone, but the second began after the first
+        // saw 7, and nothing decrements.
+        let h = h(&[
+            (0, Invoke, "add", json!(2)),
+            (0, Ok, "add", json!(2)),
+            (1, Invoke, "add", json!(5)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(7)),
+            (3, Invoke, "read", json!(null)),
+            (3, Ok, "read", json!(2)),
+            (1, Info, "add", json!(5)),
+        ]);
+        assert_eq!(counter(&h)["valid"], false);
+        assert_eq!(counter(&h)["bad-reads"], 1);
     }
 }

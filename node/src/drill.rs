@@ -1,0 +1,682 @@
+//! `basalt drill node|leader|partition|region`: rehearses a failure under a steady write load,
+//! then proves what happened. It prints one JSON report: the time to recover (from the fault
+//! to the first acknowledged write that was sent after it), the requests that failed while
+//! the fault lasted, and the proof that nothing acknowledged was lost: every acknowledged
+//! ledger entry read back through every node, exactly once, and `cluster check` consistent.
+//!
+//! Against a running cluster (`--endpoint`, `--root-key`) the target node does the fault to
+//! itself (`POST /v1/cluster/drill`): it dies at once (its supervisor restarts it) or cuts
+//! itself off from its peers for `--seconds`. With `--local` the drill starts a throw-away
+//! cluster of this binary and does the fault from outside with the `faults` library the
+//! jepsen/ harness uses: kill -9 and a restart, or nftables in network namespaces (root).
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use faults::{Cluster, ClusterOptions, Fault};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Clone)]
+pub struct DrillArgs {
+    /// What fails: `node` (a follower dies), `leader` (the leader dies), `partition` (the
+    /// leader is cut off from every peer), `region` (every node of `--region` dies).
+    #[arg(value_parser = ["node", "leader", "partition", "region"])]
+    pub kind: String,
+    /// Rehearse on a throw-away cluster started here (three nodes; `region` puts each in a
+    /// region of its own, `partition` needs root for its network namespaces).
+    #[arg(long)]
+    pub local: bool,
+    /// The region `drill region` loses (with --local: r1, r2 or r3; default r1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How long a partition lasts; how long a crashed node of a running cluster is given to
+    /// come back before the drill reports it missing.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Concurrent writers keeping the ledger.
+    #[arg(long, default_value_t = 4)]
+    pub writers: u64,
+    #[arg(long, env = "BASALT_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    pub endpoint: String,
+    #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
+    pub root_key: Option<String>,
+}
+
+/// A member as `cluster status` shows it.
+#[derive(Clone, Debug)]
+struct Member {
+    id: u64,
+    http: String,
+    region: String,
+}
+
+/// The cluster the drill works on.
+enum Target {
+    Local(Box<tokio::sync::Mutex<Cluster>>),
+    Remote,
+}
+
+struct Drill {
+    args: DrillArgs,
+    target: Target,
+    root_key: String,
+    http: reqwest::Client,
+    /// Where operator calls go; changes when the node it names is taken down.
+    console_url: Mutex<String>,
+}
+
+/// One ledger write's outcome.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Ok,
+    Failed,
+    Unknown,
+}
+
+struct Write {
+    seq: u64,
+    sent: Duration,
+    done: Duration,
+    outcome: Outcome,
+}
+
+pub async fn run(args: DrillArgs) -> Result<()> {
+    let (target, root_key, endpoint) = if args.local {
+        let key: String = (0..32)
+            .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+            .collect();
+        let cluster = start_local(&args, &key).await?;
+        let url = cluster.nodes[0].url.clone();
+        (
+            Target::Local(Box::new(tokio::sync::Mutex::new(cluster))),
+            key,
+            url,
+        )
+    } else {
+        let key = args
+            .root_key
+            .clone()
+            .ok_or_else(|| anyhow!("--root-key (or BASALT_ROOT_KEY) is needed, or --local"))?;
+        (
+            Target::Remote,
+            key,
+            args.endpoint.trim_end_matches('/').to_string(),
+        )
+    };
+    let drill = Drill {
+        args,
+        target,
+        root_key,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()?,
+        console_url: Mutex::new(endpoint),
+    };
+    let report = drill.rehearse().await;
+    if let Target::Local(c) = drill.target {
+        c.into_inner().shutdown();
+    }
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report["ok"] != true {
+        bail!("the drill found a problem (see the report)");
+    }
+    Ok(())
+}
+
+async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
+    let netns = args.kind == "partition";
+    if netns && unsafe { libc::geteuid() } != 0 {
+        bail!("a local partition drill needs root (it puts each node in a network namespace)");
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "basalt-drill-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    ));
+    Cluster::start(ClusterOptions {
+        nodes: 3,
+        binary: std::env::current_exe()?,
+        dir,
+        netns,
+        clock: false,
+        root_key: key.to_string(),
+        args: vec![
+            "--abuse-limits".into(),
+            "disabled".into(),
+            "--request-timeout".into(),
+            "5".into(),
+        ],
+        env: Vec::new(),
+        regions: if args.kind == "region" {
+            vec!["r1".into(), "r2".into(), "r3".into()]
+        } else {
+            Vec::new()
+        },
+    })
+    .await
+    .context("starting a local cluster")
+}
+
+impl Drill {
+    fn console(&self) -> String {
+        self.console_url.lock().expect("lock").clone()
+    }
+
+    async fn operator(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value> {
+        let res = self
+            .http
+            .request(method, format!("{base}/v1{path}"))
+            .header("x-appwrite-project", "console")
+            .header("x-appwrite-key", &self.root_key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("{base}/v1{path}"))?;
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {}", v["message"].as_str().unwrap_or(""));
+        }
+        Ok(v)
+    }
+
+    async fn status(&self) -> Result<(Option<u64>, Vec<Member>)> {
+        let s = self
+            .operator(
+                &self.console(),
+                reqwest::Method::GET,
+                "/cluster/status",
+                Value::Null,
+            )
+            .await?;
+        let members = s["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| Member {
+                id: m["id"].as_u64().unwrap_or(0),
+                http: m["http"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string(),
+                region: m["region"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Ok((s["leader"].as_u64(), members))
+    }
+
+    /// A leader known and every member answering, within `timeout`.
+    async fn settled(&self, ids: &[u64], timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((Some(leader), members)) = self.status().await {
+                let mut all = true;
+                for m in members.iter().filter(|m| ids.contains(&m.id)) {
+                    all &= self
+                        .operator(
+                            &m.http,
+                            reqwest::Method::GET,
+                            "/cluster/status",
+                            Value::Null,
+                        )
+                        .await
+                        .is_ok_and(|s| s["leader"].is_u64());
+                }
+                if all {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the cluster did not settle within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn rehearse(&self) -> Result<Value> {
+        let (leader, members) = self.status().await?;
+        let leader =
+            leader.ok_or_else(|| anyhow!("the cluster has no leader: nothing to rehearse on"))?;
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let victims: Vec<u64> = match self.args.kind.as_str() {
+            "leader" | "partition" => vec![leader],
+            "node" => vec![*ids
+                .iter()
+                .find(|id| **id != leader)
+                .ok_or_else(|| anyhow!("a one-node cluster has no follower to lose"))?],
+            _ => {
+                let region = self.args.region.clone().unwrap_or_else(|| "r1".into());
+                let v: Vec<u64> = members
+                    .iter()
+                    .filter(|m| m.region == region)
+                    .map(|m| m.id)
+                    .collect();
+                if v.is_empty() {
+                    bail!("no member is in region {region:?}");
+                }
+                v
+            }
+        };
+        if victims.len() * 2 >= ids.len() && self.args.kind != "partition" {
+            // Losing a majority stops every write: there is nothing to recover to until the
+            // nodes come back, which a drill of this kind does not wait for.
+            bail!("losing nodes {victims:?} of {ids:?} leaves no majority; a drill needs one");
+        }
+        let survivors: Vec<Member> = members
+            .iter()
+            .filter(|m| !victims.contains(&m.id))
+            .cloned()
+            .collect();
+        *self.console_url.lock().expect("lock") = survivors[0].http.clone();
+
+        // The ledger: a table of its own in the drill's project, written by the writers.
+        let ledger = self.ledger_table().await?;
+        let targets: Vec<String> = if self.args.kind == "partition" {
+            members.iter().map(|m| m.http.clone()).collect()
+        } else {
+            survivors.iter().map(|m| m.http.clone()).collect()
+        };
+        let writes = Arc::new(Mutex::new(Vec::<Write>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seq = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..self.args.writers {
+            let (writes, stop, seq, http) =
+                (writes.clone(), stop.clone(), seq.clone(), self.http.clone());
+            let (targets, key, table) = (targets.clone(), ledger.key.clone(), ledger.table.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut k = w as usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let url = format!(
+                        "{}/v1/tablesdb/drill/tables/{table}/rows",
+                        targets[k % targets.len()]
+                    );
+                    k += 1;
+                    let sent = start.elapsed();
+                    let res = http
+                        .post(url)
+                        .header("x-appwrite-project", PROJECT)
+                        .header("x-appwrite-key", &key)
+                        .json(&json!({ "rowId": "unique()", "data": { "seq": n } }))
+                        .send()
+                        .await;
+                    let outcome = match res {
+                        Ok(r) if r.status().is_success() => Outcome::Ok,
+                        Ok(r) if r.status().is_client_error() => Outcome::Failed,
+                        Err(e) if e.is_connect() => Outcome::Failed,
+                        _ => Outcome::Unknown,
+                    };
+                    if outcome != Outcome::Ok {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    writes.lock().expect("lock").push(Write {
+                        seq: n,
+                        sent,
+                        done: start.elapsed(),
+                        outcome,
+                    });
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // The fault. A node told to crash dies a moment after it answers: the fault starts
+        // at the last moment it was seen alive.
+        let mut t0 = start.elapsed();
+        let fault = self.inject(&victims, &members).await?;
+        if matches!(self.target, Target::Remote) && self.args.kind != "partition" {
+            t0 = self.last_seen_alive(&members, &victims, start).await?;
+        }
+        // Recovered: a write sent after the fault was acknowledged.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rto = loop {
+            let first = writes
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|w| w.outcome == Outcome::Ok && w.sent >= t0)
+                .map(|w| w.done)
+                .min();
+            if let Some(done) = first {
+                break Some(done - t0);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let leader_after = self.status().await.ok().and_then(|(l, _)| l);
+        // Keep the fault a while under load, then heal it.
+        let hold = if self.args.kind == "partition" {
+            Duration::from_secs(self.args.seconds)
+        } else {
+            Duration::from_secs(2)
+        };
+        let held = start.elapsed() - t0;
+        if held < hold {
+            tokio::time::sleep(hold - held).await;
+        }
+        let t1 = start.elapsed();
+        let healed = self.heal(&fault, &victims).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await?;
+        }
+        let settled = self.settled(&ids, Duration::from_secs(60)).await;
+
+        // The proof: every acknowledged entry through every node, once; then the replicas.
+        let writes = std::mem::take(&mut *writes.lock().expect("lock"));
+        let acked: std::collections::BTreeSet<u64> = writes
+            .iter()
+            .filter(|w| w.outcome == Outcome::Ok)
+            .map(|w| w.seq)
+            .collect();
+        let failed: std::collections::BTreeSet<u64> = writes
+            .iter()
+            .filter(|w| w.outcome == Outcome::Failed)
+            .map(|w| w.seq)
+            .collect();
+        let mut per_node = serde_json::Map::new();
+        let (mut lost_total, mut dup_total, mut unexpected_total) = (0usize, 0usize, 0usize);
+        let (_, members_now) = self.status().await.unwrap_or((None, members.clone()));
+        for m in &members_now {
+            match self.read_ledger(&m.http, &ledger).await {
+                Ok(seen) => {
+                    let lost = acked.iter().filter(|s| !seen.contains_key(s)).count();
+                    let dups = seen.values().filter(|n| **n > 1).count();
+                    let unexpected = seen.keys().filter(|s| failed.contains(s)).count();
+                    lost_total += lost;
+                    dup_total += dups;
+                    unexpected_total += unexpected;
+                    per_node.insert(
+                        m.id.to_string(),
+                        json!({ "entries": seen.values().sum::<usize>(), "lost": lost, "duplicates": dups, "failed-but-present": unexpected }),
+                    );
+                }
+                Err(e) => {
+                    per_node.insert(m.id.to_string(), json!({ "error": format!("{e:#}") }));
+                    lost_total += acked.len();
+                }
+            }
+        }
+        let check = self
+            .operator(
+                &self.console(),
+                reqwest::Method::POST,
+                "/cluster/check",
+                json!({}),
+            )
+            .await;
+        let consistent = check.as_ref().is_ok_and(|c| c["consistent"] == true);
+        let _ = self.drop_ledger(&ledger).await;
+
+        let during = |w: &&Write| w.sent >= t0 && w.sent < t1;
+        let in_fault: Vec<&Write> = writes.iter().filter(during).collect();
+        let ok = rto.is_some()
+            && healed.is_ok()
+            && settled.is_ok()
+            && lost_total == 0
+            && dup_total == 0
+            && unexpected_total == 0
+            && consistent;
+        Ok(json!({
+            "drill": self.args.kind,
+            "cluster": if self.args.local { "local" } else { "running" },
+            "fault": fault_json(&fault),
+            "leader-before": leader,
+            "leader-after": leader_after,
+            "time-to-recover-ms": rto.map(|d| d.as_millis() as u64),
+            "fault-lasted-ms": (t1 - t0).as_millis() as u64,
+            "requests": {
+                "total": writes.len(),
+                "acknowledged": acked.len(),
+                "during-fault": in_fault.len(),
+                "failed-during-fault": in_fault.iter().filter(|w| w.outcome != Outcome::Ok).count(),
+                "unknown-outcome": writes.iter().filter(|w| w.outcome == Outcome::Unknown).count(),
+            },
+            "ledger": {
+                "acknowledged": acked.len(),
+                "lost": lost_total,
+                "duplicates": dup_total,
+                "failed-but-present": unexpected_total,
+                "by-node": per_node,
+            },
+            "cluster-check": match &check {
+                Ok(c) => json!({ "consistent": c["consistent"], "applied": c["applied"], "digests": c["digests"] }),
+                Err(e) => json!({ "consistent": false, "error": format!("{e:#}") }),
+            },
+            "healed": healed.err().map(|e| format!("{e:#}")),
+            "settled": settled.err().map(|e| format!("{e:#}")),
+            "ok": ok,
+        }))
+    }
+
+    async fn inject(&self, victims: &[u64], members: &[Member]) -> Result<Fault> {
+        let all: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let fault = if self.args.kind == "partition" {
+            Fault::isolate("isolate-leader", victims[0], &all)
+        } else {
+            Fault::Kill {
+                nodes: victims.to_vec(),
+            }
+        };
+        match &self.target {
+            Target::Local(c) => c.lock().await.inject(&fault).await?,
+            Target::Remote => {
+                for id in victims {
+                    let m = members.iter().find(|m| m.id == *id).expect("a member");
+                    let body = if self.args.kind == "partition" {
+                        json!({ "fault": "isolate", "seconds": self.args.seconds })
+                    } else {
+                        json!({ "fault": "crash" })
+                    };
+                    self.operator(&m.http, reqwest::Method::POST, "/cluster/drill", body)
+                        .await?;
+                }
+            }
+        }
+        Ok(fault)
+    }
+
+    /// Waits until every victim stops answering; the last time one answered (since `start`).
+    async fn last_seen_alive(
+        &self,
+        members: &[Member],
+        victims: &[u64],
+        start: Instant,
+    ) -> Result<Duration> {
+        let mut last = start.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for m in members.iter().filter(|m| victims.contains(&m.id)) {
+            loop {
+                let answered = self
+                    .http
+                    .get(format!("{}/v1/health/version", m.http))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .is_ok();
+                if !answered {
+                    break;
+                }
+                last = start.elapsed();
+                if Instant::now() > deadline {
+                    bail!("node {} was told to crash but still answers", m.id);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(last)
+    }
+
+    async fn heal(&self, fault: &Fault, victims: &[u64]) -> Result<()> {
+        match &self.target {
+            Target::Local(c) => c.lock().await.heal(fault).await,
+            Target::Remote => {
+                // A crashed node is restarted by its supervisor; an isolation ends by itself.
+                let ids: Vec<u64> = victims.to_vec();
+                self.settled(&ids, Duration::from_secs(self.args.seconds + 60))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("{e:#}: is the node's supervisor restarting it?"))
+            }
+        }
+    }
+
+    /// The drill's project (made once), a key for this drill, and a new ledger table.
+    async fn ledger_table(&self) -> Result<Ledger> {
+        let console = self.console();
+        let made = self
+            .operator(
+                &console,
+                reqwest::Method::POST,
+                "/projects",
+                json!({ "projectId": PROJECT, "name": "Basalt drills" }),
+            )
+            .await;
+        if let Err(e) = made {
+            if !format!("{e}").contains("409") {
+                return Err(e.context("creating the drill's project"));
+            }
+        }
+        let key = self
+            .operator(
+                &console,
+                reqwest::Method::POST,
+                &format!("/projects/{PROJECT}/keys"),
+                json!({ "name": "drill", "scopes": ["databases.read", "databases.write", "tables.read", "tables.write", "columns.write", "rows.read", "rows.write"] }),
+            )
+            .await
+            .context("making the drill's key")?;
+        let ledger = Ledger {
+            key: key["secret"].as_str().unwrap_or_default().to_string(),
+            key_id: key["$id"].as_str().unwrap_or_default().to_string(),
+            table: format!("ledger{}", chrono::Utc::now().timestamp_millis()),
+        };
+        let call = |method: reqwest::Method, path: String, body: Value| {
+            self.http
+                .request(method, format!("{console}/v1{path}"))
+                .header("x-appwrite-project", PROJECT)
+                .header("x-appwrite-key", &ledger.key)
+                .json(&body)
+                .send()
+        };
+        let r = call(
+            reqwest::Method::POST,
+            "/tablesdb".into(),
+            json!({ "databaseId": "drill", "name": "drill" }),
+        )
+        .await?;
+        if !(r.status().is_success() || r.status().as_u16() == 409) {
+            bail!("creating the drill's database: {}", r.text().await?);
+        }
+        for (path, body) in [
+            (
+                "/tablesdb/drill/tables".to_string(),
+                json!({ "tableId": ledger.table, "name": ledger.table }),
+            ),
+            (
+                format!("/tablesdb/drill/tables/{}/columns/integer", ledger.table),
+                json!({ "key": "seq", "required": true }),
+            ),
+        ] {
+            let r = call(reqwest::Method::POST, path.clone(), body).await?;
+            if !r.status().is_success() {
+                bail!("{path}: {}", r.text().await?);
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// How many times each ledger entry is present, read through `base` (a linearizable
+    /// read: what the cluster holds, answered by that node).
+    async fn read_ledger(
+        &self,
+        base: &str,
+        l: &Ledger,
+    ) -> Result<std::collections::BTreeMap<u64, usize>> {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = vec![
+                json!({ "method": "limit", "values": [5000] }).to_string(),
+                json!({ "method": "orderAsc", "attribute": "$id", "values": [] }).to_string(),
+            ];
+            if let Some(c) = &cursor {
+                q.push(json!({ "method": "cursorAfter", "values": [c] }).to_string());
+            }
+            let query: Vec<(&str, &str)> = q.iter().map(|q| ("queries[]", q.as_str())).collect();
+            let res = self
+                .http
+                .get(format!("{base}/v1/tablesdb/drill/tables/{}/rows", l.table))
+                .query(&query)
+                .header("x-appwrite-project", PROJECT)
+                .header("x-appwrite-key", &l.key)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?;
+            if !res.status().is_success() {
+                bail!("reading the ledger through {base}: {}", res.text().await?);
+            }
+            let page: Value = res.json().await?;
+            let rows = page["rows"].as_array().cloned().unwrap_or_default();
+            for r in &rows {
+                let seq = r["seq"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("a ledger row without seq: {r}"))?;
+                *seen.entry(seq).or_insert(0) += 1;
+            }
+            match rows.last().and_then(|r| r["$id"].as_str()) {
+                Some(id) if rows.len() == 5000 => cursor = Some(id.to_string()),
+                _ => return Ok(seen),
+            }
+        }
+    }
+
+    /// Removes this drill's table and key (the project stays for the next drill).
+    async fn drop_ledger(&self, l: &Ledger) -> Result<()> {
+        let console = self.console();
+        self.http
+            .delete(format!("{console}/v1/tablesdb/drill/tables/{}", l.table))
+            .header("x-appwrite-project", PROJECT)
+            .header("x-appwrite-key", &l.key)
+            .send()
+            .await?;
+        self.operator(
+            &console,
+            reqwest::Method::DELETE,
+            &format!("/projects/{PROJECT}/keys/{}", l.key_id),
+            Value::Null,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The ledger of one drill.
+struct Ledger {
+    key: String,
+    key_id: String,
+    table: String,
+}
+
+/// The drill's own project.
+const PROJECT: &str = "basalt-drill";
+
+fn fault_json(f: &Fault) -> Value {
+    serde_json::to_value(f).unwrap_or(Value::Null)
+}
