@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Basalt needs on a Debian machine, when it is missing:
 # libclang (bindgen for RocksDB's bindings), Python's venv module, iproute2 (the partition
-# tests put nodes in network namespaces), nftables and libfaketime (the jepsen/ harness drops
-# packets inside those namespaces and skews nodes' clocks), and Node.js with npm (the Node
+# tests put nodes in network namespaces), nftables, libfaketime and libfiu (the jepsen/
+# harness drops packets inside those namespaces, skews nodes' clocks and fails their fsyncs), and Node.js with npm (the Node
 # SDK's tests). Safe to run repeatedly.
 set -euo pipefail
 
@@ -31,6 +31,10 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 { [ -x /usr/sbin/nft ] || command -v nft >/dev/null 2>&1; } || missing+=(nftables)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] ||
     [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+# jepsen/: disk faults run nodes under fiu-run, which preloads libfiu's POSIX wrappers, and
+# steer them with fiu-ctrl.
+[ -e /usr/lib/fiu/fiu_posix_preload.so ] || missing+=(libfiu0)
+command -v fiu-run >/dev/null 2>&1 && command -v fiu-ctrl >/dev/null 2>&1 || missing+=(fiu-utils)
 # The Node SDK's tests (tests/test_node_sdk.py) run node-appwrite under Node.js.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -39,7 +43,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks, nft and faketime fault them; node, npm and chromium run the JS SDKs)" >&2
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks, nft, faketime and fiu fault them; node, npm and chromium run the JS SDKs)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

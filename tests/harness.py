@@ -47,6 +47,8 @@ class Node:
         self.extra_args = list(extra_args)
         self.root_key_file = None  # pass the root key in a file instead of on the command line
         self.root_key = ROOT_KEY  # None: start without one (a node joining with a token)
+        # Programs the binary runs under (each execs the next in place), e.g. `fiu-run -x`.
+        self.wrap = []
         self.proc = None
         self.endpoint = None
         self.grpc = None
@@ -67,7 +69,7 @@ class Node:
         # `ip netns exec` execs the binary in place: the pid (and its signals) stay the node's.
         wrap = ["ip", "netns", "exec", self.host.netns] if self.host else []
         args = [
-            *wrap, self.binary or basalt_bin(), "serve",
+            *wrap, *self.wrap, self.binary or basalt_bin(), "serve",
             "--data-dir", self.data_dir,
             "--http", http_addr,
             "--grpc", grpc_addr,

@@ -26,6 +26,8 @@ pub struct ClusterOptions {
     pub env: Vec<(u64, String, String)>,
     /// Each node's `--region` (node i gets `regions[i - 1]`); empty: the default region.
     pub regions: Vec<String>,
+    /// Start every node under libfiu, for disk faults.
+    pub disk: bool,
 }
 
 pub struct Cluster {
@@ -70,6 +72,7 @@ impl Cluster {
                         )
                         .collect(),
                     clock_file: opts.clock.then(|| opts.dir.join(format!("node{id}.clock"))),
+                    fiu: opts.disk.then(|| opts.dir.join(format!("node{id}.fiu"))),
                     env: opts
                         .env
                         .iter()
@@ -278,7 +281,8 @@ impl Cluster {
                 let id = n.id();
                 n.exits
                     .iter()
-                    .map(move |e| (id, e.clone()))
+                    .filter(|(_, expected)| !expected)
+                    .map(move |(e, _)| (id, e.clone()))
                     .collect::<Vec<_>>()
             })
             .collect()

@@ -18,6 +18,9 @@ pub enum Fault {
     Loss { percent: u8 },
     /// The nodes' wall clocks run `seconds` off the real time (libfaketime).
     Skew { nodes: Vec<u64>, seconds: i64 },
+    /// The nodes' fsync and fdatasync calls fail, each with `probability` (libfiu); a node
+    /// should stop itself rather than go on. Healed by a working disk and a restart.
+    Disk { nodes: Vec<u64>, probability: f64 },
 }
 
 impl Fault {
@@ -70,6 +73,7 @@ impl Fault {
             Fault::Partition { shape, .. } => format!("partition-{shape}"),
             Fault::Loss { .. } => "loss".into(),
             Fault::Skew { .. } => "clock".into(),
+            Fault::Disk { .. } => "disk".into(),
         }
     }
 
@@ -111,6 +115,11 @@ impl Cluster {
                     self.node(*id)?.skew(*seconds)?;
                 }
             }
+            Fault::Disk { nodes, probability } => {
+                for id in nodes {
+                    self.node(*id)?.fail_disk(*probability)?;
+                }
+            }
         }
         Ok(())
     }
@@ -141,6 +150,15 @@ impl Cluster {
                     self.node(*id)?.skew(0)?;
                 }
             }
+            Fault::Disk { nodes, .. } => {
+                for id in nodes {
+                    let n = self.node(*id)?;
+                    n.heal_disk()?;
+                    if !n.alive() {
+                        n.start(&[], START_TIMEOUT).await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -159,6 +177,9 @@ impl Cluster {
             }
             if n.alive() && !n.up() {
                 n.resume()?;
+            }
+            if n.cfg.fiu.is_some() {
+                n.heal_disk()?;
             }
             if !n.alive() {
                 n.start(&[], START_TIMEOUT).await?;

@@ -43,15 +43,27 @@ pub struct NodeConfig {
     pub clock_file: Option<PathBuf>,
     /// Extra environment (e.g. `BASALT_FAULT` for a binary built with fault points).
     pub env: Vec<(String, String)>,
+    /// Start under libfiu (`fiu-run`), its control FIFOs named from this prefix, so disk
+    /// operations can be made to fail while the node runs.
+    pub fiu: Option<PathBuf>,
 }
+
+/// libfiu's preload library, as Debian's `fiu-utils` installs it: `fiu-run` loads it.
+pub const LIBFIU_POSIX: &str = "/usr/lib/fiu/fiu_posix_preload.so";
+
+/// The exit status of a node that stopped itself on a fatal storage error (fail-stop).
+pub const FAIL_STOP: i32 = 70;
 
 pub struct Node {
     pub cfg: NodeConfig,
     child: Option<Child>,
     paused: bool,
     starts: usize,
-    /// How the process ended each time it ended by itself (not by `kill` or `stop`).
-    pub exits: Vec<String>,
+    /// How the process ended each time it ended by itself (not by `kill` or `stop`), and
+    /// whether that was expected (a fail-stop while its disk was failing).
+    pub exits: Vec<(String, bool)>,
+    /// Its disk is failing now (`fail_disk`).
+    disk_failing: bool,
     /// `http://ip:port` once started.
     pub url: String,
 }
@@ -64,6 +76,7 @@ impl Node {
             paused: false,
             starts: 0,
             exits: Vec::new(),
+            disk_failing: false,
             url: String::new(),
         }
     }
@@ -91,10 +104,21 @@ impl Node {
                 .log_dir
                 .join(format!("node{}-{}.log", self.cfg.id, self.starts)),
         )?;
-        let mut cmd = match &self.cfg.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.cfg.binary);
+        // `ip netns exec` and `fiu-run` each exec the next in place: the pid is the node's.
+        let mut wrap: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.cfg.netns {
+            wrap.extend(["ip", "netns", "exec", ns].map(Into::into));
+        }
+        if let Some(prefix) = &self.cfg.fiu {
+            if !std::path::Path::new(LIBFIU_POSIX).exists() {
+                bail!("disk faults need libfiu (Debian packages fiu-utils and libfiu0)");
+            }
+            wrap.extend(["fiu-run".into(), "-x".into(), "-f".into(), prefix.into()]);
+        }
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.cfg.binary);
                 c
             }
             None => Command::new(&self.cfg.binary),
@@ -153,7 +177,7 @@ impl Node {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 self.child = None;
-                self.exits.push(format!("{status} while starting"));
+                self.exits.push((format!("{status} while starting"), false));
                 bail!(
                     "node {} exited with {status} (log in {})",
                     self.cfg.id,
@@ -250,7 +274,8 @@ impl Node {
         match c.try_wait() {
             Ok(None) => true,
             Ok(Some(status)) => {
-                self.exits.push(status.to_string());
+                let expected = self.disk_failing && status.code() == Some(FAIL_STOP);
+                self.exits.push((status.to_string(), expected));
                 self.child = None;
                 self.paused = false;
                 false
@@ -277,6 +302,55 @@ impl Node {
         let aside = file.with_extension("next");
         std::fs::write(&aside, format!("{seconds:+}\n"))?;
         std::fs::rename(&aside, file)?;
+        Ok(())
+    }
+
+    /// Makes the node's fsync/fdatasync calls fail (each with `probability`), through libfiu.
+    /// The node should stop itself (exit status `FAIL_STOP`) rather than go on.
+    pub fn fail_disk(&mut self, probability: f64) -> Result<()> {
+        let pid = self.signalable()?;
+        self.disk_failing = true;
+        self.fiu_ctrl(
+            pid,
+            &format!("enable_random name=posix/io/sync/*,probability={probability}"),
+        )
+    }
+
+    /// The disk works again (for a node still running; a stopped one restarts healthy).
+    pub fn heal_disk(&mut self) -> Result<()> {
+        if self.alive() {
+            let pid = self.signalable()?;
+            self.fiu_ctrl(pid, "disable name=posix/io/sync/*")?;
+        }
+        self.disk_failing = false;
+        Ok(())
+    }
+
+    fn signalable(&mut self) -> Result<i32> {
+        if !self.alive() {
+            bail!("node {} is not running", self.cfg.id);
+        }
+        Ok(self.pid().expect("alive"))
+    }
+
+    fn fiu_ctrl(&self, pid: i32, command: &str) -> Result<()> {
+        let prefix = self
+            .cfg
+            .fiu
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {} was not started under libfiu", self.cfg.id))?;
+        let out = Command::new("fiu-ctrl")
+            .arg("-f")
+            .arg(prefix)
+            .args(["-c", command, &pid.to_string()])
+            .output()
+            .context("running fiu-ctrl")?;
+        if !out.status.success() {
+            bail!(
+                "fiu-ctrl {command}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         Ok(())
     }
 

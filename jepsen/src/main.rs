@@ -33,7 +33,8 @@ struct Args {
     /// Seconds of load and faults per schedule.
     #[arg(long, default_value_t = 60)]
     time: u64,
-    /// Faults: `all`, `none`, or a comma-separated list of kill, pause, partition, loss, clock.
+    /// Faults: `all`, `none`, or a comma-separated list of kill, pause, partition, loss,
+    /// clock, disk.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Workloads: `all` or a comma-separated list of register, bank, set, counter.
@@ -221,6 +222,7 @@ async fn schedule(
         dir: dir.join("cluster"),
         netns: nemesis::needs_net(kinds),
         clock: nemesis::needs_clock(kinds),
+        disk: nemesis::needs_disk(kinds),
         root_key,
         args: vec![
             "--abuse-limits".into(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub const KINDS: &[&str] = &["kill", "pause", "partition", "loss", "clock"];
+pub const KINDS: &[&str] = &["kill", "pause", "partition", "loss", "clock", "disk"];
 
 /// What a kind needs of the cluster: network namespaces, libfaketime.
 pub fn needs_net(kinds: &[String]) -> bool {
@@ -21,6 +21,10 @@ pub fn needs_net(kinds: &[String]) -> bool {
 
 pub fn needs_clock(kinds: &[String]) -> bool {
     kinds.iter().any(|k| k == "clock")
+}
+
+pub fn needs_disk(kinds: &[String]) -> bool {
+    kinds.iter().any(|k| k == "disk")
 }
 
 /// A minority: at most (n − 1) / 2 nodes, at least one.
@@ -52,6 +56,10 @@ pub fn next(rng: &mut StdRng, kinds: &[String], ids: &[u64], leader: Option<u64>
         },
         "loss" => Fault::Loss {
             percent: rng.gen_range(10..=40),
+        },
+        "disk" => Fault::Disk {
+            nodes: minority(rng, ids, leader),
+            probability: [0.05, 0.5, 1.0][rng.gen_range(0..3)],
         },
         "clock" => Fault::Skew {
             nodes: minority(rng, ids, leader),

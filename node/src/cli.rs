@@ -491,9 +491,23 @@ async fn serve(a: ServeArgs) -> Result<()> {
     };
     let handle = crate::run(cfg).await?;
     #[cfg(unix)]
-    shutdown_signal(term).await;
+    let signal = shutdown_signal(term);
     #[cfg(not(unix))]
-    shutdown_signal().await;
+    let signal = shutdown_signal();
+    tokio::select! {
+        _ = signal => {}
+        error = handle.fatal() => {
+            // Fail-stop: the Raft core quit on an error it cannot go on from (a failed write
+            // or fsync of the log). A node left running would answer 503 for ever while its
+            // health probe says it is up; exiting lets its supervisor restart it, and the
+            // restart recovers from what the disk holds (nothing unsynced was acknowledged).
+            tracing::error!(%error, "the Raft core stopped on a fatal error; exiting so that the node restarts and recovers");
+            // At once, as a crash would: exit(3)'s static destructors would tear RocksDB down
+            // under its own background threads (and abort).
+            // SAFETY: _exit ends the process; nothing runs after it.
+            unsafe { libc::_exit(70) }
+        }
+    }
     tracing::info!("shutdown requested");
     handle.shutdown().await;
     Ok(())

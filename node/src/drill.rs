@@ -151,6 +151,7 @@ async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
             "5".into(),
         ],
         env: Vec::new(),
+        disk: false,
         regions: if args.kind == "region" {
             vec!["r1".into(), "r2".into(), "r3".into()]
         } else {

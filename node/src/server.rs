@@ -23,6 +23,11 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// Resolves if the Raft core stops on a fatal error (not a shutdown), with the error.
+    pub async fn fatal(&self) -> String {
+        self.node.fatal().await
+    }
+
     /// Stops accepting requests, drains the HTTP server, then stops Raft and the gRPC server.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop_http.take() {

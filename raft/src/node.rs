@@ -1442,6 +1442,24 @@ impl RaftNode {
         }
     }
 
+    /// Resolves once the Raft core has stopped on a fatal error (a storage failure, a panic),
+    /// with the error; never for a shutdown.
+    pub async fn fatal(&self) -> String {
+        let mut m = self.raft.metrics();
+        loop {
+            let state = m.borrow().running_state.clone();
+            match state {
+                Err(openraft::error::Fatal::Stopped) => return std::future::pending().await,
+                Err(e) => return e.to_string(),
+                Ok(()) => {}
+            }
+            if m.changed().await.is_err() {
+                // The core is gone without saying why: not a shutdown we asked for.
+                return "the Raft core's metrics channel closed".into();
+            }
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
