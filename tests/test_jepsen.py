@@ -1,9 +1,10 @@
 """The jepsen/ harness's short mode: three real nodes, each in a network namespace of its own,
-every workload's clients (register, bank, set, counter, list-append) through the HTTP API for 30 s while
-the nemesis kills, pauses, partitions, drops packets or skews clocks on a seeded schedule;
-then every history is checked, every replica compared, and nothing acknowledged may be
-missing or applied twice. The long mode (100 schedules and more) is a separate command (see
-the README); this one keeps the harness itself working in every CI run."""
+every workload's clients (register, bank, set, counter, list-append) through the HTTP API for
+30 s while the nemesis kills, pauses, partitions, drops or delays packets, skews clocks or
+fails fsyncs on a seeded schedule; then every history is checked, every replica compared, and
+nothing acknowledged may be missing or applied twice. The long mode (100 schedules and more)
+is a separate command (see the README); this one keeps the harness itself working in every CI
+run."""
 import json
 import os
 import subprocess

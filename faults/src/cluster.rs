@@ -37,13 +37,18 @@ pub struct Cluster {
     http: reqwest::Client,
 }
 
+/// Node-to-node gRPC's port on a namespaced host (the delay proxies sit on it).
+pub const GRPC_PORT: u16 = 9080;
+
 /// How long a node has to come up (RocksDB open, log replay).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cluster {
     pub async fn start(opts: ClusterOptions) -> Result<Cluster> {
         let net = if opts.netns {
-            Some(Net::create(opts.nodes)?)
+            let mut net = Net::create(opts.nodes)?;
+            net.proxy_links(GRPC_PORT).await?;
+            Some(net)
         } else {
             None
         };
@@ -57,7 +62,7 @@ impl Cluster {
                     log_dir: opts.dir.join("logs"),
                     netns: host.map(|h| h.netns.clone()),
                     http: host.map_or("127.0.0.1:0".into(), |h| format!("{}:8080", h.ip)),
-                    grpc: host.map_or("127.0.0.1:0".into(), |h| format!("{}:9080", h.ip)),
+                    grpc: host.map_or("127.0.0.1:0".into(), |h| format!("{}:{GRPC_PORT}", h.ip)),
                     root_key: opts.root_key.clone(),
                     args: opts
                         .args

@@ -16,6 +16,8 @@ pub enum Fault {
     Partition { shape: String, cut: Vec<(u64, u64)> },
     /// A percentage of the packets between nodes is dropped at random.
     Loss { percent: u8 },
+    /// Every node-to-node link is slowed: `ms` plus up to `jitter_ms`, each way.
+    Delay { ms: u64, jitter_ms: u64 },
     /// The nodes' wall clocks run `seconds` off the real time (libfaketime).
     Skew { nodes: Vec<u64>, seconds: i64 },
     /// The nodes' fsync and fdatasync calls fail, each with `probability` (libfiu); a node
@@ -72,6 +74,7 @@ impl Fault {
             Fault::Pause { .. } => "pause".into(),
             Fault::Partition { shape, .. } => format!("partition-{shape}"),
             Fault::Loss { .. } => "loss".into(),
+            Fault::Delay { .. } => "delay".into(),
             Fault::Skew { .. } => "clock".into(),
             Fault::Disk { .. } => "disk".into(),
         }
@@ -79,7 +82,10 @@ impl Fault {
 
     /// Whether it needs nodes in network namespaces.
     pub fn needs_net(&self) -> bool {
-        matches!(self, Fault::Partition { .. } | Fault::Loss { .. })
+        matches!(
+            self,
+            Fault::Partition { .. } | Fault::Loss { .. } | Fault::Delay { .. }
+        )
     }
 }
 
@@ -110,6 +116,7 @@ impl Cluster {
                 self.net()?.block(&pairs)?;
             }
             Fault::Loss { percent } => self.net()?.lose(*percent)?,
+            Fault::Delay { ms, jitter_ms } => self.net()?.delay(*ms, *jitter_ms)?,
             Fault::Skew { nodes, seconds } => {
                 for id in nodes {
                     self.node(*id)?.skew(*seconds)?;
@@ -144,7 +151,9 @@ impl Cluster {
                     }
                 }
             }
-            Fault::Partition { .. } | Fault::Loss { .. } => self.net()?.heal()?,
+            Fault::Partition { .. } | Fault::Loss { .. } | Fault::Delay { .. } => {
+                self.net()?.heal()?
+            }
             Fault::Skew { nodes, .. } => {
                 for id in nodes {
                     self.node(*id)?.skew(0)?;

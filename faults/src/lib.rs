@@ -6,11 +6,13 @@
 //!   clock skew (libfaketime) or disk faults (libfiu) it was started able to suffer.
 //! - [`cluster`]: N nodes forming one Raft group, its status, leader and `cluster check`.
 //! - [`fault`]: the faults themselves, each with the way to heal it.
+//! - [`proxy`]: a user-space TCP proxy per link, for delay and jitter.
 
 pub mod cluster;
 pub mod fault;
 pub mod net;
 pub mod node;
+pub mod proxy;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use fault::Fault;

@@ -29,6 +29,8 @@ pub struct Net {
     blocked: BTreeSet<(usize, usize)>,
     /// Percent of packets between hosts dropped at random.
     loss: u8,
+    /// The delay proxies, by link (from, to), once `proxy_links` made them.
+    proxies: Vec<((usize, usize), crate::proxy::Proxy)>,
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
@@ -106,6 +108,7 @@ impl Net {
                 .collect(),
             blocked: BTreeSet::new(),
             loss: 0,
+            proxies: Vec::new(),
         };
         if let Err(e) = net.build() {
             net.destroy();
@@ -224,10 +227,51 @@ impl Net {
         self.sync()
     }
 
+    /// Puts a delay proxy on every link to the hosts' `port` (gRPC between nodes): host A's
+    /// connections to B's port go to the proxy for A→B instead (an nftables redirect in A's
+    /// namespace). Delay 0 until `delay` sets one.
+    pub async fn proxy_links(&mut self, port: u16) -> Result<()> {
+        for (a, from) in self.hosts.clone().iter().enumerate() {
+            let mut script = String::from(
+                "add chain inet basalt_faults out_nat { type nat hook output priority -100; policy accept; }\n",
+            );
+            for (b, to) in self.hosts.clone().iter().enumerate() {
+                if a == b {
+                    continue;
+                }
+                let target: std::net::SocketAddr = format!("{}:{port}", to.ip).parse()?;
+                let p = crate::proxy::Proxy::start(&from.netns, &from.ip, target).await?;
+                script += &format!(
+                    "add rule inet basalt_faults out_nat ip daddr {} tcp dport {port} meta mark != {} dnat ip to {}\n",
+                    to.ip,
+                    crate::proxy::MARK,
+                    p.listen
+                );
+                self.proxies.push(((a, b), p));
+            }
+            self.nft(from, &script)?;
+        }
+        Ok(())
+    }
+
+    /// Every link's delay and jitter (ms), through the proxies.
+    pub fn delay(&mut self, ms: u64, jitter_ms: u64) -> Result<()> {
+        if self.proxies.is_empty() {
+            bail!("no delay proxies on this network (proxy_links)");
+        }
+        for (_, p) in &self.proxies {
+            p.delay.set(ms, jitter_ms);
+        }
+        Ok(())
+    }
+
     /// Every host reaches every other again, with no loss.
     pub fn heal(&mut self) -> Result<()> {
         self.blocked.clear();
         self.loss = 0;
+        for (_, p) in &self.proxies {
+            p.delay.set(0, 0);
+        }
         self.sync()
     }
 

@@ -12,11 +12,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub const KINDS: &[&str] = &["kill", "pause", "partition", "loss", "clock", "disk"];
+pub const KINDS: &[&str] = &[
+    "kill",
+    "pause",
+    "partition",
+    "loss",
+    "delay",
+    "clock",
+    "disk",
+];
 
 /// What a kind needs of the cluster: network namespaces, libfaketime.
 pub fn needs_net(kinds: &[String]) -> bool {
-    kinds.iter().any(|k| k == "partition" || k == "loss")
+    kinds
+        .iter()
+        .any(|k| k == "partition" || k == "loss" || k == "delay")
 }
 
 pub fn needs_clock(kinds: &[String]) -> bool {
@@ -56,6 +66,10 @@ pub fn next(rng: &mut StdRng, kinds: &[String], ids: &[u64], leader: Option<u64>
         },
         "loss" => Fault::Loss {
             percent: rng.gen_range(10..=40),
+        },
+        "delay" => Fault::Delay {
+            ms: rng.gen_range(20..=300),
+            jitter_ms: rng.gen_range(0..=100),
         },
         "disk" => Fault::Disk {
             nodes: minority(rng, ids, leader),
