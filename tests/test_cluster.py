@@ -335,3 +335,29 @@ def test_gossip_health_follows_a_paused_node(cluster):
     for w in watchers:
         assert wait_health(w, frozen.node_id, {"alive"}) == "alive"
         assert wait_health(frozen, w.node_id, {"alive"}) == "alive"
+
+
+def test_a_leader_restarted_on_new_addresses_is_found_again(cluster):
+    """Found by jepsen/ (a refused `announce` in a restarted node's log): a member passed a
+    restarted node's address announcement on to the leader under its own certificate, which
+    the leader refuses; and a leader restarted fast enough to keep its term was told by every
+    member in turn, each passing it back to it, so its new addresses were never recorded
+    while it led. Now a node announces to the leader itself, or records its own if it leads."""
+    key = setup_table(cluster)
+    cluster.expect_faults()
+    mover = cluster.leader()
+    old_grpc = mover.grpc
+    assert mover.stop() == 0
+    mover.restart(new_addresses=True)
+    assert mover.grpc != old_grpc
+    deadline = time.time() + 20
+    while True:
+        views = [{m["id"]: m for m in n.status()["members"]}[mover.node_id]["grpc"] for n in cluster.nodes]
+        if all(v == mover.grpc for v in views) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert views == [mover.grpc] * 3, views
+    writer = tdb(cluster.leader(), "clu", key)
+    writer.create_row("db", "t", "after-leader-move", {"n": 3})
+    assert eventually(lambda: tdb(mover, "clu", key).get_row("db", "t", "after-leader-move")).data["n"] == 3
+    assert "the certificate names node" not in "".join(n.log_text() for n in cluster.nodes)

@@ -35,6 +35,12 @@ pub struct Cluster {
     pub net: Option<Net>,
     pub opts: ClusterOptions,
     http: reqwest::Client,
+    /// Nodes removed from the membership (stopped; their host waits for a new node).
+    retired: std::collections::BTreeSet<u64>,
+    /// The id the next added node gets.
+    next_id: u64,
+    /// Nodes replaced by `add_member` (kept for their logs and exits).
+    pub former: Vec<Node>,
 }
 
 /// Node-to-node gRPC's port on a namespaced host (the delay proxies sit on it).
@@ -87,7 +93,11 @@ impl Cluster {
                 })
             })
             .collect();
+        let next_id = opts.nodes as u64 + 1;
         let mut c = Cluster {
+            retired: Default::default(),
+            next_id,
+            former: Vec::new(),
             nodes,
             net,
             opts,
@@ -115,8 +125,127 @@ impl Cluster {
             .ok_or_else(|| anyhow!("no node {id}"))
     }
 
+    /// The members' ids (not the removed ones).
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.id()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.id())
+            .filter(|id| !self.retired.contains(id))
+            .collect()
+    }
+
+    /// The id a node added now would get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Whether node `id` was removed from the membership.
+    pub fn is_retired(&self, id: u64) -> bool {
+        self.retired.contains(&id)
+    }
+
+    /// Removes node `id` from the membership (`cluster remove`, through another member,
+    /// retried while the cluster cannot answer), then stops it. Its host stays free for
+    /// `add_member`.
+    pub async fn remove_member(&mut self, id: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let via: Vec<String> = self
+                .nodes
+                .iter_mut()
+                .filter(|n| n.id() != id && !self.retired.contains(&n.id()))
+                .filter_map(|n| n.up().then(|| n.url.clone()))
+                .collect();
+            let mut last = anyhow!("no member to ask");
+            for url in via {
+                let res = self
+                    .http
+                    .post(format!("{url}/v1/cluster/remove"))
+                    .header("x-appwrite-project", "console")
+                    .header("x-appwrite-key", &self.opts.root_key)
+                    .json(&json!({ "nodeId": id }))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        self.retired.insert(id);
+                        let n = self.node(id)?;
+                        if n.alive() {
+                            n.stop(Duration::from_secs(20))?;
+                        }
+                        return Ok(());
+                    }
+                    Ok(r) => {
+                        last = anyhow!(
+                            "removing node {id}: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )
+                    }
+                    Err(e) => last = anyhow!("removing node {id}: {e}"),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Starts a fresh node (new id `new_id`, empty data dir) on the host of removed node
+    /// `host_of`, joining through a member, and waits until it is a voter.
+    pub async fn add_member(&mut self, host_of: u64, new_id: u64) -> Result<()> {
+        let slot = self
+            .nodes
+            .iter()
+            .position(|n| n.id() == host_of)
+            .ok_or_else(|| anyhow!("no node {host_of}"))?;
+        if !self.retired.contains(&host_of) {
+            bail!("node {host_of} is still a member");
+        }
+        let seed = self
+            .nodes
+            .iter_mut()
+            .filter(|n| !self.retired.contains(&n.id()))
+            .find_map(|n| n.up().then(|| n.cfg.grpc.clone()))
+            .ok_or_else(|| anyhow!("no member to join through"))?;
+        // Once a node has been removed, the root key no longer admits new ones (the removed
+        // node knows it): a fresh node joins with a one-time token, as an operator would.
+        let member_url = self
+            .nodes
+            .iter_mut()
+            .filter(|n| !self.retired.contains(&n.id()))
+            .find_map(|n| n.up().then(|| n.url.clone()))
+            .ok_or_else(|| anyhow!("no member to ask for a join token"))?;
+        let token = self
+            .operator_post(&member_url, "/cluster/join-token", json!({ "ttl": 600 }))
+            .await?["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no join token in the answer"))?;
+        let mut cfg = self.nodes[slot].cfg.clone();
+        cfg.id = new_id;
+        cfg.root_key = String::new();
+        cfg.data_dir = self.opts.dir.join(format!("node{new_id}"));
+        if let Some(f) = &mut cfg.clock_file {
+            *f = self.opts.dir.join(format!("node{new_id}.clock"));
+        }
+        if let Some(f) = &mut cfg.fiu {
+            *f = self.opts.dir.join(format!("node{new_id}.fiu"));
+        }
+        let mut fresh = Node::new(cfg);
+        fresh
+            .start(
+                &["--join".into(), seed, "--join-token".into(), token],
+                START_TIMEOUT,
+            )
+            .await?;
+        // The removed node's record stays (its logs, its exits); the slot is the new node's.
+        let old = std::mem::replace(&mut self.nodes[slot], fresh);
+        self.former.push(old);
+        self.next_id = self.next_id.max(new_id + 1);
+        let ids = self.ids();
+        self.wait_for_voters(&ids, START_TIMEOUT).await
     }
 
     /// The HTTP base URLs by node id (`http://ip:port`).
@@ -139,6 +268,23 @@ impl Cluster {
             bail!("{path}: {status} {body}");
         }
         Ok(body)
+    }
+
+    async fn operator_post(&self, url: &str, path: &str, body: Value) -> Result<Value> {
+        let res = self
+            .http
+            .post(format!("{url}/v1{path}"))
+            .header("x-appwrite-project", "console")
+            .header("x-appwrite-key", &self.opts.root_key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
     }
 
     /// `/v1/cluster/status` as node `id` sees it.
@@ -233,7 +379,7 @@ impl Cluster {
                     Ok(r) => {
                         let complete = r["digests"]
                             .as_object()
-                            .is_some_and(|d| d.len() == self.nodes.len());
+                            .is_some_and(|d| d.len() == self.ids().len());
                         if r["consistent"] == true && complete {
                             return Ok(r);
                         }
@@ -281,6 +427,7 @@ impl Cluster {
     pub fn unexpected_exits(&mut self) -> Vec<(u64, String)> {
         self.nodes
             .iter_mut()
+            .chain(self.former.iter_mut())
             .flat_map(|n| {
                 n.alive();
                 let id = n.id();

@@ -20,6 +20,9 @@ pub enum Fault {
     Delay { ms: u64, jitter_ms: u64 },
     /// The nodes' wall clocks run `seconds` off the real time (libfaketime).
     Skew { nodes: Vec<u64>, seconds: i64 },
+    /// Node `removed` leaves the membership (`cluster remove`, then stopped); healed by a fresh
+    /// node, id `added`, joining on its host: remove, add and replace, under load.
+    Membership { removed: u64, added: u64 },
     /// The nodes' fsync and fdatasync calls fail, each with `probability` (libfiu); a node
     /// should stop itself rather than go on. Healed by a working disk and a restart.
     Disk { nodes: Vec<u64>, probability: f64 },
@@ -77,6 +80,7 @@ impl Fault {
             Fault::Delay { .. } => "delay".into(),
             Fault::Skew { .. } => "clock".into(),
             Fault::Disk { .. } => "disk".into(),
+            Fault::Membership { .. } => "membership".into(),
         }
     }
 
@@ -127,6 +131,7 @@ impl Cluster {
                     self.node(*id)?.fail_disk(*probability)?;
                 }
             }
+            Fault::Membership { removed, .. } => self.remove_member(*removed).await?,
         }
         Ok(())
     }
@@ -168,6 +173,11 @@ impl Cluster {
                     }
                 }
             }
+            Fault::Membership { removed, added } => {
+                if self.is_retired(*removed) && !self.ids().contains(added) {
+                    self.add_member(*removed, *added).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -180,7 +190,17 @@ impl Cluster {
         if let Some(net) = self.net.as_mut() {
             net.heal()?;
         }
+        let retired: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.id())
+            .filter(|id| self.is_retired(*id))
+            .collect();
         for n in &mut self.nodes {
+            // A removed node stays stopped: its host waits for the node that replaces it.
+            if retired.contains(&n.id()) {
+                continue;
+            }
             if n.cfg.clock_file.is_some() {
                 n.skew(0)?;
             }

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     /// HTTP and gRPC listen addresses; port 0 picks one on the first start, kept after.
     pub http: String,
     pub grpc: String,
+    /// Empty for a node that joined with a token (it learns the key's digest from the
+    /// cluster).
     pub root_key: String,
     /// Further `serve` flags (`--join` is added by the cluster for a first start).
     pub args: Vec<String>,
@@ -128,7 +130,13 @@ impl Node {
             .arg(&self.cfg.data_dir)
             .args(["--http", &self.cfg.http, "--grpc", &self.cfg.grpc])
             .args(["--node-id", &self.cfg.id.to_string()])
-            .args(["--root-key", &self.cfg.root_key])
+            .args(
+                Some(&self.cfg.root_key)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| ["--root-key", k.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.cfg.args)
             .args(extra)
             .env("NO_COLOR", "1")

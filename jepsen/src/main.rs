@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     time: u64,
     /// Faults: `all`, `none`, or a comma-separated list of kill, pause, partition, loss,
-    /// delay, clock, disk.
+    /// delay, clock, disk, membership.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Workloads: `all` or a comma-separated list of register, bank, set, counter.

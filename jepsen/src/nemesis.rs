@@ -20,13 +20,16 @@ pub const KINDS: &[&str] = &[
     "delay",
     "clock",
     "disk",
+    "membership",
 ];
 
 /// What a kind needs of the cluster: network namespaces, libfaketime.
 pub fn needs_net(kinds: &[String]) -> bool {
+    // A node added in place of a removed one takes over its host (address and ports), so
+    // the clients' view of the nodes does not change.
     kinds
         .iter()
-        .any(|k| k == "partition" || k == "loss" || k == "delay")
+        .any(|k| ["partition", "loss", "delay", "membership"].contains(&k.as_str()))
 }
 
 pub fn needs_clock(kinds: &[String]) -> bool {
@@ -54,10 +57,20 @@ fn minority(rng: &mut StdRng, ids: &[u64], leader: Option<u64>) -> Vec<u64> {
     pick
 }
 
-/// The next fault of one of `kinds`.
-pub fn next(rng: &mut StdRng, kinds: &[String], ids: &[u64], leader: Option<u64>) -> Fault {
+/// The next fault of one of `kinds`; `next_id` is the id a node added now would get.
+pub fn next(
+    rng: &mut StdRng,
+    kinds: &[String],
+    ids: &[u64],
+    leader: Option<u64>,
+    next_id: u64,
+) -> Fault {
     let kind = kinds.choose(rng).expect("at least one kind");
     match kind.as_str() {
+        "membership" => Fault::Membership {
+            removed: minority(rng, ids, leader)[0],
+            added: next_id,
+        },
         "kill" => Fault::Kill {
             nodes: minority(rng, ids, leader),
         },
@@ -146,7 +159,7 @@ pub async fn run(
         tokio::time::sleep(quiet).await;
         let mut c = cluster.lock().await;
         let leader = c.leader().await;
-        let fault = next(&mut rng, &kinds, &c.ids(), leader);
+        let fault = next(&mut rng, &kinds, &c.ids(), leader, c.next_id());
         let value = serde_json::to_value(&fault).expect("fault json");
         let name = fault.name();
         record(&recorders, &format!("start-{name}"), value.clone());

@@ -489,7 +489,7 @@ impl RaftService for Service {
         let node = self.node()?;
         let (id, info) = req.into_inner();
         Ok(Response::new(
-            node.update_member(id, info)
+            node.update_member_here(id, info)
                 .await
                 .map_err(RemoteError::from),
         ))

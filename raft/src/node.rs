@@ -921,15 +921,28 @@ impl RaftNode {
         Ok(self.voters().into_iter().collect())
     }
 
-    /// Records a member's new addresses (it restarted elsewhere with its data). Runs on the
-    /// leader; other members forward it there.
-    pub async fn update_member(
+    /// Records this node's own new addresses (it restarted elsewhere with its data): on this
+    /// node if it leads, else sent to the leader with this node's own certificate (which is
+    /// what the leader checks an announcement against).
+    async fn announce_self(&self, info: NodeInfo) -> Result<Vec<u64>, ReplicationError> {
+        if let Some(mut leader) = self.leader_client(self.timings.request_timeout)? {
+            return Self::remote_reply(leader.announce((self.id, info)).await);
+        }
+        self.update_member_here(self.id, info).await
+    }
+
+    /// Records member `id`'s new addresses, on the leader only: another member answers
+    /// `NotLeader` with the leader it knows. (It does not pass the announcement on: its
+    /// certificate is not `id`'s, so the leader would refuse it.)
+    pub(crate) async fn update_member_here(
         &self,
         id: u64,
         info: NodeInfo,
     ) -> Result<Vec<u64>, ReplicationError> {
-        if let Some(mut leader) = self.leader_client(self.timings.request_timeout)? {
-            return Self::remote_reply(leader.announce((id, info)).await);
+        if !self.is_leader() {
+            return Err(ReplicationError::NotLeader {
+                leader: self.raft.metrics().borrow().current_leader,
+            });
         }
         let known = self.member(id).ok_or(Refusal::NotMember { id })?;
         if known != info {
@@ -943,12 +956,22 @@ impl RaftNode {
         Ok(self.voters().into_iter().collect())
     }
 
-    /// On restart: if this node's addresses changed, tell the cluster (through any other
-    /// member) until its membership record matches.
+    /// On restart: if this node's addresses changed, tell the cluster until its membership
+    /// record matches: recorded here if this node leads (a leader restarted fast enough keeps
+    /// its term), else sent to the leader it knows; if it knows none, to each member in turn
+    /// (the leader among them records it; the others answer who leads).
     pub async fn announce_addresses(&self, info: NodeInfo) {
         loop {
             if self.member(self.id).is_none_or(|known| known == info) {
                 return;
+            }
+            match self.announce_self(info.clone()).await {
+                Ok(_) => {
+                    // Recorded; this node's copy of the membership follows shortly.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => tracing::debug!(error = %e, "address update: no leader reached yet"),
             }
             for (id, peer) in self.peers() {
                 if let Some(mut c) = network::client(
