@@ -10,7 +10,7 @@ from appwrite.client import Client  # noqa: E402
 from appwrite.services.databases import Databases  # noqa: E402
 from appwrite.services.tables_db import TablesDB  # noqa: E402
 
-from harness import Node, TestCluster, create_project  # noqa: E402
+from harness import TEMP_DIRS, Node, TestCluster, create_project  # noqa: E402
 
 _counter = itertools.count()
 
@@ -72,3 +72,12 @@ def project(node):
 @pytest.fixture
 def tables(project):
     return project.tables()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A passing run leaves nothing behind (a run's data dirs add up to gigabytes); a failing
+    one keeps its nodes' data and logs for a look."""
+    if exitstatus == 0:
+        import shutil
+        for d in TEMP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)

@@ -16,6 +16,16 @@ import urllib.request
 
 ROOT_KEY = "test-root-key-0123456789abcdef"
 
+# Every temporary directory the tests made (data dirs, logs, results): removed when the whole
+# run passes (conftest.py), kept for a look when it does not.
+TEMP_DIRS = []
+
+
+def temp_dir(prefix):
+    path = tempfile.mkdtemp(prefix=prefix)
+    TEMP_DIRS.append(path)
+    return path
+
 
 def basalt_bin():
     path = os.environ.get("BASALT_BIN")
@@ -39,7 +49,7 @@ class Node:
         self.env = {}
         # Where it runs: None is 127.0.0.1 in this namespace; else a `Host` of a `Network`.
         self.host = host
-        self.base_dir = base_dir or tempfile.mkdtemp(prefix="basalt-test-")
+        self.base_dir = base_dir or temp_dir("basalt-test-")
         self.data_dir = os.path.join(self.base_dir, f"node{node_id}")
         # Appwrite's abuse limits are off for the suite (as in Appwrite's own e2e tests), on
         # for the tests that are about them (`abuse_limits = True`).
@@ -166,7 +176,7 @@ class TestCluster:
                  "RPCError err=", "error replication to target", "timeout after"]
 
     def __init__(self, n=3, extra_args=(), network=None):
-        self.base_dir = tempfile.mkdtemp(prefix="basalt-cluster-")
+        self.base_dir = temp_dir("basalt-cluster-")
         self.extra_args = list(extra_args)
         self.network = network
         hosts = network.hosts if network else [None] * n

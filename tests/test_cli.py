@@ -3,10 +3,9 @@ import json
 import os
 import stat
 import subprocess
-import tempfile
 import time
 
-from harness import ROOT_KEY, Node, basalt_bin
+from harness import ROOT_KEY, Node, basalt_bin, temp_dir
 
 
 def run(*args, env=None):
@@ -38,7 +37,7 @@ def test_project_key_and_status(node):
 
 
 def test_identity_and_generated_root_key():
-    base = tempfile.mkdtemp(prefix="basalt-id-")
+    base = temp_dir("basalt-id-")
     data = os.path.join(base, "data")
     env = dict(os.environ)
     env.pop("BASALT_ROOT_KEY", None)

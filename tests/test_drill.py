@@ -38,6 +38,8 @@ def test_local_leader_drill():
     assert_proved(rep)
     assert rep["fault"] == {"fault": "kill", "nodes": [rep["leader-before"]]}
     assert rep["leader-after"] not in (None, rep["leader-before"]), rep
+    # Writes wait for an election: timed from when the leader was dead, not before.
+    assert rep["time-to-recover-ms"] >= 100, rep
     assert sorted(rep["ledger"]["by-node"]) == ["1", "2", "3"]
 
 
@@ -85,6 +87,7 @@ def test_running_cluster_leader_drill_with_a_supervisor(running):
     assert_proved(rep)
     assert rep["cluster"] == "running" and rep["leader-before"] == leader.node_id
     assert rep["leader-after"] != leader.node_id
+    assert rep["time-to-recover-ms"] >= 100, rep
 
 
 def test_running_cluster_partition_drill(running):
@@ -99,6 +102,7 @@ def test_running_cluster_partition_drill(running):
     # Cut off, the old leader lost the lead; the others elected another and kept writing.
     assert rep["leader-after"] not in (None, leader.node_id), rep
     assert rep["fault-lasted-ms"] >= 6000
+    assert rep["time-to-recover-ms"] >= 100, rep
     assert leader.alive()
 
 

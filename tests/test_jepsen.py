@@ -8,11 +8,10 @@ run."""
 import json
 import os
 import subprocess
-import tempfile
 
 import pytest
 
-from harness import basalt_bin, fault_bin
+from harness import basalt_bin, fault_bin, temp_dir
 
 
 def jepsen_bin():
@@ -23,7 +22,7 @@ def jepsen_bin():
 
 
 def run(*args, binary=None, timeout=600):
-    results = tempfile.mkdtemp(prefix="basalt-jepsen-")
+    results = temp_dir("basalt-jepsen-")
     r = subprocess.run([jepsen_bin(), "--binary", binary or basalt_bin(), "--results", results, *args],
                        capture_output=True, text=True, timeout=timeout)
     [run_dir] = os.listdir(results)

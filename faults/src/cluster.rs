@@ -125,6 +125,14 @@ impl Cluster {
             .ok_or_else(|| anyhow!("no node {id}"))
     }
 
+    /// Node `id`'s slot: its index in `nodes`, and its host's in the network.
+    pub fn slot(&self, id: u64) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.id() == id)
+            .ok_or_else(|| anyhow!("no node {id}"))
+    }
+
     /// The members' ids (not the removed ones).
     pub fn ids(&self) -> Vec<u64> {
         self.nodes
@@ -166,23 +174,38 @@ impl Cluster {
                     .json(&json!({ "nodeId": id }))
                     .send()
                     .await;
-                match res {
-                    Ok(r) if r.status().is_success() => {
-                        self.retired.insert(id);
-                        let n = self.node(id)?;
-                        if n.alive() {
-                            n.stop(Duration::from_secs(20))?;
-                        }
-                        return Ok(());
-                    }
+                let done = match res {
+                    Ok(r) if r.status().is_success() => true,
                     Ok(r) => {
+                        let refused = r.status().is_client_error();
                         last = anyhow!(
                             "removing node {id}: {} {}",
                             r.status(),
                             r.text().await.unwrap_or_default()
-                        )
+                        );
+                        // A retry after a lost answer finds it already gone: done.
+                        refused
+                            && self
+                                .operator(reqwest::Method::GET, &url, "/cluster/status")
+                                .await
+                                .is_ok_and(|s| {
+                                    s["members"]
+                                        .as_array()
+                                        .is_some_and(|m| m.iter().all(|m| m["id"] != id))
+                                })
                     }
-                    Err(e) => last = anyhow!("removing node {id}: {e}"),
+                    Err(e) => {
+                        last = anyhow!("removing node {id}: {e}");
+                        false
+                    }
+                };
+                if done {
+                    self.retired.insert(id);
+                    let n = self.node(id)?;
+                    if n.alive() {
+                        n.stop(Duration::from_secs(20))?;
+                    }
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {

@@ -113,10 +113,12 @@ impl Cluster {
                 }
             }
             Fault::Partition { cut, .. } => {
-                let pairs: Vec<(usize, usize)> = cut
-                    .iter()
-                    .map(|(a, b)| (*a as usize - 1, *b as usize - 1))
-                    .collect();
+                // A node's host is its slot (a node added in place of a removed one takes
+                // over the removed one's host), not its id.
+                let mut pairs = Vec::new();
+                for (a, b) in cut {
+                    pairs.push((self.slot(*a)?, self.slot(*b)?));
+                }
                 self.net()?.block(&pairs)?;
             }
             Fault::Loss { percent } => self.net()?.lose(*percent)?,

@@ -45,12 +45,14 @@ pub struct NodeConfig {
     pub clock_file: Option<PathBuf>,
     /// Extra environment (e.g. `BASALT_FAULT` for a binary built with fault points).
     pub env: Vec<(String, String)>,
-    /// Start under libfiu (`fiu-run`), its control FIFOs named from this prefix, so disk
-    /// operations can be made to fail while the node runs.
+    /// Start under libfiu (its preload libraries, as `fiu-run` sets them up), its control
+    /// FIFOs named from this prefix, so disk operations can be made to fail while it runs.
     pub fiu: Option<PathBuf>,
 }
 
-/// libfiu's preload library, as Debian's `fiu-utils` installs it: `fiu-run` loads it.
+/// libfiu's preload libraries, as Debian's `fiu-utils` installs them: the one that opens the
+/// control FIFOs and the one that wraps the POSIX calls.
+pub const LIBFIU_RUN: &str = "/usr/lib/fiu/fiu_run_preload.so";
 pub const LIBFIU_POSIX: &str = "/usr/lib/fiu/fiu_posix_preload.so";
 
 /// The exit status of a node that stopped itself on a fatal storage error (fail-stop).
@@ -106,21 +108,11 @@ impl Node {
                 .log_dir
                 .join(format!("node{}-{}.log", self.cfg.id, self.starts)),
         )?;
-        // `ip netns exec` and `fiu-run` each exec the next in place: the pid is the node's.
-        let mut wrap: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(ns) = &self.cfg.netns {
-            wrap.extend(["ip", "netns", "exec", ns].map(Into::into));
-        }
-        if let Some(prefix) = &self.cfg.fiu {
-            if !std::path::Path::new(LIBFIU_POSIX).exists() {
-                bail!("disk faults need libfiu (Debian packages fiu-utils and libfiu0)");
-            }
-            wrap.extend(["fiu-run".into(), "-x".into(), "-f".into(), prefix.into()]);
-        }
-        let mut cmd = match wrap.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(&self.cfg.binary);
+        // `ip netns exec` execs the node in place: the pid is the node's.
+        let mut cmd = match &self.cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.cfg.binary);
                 c
             }
             None => Command::new(&self.cfg.binary),
@@ -154,19 +146,32 @@ impl Node {
                 Ok(())
             });
         }
+        // Preloaded libraries, all of them (libfiu's and libfaketime may be wanted together;
+        // `fiu-run` would set LD_PRELOAD to its own alone).
+        let mut preload: Vec<String> = Vec::new();
+        if let Some(prefix) = &self.cfg.fiu {
+            if !std::path::Path::new(LIBFIU_POSIX).exists() {
+                bail!("disk faults need libfiu (Debian packages fiu-utils and libfiu0)");
+            }
+            preload.extend([LIBFIU_RUN.to_string(), LIBFIU_POSIX.to_string()]);
+            cmd.env("FIU_CTRL_FIFO", prefix).env("FIU_ENABLE", "");
+        }
         if let Some(file) = &self.cfg.clock_file {
             if !file.exists() {
                 self.skew(0)?;
             }
             let lib = libfaketime()
                 .ok_or_else(|| anyhow!("clock skew needs libfaketime (Debian package faketime)"))?;
-            cmd.env("LD_PRELOAD", lib)
-                .env("FAKETIME_TIMESTAMP_FILE", file)
+            preload.push(lib.to_string());
+            cmd.env("FAKETIME_TIMESTAMP_FILE", file)
                 // Re-read the offset at most once a second, not at every clock read.
                 .env("FAKETIME_CACHE_DURATION", "1")
                 // Only the wall clock is skewed: timers and timeouts run on the monotonic
                 // clock, which a skewed machine's kernel keeps steady too.
                 .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        if !preload.is_empty() {
+            cmd.env("LD_PRELOAD", preload.join(" "));
         }
         let child = cmd
             .spawn()
@@ -341,23 +346,44 @@ impl Node {
         Ok(self.pid().expect("alive"))
     }
 
+    /// One `fiu-ctrl` command to the node. fiu-ctrl exits 0 even when it failed (it says so
+    /// on its output), and blocks for ever on the FIFOs of a process that is gone or paused:
+    /// it gets 5 s, and its output is read.
     fn fiu_ctrl(&self, pid: i32, command: &str) -> Result<()> {
         let prefix = self
             .cfg
             .fiu
             .as_ref()
             .ok_or_else(|| anyhow!("node {} was not started under libfiu", self.cfg.id))?;
-        let out = Command::new("fiu-ctrl")
+        let mut child = Command::new("fiu-ctrl")
             .arg("-f")
             .arg(prefix)
             .args(["-c", command, &pid.to_string()])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .context("running fiu-ctrl")?;
-        if !out.status.success() {
-            bail!(
-                "fiu-ctrl {command}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "fiu-ctrl {command}: no answer from node {} in 5 s",
+                    self.cfg.id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || said.to_lowercase().contains("error") {
+            bail!("fiu-ctrl {command}: {}", said.trim());
         }
         Ok(())
     }

@@ -6,6 +6,9 @@
 //! namespace sends A's connections to B's gRPC port to the proxy instead; the proxy's own
 //! sockets carry a mark that rule skips. Each chunk read is held until `delay` plus a random
 //! share of `jitter` has passed, never overtaking the chunk before it (TCP's order is kept).
+//!
+//! Unlike a real link, a connection to a host that refuses it is accepted, then closed, and a
+//! reset from the far end arrives as an orderly close.
 
 use anyhow::{anyhow, Context, Result};
 use rand::Rng;
@@ -88,9 +91,20 @@ impl Proxy {
         let delay = Arc::new(Delay::default());
         let (ns, d) = (netns.to_string(), delay.clone());
         let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
+            // The connections live as long as the proxy: aborting this task drops them.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let inbound = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    // Out of descriptors, a reset before accept: the link stays up.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                while conns.try_join_next().is_some() {}
                 let (ns, d) = (ns.clone(), d.clone());
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Ok(outbound) = connect(&ns, target).await {
                         pipe(inbound, outbound, d).await;
                     }
@@ -133,14 +147,12 @@ async fn connect(netns: &str, target: SocketAddr) -> Result<TcpStream> {
     Ok(TcpStream::from_std(stream)?)
 }
 
-/// Both directions, each delayed, until either side closes.
+/// Both directions, each delayed, until both sides close.
 async fn pipe(a: TcpStream, b: TcpStream, delay: Arc<Delay>) {
     let _ = a.set_nodelay(true);
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
-    let one = tokio::spawn(delayed(ar, bw, delay.clone()));
-    let two = tokio::spawn(delayed(br, aw, delay));
-    let _ = tokio::join!(one, two);
+    tokio::join!(delayed(ar, bw, delay.clone()), delayed(br, aw, delay));
 }
 
 /// Copies `from` to `to`, each chunk released `delay` after it arrived, in order.

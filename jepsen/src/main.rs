@@ -288,7 +288,10 @@ async fn schedule(
                         // Its operation may still be in flight: never reuse the process.
                         process += 1_000;
                     }
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
+                    // A client whose node does not answer backs off, as a real one would (and
+                    // a refused connection, being quick, does not flood the history).
+                    let pause = if t == Type::Ok { 0..20 } else { 50..150 };
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(pause))).await;
                 }
             }));
         }

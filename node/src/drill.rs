@@ -36,7 +36,7 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Concurrent writers keeping the ledger.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub writers: u64,
     #[arg(long, env = "BASALT_ENDPOINT", default_value = "http://127.0.0.1:8080")]
     pub endpoint: String,
@@ -115,9 +115,26 @@ pub async fn run(args: DrillArgs) -> Result<()> {
             .build()?,
         console_url: Mutex::new(endpoint),
     };
-    let report = drill.rehearse().await;
+    let mut report = drill.rehearse().await;
     if let Target::Local(c) = drill.target {
-        c.into_inner().shutdown();
+        let mut c = c.into_inner();
+        c.shutdown();
+        let dir = c.opts.dir.clone();
+        drop(c);
+        // The throw-away cluster goes with a clean drill; after a problem its data and logs
+        // stay for a look.
+        match &mut report {
+            Ok(r) if r["ok"] == true => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Ok(r) => r["kept"] = json!(dir.display().to_string()),
+            Err(e) => {
+                *e = anyhow!(
+                    "{e:#} (the local cluster's data and logs are in {})",
+                    dir.display()
+                )
+            }
+        }
     }
     let report = report?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -232,7 +249,8 @@ impl Drill {
                             Value::Null,
                         )
                         .await
-                        .is_ok_and(|s| s["leader"].is_u64());
+                        // The same leader (an old leader still cut off names itself).
+                        .is_ok_and(|s| s["leader"].as_u64() == Some(leader));
                 }
                 if all {
                     return Ok(leader);
@@ -279,10 +297,31 @@ impl Drill {
             .filter(|m| !victims.contains(&m.id))
             .cloned()
             .collect();
-        *self.console_url.lock().expect("lock") = survivors[0].http.clone();
+        let Some(first) = survivors.first() else {
+            bail!("no member would be left to write through");
+        };
+        *self.console_url.lock().expect("lock") = first.http.clone();
 
-        // The ledger: a table of its own in the drill's project, written by the writers.
+        // The ledger: a table of its own in the drill's project, written by the writers; it
+        // and the drill's key go whatever happens.
         let ledger = self.ledger_table().await?;
+        let result = self
+            .exercise(&ledger, leader, &ids, &victims, &members, &survivors)
+            .await;
+        let _ = self.drop_ledger(&ledger).await;
+        result
+    }
+
+    /// The drill proper: load, fault, recovery, heal, proof.
+    async fn exercise(
+        &self,
+        ledger: &Ledger,
+        leader: u64,
+        ids: &[u64],
+        victims: &[u64],
+        members: &[Member],
+        survivors: &[Member],
+    ) -> Result<Value> {
         let targets: Vec<String> = if self.args.kind == "partition" {
             members.iter().map(|m| m.http.clone()).collect()
         } else {
@@ -290,6 +329,8 @@ impl Drill {
         };
         let writes = Arc::new(Mutex::new(Vec::<Write>::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        // The writers stop however this ends (an error included).
+        let _stopper = StopOnDrop(stop.clone());
         let seq = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -334,13 +375,16 @@ impl Drill {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
 
-        // The fault. A node told to crash dies a moment after it answers: the fault starts
-        // at the last moment it was seen alive.
-        let mut t0 = start.elapsed();
-        let fault = self.inject(&victims, &members).await?;
-        if matches!(self.target, Target::Remote) && self.args.kind != "partition" {
-            t0 = self.last_seen_alive(&members, &victims, start).await?;
-        }
+        // The fault. Recovery is timed from when it is surely in force: once the call that
+        // makes it has returned (a kill, the partition's rules, an isolation the node has
+        // taken), or, for a node told to crash (it dies a moment after it answers), once it
+        // no longer answers. Only writes sent from then on count towards recovery.
+        let fault = self.inject(victims, members).await?;
+        let t0 = if matches!(self.target, Target::Remote) && self.args.kind != "partition" {
+            self.gone_at(members, victims, start).await?
+        } else {
+            start.elapsed()
+        };
         // Recovered: a write sent after the fault was acknowledged.
         let deadline = Instant::now() + Duration::from_secs(60);
         let rto = loop {
@@ -371,13 +415,13 @@ impl Drill {
             tokio::time::sleep(hold - held).await;
         }
         let t1 = start.elapsed();
-        let healed = self.heal(&fault, &victims).await;
+        let healed = self.heal(&fault, victims).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await?;
         }
-        let settled = self.settled(&ids, Duration::from_secs(60)).await;
+        let settled = self.settled(ids, Duration::from_secs(60)).await;
 
         // The proof: every acknowledged entry through every node, once; then the replicas.
         let writes = std::mem::take(&mut *writes.lock().expect("lock"));
@@ -393,9 +437,10 @@ impl Drill {
             .collect();
         let mut per_node = serde_json::Map::new();
         let (mut lost_total, mut dup_total, mut unexpected_total) = (0usize, 0usize, 0usize);
-        let (_, members_now) = self.status().await.unwrap_or((None, members.clone()));
+        let mut unreadable = Vec::new();
+        let (_, members_now) = self.status().await.unwrap_or((None, members.to_vec()));
         for m in &members_now {
-            match self.read_ledger(&m.http, &ledger).await {
+            match self.read_ledger(&m.http, ledger).await {
                 Ok(seen) => {
                     let lost = acked.iter().filter(|s| !seen.contains_key(s)).count();
                     let dups = seen.values().filter(|n| **n > 1).count();
@@ -410,20 +455,12 @@ impl Drill {
                 }
                 Err(e) => {
                     per_node.insert(m.id.to_string(), json!({ "error": format!("{e:#}") }));
-                    lost_total += acked.len();
+                    unreadable.push(m.id);
                 }
             }
         }
-        let check = self
-            .operator(
-                &self.console(),
-                reqwest::Method::POST,
-                "/cluster/check",
-                json!({}),
-            )
-            .await;
+        let check = self.check(members_now.len()).await;
         let consistent = check.as_ref().is_ok_and(|c| c["consistent"] == true);
-        let _ = self.drop_ledger(&ledger).await;
 
         let during = |w: &&Write| w.sent >= t0 && w.sent < t1;
         let in_fault: Vec<&Write> = writes.iter().filter(during).collect();
@@ -433,6 +470,7 @@ impl Drill {
             && lost_total == 0
             && dup_total == 0
             && unexpected_total == 0
+            && unreadable.is_empty()
             && consistent;
         Ok(json!({
             "drill": self.args.kind,
@@ -446,7 +484,8 @@ impl Drill {
                 "total": writes.len(),
                 "acknowledged": acked.len(),
                 "during-fault": in_fault.len(),
-                "failed-during-fault": in_fault.iter().filter(|w| w.outcome != Outcome::Ok).count(),
+                "not-acknowledged-during-fault": in_fault.iter().filter(|w| w.outcome != Outcome::Ok).count(),
+                "refused-during-fault": in_fault.iter().filter(|w| w.outcome == Outcome::Failed).count(),
                 "unknown-outcome": writes.iter().filter(|w| w.outcome == Outcome::Unknown).count(),
             },
             "ledger": {
@@ -454,6 +493,7 @@ impl Drill {
                 "lost": lost_total,
                 "duplicates": dup_total,
                 "failed-but-present": unexpected_total,
+                "unreadable-through": unreadable,
                 "by-node": per_node,
             },
             "cluster-check": match &check {
@@ -485,22 +525,31 @@ impl Drill {
                     } else {
                         json!({ "fault": "crash" })
                     };
-                    self.operator(&m.http, reqwest::Method::POST, "/cluster/drill", body)
-                        .await?;
+                    let crash = self.args.kind != "partition";
+                    match self
+                        .operator(&m.http, reqwest::Method::POST, "/cluster/drill", body)
+                        .await
+                    {
+                        Ok(_) => {}
+                        // The node may have died before its answer left: `gone_at` tells.
+                        Err(e) if crash && e.downcast_ref::<reqwest::Error>().is_some() => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
         Ok(fault)
     }
 
-    /// Waits until every victim stops answering; the last time one answered (since `start`).
-    async fn last_seen_alive(
+    /// Waits until every victim stops answering; when the last of them was first seen not
+    /// answering (since `start`).
+    async fn gone_at(
         &self,
         members: &[Member],
         victims: &[u64],
         start: Instant,
     ) -> Result<Duration> {
-        let mut last = start.elapsed();
+        let mut gone = start.elapsed();
         let deadline = Instant::now() + Duration::from_secs(10);
         for m in members.iter().filter(|m| victims.contains(&m.id)) {
             loop {
@@ -512,16 +561,50 @@ impl Drill {
                     .await
                     .is_ok();
                 if !answered {
+                    gone = gone.max(start.elapsed());
                     break;
                 }
-                last = start.elapsed();
                 if Instant::now() > deadline {
                     bail!("node {} was told to crash but still answers", m.id);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Ok(last)
+        Ok(gone)
+    }
+
+    /// `cluster check` through a survivor, retried (for up to a minute) until every member
+    /// answered and they agree: a member still catching up is not a verdict. The check
+    /// waits up to 30 s for each member's digest.
+    async fn check(&self, members: usize) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let res = self
+                .http
+                .post(format!("{}/v1/cluster/check", self.console()))
+                .header("x-appwrite-project", "console")
+                .header("x-appwrite-key", &self.root_key)
+                .timeout(Duration::from_secs(40))
+                .json(&json!({}))
+                .send()
+                .await;
+            let last = match res {
+                Ok(r) if r.status().is_success() => {
+                    let v: Value = r.json().await?;
+                    let complete = v["digests"].as_object().is_some_and(|d| d.len() == members);
+                    if v["consistent"] == true && complete {
+                        return Ok(v);
+                    }
+                    Ok(v)
+                }
+                Ok(r) => Err(anyhow!("cluster check: {} {}", r.status(), r.text().await?)),
+                Err(e) => Err(anyhow!("cluster check: {e}")),
+            };
+            if Instant::now() > deadline {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     async fn heal(&self, fault: &Fault, victims: &[u64]) -> Result<()> {
@@ -665,6 +748,15 @@ impl Drill {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Sets the flag when dropped: the writers stop however the drill ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -832,6 +832,11 @@ impl RaftNode {
         match leader {
             None => Err(ReplicationError::NotLeader { leader: None }),
             Some(l) if l == self.id => Ok(None),
+            Some(_) if crate::drill::isolated() => Err(Unavailable::Unreachable {
+                addr: "the leader".into(),
+                reason: crate::drill::ISOLATED.into(),
+            }
+            .into()),
             Some(l) => {
                 let info = self
                     .member(l)
@@ -944,6 +949,10 @@ impl RaftNode {
                 leader: self.raft.metrics().borrow().current_leader,
             });
         }
+        // Leading, as a quorum confirms: a leader restarted with its old term believes it
+        // leads until it hears of a newer one (and openraft logs a membership change refused
+        // for that at ERROR).
+        self.read_index_local().await?;
         let known = self.member(id).ok_or(Refusal::NotMember { id })?;
         if known != info {
             tracing::info!(node_id = id, grpc = %info.grpc, http = %info.http, "member moved: updating its addresses");
