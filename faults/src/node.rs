@@ -331,7 +331,8 @@ impl Node {
 
     /// The disk works again (for a node still running; a stopped one restarts healthy).
     pub fn heal_disk(&mut self) -> Result<()> {
-        if self.alive() {
+        // (libfiu refuses to disable a point that is not enabled.)
+        if self.disk_failing && self.alive() {
             let pid = self.signalable()?;
             self.fiu_ctrl(pid, "disable name=posix/io/sync/*")?;
         }
