@@ -186,7 +186,7 @@ impl Cluster {
                         // A retry after a lost answer finds it already gone: done.
                         refused
                             && self
-                                .operator(reqwest::Method::GET, &url, "/cluster/status")
+                                .operator(reqwest::Method::GET, &url, "/cluster/status", json!({}))
                                 .await
                                 .is_ok_and(|s| {
                                     s["members"]
@@ -241,7 +241,12 @@ impl Cluster {
             .find_map(|n| n.up().then(|| n.url.clone()))
             .ok_or_else(|| anyhow!("no member to ask for a join token"))?;
         let token = self
-            .operator_post(&member_url, "/cluster/join-token", json!({ "ttl": 600 }))
+            .operator(
+                reqwest::Method::POST,
+                &member_url,
+                "/cluster/join-token",
+                json!({ "ttl": 600 }),
+            )
             .await?["token"]
             .as_str()
             .map(str::to_string)
@@ -276,27 +281,17 @@ impl Cluster {
         self.nodes.iter().map(|n| (n.id(), n.url.clone())).collect()
     }
 
-    async fn operator(&self, method: reqwest::Method, url: &str, path: &str) -> Result<Value> {
+    /// An operator call (root key) to the node at `url`; a non-2xx answer is an error.
+    async fn operator(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value> {
         let res = self
             .http
             .request(method, format!("{url}/v1{path}"))
-            .header("x-appwrite-project", "console")
-            .header("x-appwrite-key", &self.opts.root_key)
-            .json(&json!({}))
-            .send()
-            .await?;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        if !status.is_success() && status.as_u16() != 409 {
-            bail!("{path}: {status} {body}");
-        }
-        Ok(body)
-    }
-
-    async fn operator_post(&self, url: &str, path: &str, body: Value) -> Result<Value> {
-        let res = self
-            .http
-            .post(format!("{url}/v1{path}"))
             .header("x-appwrite-project", "console")
             .header("x-appwrite-key", &self.opts.root_key)
             .json(&body)
@@ -313,7 +308,7 @@ impl Cluster {
     /// `/v1/cluster/status` as node `id` sees it.
     pub async fn status(&self, id: u64) -> Result<Value> {
         let url = self.url_of(id)?;
-        self.operator(reqwest::Method::GET, &url, "/cluster/status")
+        self.operator(reqwest::Method::GET, &url, "/cluster/status", json!({}))
             .await
     }
 
@@ -396,7 +391,7 @@ impl Cluster {
             for id in up {
                 let url = self.url_of(id)?;
                 match self
-                    .operator(reqwest::Method::POST, &url, "/cluster/check")
+                    .operator(reqwest::Method::POST, &url, "/cluster/check", json!({}))
                     .await
                 {
                     Ok(r) => {

@@ -283,15 +283,8 @@ impl Workload for Bank {
 }
 
 /// A transfer: a transaction staging a decrement bounded at zero and an increment, then
-/// committed. Only the commit has an effect; it is the one step whose outcome may be unknown.
+/// committed.
 async fn transfer(api: &Api, node: u64, value: &Value) -> Completion {
-    let tx = match api
-        .post(node, "/tablesdb/transactions", json!({ "ttl": 60 }))
-        .await
-    {
-        Reply::Ok(t) => t["$id"].as_str().unwrap_or_default().to_string(),
-        other => return (Type::Fail, value.clone(), Some(not_begun("begin", other))),
-    };
     let op = |action: &str, account: &Value, bound: Value| {
         let mut data = json!({ "column": "balance", "value": value["amount"] });
         if !bound.is_null() {
@@ -302,19 +295,32 @@ async fn transfer(api: &Api, node: u64, value: &Value) -> Completion {
             "rowId": format!("a{account}"), "data": data,
         })
     };
-    let ops = json!({ "operations": [
+    let ops = vec![
         op("decrement", &value["from"], json!(0)),
         op("increment", &value["to"], Value::Null),
-    ]});
+    ];
+    in_transaction(api, node, value, ops).await
+}
+
+/// Runs `operations` in one transaction: begin, stage, commit. Only the commit has an effect,
+/// so it is the one step whose outcome may be unknown; a transaction that never reached it
+/// certainly did nothing (it expires unused).
+async fn in_transaction(api: &Api, node: u64, value: &Value, operations: Vec<Value>) -> Completion {
+    let tx = match api
+        .post(node, "/tablesdb/transactions", json!({ "ttl": 60 }))
+        .await
+    {
+        Reply::Ok(t) => t["$id"].as_str().unwrap_or_default().to_string(),
+        other => return (Type::Fail, value.clone(), Some(not_begun("begin", other))),
+    };
     let staged = api
         .post(
             node,
             &format!("/tablesdb/transactions/{tx}/operations"),
-            ops,
+            json!({ "operations": operations }),
         )
         .await;
     if !matches!(staged, Reply::Ok(_)) {
-        // Staged or not, it is never committed: the transaction expires unused.
         return (Type::Fail, value.clone(), Some(not_begun("stage", staged)));
     }
     let committed = api
@@ -327,15 +333,9 @@ async fn transfer(api: &Api, node: u64, value: &Value) -> Completion {
     written(committed, value)
 }
 
+/// A query parameter's value, percent-encoded.
 fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 // --------------------------------------------------------------------------------------- set
@@ -594,13 +594,6 @@ async fn read_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Comp
 
 /// Appends every element in one transaction: a row per element, committed together.
 async fn append_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Completion {
-    let tx = match api
-        .post(node, "/tablesdb/transactions", json!({ "ttl": 60 }))
-        .await
-    {
-        Reply::Ok(t) => t["$id"].as_str().unwrap_or_default().to_string(),
-        other => return (Type::Fail, value.clone(), Some(not_begun("begin", other))),
-    };
     let ops: Vec<Value> = mops
         .iter()
         .map(|m| {
@@ -611,22 +604,5 @@ async fn append_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Co
             })
         })
         .collect();
-    let staged = api
-        .post(
-            node,
-            &format!("/tablesdb/transactions/{tx}/operations"),
-            json!({ "operations": ops }),
-        )
-        .await;
-    if !matches!(staged, Reply::Ok(_)) {
-        return (Type::Fail, value.clone(), Some(not_begun("stage", staged)));
-    }
-    let committed = api
-        .patch(
-            node,
-            &format!("/tablesdb/transactions/{tx}"),
-            json!({ "commit": true }),
-        )
-        .await;
-    written(committed, value)
+    in_transaction(api, node, value, ops).await
 }
