@@ -320,13 +320,17 @@ impl Cluster {
             .ok_or_else(|| anyhow!("no node {id}"))
     }
 
-    /// The leader some running node knows of, if any.
-    pub async fn leader(&mut self) -> Option<u64> {
-        let up: Vec<u64> = self
-            .nodes
+    /// The nodes running and not paused (those that may answer).
+    fn up_ids(&mut self) -> Vec<u64> {
+        self.nodes
             .iter_mut()
             .filter_map(|n| n.up().then_some(n.id()))
-            .collect();
+            .collect()
+    }
+
+    /// The leader some running node knows of, if any.
+    pub async fn leader(&mut self) -> Option<u64> {
+        let up = self.up_ids();
         for id in up {
             if let Ok(s) = self.status(id).await {
                 if let Some(l) = s["leader"].as_u64() {
@@ -343,11 +347,7 @@ impl Cluster {
         let mut want = ids.to_vec();
         want.sort();
         loop {
-            let up: Vec<u64> = self
-                .nodes
-                .iter_mut()
-                .filter_map(|n| n.up().then_some(n.id()))
-                .collect();
+            let up = self.up_ids();
             let mut all = true;
             for id in &up {
                 let ok = match self.status(*id).await {
@@ -383,11 +383,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         let mut last = Err(anyhow!("no node answered"));
         loop {
-            let up: Vec<u64> = self
-                .nodes
-                .iter_mut()
-                .filter_map(|n| n.up().then_some(n.id()))
-                .collect();
+            let up = self.up_ids();
             for id in up {
                 let url = self.url_of(id)?;
                 match self

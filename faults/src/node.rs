@@ -223,11 +223,7 @@ impl Node {
     }
 
     fn signal(&mut self, sig: i32) -> Result<()> {
-        // Reaps it first if it ended: a reaped pid may belong to another process by now.
-        if !self.alive() {
-            bail!("node {} is not running", self.cfg.id);
-        }
-        let pid = self.pid().expect("alive");
+        let pid = self.signalable()?;
         // SAFETY: kill(2) on our own child's pid, which `alive` has just seen unreaped.
         if unsafe { libc::kill(pid, sig) } != 0 {
             bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
@@ -340,6 +336,8 @@ impl Node {
         Ok(())
     }
 
+    /// Its pid, if it is running. Reaps it first if it ended: a reaped pid may belong to
+    /// another process by now.
     fn signalable(&mut self) -> Result<i32> {
         if !self.alive() {
             bail!("node {} is not running", self.cfg.id);
