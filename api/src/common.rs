@@ -403,10 +403,17 @@ pub(crate) fn negated(v: Value) -> Value {
 }
 
 /// One bulk item: `$id` (or generated), `$permissions`, and the data.
+/// A row write's fields: its data, the operators sent in place of some values, and the
+/// `$permissions` it may carry inline.
+pub(crate) type Fields = (Data, model::command::Ops, Option<Vec<String>>);
+
+/// One row of a bulk create or upsert: its id (made for `unique()` or none) and its fields
+/// (operators only for an upsert, `operators`).
 pub(crate) fn bulk_item(
     f: Flavor,
     item: &Json,
-) -> Result<(String, Data, Option<Vec<String>>), ApiError> {
+    operators: bool,
+) -> Result<(String, Fields), ApiError> {
     let obj = item
         .as_object()
         .ok_or_else(|| missing_data(f, "Each item must be an object."))?;
@@ -419,11 +426,13 @@ pub(crate) fn bulk_item(
         }
     };
     let perms = inline_permissions(obj)?;
-    Ok((
-        id,
-        data_from_json(obj, ErrorCode::DocumentInvalidStructure).map_err(|e| f.error(e.0))?,
-        perms,
-    ))
+    let code = ErrorCode::DocumentInvalidStructure;
+    let (data, ops) = match operators {
+        true => crate::params::patch_from_json(obj, code),
+        false => data_from_json(obj, code).map(|d| (d, model::command::Ops::new())),
+    }
+    .map_err(|e| f.error(e.0))?;
+    Ok((id, (data, ops, perms)))
 }
 
 /// Transaction `id`, if the caller may use it: a key any of the project's, a user only those

@@ -343,6 +343,37 @@ pub fn data_from_json(
     Ok(out)
 }
 
+/// Client data for an update or an upsert: the values, and the operators (Appwrite 1.8+) sent
+/// in place of some of them (`model::operator`). An operator that cannot be read is a bad
+/// request, as in Appwrite.
+pub fn patch_from_json(
+    map: &Map<String, Json>,
+    code: ErrorCode,
+) -> Result<(model::command::Data, model::command::Ops), ApiError> {
+    let mut plain = Map::new();
+    let mut ops = model::command::Ops::new();
+    for (k, v) in map {
+        if k.starts_with('$') {
+            continue;
+        }
+        match model::operator::Operator::detect(v) {
+            None => {
+                plain.insert(k.clone(), v.clone());
+            }
+            Some(Ok(op)) => {
+                ops.insert(k.clone(), op);
+            }
+            Some(Err(e)) => {
+                return Err(ApiError(Error::new(
+                    ErrorCode::GeneralBadRequest,
+                    msg!("Invalid operator for attribute \"{}\": {}", k, e.text()),
+                )))
+            }
+        }
+    }
+    Ok((data_from_json(&plain, code)?, ops))
+}
+
 impl Req {
     /// A parameter set built from a JSON object (inline column/index definitions).
     pub fn from_object(params: Map<String, Json>) -> Req {

@@ -5,15 +5,16 @@ use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
     bulk_item, collection, enter, inline_permissions, key_only, load_transaction, missing_data,
-    negated, no_content, permissions, prepare, propose, reply, unexpected, Flavor, Reply, Res,
+    negated, no_content, permissions, prepare, propose, reply, unexpected, Fields, Flavor, Reply,
+    Res,
 };
 use crate::error::ApiError;
-use crate::params::{data_from_json, now_ms, Req};
+use crate::params::{data_from_json, now_ms, patch_from_json, Req};
 use crate::{render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
-use model::command::{Data, DocOp, DocTarget};
+use model::command::{Data, DocOp, DocTarget, Ops};
 use model::command::{DocumentsOp, RangeChange, TransactionOp};
 use model::msg;
 use model::permission::Scope;
@@ -23,21 +24,20 @@ use model::schema::{Collection, TransactionStatus};
 use model::{id, Error, ErrorCode, Op, Outcome, Transaction, Value};
 use serde_json::{json, Map, Value as Json};
 
-/// Row data and the `$permissions` it may carry inline.
-type DataAndPermissions = (Data, Option<Vec<String>>);
-
-fn data_param(req: &Req, f: Flavor) -> Result<Option<DataAndPermissions>, ApiError> {
-    match req.object_opt("data")? {
-        None => Ok(None),
-        Some(m) => {
-            let perms = inline_permissions(&m)?;
-            Ok(Some((
-                data_from_json(&m, ErrorCode::DocumentInvalidStructure)
-                    .map_err(|e| f.error(e.0))?,
-                perms,
-            )))
-        }
+/// The `data` param. Only updates and upserts take operators (`operators`); a create stores
+/// such a string as it is, as Appwrite does.
+fn data_param(req: &Req, f: Flavor, operators: bool) -> Result<Option<Fields>, ApiError> {
+    let Some(m) = req.object_opt("data")? else {
+        return Ok(None);
+    };
+    let perms = inline_permissions(&m)?;
+    let code = ErrorCode::DocumentInvalidStructure;
+    let (data, ops) = match operators {
+        true => patch_from_json(&m, code),
+        false => data_from_json(&m, code).map(|d| (d, Ops::new())),
     }
+    .map_err(|e| f.error(e.0))?;
+    Ok(Some((data, ops, perms)))
 }
 
 fn target(req: &Req, op: DocOp) -> DocTarget {
@@ -90,14 +90,18 @@ fn list_of(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
     json!({ "total": docs.len(), f.docs_key(): docs.iter().map(|d| render::document(d, c, f, None)).collect::<Vec<_>>() })
 }
 
-/// The body answered for a staged write: the row as it would be, without stored fields.
-fn staged(f: Flavor, c: &Collection, id: &str, data: &Data) -> Json {
+/// The body answered for a staged write: the row as it would be, without stored fields; an
+/// operator as it was sent (its result is known at commit).
+fn staged(f: Flavor, c: &Collection, id: &str, data: &Data, ops: &Ops) -> Json {
     let mut m = Map::new();
     m.insert("$id".into(), json!(id));
     m.insert(f.parent_id_key().into(), json!(c.id));
     m.insert("$databaseId".into(), json!(c.database));
     for (k, v) in data {
         m.insert(k.clone(), v.to_json());
+    }
+    for (k, op) in ops {
+        m.insert(k.clone(), json!(op.to_wire()));
     }
     Json::Object(m)
 }
@@ -210,7 +214,7 @@ pub(crate) async fn create_documents(
                 }
                 let mut ops = Vec::new();
                 for item in &items {
-                    let (id, data, permissions) = bulk_item(f, item)?;
+                    let (id, (data, _, permissions)) = bulk_item(f, item, false)?;
                     ops.push(target(
                         &req,
                         DocOp::Create {
@@ -228,7 +232,7 @@ pub(crate) async fn create_documents(
             }
             (None, true) => {
                 let id = req.id_req(f.doc_id_param())?;
-                let (data, inline_perms) = data_param(&req, f)?.unwrap_or_default();
+                let (data, _, inline_perms) = data_param(&req, f, false)?.unwrap_or_default();
                 let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
                 let op = DocOp::Create {
                     id: id.clone(),
@@ -240,7 +244,7 @@ pub(crate) async fn create_documents(
                         Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
                         None => Err(unexpected(Outcome::Documents(docs))),
                     },
-                    Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data)),
+                    Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data, &Ops::new())),
                 }
             }
         }
@@ -262,14 +266,10 @@ pub(crate) async fn upsert_documents(
     })?;
     let mut ops = Vec::new();
     for item in &items {
-        let (id, data, permissions) = bulk_item(f, item)?;
+        let (id, (data, operators, permissions)) = bulk_item(f, item, true)?;
         ops.push(target(
             &req,
-            DocOp::Upsert {
-                id,
-                data,
-                permissions,
-            },
+            DocOp::upsert(id, data, operators, permissions),
         ));
     }
     let n = ops.len();
@@ -403,8 +403,8 @@ pub(crate) async fn update_documents(
         Ok((c, spec))
     })
     .await?;
-    let (data, _) = data_param(&req, f)?.unwrap_or_default();
-    let change = RangeChange::Update { data: data.clone() };
+    let (data, operators, _) = data_param(&req, f, true)?.unwrap_or_default();
+    let change = RangeChange::update(data.clone(), operators.clone());
     if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, change).await? {
         return reply(StatusCode::OK, list_of(f, &c, &docs));
     }
@@ -413,7 +413,7 @@ pub(crate) async fn update_documents(
         f,
         &ctx,
         &req,
-        vec![target(&req, DocOp::UpdateWhere { spec, data })],
+        vec![target(&req, DocOp::update_where(spec, data, operators))],
     )
     .await?
     {
@@ -490,7 +490,7 @@ pub(crate) async fn get_document(
 struct OneWrite {
     op: DocOp,
     status: StatusCode,
-    staged: Data,
+    staged: (Data, Ops),
 }
 
 async fn write_one(
@@ -507,7 +507,7 @@ async fn write_one(
             Some(d) => reply(w.status, render::document(d, c, f, None)),
             None => Err(unexpected(Outcome::Documents(docs))),
         },
-        Err(_) => reply(w.status, staged(f, c, &id, &w.staged)),
+        Err(_) => reply(w.status, staged(f, c, &id, &w.staged.0, &w.staged.1)),
     }
 }
 
@@ -520,13 +520,9 @@ pub(crate) async fn upsert_document(
     limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
         let id = req.path("doc");
         id::check(f.doc_id_param(), &id)?;
-        let (data, inline) = data_param(&req, f)?.unwrap_or_default();
+        let (data, operators, inline) = data_param(&req, f, true)?.unwrap_or_default();
         let permissions = permissions(&req, Scope::Document)?.or(inline);
-        let op = DocOp::Upsert {
-            id,
-            data: data.clone(),
-            permissions,
-        };
+        let op = DocOp::upsert(id, data.clone(), operators.clone(), permissions);
         write_one(
             &s,
             f,
@@ -536,7 +532,7 @@ pub(crate) async fn upsert_document(
             OneWrite {
                 op,
                 status: StatusCode::CREATED,
-                staged: data,
+                staged: (data, operators),
             },
         )
         .await
@@ -550,17 +546,18 @@ pub(crate) async fn update_document(
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
-        let data = data_param(&req, f)?;
+        let data = data_param(&req, f, true)?;
         let perms = permissions(&req, Scope::Document)?;
         if data.is_none() && perms.is_none() {
             return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
         }
-        let (data, inline) = data.unwrap_or_default();
-        let op = DocOp::Update {
-            id: req.path("doc"),
-            data: data.clone(),
-            permissions: perms.or(inline),
-        };
+        let (data, operators, inline) = data.unwrap_or_default();
+        let op = DocOp::update(
+            req.path("doc"),
+            data.clone(),
+            operators.clone(),
+            perms.or(inline),
+        );
         write_one(
             &s,
             f,
@@ -570,7 +567,7 @@ pub(crate) async fn update_document(
             OneWrite {
                 op,
                 status: StatusCode::OK,
-                staged: data,
+                staged: (data, operators),
             },
         )
         .await
@@ -620,7 +617,7 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
             by: by.clone(),
             bound,
         };
-        let staged = [(attr, by)].into_iter().collect();
+        let staged = ([(attr, by)].into_iter().collect(), Ops::new());
         write_one(
             &s,
             f,

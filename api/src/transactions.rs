@@ -6,7 +6,7 @@ use crate::common::{
     no_content, propose, reply, unexpected, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
-use crate::params::{data_from_json, new_id, Req};
+use crate::params::{data_from_json, new_id, patch_from_json, Req};
 use model::msg;
 
 use crate::{abuse, render, AppState};
@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use model::command::TransactionOp;
-use model::command::{Data, DocOp, DocTarget};
+use model::command::{Data, DocOp, DocTarget, Ops};
 use model::query::Spec;
 use model::{id, Error, ErrorCode, Op, Outcome, Value};
 use serde_json::{Map, Value as Json};
@@ -169,29 +169,21 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
         op,
     };
     let ops = match action.as_str() {
-        "create" | "update" | "upsert" => {
+        "create" => {
             let m = obj(&data)?;
-            let (id, d, p) = (
-                need_row()?,
-                data_from_json(&m, ErrorCode::DocumentInvalidStructure)?,
-                inline_permissions(&m)?,
-            );
+            vec![t(DocOp::Create {
+                id: need_row()?,
+                data: data_from_json(&m, ErrorCode::DocumentInvalidStructure)?,
+                permissions: inline_permissions(&m)?,
+            })]
+        }
+        "update" | "upsert" => {
+            let m = obj(&data)?;
+            let (id, p) = (need_row()?, inline_permissions(&m)?);
+            let (d, ops) = patch_from_json(&m, ErrorCode::DocumentInvalidStructure)?;
             vec![t(match action.as_str() {
-                "create" => DocOp::Create {
-                    id,
-                    data: d,
-                    permissions: p,
-                },
-                "update" => DocOp::Update {
-                    id,
-                    data: d,
-                    permissions: p,
-                },
-                _ => DocOp::Upsert {
-                    id,
-                    data: d,
-                    permissions: p,
-                },
+                "update" => DocOp::update(id, d, ops, p),
+                _ => DocOp::upsert(id, d, ops, p),
             })]
         }
         "delete" => vec![t(DocOp::Delete { id: need_row()? })],
@@ -229,34 +221,27 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
                 .cloned()
                 .ok_or_else(|| op_error("`data` must be an array of rows"))?;
             let mut out = Vec::new();
+            let upsert = action == "bulkUpsert";
             for item in &items {
-                let (id, d, p) = bulk_item(Flavor::Tables, item)?;
-                out.push(t(if action == "bulkCreate" {
-                    DocOp::Create {
+                let (id, (d, ops, p)) = bulk_item(Flavor::Tables, item, upsert)?;
+                out.push(t(match upsert {
+                    true => DocOp::upsert(id, d, ops, p),
+                    false => DocOp::Create {
                         id,
                         data: d,
                         permissions: p,
-                    }
-                } else {
-                    DocOp::Upsert {
-                        id,
-                        data: d,
-                        permissions: p,
-                    }
+                    },
                 }));
             }
             out
         }
         "bulkUpdate" => {
             let m = obj(&data)?;
-            let d = match m.get("data") {
-                Some(Json::Object(d)) => data_from_json(d, ErrorCode::DocumentInvalidStructure)?,
-                _ => Data::new(),
+            let (d, ops) = match m.get("data") {
+                Some(Json::Object(d)) => patch_from_json(d, ErrorCode::DocumentInvalidStructure)?,
+                _ => (Data::new(), Ops::new()),
             };
-            vec![t(DocOp::UpdateWhere {
-                spec: queries(&m)?,
-                data: d,
-            })]
+            vec![t(DocOp::update_where(queries(&m)?, d, ops))]
         }
         "bulkDelete" => vec![t(DocOp::DeleteWhere {
             spec: queries(&obj(&data)?)?,

@@ -11,8 +11,9 @@
 //! - `counter`: increments and reads of one counter, bounded by what was acknowledged and
 //!   what was attempted.
 //! - `list-append`: transactions appending to several lists at once, and reads of several
-//!   lists in one query, checked Elle-style for G0/G1/G2 cycles. A list is the rows of its
-//!   key in `$sequence` order (the order their commits applied in), each row an element.
+//!   lists in one query, checked Elle-style for G0/G1/G2 cycles. A list is an integer array
+//!   column of its key's row; an append is an upsert whose value is the `arrayAppend`
+//!   operator, computed when the commit applies.
 
 use crate::api::{create_table, query, rows_path, Api, Reply, DB};
 use crate::check;
@@ -481,7 +482,7 @@ impl Workload for Counter {
 
 /// Transactions are either appends (1 to 3, committed together in one transaction) or reads
 /// (of 1 to 3 lists, one query: one snapshot). A few keys are in use at a time, each getting
-/// about `APPENDS_PER_KEY` elements, so lists stay short and reads stay one page.
+/// about `APPENDS_PER_KEY` elements, so lists stay short.
 #[derive(Default)]
 pub struct ListAppend {
     ops: AtomicU64,
@@ -499,11 +500,11 @@ impl Workload for ListAppend {
 
     fn setup<'a>(&'a self, api: &'a Api) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            create_table(api, LISTS, &["k", "v"]).await?;
+            create_table(api, LISTS, &[]).await?;
             api.setup(
                 reqwest::Method::POST,
-                &format!("/tablesdb/{DB}/tables/{LISTS}/indexes"),
-                json!({ "key": "by_k", "type": "key", "columns": ["k"] }),
+                &format!("/tablesdb/{DB}/tables/{LISTS}/columns/integer"),
+                json!({ "key": "v", "required": false, "array": true }),
             )
             .await?;
             Ok(())
@@ -559,13 +560,17 @@ impl Workload for ListAppend {
     }
 }
 
+/// A list's row id.
+fn list_row(key: &Value) -> String {
+    format!("k{key}")
+}
+
 /// Reads every list the transaction names in one query (one snapshot of the state).
 async fn read_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Completion {
-    let keys: Vec<&Value> = mops.iter().map(|m| &m[1]).collect();
+    let ids: Vec<String> = mops.iter().map(|m| list_row(&m[1])).collect();
     let q = [
-        query("equal", Some("k"), json!(keys)),
-        query("orderAsc", Some("$sequence"), json!([])),
-        query("limit", None, json!([5000])),
+        query("equal", Some("$id"), json!(ids)),
+        query("limit", None, json!([100])),
     ];
     let qs: Vec<String> = q
         .iter()
@@ -578,11 +583,12 @@ async fn read_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Comp
             let done: Vec<Value> = mops
                 .iter()
                 .map(|m| {
-                    let list: Vec<Value> = rows
+                    let id = list_row(&m[1]);
+                    let list = rows
                         .iter()
-                        .filter(|r| r["k"] == m[1])
-                        .map(|r| r["v"].clone())
-                        .collect();
+                        .find(|r| r["$id"] == id.as_str())
+                        .and_then(|r| r["v"].as_array().cloned())
+                        .unwrap_or_default();
                     json!(["r", m[1], list])
                 })
                 .collect();
@@ -592,15 +598,17 @@ async fn read_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Comp
     }
 }
 
-/// Appends every element in one transaction: a row per element, committed together.
+/// Appends every element in one transaction: per element an upsert of its list's row whose
+/// value is the `arrayAppend` operator (as the SDKs send it), committed together.
 async fn append_lists(api: &Api, node: u64, value: &Value, mops: &[Value]) -> Completion {
     let ops: Vec<Value> = mops
         .iter()
         .map(|m| {
+            let append = json!({ "method": "arrayAppend", "values": [m[2]] }).to_string();
             json!({
-                "action": "create", "databaseId": DB, "tableId": LISTS,
-                "rowId": format!("k{}v{}", m[1], m[2]),
-                "data": { "k": m[1], "v": m[2] },
+                "action": "upsert", "databaseId": DB, "tableId": LISTS,
+                "rowId": list_row(&m[1]),
+                "data": { "v": append },
             })
         })
         .collect();

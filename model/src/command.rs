@@ -530,6 +530,7 @@ pub enum SchemaOp {
 }
 
 pub type Data = BTreeMap<String, Value>;
+pub use crate::operator::Ops;
 
 /// One document operation. Several of them in one command apply all-or-nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -568,6 +569,68 @@ pub enum DocOp {
     DeleteWhere {
         spec: Spec,
     },
+    /// An `Update`, or an `Upsert` (`upsert`), whose `ops` compute fields from their current
+    /// values (from the defaults when an upsert creates the row). A write without operators
+    /// is still an `Update` or `Upsert`, so its bytes stay those of the first log format.
+    Operate {
+        id: String,
+        data: Data,
+        ops: Ops,
+        permissions: Option<Vec<String>>,
+        upsert: bool,
+    },
+    /// `UpdateWhere` with operators.
+    OperateWhere {
+        spec: Spec,
+        data: Data,
+        ops: Ops,
+    },
+}
+
+impl DocOp {
+    /// A partial update: `Operate` when it has operators, else `Update`.
+    pub fn update(id: String, data: Data, ops: Ops, permissions: Option<Vec<String>>) -> DocOp {
+        match ops.is_empty() {
+            true => DocOp::Update {
+                id,
+                data,
+                permissions,
+            },
+            false => DocOp::Operate {
+                id,
+                data,
+                ops,
+                permissions,
+                upsert: false,
+            },
+        }
+    }
+
+    /// An upsert: `Operate` when it has operators, else `Upsert`.
+    pub fn upsert(id: String, data: Data, ops: Ops, permissions: Option<Vec<String>>) -> DocOp {
+        match ops.is_empty() {
+            true => DocOp::Upsert {
+                id,
+                data,
+                permissions,
+            },
+            false => DocOp::Operate {
+                id,
+                data,
+                ops,
+                permissions,
+                upsert: true,
+            },
+        }
+    }
+
+    /// An update by query: `OperateWhere` when it has operators, else `UpdateWhere`.
+    pub fn update_where(spec: Spec, data: Data, ops: Ops) -> DocOp {
+        match ops.is_empty() {
+            true => DocOp::UpdateWhere { spec, data },
+            false => DocOp::OperateWhere { spec, data, ops },
+        }
+    }
 }
 
 /// A document operation and the collection it targets.
@@ -611,8 +674,25 @@ pub enum DocumentsOp {
 /// What a `DocumentsOp::Range` does to the documents it picks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RangeChange {
-    Update { data: Data },
+    Update {
+        data: Data,
+    },
     Delete,
+    /// `Update` with operators (added after the first log format, like `DocOp::Operate`).
+    Operate {
+        data: Data,
+        ops: Ops,
+    },
+}
+
+impl RangeChange {
+    /// An update: `Operate` when it has operators, else `Update`.
+    pub fn update(data: Data, ops: Ops) -> RangeChange {
+        match ops.is_empty() {
+            true => RangeChange::Update { data },
+            false => RangeChange::Operate { data, ops },
+        }
+    }
 }
 
 /// Transactions: operations staged through Raft, then committed as one atomic write.
@@ -704,7 +784,28 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_through_bincode() {
-        let batch = Batch(vec![update_where()]);
+        let mut operate = update_where();
+        operate.op = Op::Documents(DocumentsOp::Write {
+            ops: vec![DocTarget {
+                database: "d".into(),
+                collection: "c".into(),
+                op: DocOp::upsert(
+                    "r".into(),
+                    Data::new(),
+                    [(
+                        "tags".to_string(),
+                        crate::operator::Operator {
+                            method: crate::operator::Method::ArrayAppend,
+                            values: vec![Value::Str("x".into())],
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                    None,
+                ),
+            }],
+        });
+        let batch = Batch(vec![update_where(), operate]);
         let bytes = bincode::serialize(&batch).unwrap();
         assert_eq!(bincode::deserialize::<Batch>(&bytes).unwrap(), batch);
     }

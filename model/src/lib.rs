@@ -10,6 +10,7 @@ pub mod command;
 pub mod error;
 pub mod id;
 pub mod nesting;
+pub mod operator;
 pub mod permission;
 pub mod query;
 pub mod reader;

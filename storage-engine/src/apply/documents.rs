@@ -11,10 +11,10 @@ use crate::engine::encode;
 use crate::keys;
 use crate::validate;
 use model::change::{Action, Change};
-use model::command::{Data, DocOp, DocTarget, DocumentsOp, RangeChange};
+use model::command::{Data, DocOp, DocTarget, DocumentsOp, Ops, RangeChange};
 use model::msg;
 use model::schema::{AttrKind, Collection, Document};
-use model::{ErrorCode, Outcome, Value};
+use model::{Error, ErrorCode, Outcome, Value};
 use std::collections::BTreeMap;
 
 /// Documents a range chunk looks at, at most (matching or not): the bound on its work.
@@ -117,8 +117,19 @@ fn range_change(
     at: i64,
 ) -> R<Document> {
     match change {
-        RangeChange::Update { data } => {
-            let doc = updated(coll, &old, data, &None, at)?;
+        RangeChange::Update { data } => range_change(
+            txn,
+            project,
+            coll,
+            old,
+            &RangeChange::Operate {
+                data: data.clone(),
+                ops: Ops::new(),
+            },
+            at,
+        ),
+        RangeChange::Operate { data, ops } => {
+            let doc = updated(coll, &old, data, ops, &None, at)?;
             write_document(txn, project, coll, Some(&old), Some(&doc))?;
             Ok(doc)
         }
@@ -388,7 +399,7 @@ fn doc_op(
             project,
             caller,
             coll,
-            (id, data, permissions),
+            (id, data, &Ops::new(), permissions),
             now,
             Action::Create,
         )?),
@@ -396,37 +407,43 @@ fn doc_op(
             id,
             data,
             permissions,
-        } => match load_document(txn, project, coll, id)? {
-            Some(old) => {
-                require(caller, coll, Some(&old), "update")?;
-                check_grants(caller, permissions)?;
-                let doc = updated(coll, &old, data, permissions, now)?;
-                write_as(txn, project, coll, Some(&old), Some(&doc), Action::Upsert)?;
-                out.push(doc);
-            }
-            None => out.push(create(
-                txn,
-                project,
-                caller,
-                coll,
-                (id, data, permissions),
-                now,
-                Action::Upsert,
-            )?),
-        },
+        } => out.push(update(
+            txn,
+            project,
+            caller,
+            coll,
+            (id, data, &Ops::new(), permissions),
+            now,
+            true,
+        )?),
         DocOp::Update {
             id,
             data,
             permissions,
-        } => {
-            let old =
-                load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
-            require(caller, coll, Some(&old), "update")?;
-            check_grants(caller, permissions)?;
-            let doc = updated(coll, &old, data, permissions, now)?;
-            write_document(txn, project, coll, Some(&old), Some(&doc))?;
-            out.push(doc);
-        }
+        } => out.push(update(
+            txn,
+            project,
+            caller,
+            coll,
+            (id, data, &Ops::new(), permissions),
+            now,
+            false,
+        )?),
+        DocOp::Operate {
+            id,
+            data,
+            ops,
+            permissions,
+            upsert,
+        } => out.push(update(
+            txn,
+            project,
+            caller,
+            coll,
+            (id, data, ops, permissions),
+            now,
+            *upsert,
+        )?),
         DocOp::Delete { id } => {
             let old =
                 load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
@@ -495,18 +512,25 @@ fn doc_op(
                 }
             }
             let patch: Data = [(attr.clone(), next)].into_iter().collect();
-            let doc = updated(coll, &old, &patch, &None, now)?;
+            let doc = updated(coll, &old, &patch, &Ops::new(), &None, now)?;
             write_document(txn, project, coll, Some(&old), Some(&doc))?;
             out.push(doc);
         }
-        DocOp::UpdateWhere { .. } | DocOp::DeleteWhere { .. }
+        DocOp::UpdateWhere { .. } | DocOp::OperateWhere { .. } | DocOp::DeleteWhere { .. }
             if !matches!(caller, Caller::Privileged) =>
         {
             return Err(unauthorized());
         }
         DocOp::UpdateWhere { spec, data } => {
             for old in select(txn, project, coll, spec)? {
-                let doc = updated(coll, &old, data, &None, now)?;
+                let doc = updated(coll, &old, data, &Ops::new(), &None, now)?;
+                write_document(txn, project, coll, Some(&old), Some(&doc))?;
+                out.push(doc);
+            }
+        }
+        DocOp::OperateWhere { spec, data, ops } => {
+            for old in select(txn, project, coll, spec)? {
+                let doc = updated(coll, &old, data, ops, &None, now)?;
                 write_document(txn, project, coll, Some(&old), Some(&doc))?;
                 out.push(doc);
             }
@@ -521,13 +545,45 @@ fn doc_op(
     Ok(())
 }
 
+/// A row write's fields: id, values, operators, permissions.
+type Fields<'a> = (&'a String, &'a Data, &'a Ops, &'a Option<Vec<String>>);
+
+/// Updates a document, or, for an upsert, creates it when there is none.
+fn update(
+    txn: &mut Txn,
+    project: &str,
+    caller: &Caller,
+    coll: &Collection,
+    fields: Fields,
+    now: i64,
+    upsert: bool,
+) -> R<Document> {
+    let (id, data, ops, permissions) = fields;
+    let Some(old) = load_document(txn, project, coll, id)? else {
+        return match upsert {
+            true => create(txn, project, caller, coll, fields, now, Action::Upsert),
+            false => Err(document_not_found(id)),
+        };
+    };
+    require(caller, coll, Some(&old), "update")?;
+    check_grants(caller, permissions)?;
+    let doc = updated(coll, &old, data, ops, permissions, now)?;
+    let action = match upsert {
+        true => Action::Upsert,
+        false => Action::Update,
+    };
+    write_as(txn, project, coll, Some(&old), Some(&doc), action)?;
+    Ok(doc)
+}
+
 /// Creates a document (by a create, or an upsert that found none), recorded as `action`.
+/// Operators (an upsert's) start from the columns' defaults.
 fn create(
     txn: &mut Txn,
     project: &str,
     caller: &Caller,
     coll: &Collection,
-    (id, data, permissions): (&String, &Data, &Option<Vec<String>>),
+    (id, data, ops, permissions): Fields,
     now: i64,
     action: Action,
 ) -> R<Document> {
@@ -539,7 +595,7 @@ fn create(
             msg!("Document with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
         ));
     }
-    let data = validate::new_document(coll, data)?;
+    let data = validate::new_document(coll, &operated(coll, None, data, ops, now)?)?;
     let doc = Document {
         id: id.clone(),
         sequence: next_sequence(txn, project, coll)?,
@@ -556,16 +612,43 @@ fn updated(
     coll: &Collection,
     old: &Document,
     data: &Data,
+    ops: &Ops,
     permissions: &Option<Vec<String>>,
     now: i64,
 ) -> R<Document> {
     let mut doc = old.clone();
-    doc.data = validate::update_document(coll, &old.data, data)?;
+    let patch = operated(coll, Some(&old.data), data, ops, now)?;
+    doc.data = validate::update_document(coll, &old.data, &patch)?;
     if let Some(p) = permissions {
         doc.permissions = p.clone();
     }
     doc.updated_at = now;
     Ok(doc)
+}
+
+/// `data` with the operators' results added: each computed from the column's value in
+/// `existing` (`None`: a row being created, whose operators start from the defaults). The
+/// results are then checked like any written value.
+fn operated(
+    coll: &Collection,
+    existing: Option<&Data>,
+    data: &Data,
+    ops: &Ops,
+    now: i64,
+) -> R<Data> {
+    if ops.is_empty() {
+        return Ok(data.clone());
+    }
+    let mut out = data.clone();
+    for (key, op) in ops {
+        let attr = coll
+            .attribute(key)
+            .ok_or_else(|| Error::structure(msg!("Unknown attribute: \"{}\"", key)))?;
+        let current = existing.map(|d| d.get(key).unwrap_or(&Value::Null));
+        let value = op.apply(attr, current, now).map_err(Error::structure)?;
+        out.insert(key.clone(), value);
+    }
+    Ok(out)
 }
 
 /// The documents a bulk operation targets: filters, order, cursor, offset and limit.

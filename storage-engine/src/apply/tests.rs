@@ -1513,3 +1513,137 @@ fn changes_are_recorded_per_envelope_only_for_what_was_kept() {
     assert_eq!(a.old.as_ref().unwrap().get("n"), Value::Int(1));
     assert_eq!(a.new.as_ref().unwrap().get("n"), Value::Int(2));
 }
+
+/// A write of one row with operators (an update, or an upsert).
+fn operate(id: &str, ops: &[(&str, serde_json::Value)], upsert: bool) -> Vec<DocTarget> {
+    let ops: model::command::Ops = ops
+        .iter()
+        .map(|(k, v)| {
+            let op = model::operator::Operator::detect(&serde_json::json!(v.to_string()));
+            (k.to_string(), op.unwrap().unwrap())
+        })
+        .collect();
+    let data = model::command::Data::new();
+    let op = match upsert {
+        true => DocOp::upsert(id.into(), data, ops, None),
+        false => DocOp::update(id.into(), data, ops, None),
+    };
+    vec![DocTarget {
+        database: "d".into(),
+        collection: "c".into(),
+        op,
+    }]
+}
+
+fn write(ops: Vec<DocTarget>) -> Op {
+    Op::Documents(DocumentsOp::Write { ops })
+}
+
+#[test]
+fn operators_compute_from_the_row_as_the_log_has_it() {
+    use serde_json::json;
+    let mut f = Fixture::new();
+    let w = key_actor(&["rows.write"]);
+    let tags = Attribute {
+        array: true,
+        ..Attribute::new("tags", AttrKind::Integer, 0)
+    };
+    f.apply(vec![schema(
+        SchemaOp::CreateAttribute {
+            database: "d".into(),
+            collection: "c".into(),
+            attribute: tags,
+        },
+        5,
+    )]);
+    f.apply(vec![env(w.clone(), create("a", 10, "x"), 10)]);
+    let row = |f: &Fixture, id: &str| {
+        let view = f.eng.view().unwrap();
+        let coll = view.collection("p", "d", "c").unwrap().unwrap();
+        view.document("p", &coll, id).unwrap()
+    };
+    // Two increments and two appends in one entry: each sees the one before it.
+    let inc = || {
+        operate(
+            "a",
+            &[("n", json!({"method": "increment", "values": [5]}))],
+            false,
+        )
+    };
+    let append = |x: i64| {
+        operate(
+            "a",
+            &[("tags", json!({"method": "arrayAppend", "values": [x]}))],
+            false,
+        )
+    };
+    let out = f.apply(vec![
+        env(w.clone(), write(inc()), 11),
+        env(w.clone(), write(inc()), 11),
+        env(w.clone(), write(append(1)), 11),
+        env(w.clone(), write(append(2)), 11),
+    ]);
+    assert!(out.iter().all(|o| failed(o).is_none()), "{out:?}");
+    let a = row(&f, "a").unwrap();
+    assert_eq!(a.get("n"), Value::Int(20));
+    assert_eq!(
+        a.get("tags"),
+        Value::Array(vec![Value::Int(1), Value::Int(2)])
+    );
+    // An upsert that creates starts from the defaults (none here: zero and empty).
+    let both = [
+        ("n", json!({"method": "increment", "values": [5]})),
+        ("tags", json!({"method": "arrayAppend", "values": [7]})),
+    ];
+    let out = f.apply(vec![env(w.clone(), write(operate("b", &both, true)), 12)]);
+    assert_eq!(failed(&out[0]), None, "{out:?}");
+    let b = row(&f, "b").unwrap();
+    assert_eq!(b.get("n"), Value::Int(5));
+    assert_eq!(b.get("tags"), Value::Array(vec![Value::Int(7)]));
+    // Misuse fails alone and changes nothing: an array operator on a scalar, an item the
+    // column cannot hold, an update of a row that does not exist.
+    let wrong = operate(
+        "a",
+        &[("n", json!({"method": "arrayAppend", "values": [1]}))],
+        false,
+    );
+    let bad_item = operate(
+        "a",
+        &[("tags", json!({"method": "arrayAppend", "values": ["text"]}))],
+        false,
+    );
+    let out = f.apply(vec![
+        env(w.clone(), write([wrong, inc()].concat()), 13),
+        env(w.clone(), write(bad_item), 13),
+        env(w.clone(), write(operate("zz", &both, false)), 13),
+    ]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::DocumentInvalidStructure));
+    assert_eq!(failed(&out[1]), Some(ErrorCode::DocumentInvalidStructure));
+    assert_eq!(failed(&out[2]), Some(ErrorCode::DocumentNotFound));
+    let Outcome::Failed(e) = &out[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        e.message.text(),
+        "Invalid document structure: Cannot apply arrayAppend operator to non-array field 'n'"
+    );
+    assert_eq!(row(&f, "a").unwrap(), a);
+    // In a transaction, staged appends apply in order at commit.
+    let tx = |op| env(w.clone(), Op::Transactions(op), 14);
+    let out = f.apply(vec![
+        tx(TransactionOp::Create {
+            id: "t".into(),
+            ttl_ms: 60_000,
+        }),
+        tx(TransactionOp::Stage {
+            id: "t".into(),
+            ops: [append(3), append(4), inc()].concat(),
+        }),
+        tx(TransactionOp::Commit { id: "t".into() }),
+    ]);
+    assert!(out.iter().all(|o| failed(o).is_none()), "{out:?}");
+    let a = row(&f, "a").unwrap();
+    assert_eq!(a.get("n"), Value::Int(25));
+    let ints = |v: &[i64]| Value::Array(v.iter().map(|i| Value::Int(*i)).collect());
+    assert_eq!(a.get("tags"), ints(&[1, 2, 3, 4]));
+}

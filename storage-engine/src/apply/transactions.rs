@@ -129,10 +129,14 @@ pub(super) fn apply(
                 }
                 // Bulk changes are a key's (as outside transactions); the rest is tried now
                 // with the user's roles, on top of what is staged, and undone.
-                if ops
-                    .iter()
-                    .any(|o| matches!(o.op, DocOp::UpdateWhere { .. } | DocOp::DeleteWhere { .. }))
-                {
+                if ops.iter().any(|o| {
+                    matches!(
+                        o.op,
+                        DocOp::UpdateWhere { .. }
+                            | DocOp::OperateWhere { .. }
+                            | DocOp::DeleteWhere { .. }
+                    )
+                }) {
                     return Err(unauthorized());
                 }
                 let sp = txn.savepoint();
