@@ -8,6 +8,8 @@ import subprocess
 import time
 
 import pytest
+from appwrite.client import Client
+from appwrite.services.tables_db import TablesDB
 
 from harness import ROOT_KEY, Node, TestCluster, basalt_bin, create_project, fault_bin, http
 
@@ -254,3 +256,49 @@ def test_the_root_key_is_the_clusters_and_rotates_everywhere_at_once(cluster):
                         "--root-key", new_key], env=dict(os.environ, BASALT_NEW_ROOT_KEY=ROOT_KEY),
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def test_a_joiner_takes_the_log_from_a_leader_its_old_memberships_lack(cluster):
+    """Found by jepsen/ (seed 3020): a joiner replays the log from its start, and the old
+    memberships in it lack members added since. Once it had applied one, it refused the
+    appends of a leader added later (`node 4 is not a member of this cluster`) and never
+    caught up. The members it was told of when it enrolled count as members meanwhile."""
+    n1 = cluster.nodes[0]
+    # More entries than one append carries, so a joiner gets the first memberships alone.
+    key = create_project(n1, "long")
+    t = TablesDB(Client().set_endpoint(n1.url()).set_project("long").set_key(key))
+    t.create(database_id="db", name="db")
+    t.create_table("db", "t", "T")
+    for i in range(400):
+        t.create_row("db", "t", f"r{i}", {})
+    n4 = Node(4, cluster.base_dir, ["--join", n1.grpc, "--join-token", join_token(n1)["token"]])
+    n4.root_key = None
+    cluster.nodes.append(n4)
+    n4.start()
+    cluster.wait_for_voters([1, 2, 3, 4])
+    cluster.expect_faults()
+    h = {"X-Appwrite-Project": "console", "X-Appwrite-Key": ROOT_KEY}
+    # Node 4, in no membership of the log's first entries, ends up alone and leading.
+    left = [1, 2, 3, 4]
+    for victim in cluster.nodes[:3]:
+        deadline = time.time() + 30
+        while True:
+            status, _, body = http("POST", n4.url() + "/cluster/remove", {"nodeId": victim.node_id}, h)
+            if status != 503 or time.time() > deadline:
+                break
+            time.sleep(0.2)  # electing a leader after the last removal
+        assert status == 200, body
+        victim.stop()
+        left.remove(victim.node_id)
+        cluster.wait_for_voters(left)
+    n5 = Node(5, cluster.base_dir, ["--join", n4.grpc, "--join-token", join_token(n4)["token"]])
+    n5.root_key = None
+    n5.allowed_errors = TestCluster.PEER_DOWN
+    cluster.nodes.append(n5)
+    n5.start()
+    cluster.wait_for_voters([4, 5], timeout=30)
+    code, report = cluster.check(n5)
+    assert code == 0 and report["consistent"], report
+    assert sorted(report["digests"]) == ["4", "5"], report
+    t5 = TablesDB(Client().set_endpoint(n5.url()).set_project("long").set_key(key))
+    assert t5.list_rows("db", "t").total == 400

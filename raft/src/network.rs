@@ -272,7 +272,13 @@ impl Service {
             if !matches!(who, Who::NodeOrMember(a) if a == id) {
                 let membership = node.membership();
                 let unknown = match membership.nodes().next() {
-                    Some(_) => membership.get_node(&id).is_none(),
+                    // A node catching up replays old memberships, which lack the members
+                    // added since (perhaps the leader sending it the log): the members the
+                    // cluster had when this node enrolled count too.
+                    Some(_) => {
+                        membership.get_node(&id).is_none()
+                            && !node.enrolled_with(id, &cert.key_sha256)
+                    }
                     // No membership yet (a joiner before its first append): the nodes the
                     // cluster had admitted when this one enrolled.
                     None => !node.known_before_state(id, &cert.key_sha256),

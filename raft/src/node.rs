@@ -1390,6 +1390,12 @@ impl RaftNode {
         self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
     }
 
+    /// Whether node `id`, with this key, was a member when this node enrolled (false for a
+    /// node that never enrolled, or restarted without the list).
+    pub(crate) fn enrolled_with(&self, id: u64, key_sha256: &str) -> bool {
+        self.peers.get(&id).is_some_and(|k| k == key_sha256)
+    }
+
     /// What the cluster records about node `id` (admitted key, retired), as applied here.
     pub(crate) fn node_record(&self, id: u64) -> Option<model::schema::NodeRecord> {
         self.engine.cluster_node(id).ok().flatten()
