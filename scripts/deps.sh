@@ -35,6 +35,9 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # steer them with fiu-ctrl.
 [ -e /usr/lib/fiu/fiu_posix_preload.so ] || missing+=(libfiu0)
 command -v fiu-run >/dev/null 2>&1 && command -v fiu-ctrl >/dev/null 2>&1 || missing+=(fiu-utils)
+# jepsen/: power cuts put the data dirs on a FUSE file system; as root it mounts through
+# /dev/fuse directly, else through fusermount3.
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 # The Node SDK's tests (tests/test_node_sdk.py) run node-appwrite under Node.js.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -43,7 +46,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks, nft, faketime and fiu fault them; node, npm and chromium run the JS SDKs)" >&2
+    echo "scripts/deps.sh: installing ${missing[*]} (libclang builds RocksDB's bindings; venv hosts the test SDK; ip makes test networks, nft, faketime, fiu and fuse3 fault them; node, npm and chromium run the JS SDKs)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

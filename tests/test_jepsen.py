@@ -1,7 +1,8 @@
 """The jepsen/ harness's short mode: three real nodes, each in a network namespace of its own,
 every workload's clients (register, bank, set, counter, list-append) through the HTTP API for
-30 s while the nemesis kills, pauses, partitions, drops or delays packets, skews clocks or
-fails fsyncs on a seeded schedule; then every history is checked, every replica compared, and
+30 s while the nemesis kills, pauses, partitions, drops or delays packets, skews clocks,
+fails fsyncs, changes the membership or cuts the power (losing un-fsynced writes) on a seeded
+schedule; then every history is checked, every replica compared, and
 nothing acknowledged may be missing or applied twice. The long mode (100 schedules and more)
 is a separate command (see the README); this one keeps the harness itself working in every CI
 run."""
@@ -62,6 +63,23 @@ def test_short_schedule_every_fault_every_workload():
     with open(os.path.join(seed_dir, "register.jsonl")) as f:
         first = json.loads(f.readline())
     assert set(first) >= {"index", "type", "process", "f", "value", "time"}, first
+
+
+def test_power_cuts_lose_unsynced_writes_and_nothing_acknowledged():
+    """Every node's data dir on the harness's lazy file system (FUSE, writes held until
+    fsync): the nemesis kills nodes, sometimes all of them, and drops what they had not
+    fsynced. What was acknowledged was fsynced first, so it all survives."""
+    needs_root()
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("the lazy file system needs /dev/fuse")
+    r, summary, [v], where = run("--time", "20", "--nemesis", "lose-unsynced", "--workload", "set,counter,bank",
+                                 "--seed", "5")
+    detail = f"{r.stdout}\n{r.stderr}\n(results in {where})"
+    assert r.returncode == 0 and summary["valid"], detail
+    assert "lose-unsynced" in v["faults"], detail
+    # The cuts really dropped writes (the state store's unsynced log, at least).
+    assert v["unsynced-bytes-lost"] > 0, detail
+    assert v["acknowledged-lost"] == 0 and v["workloads"]["set"]["acknowledged"] > 20, detail
 
 
 def test_a_diverging_replica_fails_the_verdict():

@@ -114,7 +114,7 @@ def test_misuse_is_refused_and_changes_nothing(t):
     assert "Invalid array filter condition 'contains'" in e.message
     e = refused(lambda: t.update_row(DB, T, "a", {"n": '{"method":"increment","values":5}'}))
     assert (e.code, e.type) == (400, "general_bad_request")
-    assert e.message == 'Invalid operator for column "n": Invalid operator values. Must be an array, got integer'
+    assert e.message == 'Invalid operator for attribute "n": Invalid operator values. Must be an array, got integer'
     assert row(t) == before
 
 

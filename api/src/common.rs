@@ -402,7 +402,6 @@ pub(crate) fn negated(v: Value) -> Value {
     }
 }
 
-/// One bulk item: `$id` (or generated), `$permissions`, and the data.
 /// A row write's fields: its data, the operators sent in place of some values, and the
 /// `$permissions` it may carry inline.
 pub(crate) type Fields = (Data, model::command::Ops, Option<Vec<String>>);

@@ -366,8 +366,15 @@ pub fn patch_from_json(
             Some(Err(e)) => {
                 return Err(ApiError(Error::new(
                     ErrorCode::GeneralBadRequest,
-                    msg!("Invalid operator for attribute \"{}\": {}", k, e.text()),
-                )))
+                    // Appwrite says "attribute" on both APIs: the word is an argument, so the
+                    // TablesDB wording leaves it.
+                    msg!(
+                        "Invalid operator for {} \"{}\": {}",
+                        "attribute",
+                        k,
+                        e.text()
+                    ),
+                )));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! With `netns`, each node runs on a host of its own [`Net`] (fixed ports on its own
 //! address), so the network between them can be cut; without, all run on 127.0.0.1.
 
+use crate::lazyfs::LazyFs;
 use crate::net::Net;
 use crate::node::{Node, NodeConfig};
 use anyhow::{anyhow, bail, Result};
@@ -28,6 +29,9 @@ pub struct ClusterOptions {
     pub regions: Vec<String>,
     /// Start every node under libfiu, for disk faults.
     pub disk: bool,
+    /// Put every node's data dir on a lazy file system (`lazyfs`), for lost un-fsynced
+    /// writes.
+    pub lazyfs: bool,
 }
 
 pub struct Cluster {
@@ -41,6 +45,9 @@ pub struct Cluster {
     next_id: u64,
     /// Nodes replaced by `add_member` (kept for their logs and exits).
     pub former: Vec<Node>,
+    /// Each node's lazy file system, by node id (with `lazyfs`). Declared after the nodes:
+    /// a file system is unmounted only once its node has stopped.
+    disks: std::collections::BTreeMap<u64, LazyFs>,
 }
 
 /// Node-to-node gRPC's port on a namespaced host (the delay proxies sit on it).
@@ -94,7 +101,14 @@ impl Cluster {
             })
             .collect();
         let next_id = opts.nodes as u64 + 1;
+        let mut disks = std::collections::BTreeMap::new();
+        if opts.lazyfs {
+            for id in 1..=opts.nodes as u64 {
+                disks.insert(id, mount_disk(&opts.dir, id)?);
+            }
+        }
         let mut c = Cluster {
+            disks,
             retired: Default::default(),
             next_id,
             former: Vec::new(),
@@ -116,6 +130,18 @@ impl Cluster {
         let ids: Vec<u64> = c.nodes.iter().map(|n| n.id()).collect();
         c.wait_for_voters(&ids, START_TIMEOUT).await?;
         Ok(c)
+    }
+
+    /// Bytes of writes the lazy file systems dropped, never fsynced, over the run.
+    pub fn unsynced_bytes_lost(&self) -> u64 {
+        self.disks.values().map(LazyFs::lost_bytes).sum()
+    }
+
+    /// Node `id`'s lazy file system (`lazyfs`).
+    pub fn disk(&self, id: u64) -> Result<&LazyFs> {
+        self.disks
+            .get(&id)
+            .ok_or_else(|| anyhow!("node {id} has no lazy file system (start with lazyfs)"))
     }
 
     pub fn node(&mut self, id: u64) -> Result<&mut Node> {
@@ -260,6 +286,10 @@ impl Cluster {
         }
         if let Some(f) = &mut cfg.fiu {
             *f = self.opts.dir.join(format!("node{new_id}.fiu"));
+        }
+        if self.opts.lazyfs {
+            self.disks
+                .insert(new_id, mount_disk(&self.opts.dir, new_id)?);
         }
         let mut fresh = Node::new(cfg);
         fresh
@@ -462,4 +492,12 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Node `id`'s data dir on a lazy file system, its contents kept in `node<id>.disk`.
+fn mount_disk(dir: &std::path::Path, id: u64) -> Result<LazyFs> {
+    LazyFs::mount(
+        &dir.join(format!("node{id}.disk")),
+        &dir.join(format!("node{id}")),
+    )
 }

@@ -26,6 +26,9 @@ pub enum Fault {
     /// The nodes' fsync and fdatasync calls fail, each with `probability` (libfiu); a node
     /// should stop itself rather than go on. Healed by a working disk and a restart.
     Disk { nodes: Vec<u64>, probability: f64 },
+    /// A power cut: the nodes are killed and every write they had not fsynced is lost (their
+    /// data dirs are on lazy file systems). Healed by a restart on what is left.
+    LoseUnsynced { nodes: Vec<u64> },
 }
 
 impl Fault {
@@ -81,6 +84,7 @@ impl Fault {
             Fault::Skew { .. } => "clock".into(),
             Fault::Disk { .. } => "disk".into(),
             Fault::Membership { .. } => "membership".into(),
+            Fault::LoseUnsynced { .. } => "lose-unsynced".into(),
         }
     }
 
@@ -134,6 +138,14 @@ impl Cluster {
                 }
             }
             Fault::Membership { removed, .. } => self.remove_member(*removed).await?,
+            Fault::LoseUnsynced { nodes } => {
+                for id in nodes {
+                    self.disk(*id)?;
+                    // Dead first (nothing more reaches its disk), then the cut.
+                    self.node(*id)?.kill()?;
+                    self.disk(*id)?.lose_unsynced();
+                }
+            }
         }
         Ok(())
     }
@@ -142,7 +154,7 @@ impl Cluster {
     /// clocks right.
     pub async fn heal(&mut self, f: &Fault) -> Result<()> {
         match f {
-            Fault::Kill { nodes } => {
+            Fault::Kill { nodes } | Fault::LoseUnsynced { nodes } => {
                 for id in nodes {
                     let n = self.node(*id)?;
                     if !n.alive() {

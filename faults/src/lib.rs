@@ -7,9 +7,11 @@
 //! - [`cluster`]: N nodes forming one Raft group, its status, leader and `cluster check`.
 //! - [`fault`]: the faults themselves, each with the way to heal it.
 //! - [`proxy`]: a user-space TCP proxy per link, for delay and jitter.
+//! - [`lazyfs`]: a FUSE file system that holds file data until fsync, for lost writes.
 
 pub mod cluster;
 pub mod fault;
+pub mod lazyfs;
 pub mod net;
 pub mod node;
 pub mod proxy;

@@ -223,6 +223,7 @@ async fn schedule(
         netns: nemesis::needs_net(kinds),
         clock: nemesis::needs_clock(kinds),
         disk: nemesis::needs_disk(kinds),
+        lazyfs: nemesis::needs_lazyfs(kinds),
         root_key,
         args: vec![
             "--abuse-limits".into(),
@@ -368,6 +369,7 @@ async fn schedule(
                 .collect::<Vec<_>>()
         })
         .collect();
+    let unsynced_lost = c.unsynced_bytes_lost();
     drop(c);
 
     let histories: Vec<(&str, Vec<history::Op>)> = workloads
@@ -419,6 +421,8 @@ async fn schedule(
         "workloads": verdicts,
         "anomalies": anomalies,
         "acknowledged-lost": lost,
+        // What the lose-unsynced faults dropped (written, never fsynced): proof they cut.
+        "unsynced-bytes-lost": unsynced_lost,
         "cluster-check": check_report,
         "availability": report::availability(&histories, &windows, load_end),
         "errors": errors,

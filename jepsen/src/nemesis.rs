@@ -21,6 +21,7 @@ pub const KINDS: &[&str] = &[
     "clock",
     "disk",
     "membership",
+    "lose-unsynced",
 ];
 
 /// What a kind needs of the cluster: network namespaces, libfaketime.
@@ -38,6 +39,10 @@ pub fn needs_clock(kinds: &[String]) -> bool {
 
 pub fn needs_disk(kinds: &[String]) -> bool {
     kinds.iter().any(|k| k == "disk")
+}
+
+pub fn needs_lazyfs(kinds: &[String]) -> bool {
+    kinds.iter().any(|k| k == "lose-unsynced")
 }
 
 /// A minority: at most (n − 1) / 2 nodes, at least one.
@@ -87,6 +92,14 @@ pub fn next(
         "disk" => Fault::Disk {
             nodes: minority(rng, ids, leader),
             probability: [0.05, 0.5, 1.0][rng.gen_range(0..3)],
+        },
+        // A power cut of a minority, or a third of the time of every node at once: what
+        // was acknowledged was fsynced, so it must survive even that.
+        "lose-unsynced" => Fault::LoseUnsynced {
+            nodes: match rng.gen_range(0..3) {
+                0 => ids.to_vec(),
+                _ => minority(rng, ids, leader),
+            },
         },
         "clock" => Fault::Skew {
             nodes: minority(rng, ids, leader),

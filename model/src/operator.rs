@@ -15,7 +15,7 @@ use crate::schema::{AttrKind, Attribute};
 use crate::time;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The operators of one write, by column key.
 pub type Ops = BTreeMap<String, Operator>;
@@ -133,6 +133,43 @@ fn value_type(v: &Value) -> &'static str {
         Value::Float(_) => "double",
         Value::Str(_) => "string",
         Value::Array(_) => "array",
+    }
+}
+
+/// A value's identity for the array operators' set operations: equal as queries compare
+/// (`1` is `1.0`), hashable.
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(String),
+    Array(Vec<Key>),
+}
+
+impl Key {
+    fn of(v: &Value) -> Key {
+        match v {
+            Value::Null => Key::Null,
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Int(i) => Key::Int(*i),
+            // A whole float is the integer it equals (-0.0 included).
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Key::Int(*f as i64),
+            Value::Float(f) => Key::Float(f.to_bits()),
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Array(a) => Key::Array(a.iter().map(Key::of).collect()),
+        }
+    }
+}
+
+/// `c / b` rounded half away from zero (as MySQL stores a decimal into an integer column).
+fn divide_rounded(c: i128, b: i128) -> i128 {
+    let (q, r) = (c / b, c % b);
+    match 2 * r.abs() >= b.abs() {
+        true if (c < 0) != (b < 0) => q - 1,
+        true => q + 1,
+        false => q,
     }
 }
 
@@ -256,7 +293,13 @@ impl Operator {
                 Value::Int(_) | Value::Float(_) => Some(v.clone()),
                 Value::Str(s) => match s.trim().parse::<i64>() {
                     Ok(i) => Some(Value::Int(i)),
-                    Err(_) => s.trim().parse::<f64>().ok().map(Value::Float),
+                    // Numerals only: not "inf" or "NaN".
+                    Err(_) => s
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .map(Value::Float),
                 },
                 _ => None,
             }
@@ -287,16 +330,20 @@ impl Operator {
             _ => Value::Int(0),
         };
         let c = cur.as_f64().unwrap_or(0.0);
-        // The exact integer result where both sides are integers and it fits.
-        let exact: Option<i64> = match (integer, &cur, &by) {
-            (true, Value::Int(c), Value::Int(b)) => match m {
-                Increment => c.checked_add(*b),
-                Decrement => c.checked_sub(*b),
-                Multiply => c.checked_mul(*b),
-                Modulo => c.checked_rem(*b),
-                Power if *b >= 0 => u32::try_from(*b).ok().and_then(|e| c.checked_pow(e)),
-                _ => None,
-            },
+        // The exact result where both sides are integers, in i128 (no operation on two i64
+        // overflows it but a power, which is checked).
+        let exact: Option<i128> = match (integer, &cur, &by) {
+            (true, Value::Int(c), Value::Int(b)) => {
+                let (c, b) = (*c as i128, *b as i128);
+                match m {
+                    Increment => Some(c + b),
+                    Decrement => Some(c - b),
+                    Multiply => Some(c * b),
+                    Modulo => Some(c % b),
+                    Divide => Some(divide_rounded(c, b)),
+                    _ => u32::try_from(b).ok().and_then(|e| c.checked_pow(e)),
+                }
+            }
             _ => None,
         };
         let real = match m {
@@ -305,29 +352,40 @@ impl Operator {
             Multiply => c * b,
             Divide => c / b,
             Modulo => c % b,
-            _ => c.powf(b),
+            // A software pow: the same bits on every replica, whatever its maths library.
+            _ => libm::pow(c, b),
         };
         // A limit clamps: a maximum for the growing methods, a minimum for the others.
         let upper = matches!(m, Increment | Multiply | Power);
         if let Some(l) = &limit {
             let lf = l.as_f64().unwrap_or(0.0);
             let past = match (exact, l) {
-                (Some(i), Value::Int(li)) if upper => i > *li,
-                (Some(i), Value::Int(li)) => i < *li,
+                (Some(i), Value::Int(li)) if upper => i > *li as i128,
+                (Some(i), Value::Int(li)) => i < *li as i128,
                 _ if upper => real > lf,
                 _ => real < lf,
             };
             if past && m != Modulo {
+                // On an integer column, the nearest integer on the limit's side of it.
                 return Ok(match (integer, l) {
                     (true, Value::Int(li)) => Value::Int(*li),
-                    (true, _) => Value::Int(lf.round() as i64),
+                    (true, _) if upper => Value::Int(lf.floor() as i64),
+                    (true, _) => Value::Int(lf.ceil() as i64),
                     (false, _) => Value::Float(lf),
                 });
             }
         }
         if integer {
             if let Some(i) = exact {
-                return Ok(Value::Int(i));
+                return match i64::try_from(i) {
+                    Ok(i) => Ok(Value::Int(i)),
+                    Err(_) if i > 0 => {
+                        Err(self.fail(&format!("would overflow maximum value of {}", i64::MAX)))
+                    }
+                    Err(_) => {
+                        Err(self.fail(&format!("would underflow minimum value of {}", i64::MIN)))
+                    }
+                };
             }
             // Not exact: a non-integer operand, a division or a negative power; rounded as
             // MySQL stores a decimal into an integer column.
@@ -378,7 +436,7 @@ impl Operator {
             Value::Array(a) => a,
             _ => Vec::new(),
         };
-        let holds = |set: &[Value], v: &Value| set.iter().any(|s| s.loose_eq(v));
+        // Set operations hash a canonical form of each item: linear in the array's length.
         match m {
             ArrayAppend => items.extend(self.values.iter().cloned()),
             ArrayPrepend => {
@@ -406,16 +464,12 @@ impl Operator {
                 let Some(gone) = self.values.first() else {
                     return Err(self.fail("requires a value to remove"));
                 };
-                items.retain(|v| !v.loose_eq(gone));
+                let gone = Key::of(gone);
+                items.retain(|v| Key::of(v) != gone);
             }
             ArrayUnique => {
-                let mut kept: Vec<Value> = Vec::with_capacity(items.len());
-                for v in items {
-                    if !holds(&kept, &v) {
-                        kept.push(v);
-                    }
-                }
-                items = kept;
+                let mut seen = HashSet::with_capacity(items.len());
+                items.retain(|v| seen.insert(Key::of(v)));
             }
             ArrayIntersect => {
                 if self.values.is_empty() {
@@ -423,9 +477,13 @@ impl Operator {
                         "arrayIntersect operator requires a non-empty array value"
                     ));
                 }
-                items.retain(|v| holds(&self.values, v));
+                let keep: HashSet<Key> = self.values.iter().map(Key::of).collect();
+                items.retain(|v| keep.contains(&Key::of(v)));
             }
-            ArrayDiff => items.retain(|v| !holds(&self.values, v)),
+            ArrayDiff => {
+                let drop: HashSet<Key> = self.values.iter().map(Key::of).collect();
+                items.retain(|v| !drop.contains(&Key::of(v)));
+            }
             _ => {
                 let keep = self.filter()?;
                 items.retain(|v| keep(v));
@@ -635,6 +693,24 @@ mod tests {
             apply(inc, &text, Value::Null).unwrap_err().text(),
             "Cannot apply increment operator to non-numeric field 'c'"
         );
+        // Exact on 64-bit integers; an overflow past a limit clamps.
+        let big = col(AttrKind::Bigint, false);
+        let d = json!({"method": "divide", "values": [1]});
+        let v = (1i64 << 60) + 1;
+        assert_eq!(apply(d, &big, Value::Int(v)), Ok(Value::Int(v)));
+        let d = json!({"method": "divide", "values": [-2]});
+        assert_eq!(apply(d, &big, Value::Int(5)), Ok(Value::Int(-3)));
+        let near = json!({"method": "increment", "values": [20, i64::MAX - 5]});
+        assert_eq!(
+            apply(near, &big, Value::Int(i64::MAX - 10)),
+            Ok(Value::Int(i64::MAX - 5))
+        );
+        let d = json!({"method": "divide", "values": [-1]});
+        assert!(apply(d, &big, Value::Int(i64::MIN)).is_err());
+        let inf = json!({"method": "increment", "values": ["inf", 10]});
+        assert!(apply(inf, &int, Value::Int(1)).is_err());
+        let p = json!({"method": "power", "values": [0.5]});
+        assert_eq!(apply(p, &float, Value::Float(9.0)), Ok(Value::Float(3.0)));
         // A new row starts from the default.
         let mut with_default = int.clone();
         with_default.default = Some(Value::Int(2020));

@@ -169,6 +169,7 @@ async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
         ],
         env: Vec::new(),
         disk: false,
+        lazyfs: false,
         regions: if args.kind == "region" {
             vec!["r1".into(), "r2".into(), "r3".into()]
         } else {
