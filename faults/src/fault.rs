@@ -141,8 +141,17 @@ impl Cluster {
             Fault::LoseUnsynced { nodes } => {
                 for id in nodes {
                     self.disk(*id)?;
-                    // Dead first (nothing more reaches its disk), then the cut.
-                    self.node(*id)?.kill()?;
+                }
+                // Every node dead first (nothing more reaches a disk; a killed process exits
+                // only once its file system has answered what it sent), then the cut, at
+                // once for all of them: a power cut, not a rolling crash.
+                for id in nodes {
+                    let n = self.node(*id)?;
+                    if n.alive() {
+                        n.kill()?;
+                    }
+                }
+                for id in nodes {
                     self.disk(*id)?.lose_unsynced();
                 }
             }

@@ -71,8 +71,12 @@ struct State {
     next: u64,
     /// Inode → its un-fsynced changes, in order.
     pending: HashMap<u64, Vec<Pending>>,
-    /// Open backing files by inode (read and written in place at fsync).
+    /// Open backing files by inode (read and written in place at fsync), while the kernel
+    /// holds the inode open.
     files: HashMap<u64, File>,
+    /// Opens of each inode not yet released. An unlinked (or renamed-over) inode that is
+    /// still open lives on without a name, as POSIX keeps it, until its last release.
+    opens: HashMap<u64, u32>,
     /// Writes dropped by `lose_unsynced`, for the report.
     lost_bytes: u64,
 }
@@ -87,6 +91,8 @@ pub struct LazyFs {
 impl LazyFs {
     /// Serves `backing` at `mountpoint` (both made if missing).
     pub fn mount(backing: &Path, mountpoint: &Path) -> Result<LazyFs> {
+        // A dead run's mount at this point would fail the mkdir below.
+        sweep();
         std::fs::create_dir_all(backing)?;
         std::fs::create_dir_all(mountpoint)?;
         let mut state = State {
@@ -100,7 +106,6 @@ impl LazyFs {
             root: backing.canonicalize()?,
             state: state.clone(),
         };
-        sweep();
         // Unmounted when the session is dropped (fusermount's auto-unmount left mounts behind
         // here); a run that died is swept up by the next one.
         let options = [MountOption::FSName(FS_NAME.into()), MountOption::RW];
@@ -182,11 +187,37 @@ impl State {
         i
     }
 
+    /// The name is gone; the inode too unless it is still open.
     fn forget_path(&mut self, path: &Path) {
         if let Some(i) = self.inodes.remove(path) {
             self.paths.remove(&i);
-            self.pending.remove(&i);
-            self.files.remove(&i);
+            if self.opens.get(&i).copied().unwrap_or(0) == 0 {
+                self.pending.remove(&i);
+                self.files.remove(&i);
+            }
+        }
+    }
+
+    fn opened(&mut self, ino: u64) {
+        *self.opens.entry(ino).or_default() += 1;
+    }
+
+    /// One open fewer: the last closes the backing file (pending data stays, by inode, while
+    /// the inode has a name), and ends a nameless inode.
+    fn released(&mut self, ino: u64) {
+        let left = match self.opens.get_mut(&ino) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.opens.remove(&ino);
+            self.files.remove(&ino);
+            if !self.paths.contains_key(&ino) {
+                self.pending.remove(&ino);
+            }
         }
     }
 
@@ -217,10 +248,12 @@ impl Lazy {
     }
 
     fn attr(&self, s: &State, ino: u64) -> std::io::Result<FileAttr> {
-        let real = self
-            .real(s, ino)
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))?;
-        let m = std::fs::symlink_metadata(real)?;
+        let m = match (self.real(s, ino), s.files.get(&ino)) {
+            (Some(real), _) => std::fs::symlink_metadata(real)?,
+            // Unlinked but still open.
+            (None, Some(f)) => f.metadata()?,
+            (None, None) => return Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        };
         let kind = match m.file_type() {
             t if t.is_dir() => FileType::Directory,
             t if t.is_symlink() => FileType::Symlink,
@@ -252,6 +285,7 @@ impl Lazy {
     /// The backing file of `ino`, opened once for reading and writing.
     fn file<'a>(&self, s: &'a mut State, ino: u64) -> std::io::Result<&'a File> {
         if !s.files.contains_key(&ino) {
+            // (Reopened by name: an inode without a name is kept open until released.)
             let real = self
                 .real(s, ino)
                 .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))?;
@@ -259,6 +293,27 @@ impl Lazy {
             s.files.insert(ino, f);
         }
         Ok(&s.files[&ino])
+    }
+
+    /// Unlinks a file or removes a directory (`how`) at once, with what was pending for it.
+    fn remove(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        reply: ReplyEmpty,
+        how: fn(&Path) -> std::io::Result<()>,
+    ) {
+        let mut s = self.state();
+        let Some(path) = self.child(&s, parent, name) else {
+            return reply.error(libc::ENOENT);
+        };
+        match how(&self.root.join(&path)) {
+            Ok(()) => {
+                s.forget_path(&path);
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     /// Writes `ino`'s pending changes to the backing file and syncs it.
@@ -402,31 +457,11 @@ impl Filesystem for Lazy {
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.state();
-        let Some(path) = self.child(&s, parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        match std::fs::remove_file(self.root.join(&path)) {
-            Ok(()) => {
-                s.forget_path(&path);
-                reply.ok()
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove(parent, name, reply, |p| std::fs::remove_file(p))
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.state();
-        let Some(path) = self.child(&s, parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        match std::fs::remove_dir(self.root.join(&path)) {
-            Ok(()) => {
-                s.forget_path(&path);
-                reply.ok()
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove(parent, name, reply, |p| std::fs::remove_dir(p))
     }
 
     fn rename(
@@ -449,6 +484,9 @@ impl Filesystem for Lazy {
         ) else {
             return reply.error(libc::ENOENT);
         };
+        if from == to {
+            return reply.ok();
+        }
         if let Err(e) = std::fs::rename(self.root.join(&from), self.root.join(&to)) {
             return reply.error(errno(&e));
         }
@@ -477,9 +515,38 @@ impl Filesystem for Lazy {
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let mut s = self.state();
         match self.file(&mut s, ino) {
-            Ok(_) => reply.opened(0, fuser::consts::FOPEN_DIRECT_IO),
+            Ok(_) => {
+                s.opened(ino);
+                reply.opened(0, fuser::consts::FOPEN_DIRECT_IO)
+            }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.state().released(ino);
+        reply.ok()
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Hard links do not fit a map of names; RocksDB copies instead when told so.
+        reply.error(libc::EOPNOTSUPP)
     }
 
     fn read(
@@ -648,22 +715,32 @@ impl Filesystem for Lazy {
         let Some(path) = self.child(&s, parent, name) else {
             return reply.error(libc::ENOENT);
         };
+        let real = self.root.join(&path);
+        let exists = real.exists();
+        if exists && flags & libc::O_EXCL != 0 {
+            return reply.error(libc::EEXIST);
+        }
         let created = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(flags & libc::O_TRUNC != 0)
-            .create_new(flags & libc::O_EXCL != 0)
             .mode(mode & 0o7777)
-            .open(self.root.join(&path));
+            .open(&real);
         let f = match created {
             Ok(f) => f,
             Err(e) => return reply.error(errno(&e)),
         };
-        // A name of a file unlinked and made again is a new file.
-        s.forget_path(&path);
+        // An existing file keeps its inode; truncating it is a change of its data, pending
+        // until fsync like any other.
         let ino = s.ino(path);
-        s.files.insert(ino, f);
+        if exists && flags & libc::O_TRUNC != 0 {
+            s.pending
+                .entry(ino)
+                .or_default()
+                .push(Pending::Truncate { len: 0 });
+        }
+        s.files.entry(ino).or_insert(f);
+        s.opened(ino);
         match self.attr(&s, ino) {
             Ok(a) => reply.created(&TTL, &a, 0, 0, fuser::consts::FOPEN_DIRECT_IO),
             Err(e) => reply.error(errno(&e)),
@@ -745,5 +822,28 @@ mod tests {
         assert_eq!(names, ["a", "b", "d"]);
         std::fs::remove_file(mnt.join("a")).unwrap();
         assert!(!disk.join("a").exists());
+        // An unlinked file lives on through a descriptor still open, as POSIX has it.
+        let e = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(mnt.join("e"))
+            .unwrap();
+        e.write_all_at(b"kept", 0).unwrap();
+        std::fs::remove_file(mnt.join("e")).unwrap();
+        let mut buf = [0u8; 4];
+        e.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"kept");
+        e.sync_all().unwrap();
+        drop(e);
+        // Truncating an existing file on create waits for fsync like a write.
+        File::create(mnt.join("b")).unwrap();
+        assert_eq!(std::fs::read(mnt.join("b")).unwrap(), b"");
+        fs.lose_unsynced();
+        assert_eq!(std::fs::read(mnt.join("b")).unwrap(), b"durable");
+        // Hard links are refused as unsupported (RocksDB then copies).
+        let link = std::fs::hard_link(mnt.join("b"), mnt.join("b2")).unwrap_err();
+        assert_eq!(link.raw_os_error(), Some(libc::EOPNOTSUPP));
     }
 }

@@ -590,36 +590,38 @@ pub enum DocOp {
 impl DocOp {
     /// A partial update: `Operate` when it has operators, else `Update`.
     pub fn update(id: String, data: Data, ops: Ops, permissions: Option<Vec<String>>) -> DocOp {
-        match ops.is_empty() {
-            true => DocOp::Update {
-                id,
-                data,
-                permissions,
-            },
-            false => DocOp::Operate {
-                id,
-                data,
-                ops,
-                permissions,
-                upsert: false,
-            },
-        }
+        DocOp::write(id, data, ops, permissions, false)
     }
 
     /// An upsert: `Operate` when it has operators, else `Upsert`.
     pub fn upsert(id: String, data: Data, ops: Ops, permissions: Option<Vec<String>>) -> DocOp {
-        match ops.is_empty() {
-            true => DocOp::Upsert {
-                id,
-                data,
-                permissions,
-            },
-            false => DocOp::Operate {
+        DocOp::write(id, data, ops, permissions, true)
+    }
+
+    fn write(
+        id: String,
+        data: Data,
+        ops: Ops,
+        permissions: Option<Vec<String>>,
+        upsert: bool,
+    ) -> DocOp {
+        match (ops.is_empty(), upsert) {
+            (false, _) => DocOp::Operate {
                 id,
                 data,
                 ops,
                 permissions,
-                upsert: true,
+                upsert,
+            },
+            (true, true) => DocOp::Upsert {
+                id,
+                data,
+                permissions,
+            },
+            (true, false) => DocOp::Update {
+                id,
+                data,
+                permissions,
             },
         }
     }

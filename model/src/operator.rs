@@ -148,14 +148,19 @@ enum Key {
     Array(Vec<Key>),
 }
 
+/// -2^63, exactly (every whole float in [-2^63, 2^63) is an i64).
+const I64_LOW: f64 = i64::MIN as f64;
+
 impl Key {
     fn of(v: &Value) -> Key {
         match v {
             Value::Null => Key::Null,
             Value::Bool(b) => Key::Bool(*b),
             Value::Int(i) => Key::Int(*i),
-            // A whole float is the integer it equals (-0.0 included).
-            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Key::Int(*f as i64),
+            // A whole float within i64's range is the integer it equals (-0.0 is 0).
+            Value::Float(f) if f.fract() == 0.0 && (I64_LOW..-I64_LOW).contains(f) => {
+                Key::Int(*f as i64)
+            }
             Value::Float(f) => Key::Float(f.to_bits()),
             Value::Str(s) => Key::Str(s.clone()),
             Value::Array(a) => Key::Array(a.iter().map(Key::of).collect()),

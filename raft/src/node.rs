@@ -1390,10 +1390,11 @@ impl RaftNode {
         self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
     }
 
-    /// Whether node `id`, with this key, was a member when this node enrolled (false for a
-    /// node that never enrolled, or restarted without the list).
+    /// Whether node `id`, with this key, was a member when this node enrolled, and this node
+    /// is still catching up to its own admission (false for a node that never enrolled).
+    /// Once that entry is applied, the log's membership names every member the list did.
     pub(crate) fn enrolled_with(&self, id: u64, key_sha256: &str) -> bool {
-        self.peers.get(&id).is_some_and(|k| k == key_sha256)
+        self.peers.get(&id).is_some_and(|k| k == key_sha256) && self.node_record(self.id).is_none()
     }
 
     /// What the cluster records about node `id` (admitted key, retired), as applied here.

@@ -407,16 +407,8 @@ fn doc_op(
             id,
             data,
             permissions,
-        } => out.push(update(
-            txn,
-            project,
-            caller,
-            coll,
-            (id, data, &Ops::new(), permissions),
-            now,
-            true,
-        )?),
-        DocOp::Update {
+        }
+        | DocOp::Update {
             id,
             data,
             permissions,
@@ -427,7 +419,7 @@ fn doc_op(
             coll,
             (id, data, &Ops::new(), permissions),
             now,
-            false,
+            matches!(op, DocOp::Upsert { .. }),
         )?),
         DocOp::Operate {
             id,
