@@ -1,7 +1,9 @@
 """Three real nodes in one Raft group: replication, linearizable reads through any node,
 leader failover under load with no acknowledged write lost, catch-up by snapshot, membership
 changes, and a bounded 503 from a node that cannot reach a quorum."""
+import json
 import random
+import subprocess
 import threading
 import time
 
@@ -11,7 +13,7 @@ from appwrite.exception import AppwriteException
 from appwrite.query import Query
 from appwrite.services.tables_db import TablesDB
 
-from harness import TestCluster, create_project, http
+from harness import TestCluster, create_project, fault_bin, http
 
 
 def tdb(node, project, key):
@@ -230,6 +232,27 @@ def test_join_a_fourth_node_then_remove_one(cluster):
     # Ids of voters are never reused: a wiped node must come back under a new id.
     status, _, body = http("POST", fourth.url() + "/cluster/remove", {"nodeId": 99}, h)
     assert status == 400, body
+    # The leader itself, asked through a follower: it leaves the membership, then is retired
+    # by the leader that follows it, and the two left go on.
+    leader = cluster.leader()
+    via = next(n for n in cluster.nodes if n.node_id in remaining and n is not leader)
+    status, _, body = http("POST", via.url() + "/cluster/remove", {"nodeId": leader.node_id}, h)
+    assert status == 200, body
+    leader.stop()
+    rest = [i for i in remaining if i != leader.node_id]
+    cluster.wait_for_voters(rest)
+    tdb(via, "clu", key).create_row("db", "t", "after-leader", {"n": 2})
+    assert len(all_rows(tdb(via, "clu", key))) == 32
+    code, report = cluster.check()
+    assert code == 0, report
+    # It was retired too: its certificate is refused as a removed node's.
+    if fault_bin():
+        r = subprocess.run([fault_bin(), "probe-rpc", "--grpc", via.grpc, "--as",
+                            f"files:{leader.data_dir}", "--claim", str(leader.node_id)],
+                           capture_output=True, timeout=180)
+        assert r.returncode == 0, r.stderr.decode()
+        answers = json.loads(r.stdout)
+        assert "was removed from this cluster" in answers["ping"], answers
 
 
 def test_minority_answers_503_within_bounded_time(cluster):

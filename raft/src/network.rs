@@ -208,9 +208,14 @@ enum Who {
     /// A member acting as node `id` (a candidate's vote, a leader's append): its certificate
     /// must name that node.
     MemberActingAs(u64),
-    /// Node `id` itself, member or not (asking to be added), or a member passing its request
-    /// on to the leader.
+    /// Node `id` itself, member or not (asking to be added, or retired), or a member passing
+    /// its request on to the leader.
     NodeOrMember(u64),
+}
+
+/// Why a removed node's certificate is refused.
+pub(crate) fn removed(id: u64) -> String {
+    format!("node {id} was removed from this cluster")
 }
 
 impl Service {
@@ -259,9 +264,7 @@ impl Service {
             // someone holding the CA key), is refused.
             if let Some(record) = node.node_record(id) {
                 if record.retired_at.is_some() {
-                    return Err(Status::permission_denied(format!(
-                        "node {id} was removed from this cluster"
-                    )));
+                    return Err(Status::permission_denied(removed(id)));
                 }
                 if record.key_sha256 != cert.key_sha256 {
                     return Err(Status::permission_denied(format!(
@@ -275,10 +278,7 @@ impl Service {
                     // A node catching up replays old memberships, which lack the members
                     // added since (perhaps the leader sending it the log): the members the
                     // cluster had when this node enrolled count too.
-                    Some(_) => {
-                        membership.get_node(&id).is_none()
-                            && !node.enrolled_with(id, &cert.key_sha256)
-                    }
+                    Some(_) => !node.is_member(id) && !node.enrolled_with(id, &cert.key_sha256),
                     // No membership yet (a joiner before its first append): the nodes the
                     // cluster had admitted when this one enrolled.
                     None => !node.known_before_state(id, &cert.key_sha256),
@@ -478,7 +478,8 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::RemoveReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        self.authorize(&req, "remove", Who::Member)?;
+        // A leader that removed itself asks the members it left to retire it.
+        self.authorize(&req, "remove", Who::NodeOrMember(*req.get_ref()))?;
         let node = self.node()?;
         Ok(Response::new(
             node.remove_member(req.into_inner())

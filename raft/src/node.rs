@@ -1008,8 +1008,29 @@ impl RaftNode {
         }
     }
 
-    /// Removes a member (voter or learner) from the cluster. Runs on the leader.
+    /// Removes a member (voter or learner) from the cluster, on the leader (forwarded there).
+    /// If leadership moves between its steps, it starts again wherever the leader is now.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
+        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
+        loop {
+            match self.remove_member_once(id).await {
+                Err(ReplicationError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn remove_member_once(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
+        let retiring = |id| self.node_record(id).is_some_and(|r| r.retired_at.is_none());
+        // Out of the membership but not retired, this node (a leader that removed itself, as
+        // a node knows no leader once out) has the members it left finish its removal.
+        if id == self.id && self.membership().get_node(&id).is_none() && retiring(id) {
+            return self.retired_by_the_others().await;
+        }
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
             return Self::remote_reply(leader.remove(id).await);
         }
@@ -1017,9 +1038,8 @@ impl RaftNode {
         if membership.get_node(&id).is_none() {
             // A removal whose `Retire` did not commit (a leader change between the two steps)
             // is finished by asking again.
-            if self.node_record(id).is_some_and(|r| r.retired_at.is_none()) {
-                self.cluster_write(model::command::ClusterOp::Retire { node: id })
-                    .await?;
+            if retiring(id) {
+                self.retire_here(id).await?;
                 return Ok(self.voters().into_iter().collect());
             }
             return Err(Refusal::NotMember { id }.into());
@@ -1037,8 +1057,7 @@ impl RaftNode {
         // back between the two steps) — unless it is this leader, whose appends must still be
         // accepted for the membership change to commit.
         if id != self.id {
-            self.cluster_write(model::command::ClusterOp::Retire { node: id })
-                .await?;
+            self.retire_here(id).await?;
         }
         tracing::info!(node_id = id, "removing a member");
         self.raft
@@ -1046,10 +1065,39 @@ impl RaftNode {
             .await
             .map_err(write_error)?;
         if id == self.id {
-            self.cluster_write(model::command::ClusterOp::Retire { node: id })
-                .await?;
+            return self.retired_by_the_others().await;
         }
         Ok(self.voters().into_iter().collect())
+    }
+
+    /// The last step of a leader's removal of itself: once out of the membership it can no
+    /// longer propose, nor pass a write on, and no leader will tell it who leads now. It asks
+    /// the members it left to retire it (a node may ask that for itself); each passes the
+    /// request on to its leader.
+    async fn retired_by_the_others(&self) -> Result<Vec<u64>, ReplicationError> {
+        let others = self.peers();
+        let voters: Vec<u64> = self.voters().into_iter().collect();
+        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
+        let mut last = ReplicationError::Timeout;
+        for (id, info) in others.iter().cycle() {
+            if tokio::time::Instant::now() >= deadline || others.is_empty() {
+                break;
+            }
+            let mut client = self.peer(*id, &info.grpc)?;
+            let mut req = tonic::Request::new(self.id);
+            req.set_timeout(self.timings.request_timeout * 2);
+            match client.remove(req).await {
+                Ok(r) => match r.into_inner() {
+                    Ok(_) => return Ok(voters),
+                    Err(e) => last = Self::from_remote(e),
+                },
+                // Retired already (an earlier answer was lost): what was asked is done.
+                Err(s) if s.message() == network::removed(self.id) => return Ok(voters),
+                Err(s) => last = Unavailable::unreachable(&info.grpc, &s).into(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last)
     }
 
     /// Asks a member of an existing cluster (any of `seeds`) to add this node, retrying until
@@ -1209,6 +1257,22 @@ impl RaftNode {
     }
 
     /// Commits one of the cluster's own operations; a refusal in apply is a `Refusal::Failed`.
+    /// Retires node `id`, proposed by this node only while it leads: forwarded, it could reach
+    /// `id` itself as the new leader, whose appends every member would then refuse (the
+    /// change of membership that follows could not commit). `NotLeader` when it does not lead.
+    async fn retire_here(&self, id: u64) -> Result<(), ReplicationError> {
+        let env = Envelope::new(
+            "",
+            new_request_id(),
+            model::Actor::Operator,
+            model::Op::Cluster(model::command::ClusterOp::Retire { node: id }),
+        );
+        match self.write_local(env).await? {
+            Outcome::Failed(e) => Err(Refusal::Failed(e).into()),
+            _ => Ok(()),
+        }
+    }
+
     async fn cluster_write(&self, op: model::command::ClusterOp) -> Result<(), ReplicationError> {
         let env = Envelope::new(
             "",
@@ -1393,6 +1457,15 @@ impl RaftNode {
     /// Whether node `id`, with this key, was a member when this node enrolled, and this node
     /// is still catching up to its own admission (false for a node that never enrolled).
     /// Once that entry is applied, the log's membership names every member the list did.
+    /// Whether node `id` is a member: in the membership in effect here, or in the last one
+    /// committed. A change that removes a member takes effect on a follower as soon as it is
+    /// appended, but until it commits the member is one still — perhaps the leader, removing
+    /// itself, whose appends must be taken for its removal to commit.
+    pub(crate) fn is_member(&self, id: u64) -> bool {
+        self.membership().get_node(&id).is_some()
+            || self.sm.applied_membership().get_node(&id).is_some()
+    }
+
     pub(crate) fn enrolled_with(&self, id: u64, key_sha256: &str) -> bool {
         self.peers.get(&id).is_some_and(|k| k == key_sha256) && self.node_record(self.id).is_none()
     }

@@ -326,6 +326,11 @@ impl StateMachine {
         self.lock().applied.0.map(|l| l.index)
     }
 
+    /// The last membership applied here: the last committed one this node knows of.
+    pub fn applied_membership(&self) -> openraft::Membership<u64, NodeInfo> {
+        self.lock().applied.1.membership().clone()
+    }
+
     /// Writes a snapshot of the state as it is now into a file — a RocksDB checkpoint (hard
     /// links), streamed out record by record — and makes it the current snapshot.
     fn build_now(&self) -> Result<Snapshot<TypeConfig>, SErr> {
