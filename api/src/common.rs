@@ -406,6 +406,23 @@ pub(crate) fn negated(v: Value) -> Value {
 /// `$permissions` it may carry inline.
 pub(crate) type Fields = (Data, model::command::Ops, Option<Vec<String>>);
 
+/// A row write's fields from its JSON object: with its operators read where `operators`
+/// allows them (updates and upserts), else as literal values (creates).
+pub(crate) fn fields(
+    f: Flavor,
+    m: &Map<String, Json>,
+    operators: bool,
+) -> Result<Fields, ApiError> {
+    let perms = inline_permissions(m)?;
+    let code = ErrorCode::DocumentInvalidStructure;
+    let (data, ops) = match operators {
+        true => crate::params::patch_from_json(m, code),
+        false => data_from_json(m, code).map(|d| (d, model::command::Ops::new())),
+    }
+    .map_err(|e| f.error(e.0))?;
+    Ok((data, ops, perms))
+}
+
 /// One row of a bulk create or upsert: its id (made for `unique()` or none) and its fields
 /// (operators only for an upsert, `operators`).
 pub(crate) fn bulk_item(
@@ -424,14 +441,7 @@ pub(crate) fn bulk_item(
             s.to_string()
         }
     };
-    let perms = inline_permissions(obj)?;
-    let code = ErrorCode::DocumentInvalidStructure;
-    let (data, ops) = match operators {
-        true => crate::params::patch_from_json(obj, code),
-        false => data_from_json(obj, code).map(|d| (d, model::command::Ops::new())),
-    }
-    .map_err(|e| f.error(e.0))?;
-    Ok((id, (data, ops, perms)))
+    Ok((id, fields(f, obj, operators)?))
 }
 
 /// Transaction `id`, if the caller may use it: a key any of the project's, a user only those

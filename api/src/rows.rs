@@ -4,12 +4,11 @@
 use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
-    bulk_item, collection, enter, inline_permissions, key_only, load_transaction, missing_data,
-    negated, no_content, permissions, prepare, propose, reply, unexpected, Fields, Flavor, Reply,
-    Res,
+    bulk_item, collection, enter, fields, key_only, load_transaction, missing_data, negated,
+    no_content, permissions, prepare, propose, reply, unexpected, Fields, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
-use crate::params::{data_from_json, now_ms, patch_from_json, Req};
+use crate::params::{now_ms, Req};
 use crate::{render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -30,14 +29,7 @@ fn data_param(req: &Req, f: Flavor, operators: bool) -> Result<Option<Fields>, A
     let Some(m) = req.object_opt("data")? else {
         return Ok(None);
     };
-    let perms = inline_permissions(&m)?;
-    let code = ErrorCode::DocumentInvalidStructure;
-    let (data, ops) = match operators {
-        true => patch_from_json(&m, code),
-        false => data_from_json(&m, code).map(|d| (d, Ops::new())),
-    }
-    .map_err(|e| f.error(e.0))?;
-    Ok(Some((data, ops, perms)))
+    fields(f, &m, operators).map(Some)
 }
 
 fn target(req: &Req, op: DocOp) -> DocTarget {

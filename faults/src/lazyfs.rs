@@ -122,15 +122,7 @@ impl LazyFs {
     /// bytes of writes were lost.
     pub fn lose_unsynced(&self) -> u64 {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let lost: u64 = s
-            .pending
-            .values()
-            .flatten()
-            .map(|p| match p {
-                Pending::Write { data, .. } => data.len() as u64,
-                Pending::Truncate { .. } => 0,
-            })
-            .sum();
+        let lost = s.pending_bytes();
         s.pending.clear();
         s.files.clear();
         s.lost_bytes += lost;
@@ -147,15 +139,10 @@ impl LazyFs {
 
     /// Bytes written but not yet fsynced, now.
     pub fn unsynced_bytes(&self) -> u64 {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.pending
-            .values()
-            .flatten()
-            .map(|p| match p {
-                Pending::Write { data, .. } => data.len() as u64,
-                Pending::Truncate { .. } => 0,
-            })
-            .sum()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_bytes()
     }
 }
 
@@ -176,6 +163,15 @@ fn time(secs: i64, nanos: i64) -> SystemTime {
 }
 
 impl State {
+    /// Bytes of the writes waiting for an fsync.
+    fn pending_bytes(&self) -> u64 {
+        let bytes = |p: &Pending| match p {
+            Pending::Write { data, .. } => data.len() as u64,
+            Pending::Truncate { .. } => 0,
+        };
+        self.pending.values().flatten().map(bytes).sum()
+    }
+
     fn ino(&mut self, path: PathBuf) -> u64 {
         if let Some(i) = self.inodes.get(&path) {
             return *i;
