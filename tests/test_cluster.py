@@ -232,27 +232,29 @@ def test_join_a_fourth_node_then_remove_one(cluster):
     # Ids of voters are never reused: a wiped node must come back under a new id.
     status, _, body = http("POST", fourth.url() + "/cluster/remove", {"nodeId": 99}, h)
     assert status == 400, body
-    # The leader itself, asked through a follower: it leaves the membership, then is retired
-    # by the leader that follows it, and the two left go on.
-    leader = cluster.leader()
-    via = next(n for n in cluster.nodes if n.node_id in remaining and n is not leader)
-    status, _, body = http("POST", via.url() + "/cluster/remove", {"nodeId": leader.node_id}, h)
-    assert status == 200, body
-    leader.stop()
-    rest = [i for i in remaining if i != leader.node_id]
-    cluster.wait_for_voters(rest)
-    tdb(via, "clu", key).create_row("db", "t", "after-leader", {"n": 2})
-    assert len(all_rows(tdb(via, "clu", key))) == 32
-    code, report = cluster.check()
-    assert code == 0, report
-    # It was retired too: its certificate is refused as a removed node's.
-    if fault_bin():
-        r = subprocess.run([fault_bin(), "probe-rpc", "--grpc", via.grpc, "--as",
-                            f"files:{leader.data_dir}", "--claim", str(leader.node_id)],
-                           capture_output=True, timeout=180)
-        assert r.returncode == 0, r.stderr.decode()
-        answers = json.loads(r.stdout)
-        assert "was removed from this cluster" in answers["ping"], answers
+    # The leader itself, asked through a follower, then asked through itself: it leaves the
+    # membership, then the members it left retire it, and those left go on.
+    for n_rows, through_itself in ((32, False), (33, True)):
+        leader = cluster.leader()
+        left = [n for n in cluster.live() if n is not leader]
+        via = leader if through_itself else left[0]
+        status, _, body = http("POST", via.url() + "/cluster/remove", {"nodeId": leader.node_id}, h)
+        assert status == 200, body
+        leader.stop()
+        cluster.wait_for_voters([n.node_id for n in left])
+        t = tdb(left[0], "clu", key)
+        t.create_row("db", "t", f"after-leader-{n_rows}", {"n": 2})
+        assert len(all_rows(t)) == n_rows
+        code, report = cluster.check()
+        assert code == 0, report
+        # It was retired too: its certificate is refused as a removed node's.
+        if fault_bin():
+            r = subprocess.run([fault_bin(), "probe-rpc", "--grpc", left[0].grpc, "--as",
+                                f"files:{leader.data_dir}", "--claim", str(leader.node_id)],
+                               capture_output=True, timeout=180)
+            assert r.returncode == 0, r.stderr.decode()
+            answers = json.loads(r.stdout)
+            assert "was removed from this cluster" in answers["ping"], answers
 
 
 def test_minority_answers_503_within_bounded_time(cluster):

@@ -278,7 +278,12 @@ impl Service {
                     // A node catching up replays old memberships, which lack the members
                     // added since (perhaps the leader sending it the log): the members the
                     // cluster had when this node enrolled count too.
-                    Some(_) => !node.is_member(id) && !node.enrolled_with(id, &cert.key_sha256),
+                    Some(_) => {
+                        let leading = matches!(method, "append" | "snapshot");
+                        membership.get_node(&id).is_none()
+                            && !(leading && node.committed_member(id))
+                            && !node.enrolled_with(id, &cert.key_sha256)
+                    }
                     // No membership yet (a joiner before its first append): the nodes the
                     // cluster had admitted when this one enrolled.
                     None => !node.known_before_state(id, &cert.key_sha256),
@@ -478,11 +483,19 @@ impl RaftService for Service {
         &self,
         req: Request<rpc::RemoveReq>,
     ) -> Result<Response<rpc::MembershipReply>, Status> {
-        // A leader that removed itself asks the members it left to retire it.
-        self.authorize(&req, "remove", Who::NodeOrMember(*req.get_ref()))?;
+        // A leader that removed itself asks the members it left to retire it: a node may ask
+        // that for itself, if the cluster admitted it (its record's key was checked).
+        let caller = self.authorize(&req, "remove", Who::NodeOrMember(*req.get_ref()))?;
         let node = self.node()?;
+        let asker = caller.map(|(id, _)| id);
+        if asker == Some(*req.get_ref()) && node.node_record(*req.get_ref()).is_none() {
+            return Err(Status::permission_denied(format!(
+                "node {} is not a member of this cluster",
+                req.get_ref()
+            )));
+        }
         Ok(Response::new(
-            node.remove_member(req.into_inner())
+            node.remove_member_once(req.into_inner(), asker)
                 .await
                 .map_err(RemoteError::from),
         ))

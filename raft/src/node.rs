@@ -1008,12 +1008,13 @@ impl RaftNode {
         }
     }
 
-    /// Removes a member (voter or learner) from the cluster, on the leader (forwarded there).
-    /// If leadership moves between its steps, it starts again wherever the leader is now.
+    /// Removes a member (voter or learner) from the cluster, on the leader (forwarded there):
+    /// an operator's request. If leadership moves between its steps, it starts again wherever
+    /// the leader is now.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
         let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
         loop {
-            match self.remove_member_once(id).await {
+            match self.remove_member_once(id, None).await {
                 Err(ReplicationError::NotLeader { .. })
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -1024,12 +1025,25 @@ impl RaftNode {
         }
     }
 
-    async fn remove_member_once(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
+    /// One attempt at removing `id`; `asker` is the node whose RPC this is, if any (the one
+    /// that asked retries, so a forwarded attempt runs once). `NotLeader` if the leader moved.
+    pub(crate) async fn remove_member_once(
+        &self,
+        id: u64,
+        asker: Option<u64>,
+    ) -> Result<Vec<u64>, ReplicationError> {
         let retiring = |id| self.node_record(id).is_some_and(|r| r.retired_at.is_none());
         // Out of the membership but not retired, this node (a leader that removed itself, as
         // a node knows no leader once out) has the members it left finish its removal.
         if id == self.id && self.membership().get_node(&id).is_none() && retiring(id) {
             return self.retired_by_the_others().await;
+        }
+        if let Some(l) = self.raft.metrics().borrow().current_leader {
+            // Node `id` asking to be retired, by a member that still takes it for the leader
+            // (it has not appended the change that removed it yet): asked again later.
+            if l == id && asker == Some(id) {
+                return Err(ReplicationError::NotLeader { leader: None });
+            }
         }
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
             return Self::remote_reply(leader.remove(id).await);
@@ -1055,7 +1069,9 @@ impl RaftNode {
         };
         // Retired first (its certificate refused from then on, so it cannot ask to be added
         // back between the two steps) — unless it is this leader, whose appends must still be
-        // accepted for the membership change to commit.
+        // accepted for the membership change to commit. (Should leadership pass to `id` after
+        // the proposal and before its commit, `id` commits its own retirement: the members
+        // then refuse its appends and elect another leader, where the removal is finished.)
         if id != self.id {
             self.retire_here(id).await?;
         }
@@ -1073,25 +1089,38 @@ impl RaftNode {
     /// The last step of a leader's removal of itself: once out of the membership it can no
     /// longer propose, nor pass a write on, and no leader will tell it who leads now. It asks
     /// the members it left to retire it (a node may ask that for itself); each passes the
-    /// request on to its leader.
+    /// request on to its leader. Bounded well inside the time a forwarded removal is given.
     async fn retired_by_the_others(&self) -> Result<Vec<u64>, ReplicationError> {
         let others = self.peers();
         let voters: Vec<u64> = self.voters().into_iter().collect();
-        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
+        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 3;
         let mut last = ReplicationError::Timeout;
         for (id, info) in others.iter().cycle() {
-            if tokio::time::Instant::now() >= deadline || others.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            let mut client = self.peer(*id, &info.grpc)?;
-            let mut req = tonic::Request::new(self.id);
-            req.set_timeout(self.timings.request_timeout * 2);
-            match client.remove(req).await {
+            let answer = match self.peer(*id, &info.grpc) {
+                Ok(mut client) => {
+                    let mut req = tonic::Request::new(self.id);
+                    req.set_timeout(self.timings.request_timeout * 2);
+                    client.remove(req).await
+                }
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            match answer {
                 Ok(r) => match r.into_inner() {
                     Ok(_) => return Ok(voters),
+                    // Retired already (by an attempt whose answer was lost): done.
+                    Err(RemoteError::Replication(ReplicationError::Refused(
+                        Refusal::NotMember { id },
+                    ))) if id == self.id => return Ok(voters),
                     Err(e) => last = Self::from_remote(e),
                 },
-                // Retired already (an earlier answer was lost): what was asked is done.
+                // Retired already, and the member knows: its certificate is refused.
                 Err(s) if s.message() == network::removed(self.id) => return Ok(voters),
                 Err(s) => last = Unavailable::unreachable(&info.grpc, &s).into(),
             }
@@ -1256,10 +1285,10 @@ impl RaftNode {
         Ok(answer)
     }
 
-    /// Commits one of the cluster's own operations; a refusal in apply is a `Refusal::Failed`.
     /// Retires node `id`, proposed by this node only while it leads: forwarded, it could reach
     /// `id` itself as the new leader, whose appends every member would then refuse (the
-    /// change of membership that follows could not commit). `NotLeader` when it does not lead.
+    /// change of membership that follows could not commit). `NotLeader` when it does not lead,
+    /// `Timeout` if it does not commit in time.
     async fn retire_here(&self, id: u64) -> Result<(), ReplicationError> {
         let env = Envelope::new(
             "",
@@ -1267,12 +1296,16 @@ impl RaftNode {
             model::Actor::Operator,
             model::Op::Cluster(model::command::ClusterOp::Retire { node: id }),
         );
-        match self.write_local(env).await? {
+        let written = tokio::time::timeout(self.timings.request_timeout, self.write_local(env))
+            .await
+            .map_err(|_| ReplicationError::Timeout)?;
+        match written? {
             Outcome::Failed(e) => Err(Refusal::Failed(e).into()),
             _ => Ok(()),
         }
     }
 
+    /// Commits one of the cluster's own operations; a refusal in apply is a `Refusal::Failed`.
     async fn cluster_write(&self, op: model::command::ClusterOp) -> Result<(), ReplicationError> {
         let env = Envelope::new(
             "",
@@ -1454,18 +1487,17 @@ impl RaftNode {
         self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
     }
 
+    /// Whether node `id` was a member in the last membership committed (applied) here. A
+    /// change that removes a member takes effect on a follower as soon as it is appended; the
+    /// leader removing itself replicates on until its removal is committed, and tells the
+    /// members it is.
+    pub(crate) fn committed_member(&self, id: u64) -> bool {
+        self.sm.applied_membership().get_node(&id).is_some()
+    }
+
     /// Whether node `id`, with this key, was a member when this node enrolled, and this node
     /// is still catching up to its own admission (false for a node that never enrolled).
     /// Once that entry is applied, the log's membership names every member the list did.
-    /// Whether node `id` is a member: in the membership in effect here, or in the last one
-    /// committed. A change that removes a member takes effect on a follower as soon as it is
-    /// appended, but until it commits the member is one still — perhaps the leader, removing
-    /// itself, whose appends must be taken for its removal to commit.
-    pub(crate) fn is_member(&self, id: u64) -> bool {
-        self.membership().get_node(&id).is_some()
-            || self.sm.applied_membership().get_node(&id).is_some()
-    }
-
     pub(crate) fn enrolled_with(&self, id: u64, key_sha256: &str) -> bool {
         self.peers.get(&id).is_some_and(|k| k == key_sha256) && self.node_record(self.id).is_none()
     }
