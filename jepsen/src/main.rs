@@ -34,10 +34,11 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     time: u64,
     /// Faults: `all`, `none`, or a comma-separated list of kill, pause, partition, loss,
-    /// delay, clock, disk, membership.
+    /// delay, clock, disk, membership, lose-unsynced.
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// Workloads: `all` or a comma-separated list of register, bank, set, counter.
+    /// Workloads: `all` or a comma-separated list of register, bank, set, counter,
+    /// list-append.
     #[arg(long, default_value = "all")]
     workload: String,
     /// Seed of the first schedule; schedule k uses seed + k.
