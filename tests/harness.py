@@ -172,8 +172,11 @@ class TestCluster:
     """N real nodes forming one Raft group: node 1 bootstraps, the others `--join` it."""
 
     # What openraft logs at ERROR while a peer is down or paused: expected in fault tests.
+    # (openraft logs a membership change that reaches a node just after it lost the lead at
+    # ERROR, "has to forward request to"; the change is then asked of the new leader.)
     PEER_DOWN = ["Unreachable node", "timeout while confirming leadership", "while requesting vote",
-                 "RPCError err=", "error replication to target", "timeout after"]
+                 "RPCError err=", "error replication to target", "timeout after",
+                 "has to forward request to"]
 
     def __init__(self, n=3, extra_args=(), network=None):
         self.base_dir = temp_dir("basalt-cluster-")

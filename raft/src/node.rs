@@ -1009,44 +1009,61 @@ impl RaftNode {
     }
 
     /// Removes a member (voter or learner) from the cluster, on the leader (forwarded there):
-    /// an operator's request. If leadership moves between its steps, it starts again wherever
-    /// the leader is now.
+    /// an operator's request. If leadership moves, or an attempt times out, it starts again
+    /// wherever the leader is now (each step can be taken twice), until its deadline.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
         let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
+        let mut interrupted = false;
         loop {
-            match self.remove_member_once(id, None).await {
-                Err(ReplicationError::NotLeader { .. })
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let attempt = self.remove_member_once(id, deadline, false).await;
+            match attempt {
+                Err(ReplicationError::NotLeader { .. }) => {}
+                Err(ReplicationError::Timeout) | Err(ReplicationError::Unavailable(_)) => {
+                    interrupted = true
+                }
+                // An attempt cut short may have finished on the leader all the same.
+                Err(ReplicationError::Refused(Refusal::NotMember { .. })) if interrupted => {
+                    return Ok(self.voters().into_iter().collect())
                 }
                 r => return r,
             }
+            if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline {
+                return attempt;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// One attempt at removing `id`; `asker` is the node whose RPC this is, if any (the one
-    /// that asked retries, so a forwarded attempt runs once). `NotLeader` if the leader moved.
+    /// One attempt at removing `id`, by `deadline`. A `remote` attempt (another node's RPC:
+    /// the node that asked retries) is carried out only by the leader: `NotLeader` elsewhere,
+    /// so requests are never passed on twice.
     pub(crate) async fn remove_member_once(
         &self,
         id: u64,
-        asker: Option<u64>,
+        deadline: tokio::time::Instant,
+        remote: bool,
     ) -> Result<Vec<u64>, ReplicationError> {
         let retiring = |id| self.node_record(id).is_some_and(|r| r.retired_at.is_none());
-        // Out of the membership but not retired, this node (a leader that removed itself, as
-        // a node knows no leader once out) has the members it left finish its removal.
-        if id == self.id && self.membership().get_node(&id).is_none() && retiring(id) {
-            return self.retired_by_the_others().await;
+        let out = |id| self.membership().get_node(&id).is_none();
+        if id == self.id && out(id) {
+            // A leader that removed itself (a node knows no leader once out): the members
+            // it left finish its removal, when the operator asks here.
+            return match (remote, retiring(id)) {
+                (false, true) => self.retired_by_the_others(deadline).await,
+                (false, false) => Err(Refusal::NotMember { id }.into()),
+                (true, _) => Err(ReplicationError::NotLeader { leader: None }),
+            };
         }
-        if let Some(l) = self.raft.metrics().borrow().current_leader {
-            // Node `id` asking to be retired, by a member that still takes it for the leader
-            // (it has not appended the change that removed it yet): asked again later.
-            if l == id && asker == Some(id) {
-                return Err(ReplicationError::NotLeader { leader: None });
-            }
+        if remote && self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return Err(ReplicationError::NotLeader { leader: None });
         }
         if let Some(mut leader) = self.leader_client(self.timings.request_timeout * 6)? {
-            return Self::remote_reply(leader.remove(id).await);
+            let mut req = tonic::Request::new(id);
+            req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            return match tokio::time::timeout_at(deadline, leader.remove(req)).await {
+                Ok(answer) => Self::remote_reply(answer),
+                Err(_) => Err(ReplicationError::Timeout),
+            };
         }
         let membership = self.membership();
         if membership.get_node(&id).is_none() {
@@ -1072,16 +1089,18 @@ impl RaftNode {
         // accepted for the membership change to commit. (Should leadership pass to `id` after
         // the proposal and before its commit, `id` commits its own retirement: the members
         // then refuse its appends and elect another leader, where the removal is finished.)
-        if id != self.id {
+        // Without TLS no certificate is checked, so this leader may retire itself first too.
+        let insecure = matches!(self.transport, Transport::Insecure);
+        if id != self.id || insecure {
             self.retire_here(id).await?;
         }
         tracing::info!(node_id = id, "removing a member");
-        self.raft
-            .change_membership(change, false)
+        tokio::time::timeout_at(deadline, self.raft.change_membership(change, false))
             .await
+            .map_err(|_| ReplicationError::Timeout)?
             .map_err(write_error)?;
-        if id == self.id {
-            return self.retired_by_the_others().await;
+        if id == self.id && !insecure {
+            return self.retired_by_the_others(deadline).await;
         }
         Ok(self.voters().into_iter().collect())
     }
@@ -1090,20 +1109,28 @@ impl RaftNode {
     /// longer propose, nor pass a write on, and no leader will tell it who leads now. It asks
     /// the members it left to retire it (a node may ask that for itself); each passes the
     /// request on to its leader. Bounded well inside the time a forwarded removal is given.
-    async fn retired_by_the_others(&self) -> Result<Vec<u64>, ReplicationError> {
+    async fn retired_by_the_others(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u64>, ReplicationError> {
         let others = self.peers();
         let voters: Vec<u64> = self.voters().into_iter().collect();
-        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 3;
         let mut last = ReplicationError::Timeout;
         for (id, info) in others.iter().cycle() {
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 break;
             }
+            // A peer that drops packets is given up on in time: the next is asked.
+            let until = deadline.min(now + self.timings.request_timeout);
             let answer = match self.peer(*id, &info.grpc) {
                 Ok(mut client) => {
                     let mut req = tonic::Request::new(self.id);
-                    req.set_timeout(self.timings.request_timeout * 2);
-                    client.remove(req).await
+                    req.set_timeout(until - now);
+                    match tokio::time::timeout_at(until, client.remove(req)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
+                    }
                 }
                 Err(e) => {
                     last = e;
@@ -1485,6 +1512,11 @@ impl RaftNode {
     /// is one the cluster had admitted when this node enrolled.
     pub(crate) fn known_before_state(&self, id: u64, key_sha256: &str) -> bool {
         self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
+    }
+
+    /// How long a client request may take (`--request-timeout`).
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.timings.request_timeout
     }
 
     /// Whether node `id` was a member in the last membership committed (applied) here. A
