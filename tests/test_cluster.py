@@ -229,7 +229,9 @@ def test_join_a_fourth_node_then_remove_one(cluster):
     cluster.wait_for_voters(remaining)
     tdb(fourth, "clu", key).create_row("db", "t", "after", {"n": 1})
     assert tdb(cluster.nodes[0], "clu", key).get_row("db", "t", "after").data["n"] == 1
-    # Ids of voters are never reused: a wiped node must come back under a new id.
+    # Asked again (an answer lost), the removal is done; a node never admitted is refused.
+    status, _, body = http("POST", fourth.url() + "/cluster/remove", {"nodeId": victim.node_id}, h)
+    assert status == 200, body
     status, _, body = http("POST", fourth.url() + "/cluster/remove", {"nodeId": 99}, h)
     assert status == 400, body
     # The leader itself, asked through a follower, then asked through itself: it leaves the

@@ -488,7 +488,6 @@ impl RaftService for Service {
         let caller = self.authorize(&req, "remove", Who::NodeOrMember(*req.get_ref()))?;
         let node = self.node()?;
         let asker = caller.map(|(id, _)| id);
-        let deadline = tokio::time::Instant::now() + node.request_timeout() * 5;
         if asker == Some(*req.get_ref()) && node.node_record(*req.get_ref()).is_none() {
             return Err(Status::permission_denied(format!(
                 "node {} is not a member of this cluster",
@@ -496,7 +495,7 @@ impl RaftService for Service {
             )));
         }
         Ok(Response::new(
-            node.remove_member_once(req.into_inner(), deadline, true)
+            node.remove_for_peer(req.into_inner())
                 .await
                 .map_err(RemoteError::from),
         ))

@@ -1010,28 +1010,42 @@ impl RaftNode {
 
     /// Removes a member (voter or learner) from the cluster, on the leader (forwarded there):
     /// an operator's request. If leadership moves, or an attempt times out, it starts again
-    /// wherever the leader is now (each step can be taken twice), until its deadline.
-    pub async fn remove_member(&self, id: u64) -> Result<Vec<u64>, ReplicationError> {
-        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 6;
-        let mut interrupted = false;
-        loop {
-            let attempt = self.remove_member_once(id, deadline, false).await;
-            match attempt {
-                Err(ReplicationError::NotLeader { .. }) => {}
-                Err(ReplicationError::Timeout) | Err(ReplicationError::Unavailable(_)) => {
-                    interrupted = true
+    /// wherever the leader is now (each step can be taken twice), until its deadline. It runs
+    /// on a task of its own: a caller that stops waiting does not cut it short between steps.
+    pub async fn remove_member(self: &Arc<Self>, id: u64) -> Result<Vec<u64>, ReplicationError> {
+        let me = self.clone();
+        let run = async move {
+            let deadline = tokio::time::Instant::now() + me.timings.request_timeout * 6;
+            loop {
+                let attempt = me.remove_member_once(id, deadline, false).await;
+                match attempt {
+                    Err(ReplicationError::NotLeader { .. })
+                    | Err(ReplicationError::Timeout)
+                    | Err(ReplicationError::Unavailable(_)) => {}
+                    r => return r,
                 }
-                // An attempt cut short may have finished on the leader all the same.
-                Err(ReplicationError::Refused(Refusal::NotMember { .. })) if interrupted => {
-                    return Ok(self.voters().into_iter().collect())
+                if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline {
+                    return attempt;
                 }
-                r => return r,
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline {
-                return attempt;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        tokio::spawn(run)
+            .await
+            .unwrap_or_else(|e| Err(Unavailable::Raft(e.to_string()).into()))
+    }
+
+    /// One attempt at another node's request (`remove` RPC), carried out on a task of its
+    /// own so that the asker giving up does not cut it short between steps.
+    pub(crate) async fn remove_for_peer(
+        self: &Arc<Self>,
+        id: u64,
+    ) -> Result<Vec<u64>, ReplicationError> {
+        let me = self.clone();
+        let deadline = tokio::time::Instant::now() + self.timings.request_timeout * 5;
+        tokio::spawn(async move { me.remove_member_once(id, deadline, true).await })
+            .await
+            .unwrap_or_else(|e| Err(Unavailable::Raft(e.to_string()).into()))
     }
 
     /// One attempt at removing `id`, by `deadline`. A `remote` attempt (another node's RPC:
@@ -1043,15 +1057,18 @@ impl RaftNode {
         deadline: tokio::time::Instant,
         remote: bool,
     ) -> Result<Vec<u64>, ReplicationError> {
-        let retiring = |id| self.node_record(id).is_some_and(|r| r.retired_at.is_none());
+        // The cluster's record of a node: none (never admitted), or whether it is retired.
+        let record = |id| self.node_record(id).map(|r| r.retired_at.is_some());
+        let (retiring, retired) = (Some(false), Some(true));
         let out = |id| self.membership().get_node(&id).is_none();
         if id == self.id && out(id) {
             // A leader that removed itself (a node knows no leader once out): the members
             // it left finish its removal, when the operator asks here.
-            return match (remote, retiring(id)) {
-                (false, true) => self.retired_by_the_others(deadline).await,
-                (false, false) => Err(Refusal::NotMember { id }.into()),
+            return match (remote, record(id)) {
                 (true, _) => Err(ReplicationError::NotLeader { leader: None }),
+                (false, r) if r == retiring => self.retired_by_the_others(deadline).await,
+                (false, r) if r == retired => Ok(self.voters().into_iter().collect()),
+                (false, _) => Err(Refusal::NotMember { id }.into()),
             };
         }
         if remote && self.raft.metrics().borrow().current_leader != Some(self.id) {
@@ -1068,9 +1085,11 @@ impl RaftNode {
         let membership = self.membership();
         if membership.get_node(&id).is_none() {
             // A removal whose `Retire` did not commit (a leader change between the two steps)
-            // is finished by asking again.
-            if retiring(id) {
-                self.retire_here(id).await?;
+            // is finished by asking again; one that did is done (an answer lost, a repeat).
+            if record(id) == retiring {
+                self.retire_here(id, deadline).await?;
+            }
+            if record(id) == retired {
                 return Ok(self.voters().into_iter().collect());
             }
             return Err(Refusal::NotMember { id }.into());
@@ -1092,7 +1111,7 @@ impl RaftNode {
         // Without TLS no certificate is checked, so this leader may retire itself first too.
         let insecure = matches!(self.transport, Transport::Insecure);
         if id != self.id || insecure {
-            self.retire_here(id).await?;
+            self.retire_here(id, deadline).await?;
         }
         tracing::info!(node_id = id, "removing a member");
         tokio::time::timeout_at(deadline, self.raft.change_membership(change, false))
@@ -1141,10 +1160,6 @@ impl RaftNode {
             match answer {
                 Ok(r) => match r.into_inner() {
                     Ok(_) => return Ok(voters),
-                    // Retired already (by an attempt whose answer was lost): done.
-                    Err(RemoteError::Replication(ReplicationError::Refused(
-                        Refusal::NotMember { id },
-                    ))) if id == self.id => return Ok(voters),
                     Err(e) => last = Self::from_remote(e),
                 },
                 // Retired already, and the member knows: its certificate is refused.
@@ -1153,7 +1168,11 @@ impl RaftNode {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(last)
+        Err(Unavailable::Raft(format!(
+            "node {} left the membership, but its retirement did not commit yet ({last}): ask again",
+            self.id
+        ))
+        .into())
     }
 
     /// Asks a member of an existing cluster (any of `seeds`) to add this node, retrying until
@@ -1316,14 +1335,19 @@ impl RaftNode {
     /// `id` itself as the new leader, whose appends every member would then refuse (the
     /// change of membership that follows could not commit). `NotLeader` when it does not lead,
     /// `Timeout` if it does not commit in time.
-    async fn retire_here(&self, id: u64) -> Result<(), ReplicationError> {
+    async fn retire_here(
+        &self,
+        id: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReplicationError> {
         let env = Envelope::new(
             "",
             new_request_id(),
             model::Actor::Operator,
             model::Op::Cluster(model::command::ClusterOp::Retire { node: id }),
         );
-        let written = tokio::time::timeout(self.timings.request_timeout, self.write_local(env))
+        let until = deadline.min(tokio::time::Instant::now() + self.timings.request_timeout);
+        let written = tokio::time::timeout_at(until, self.write_local(env))
             .await
             .map_err(|_| ReplicationError::Timeout)?;
         match written? {
@@ -1512,11 +1536,6 @@ impl RaftNode {
     /// is one the cluster had admitted when this node enrolled.
     pub(crate) fn known_before_state(&self, id: u64, key_sha256: &str) -> bool {
         self.peers.is_empty() || self.peers.get(&id).is_some_and(|k| k == key_sha256)
-    }
-
-    /// How long a client request may take (`--request-timeout`).
-    pub(crate) fn request_timeout(&self) -> Duration {
-        self.timings.request_timeout
     }
 
     /// Whether node `id` was a member in the last membership committed (applied) here. A
