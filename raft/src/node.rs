@@ -1126,8 +1126,8 @@ impl RaftNode {
 
     /// The last step of a leader's removal of itself: once out of the membership it can no
     /// longer propose, nor pass a write on, and no leader will tell it who leads now. It asks
-    /// the members it left to retire it (a node may ask that for itself); each passes the
-    /// request on to its leader. Bounded well inside the time a forwarded removal is given.
+    /// the members it left, in turn, to retire it (a node may ask that for itself), until the
+    /// one that leads by then does it or `deadline` passes.
     async fn retired_by_the_others(
         &self,
         deadline: tokio::time::Instant,
