@@ -161,6 +161,15 @@ impl Abuse {
         }
     }
 
+    /// Live counters kept, and the most kept (`GET /v1/health/cache`): at the most, new
+    /// keys are refused.
+    pub fn usage(&self) -> (usize, usize) {
+        let now = crate::params::now_ms() / 1000;
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let live = windows.values().filter(|(s, _)| *s + 3600 > now).count();
+        (live, MAX_KEYS)
+    }
+
     /// Counts the request under `rule`; a refusal is the whole answer (429 with the headers).
     /// `None`: not limited (limits off, or a key).
     pub fn hit(&self, req: &Req, ctx: &Ctx, rule: &Rule) -> Result<Option<Hit>, Box<Response>> {

@@ -27,6 +27,7 @@ mod databases;
 mod edge;
 mod emailed;
 mod error;
+mod health;
 mod imported;
 mod logs;
 pub mod mail;
@@ -75,6 +76,41 @@ pub enum DrillFault {
     Isolate(std::time::Duration),
 }
 
+/// What `/v1/health/*` reads of the node itself, as it stands (nothing is asked of peers).
+#[derive(Clone, Debug, Default)]
+pub struct NodeHealth {
+    pub node: u64,
+    pub leader: Option<u64>,
+    /// This node leads, and no quorum has acknowledged it for longer than an election takes:
+    /// it cannot commit, whatever it believes.
+    pub leader_unconfirmed: bool,
+    /// Whether this node is in the membership it knows (a voter or a learner).
+    pub member: bool,
+    /// Entries in this node's log not applied yet.
+    pub apply_backlog: u64,
+    /// How far each member's wall clock is ahead of this node's, in ms, as recent probes
+    /// measured it (this node's own: 0; members not heard from lately are left out).
+    pub clock_offsets: Vec<(u64, i64)>,
+    /// The host names this node answers to: those of its advertised addresses.
+    pub names: Vec<String>,
+    /// This node's certificate in the cluster; `None` without TLS.
+    pub certificate: Option<Certificate>,
+}
+
+/// A certificate, in the terms of Appwrite's `healthCertificate`.
+#[derive(Clone, Debug, Default)]
+pub struct Certificate {
+    /// The subject, `/CN=...`.
+    pub name: String,
+    pub subject_cn: String,
+    pub issuer_organisation: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub signature: String,
+    pub dns_names: Vec<String>,
+}
+
 /// What the API needs from the node: replicated writes, views to read, and status.
 pub trait Backend: Send + Sync + 'static {
     /// Proposes an envelope through Raft; resolves once it is committed and applied.
@@ -115,6 +151,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>>;
     /// `basalt drill`: does `fault` to this node; answers what it did, as JSON.
     fn drill(&self, fault: DrillFault) -> serde_json::Value;
+    /// What `/v1/health/*` reads of this node.
+    fn node_health(&self) -> NodeHealth;
+    /// Writes a probe file where this node keeps file bytes (synced), reads it back and
+    /// removes it.
+    fn probe_local_files(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Emails in the outbox, and among them those that failed at least once, each counted up
+    /// to `limit`. Reads the store: call it off the runtime.
+    fn mail_queue(&self, limit: usize) -> Result<(u64, u64), String>;
 }
 
 #[derive(Clone)]
@@ -156,6 +200,7 @@ pub fn router(
     };
     Router::new()
         .merge(operator::router())
+        .merge(health::router())
         .merge(realtime::router())
         .merge(account::router())
         .merge(emailed::router())

@@ -1,11 +1,10 @@
-//! Operator and probe routes: projects and API keys (root key), cluster status and replica
-//! checks, health.
+//! Operator routes: projects and API keys (root key), cluster status and replica checks.
 
-use crate::auth::{authorize, require_root, sha256_hex, ALL_SCOPES};
+use crate::auth::{require_root, sha256_hex, ALL_SCOPES};
 use crate::common::{no_content, reply, Reply};
 use crate::error::ApiError;
 use crate::params::{new_id, new_request_id, Req};
-use crate::{AppState, APPWRITE_VERSION};
+use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -23,8 +22,6 @@ use std::sync::Arc;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/ping", get(|| async { "Pong!" }))
-        .route("/v1/health/version", get(version))
-        .route("/v1/health", get(health))
         .route("/v1/projects", post(create_project).get(list_projects))
         .route(
             "/v1/projects/{project}/keys",
@@ -53,20 +50,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/join-token", post(cluster_join_token))
         .route("/v1/cluster/root-key", post(cluster_root_key))
         .route("/v1/cluster/drill", post(cluster_drill))
-}
-
-async fn version() -> Reply {
-    reply(StatusCode::OK, json!({ "version": APPWRITE_VERSION }))
-}
-
-async fn health(State(s): State<AppState>, req: Req) -> Reply {
-    let started = std::time::Instant::now();
-    let view = s.backend.read(Consistency::Linearizable).await?;
-    authorize(view, &req, &["health.read"])?;
-    reply(
-        StatusCode::OK,
-        json!({ "name": "database", "ping": started.elapsed().as_millis() as u64, "status": "pass" }),
-    )
 }
 
 fn project_json(p: &Project, a: &AuthSettings) -> Json {

@@ -145,6 +145,9 @@ error_codes! {
     UserAuthenticatorAlreadyVerified = ("user_authenticator_already_verified", 409),
     UserRecoveryCodesAlreadyExists = ("user_recovery_codes_already_exists", 409),
     UserRecoveryCodesNotFound = ("user_recovery_codes_not_found", 404),
+    HealthQueueSizeExceeded = ("health_queue_size_exceeded", 503),
+    HealthCertificateExpired = ("health_certificate_expired", 404),
+    HealthInvalidHost = ("health_invalid_host", 404),
 }
 
 impl ErrorCode {

@@ -306,6 +306,57 @@ impl Backend for NodeBackend {
     fn ready(&self) -> bool {
         self.node.has_leader()
     }
+
+    fn node_health(&self) -> api::NodeHealth {
+        let status = self.node.status();
+        let host = |addr: &str| {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        };
+        let mut names: Vec<String> = status
+            .members
+            .iter()
+            .filter(|m| m.id == status.id)
+            .flat_map(|m| [host(&m.http), host(&m.grpc)])
+            .collect();
+        names.dedup();
+        let certificate = self
+            .node
+            .certificate_der()
+            .and_then(|der| raft::pki::describe(&der).ok())
+            .map(|d| api::Certificate {
+                name: d.name,
+                subject_cn: d.subject_cn,
+                issuer_organisation: d.issuer_organisation,
+                not_before: d.not_before,
+                not_after: d.not_after,
+                signature: d.signature,
+                dns_names: d.dns_names,
+            });
+        api::NodeHealth {
+            node: status.id,
+            leader: status.leader,
+            leader_unconfirmed: self.node.leader_unconfirmed(),
+            member: self.node.is_member(),
+            apply_backlog: self.node.apply_backlog(),
+            clock_offsets: self.node.clock_offsets(),
+            names,
+            certificate,
+        }
+    }
+
+    fn probe_local_files(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.node.probe_blob_dir().await.map_err(|e| e.to_string()) })
+    }
+
+    fn mail_queue(&self, limit: usize) -> Result<(u64, u64), String> {
+        let view = self.node.local_view().map_err(|e| e.to_string())?;
+        let mails = view.outbox(limit).map_err(|e| e.to_string())?;
+        let failed = mails.iter().filter(|m| m.attempts > 0).count();
+        Ok((mails.len() as u64, failed as u64))
+    }
 }
 
 /// This node's applied state, as realtime payloads read it (no barrier: what was just

@@ -167,6 +167,28 @@ impl BlobStore {
         Ok(Some(data))
     }
 
+    /// Writes a probe file where blobs are written (durably, as a blob is), reads it back
+    /// and removes it: whether this node can store file bytes now.
+    pub fn probe(&self) -> std::io::Result<()> {
+        let tmp = self.dir.join("tmp");
+        let path = tmp.join(format!("probe.{}", rand_suffix(&tmp, 0)));
+        let data = path.as_os_str().as_encoded_bytes().to_vec();
+        let written = (|| {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+            if std::fs::read(&path)? != data {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the probe file read back differs from what was written",
+                ));
+            }
+            Ok(())
+        })();
+        let removed = std::fs::remove_file(&path);
+        written.and(removed)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         valid_name(name) && self.path(name).exists()
     }
@@ -260,6 +282,19 @@ mod tests {
         std::fs::write(store.path(&name), b"hello blub").unwrap();
         assert_eq!(store.get(&name).unwrap(), None);
         assert!(!store.has(&name));
+    }
+
+    #[test]
+    fn a_probe_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        store.probe().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        std::fs::remove_dir(dir.path().join("tmp")).unwrap();
+        assert!(store.probe().is_err(), "no directory to write in");
     }
 
     #[test]

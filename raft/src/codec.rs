@@ -236,7 +236,11 @@ mod fuzz {
         hammer::<DigestReq>("digest", &RequestId(5), 7);
         hammer::<ForwardReply>("forward reply", &Ok(model::Outcome::Done), 8);
         hammer::<MembershipReply>("membership reply", &Ok(vec![1, 2, 3]), 9);
-        hammer::<PingReply>("ping reply", &(1, Some(2), Some(1_800_000_000)), 10);
+        hammer::<PingReply>(
+            "ping reply",
+            &(1, Some(2), Some(1_800_000_000), 1_800_000_000_000),
+            10,
+        );
         hammer::<EnrollReq>(
             "enroll",
             &crate::enroll::Request {

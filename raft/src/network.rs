@@ -532,7 +532,12 @@ impl RaftService for Service {
         self.authorize(&req, "ping", Who::Member)?;
         let node = self.node()?;
         let expires = self.transport.tls().map(|t| t.cert().not_after);
-        Ok(Response::new((node.id, node.applied_index(), expires)))
+        Ok(Response::new((
+            node.id,
+            node.applied_index(),
+            expires,
+            crate::node::wall_clock_ms(),
+        )))
     }
 
     async fn enroll(

@@ -232,8 +232,15 @@ const IN_FLIGHT: usize = 2;
 /// How often every peer is asked how far it has applied.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// A peer's applied index and certificate expiry (Unix seconds), as it last answered a probe.
-type PeerReport = (Option<u64>, Option<i64>);
+/// What a peer's last answer to a probe said: its applied index, when its certificate expires
+/// (Unix seconds), and how far its wall clock is ahead of this node's (ms, the round trip
+/// halved) as of when the answer came.
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerReport {
+    applied: Option<u64>,
+    cert_expires: Option<i64>,
+    clock: Option<(i64, std::time::Instant)>,
+}
 
 pub struct RaftNode {
     pub id: u64,
@@ -1592,6 +1599,61 @@ impl RaftNode {
         self.sm.applied_index()
     }
 
+    /// How far each member's wall clock is ahead of this node's (ms; this node's own: 0), as
+    /// the probes of the last `PROBE_EVERY * 8` measured it; members not heard from in that
+    /// time are left out.
+    pub fn clock_offsets(&self) -> Vec<(u64, i64)> {
+        let fresh = PROBE_EVERY * 8;
+        let known = self.peer_applied.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = vec![(self.id, 0)];
+        for (id, _) in self.peers() {
+            if let Some(PeerReport {
+                clock: Some((ahead, at)),
+                ..
+            }) = known.get(&id)
+            {
+                if at.elapsed() <= fresh {
+                    out.push((id, *ahead));
+                }
+            }
+        }
+        out
+    }
+
+    /// Entries in this node's log that it has not applied yet.
+    pub fn apply_backlog(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        last.saturating_sub(m.last_applied.map_or(0, |l| l.index))
+    }
+
+    /// Whether this node leads without a quorum's acknowledgement for two election timeouts
+    /// (or ever): openraft keeps a leader cut off from its quorum leading until a newer term
+    /// reaches it, but it can neither commit nor serve a linearizable read.
+    pub fn leader_unconfirmed(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let most = 2 * self.timings.election_max.as_millis() as u64;
+        m.current_leader == Some(self.id) && m.millis_since_quorum_ack.is_none_or(|ms| ms > most)
+    }
+
+    /// Whether this node is in the membership it knows (a voter or a learner).
+    pub fn is_member(&self) -> bool {
+        self.membership().get_node(&self.id).is_some()
+    }
+
+    /// Writes a probe file into the blob directory, reads it back and removes it.
+    pub async fn probe_blob_dir(&self) -> std::io::Result<()> {
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.probe())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// This node's certificate (DER), if it runs with TLS.
+    pub fn certificate_der(&self) -> Option<Vec<u8>> {
+        self.transport.tls().and_then(|t| t.cert_der())
+    }
+
     pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -1605,12 +1667,14 @@ impl RaftNode {
                         self.transport.tls().map(|t| t.cert().not_after),
                     )
                 } else {
-                    self.peer_applied
+                    let r = self
+                        .peer_applied
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get(id)
                         .copied()
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    (r.applied, r.cert_expires)
                 };
                 MemberStatus {
                     id: *id,
@@ -1721,7 +1785,7 @@ fn rfc3339(unix_secs: i64) -> Option<String> {
 }
 
 /// Epoch milliseconds from this node's clock (the leader's, when it proposes).
-fn wall_clock_ms() -> i64 {
+pub(crate) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -1837,13 +1901,20 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
             };
             let known = node.peer_applied.clone();
             tokio::spawn(async move {
+                let (asked, sent) = (std::time::Instant::now(), wall_clock_ms());
                 if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {
-                    let (peer, applied, expires) = r.into_inner();
+                    let (peer, applied, cert_expires, clock) = r.into_inner();
+                    let half_trip = asked.elapsed().as_millis() as i64 / 2;
                     if peer == id {
-                        known
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, (applied, expires));
+                        let ahead = clock - (sent + half_trip);
+                        known.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                            id,
+                            PeerReport {
+                                applied,
+                                cert_expires,
+                                clock: Some((ahead, std::time::Instant::now())),
+                            },
+                        );
                     }
                 }
             });

@@ -172,6 +172,56 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, PkiError> {
     })
 }
 
+/// What `GET /v1/health/certificate` shows of a certificate, in the fields Appwrite names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    /// The subject as a distinguished name, `/CN=node-1.basalt`.
+    pub name: String,
+    pub subject_cn: String,
+    pub issuer_organisation: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The signature algorithm's short name (`ecdsa-with-SHA256`), else its OID.
+    pub signature: String,
+    /// Its DNS names.
+    pub dns_names: Vec<String>,
+}
+
+pub fn describe(der: &[u8]) -> Result<Described, PkiError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(invalid)?;
+    fn first<'a>(
+        mut it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+    ) -> String {
+        it.next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+    let subject_cn = first(cert.subject().iter_common_name());
+    let algorithm = &cert.signature_algorithm.algorithm;
+    let signature = x509_parser::objects::oid2sn(algorithm, x509_parser::objects::oid_registry())
+        .map(str::to_string)
+        .unwrap_or_else(|_| algorithm.to_id_string());
+    let mut dns_names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(n) = name {
+                dns_names.push(n.to_string());
+            }
+        }
+    }
+    Ok(Described {
+        name: format!("/CN={subject_cn}"),
+        subject_cn,
+        issuer_organisation: first(cert.issuer().iter_organization()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        signature,
+        dns_names,
+    })
+}
+
 /// SHA-256 of a certificate's DER, hex: how a join token names the cluster's CA.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
@@ -215,6 +265,19 @@ mod tests {
         );
         let ca_info = inspect(&first_cert(&ca.cert_pem).unwrap()).unwrap();
         assert_eq!(ca_info.node_id, None);
+    }
+
+    #[test]
+    fn a_node_certificate_is_described_in_appwrites_terms() {
+        let ca = new_ca(NOW).unwrap();
+        let (_, csr) = new_request().unwrap();
+        let pem = sign(&ca, &csr, 7, NOW, 86_400).unwrap();
+        let d = describe(&first_cert(&pem).unwrap()).unwrap();
+        assert_eq!(d.subject_cn, node_name(7));
+        assert_eq!(d.name, format!("/CN={}", node_name(7)));
+        assert_eq!((d.not_before, d.not_after), (NOW - 3600, NOW + 86_400));
+        assert_eq!(d.dns_names[0], node_name(7));
+        assert_eq!(d.signature, "ecdsa-with-SHA256");
     }
 
     #[test]

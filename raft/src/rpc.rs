@@ -36,9 +36,9 @@ pub type ReadIndexReply = Result<u64, RemoteError>;
 pub type JoinReq = (u64, crate::NodeInfo);
 /// A liveness probe between members.
 pub type PingReq = ();
-/// The probed node's id, applied log index, and when its certificate expires (Unix seconds;
-/// `None` without TLS).
-pub type PingReply = (u64, Option<u64>, Option<i64>);
+/// The probed node's id, applied log index, when its certificate expires (Unix seconds;
+/// `None` without TLS), and its wall clock when it answered (epoch ms).
+pub type PingReply = (u64, Option<u64>, Option<i64>, i64);
 /// A node without a certificate asking for one: see `crate::enroll`.
 pub type EnrollReq = crate::enroll::Request;
 pub type EnrollReply = Result<crate::enroll::Enrolled, RemoteError>;

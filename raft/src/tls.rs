@@ -402,6 +402,13 @@ impl ClusterTls {
         self.current().cert.clone()
     }
 
+    /// This node's certificate, DER.
+    pub fn cert_der(&self) -> Option<Vec<u8>> {
+        pki::first_cert(&self.current().creds.node.cert_pem)
+            .ok()
+            .map(|c| c.to_vec())
+    }
+
     pub fn credentials(&self) -> Credentials {
         self.current().creds.clone()
     }

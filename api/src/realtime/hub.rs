@@ -183,6 +183,8 @@ struct State {
 enum Input {
     Applied(Applied, usize),
     Skipped(u64),
+    /// Answered once every input before it has been delivered (`Hub::ping`).
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Sync access to this node's applied state, for what payloads show beyond a change.
@@ -515,6 +517,27 @@ impl Hub {
             .collect()
     }
 
+    /// Sends a ping through the queue applied entries take to the hub's thread and waits
+    /// until the thread has taken it (`GET /v1/health/pubsub`): whether events flow, and
+    /// how long one waits behind the entries queued before it.
+    pub async fn ping(&self, within: std::time::Duration) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.input.try_send(Input::Ping(tx)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err("the queue of applied entries is full".into())
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err("the hub's thread has stopped".into())
+            }
+        }
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the hub's thread has stopped".into()),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        }
+    }
+
     /// Connections served now.
     pub fn connections(&self) -> usize {
         self.lock().conns.len()
@@ -526,6 +549,10 @@ impl Hub {
             match input {
                 Input::Skipped(index) => {
                     st.gap(index, "This node skipped ahead to a snapshot of the state; events before it were not delivered. Reconnect to continue.");
+                    return;
+                }
+                Input::Ping(answer) => {
+                    let _ = answer.send(());
                     return;
                 }
                 Input::Applied(applied, bytes) => {
