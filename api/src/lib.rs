@@ -41,6 +41,7 @@ mod rows;
 mod secrets;
 mod storage;
 mod teams;
+mod telemetry;
 mod transactions;
 mod users;
 
@@ -159,6 +160,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Emails in the outbox, and among them those that failed at least once, each counted up
     /// to `limit`. Reads the store: call it off the runtime.
     fn mail_queue(&self, limit: usize) -> Result<(u64, u64), String>;
+    /// Every figure of this node, in Prometheus's text format.
+    fn metrics_text(&self) -> String;
 }
 
 #[derive(Clone)]
@@ -212,6 +215,8 @@ pub fn router(
         .merge(storage::tokens::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
+        .route("/metrics", axum::routing::get(telemetry::metrics))
+        .route_layer(axum::middleware::from_fn(telemetry::tag))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
         .layer(axum::middleware::map_response(error::ensure_content_type))
@@ -231,6 +236,7 @@ pub fn router(
             state.clone(),
             cors::guard,
         ))
+        .layer(axum::middleware::from_fn(telemetry::record))
         .with_state(state)
 }
 

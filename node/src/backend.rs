@@ -351,6 +351,10 @@ impl Backend for NodeBackend {
         Box::pin(async move { self.node.probe_blob_dir().await.map_err(|e| e.to_string()) })
     }
 
+    fn metrics_text(&self) -> String {
+        crate::telemetry::render(&self.node, &*self.gossip)
+    }
+
     fn mail_queue(&self, limit: usize) -> Result<(u64, u64), String> {
         let view = self.node.local_view().map_err(|e| e.to_string())?;
         let mails = view.outbox(limit).map_err(|e| e.to_string())?;

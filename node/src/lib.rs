@@ -14,6 +14,7 @@ mod jobs;
 pub mod mail;
 mod security;
 mod server;
+mod telemetry;
 
 pub use config::ServeConfig;
 pub use server::{run, NodeHandle};

@@ -60,6 +60,8 @@ impl NodeHandle {
 }
 
 pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
+    // Before anything reports a figure.
+    crate::telemetry::install();
     let (identity, fresh) = config::identity(&cfg)?;
     tracing::info!(node_id = identity.node_id, region = %identity.region, data_dir = %cfg.data_dir.display(), fresh, "starting node");
     let secured = crate::security::prepare(&cfg, identity.node_id).await?;

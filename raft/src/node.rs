@@ -265,6 +265,9 @@ pub struct RaftNode {
     /// File bytes, beside the log.
     blobs: Arc<BlobStore>,
     blob_grace: Duration,
+    /// The log's database, for its figures (`record_metrics`); Raft's log store holds it too.
+    log: LogDb,
+    snapshots_dir: PathBuf,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -308,7 +311,7 @@ impl RaftNode {
             Network {
                 transport: cfg.transport.clone(),
             },
-            LogStore::new(log),
+            LogStore::new(log.clone()),
             sm.clone(),
         )
         .await
@@ -334,6 +337,8 @@ impl RaftNode {
             enrolling: tokio::sync::Semaphore::new(2),
             blobs: Arc::new(blobs),
             blob_grace: cfg.blob_grace,
+            log,
+            snapshots_dir: cfg.data_dir.join("snapshots"),
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -362,6 +367,7 @@ impl RaftNode {
         *node.grpc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc_task);
         tokio::spawn(probe_peers(Arc::downgrade(&node)));
         tokio::spawn(blob_upkeep(Arc::downgrade(&node)));
+        tokio::spawn(count_leader_changes(node.raft.metrics()));
         let initialized = raft
             .is_initialized()
             .await
@@ -746,9 +752,17 @@ impl RaftNode {
                 }
             }
         };
-        tokio::time::timeout(timeout, fut)
+        let started = std::time::Instant::now();
+        let done = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| ReplicationError::Timeout)?
+            .map_err(|_| ReplicationError::Timeout)
+            .and_then(|r| r);
+        metrics::histogram!(
+            "basalt_raft_read_barrier_seconds",
+            "outcome" => if done.is_ok() { "ok" } else { "error" }
+        )
+        .record(started.elapsed().as_secs_f64());
+        done
     }
 
     /// Replica consistency check: commits `check` (a `ClusterOp::Check` envelope), then asks
@@ -1620,6 +1634,52 @@ impl RaftNode {
         out
     }
 
+    /// Sets the gauges `/metrics` shows of Raft, the log, the state and the snapshot as they
+    /// stand (counters and histograms are kept as things happen).
+    pub fn record_metrics(&self) {
+        use metrics::gauge;
+        let m = self.raft.metrics().borrow().clone();
+        let index = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index) as f64;
+        gauge!("basalt_raft_term").set(m.current_term as f64);
+        gauge!("basalt_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+        gauge!("basalt_raft_is_leader").set(f64::from(u8::from(m.current_leader == Some(self.id))));
+        gauge!("basalt_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+        gauge!("basalt_raft_applied_index").set(index(m.last_applied));
+        gauge!("basalt_raft_apply_lag_entries").set(self.apply_backlog() as f64);
+        gauge!("basalt_raft_snapshot_index").set(index(m.snapshot));
+        gauge!("basalt_raft_purged_index").set(index(m.purged));
+        let membership = m.membership_config.membership();
+        gauge!("basalt_raft_voters").set(membership.voter_ids().count() as f64);
+        gauge!("basalt_raft_members").set(membership.nodes().count() as f64);
+        if let Some(ms) = m.millis_since_quorum_ack {
+            gauge!("basalt_raft_quorum_ack_age_seconds").set(ms as f64 / 1000.0);
+        }
+        // On the leader: how far each follower's log trails its own.
+        let last = m.last_log_index.unwrap_or(0);
+        for (peer, matched) in m.replication.iter().flatten() {
+            if *peer != self.id {
+                let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                gauge!("basalt_raft_replication_lag_entries", "peer" => peer.to_string())
+                    .set(lag as f64);
+            }
+        }
+        for (name, v) in self.log.figures() {
+            gauge!(format!("basalt_rocksdb_{name}"), "db" => "log").set(v as f64);
+        }
+        for (name, v) in self.engine.figures() {
+            gauge!(format!("basalt_rocksdb_{name}"), "db" => "state").set(v as f64);
+        }
+        let snapshot_bytes: u64 = std::fs::read_dir(&self.snapshots_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        gauge!("basalt_raft_snapshot_bytes").set(snapshot_bytes as f64);
+    }
+
     /// Entries in this node's log that it has not applied yet.
     pub fn apply_backlog(&self) -> u64 {
         let m = self.raft.metrics().borrow().clone();
@@ -1840,7 +1900,16 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
                 e.at = at;
             }
             let n = envs.len();
-            match propose(&raft, envs).await {
+            metrics::histogram!("basalt_raft_batch_envelopes").record(n as f64);
+            metrics::histogram!("basalt_raft_batch_bytes").record(bytes as f64);
+            let started = std::time::Instant::now();
+            let proposed = propose(&raft, envs).await;
+            metrics::histogram!(
+                "basalt_raft_commit_seconds",
+                "outcome" => if proposed.is_ok() { "ok" } else { "error" }
+            )
+            .record(started.elapsed().as_secs_f64());
+            match proposed {
                 Ok(outcomes) if outcomes.len() == n => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(outcome));
@@ -1881,6 +1950,21 @@ async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
         n.blob_upkeep_pass(passes > 1 && passes.is_multiple_of(sweep_every))
             .await;
         passes += 1;
+    }
+}
+
+/// Counts every change of the leader this node sees (`basalt_raft_leader_changes_total`),
+/// a leader lost included, until Raft stops.
+async fn count_leader_changes(
+    mut watch: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
+) {
+    let mut leader = watch.borrow().current_leader;
+    while watch.changed().await.is_ok() {
+        let now = watch.borrow().current_leader;
+        if now != leader {
+            metrics::counter!("basalt_raft_leader_changes_total").increment(1);
+            leader = now;
+        }
     }
 }
 

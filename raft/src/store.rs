@@ -435,10 +435,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(batch) => Some(batch),
                     EntryPayload::Blank | EntryPayload::Membership(_) => None,
                 };
+                let started = std::time::Instant::now();
                 let (outcomes, changes) = me
                     .engine
                     .apply_entry(batch, index, &meta)
                     .map_err(write_err)?;
+                metrics::histogram!("basalt_raft_apply_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 me.lock().applied = applied;
                 if let Some(feed) = &me.feed {
                     feed.applied(model::change::Applied {

@@ -90,7 +90,52 @@ pub(crate) fn scan_budget_exceeded() -> model::Error {
     )
 }
 
+/// RocksDB's key figures for one database, by the name `/metrics` gives them: those of each
+/// column family summed over `cfs`, those of the whole database (running jobs, the block
+/// cache shared by every family) once.
+pub(crate) fn rocks_figures(db: &DB, cfs: &[&str]) -> Vec<(&'static str, u64)> {
+    const PER_FAMILY: [(&str, &str); 5] = [
+        ("rocksdb.estimate-num-keys", "keys"),
+        ("rocksdb.total-sst-files-size", "sst_bytes"),
+        ("rocksdb.live-sst-files-size", "live_sst_bytes"),
+        ("rocksdb.cur-size-all-mem-tables", "memtable_bytes"),
+        (
+            "rocksdb.estimate-pending-compaction-bytes",
+            "pending_compaction_bytes",
+        ),
+    ];
+    const WHOLE: [(&str, &str); 4] = [
+        ("rocksdb.num-running-compactions", "running_compactions"),
+        ("rocksdb.num-running-flushes", "running_flushes"),
+        ("rocksdb.block-cache-usage", "block_cache_bytes"),
+        ("rocksdb.block-cache-capacity", "block_cache_capacity_bytes"),
+    ];
+    let handles: Vec<&ColumnFamily> = cfs.iter().filter_map(|n| db.cf_handle(n)).collect();
+    let value = |cf: &ColumnFamily, prop: &str| {
+        db.property_int_value_cf(cf, prop)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    let mut out = Vec::with_capacity(PER_FAMILY.len() + WHOLE.len());
+    for (prop, name) in PER_FAMILY {
+        out.push((name, handles.iter().map(|cf| value(cf, prop)).sum()));
+    }
+    for (prop, name) in WHOLE {
+        out.push((
+            name,
+            handles.iter().map(|cf| value(cf, prop)).max().unwrap_or(0),
+        ));
+    }
+    out
+}
+
 impl Engine {
+    /// RocksDB's key figures for the state (`rocks_figures`).
+    pub fn figures(&self) -> Vec<(&'static str, u64)> {
+        rocks_figures(&self.db, &CFS)
+    }
+
     pub fn open(path: &Path) -> Result<Engine, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);

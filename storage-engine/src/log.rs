@@ -26,6 +26,11 @@ impl LogDb {
         Ok(LogDb { db: Arc::new(db) })
     }
 
+    /// RocksDB's key figures for the log (`engine::rocks_figures`).
+    pub fn figures(&self) -> Vec<(&'static str, u64)> {
+        crate::engine::rocks_figures(&self.db, &[CF_LOG, CF_STATE])
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
