@@ -327,6 +327,19 @@ enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Restart every member one at a time, followers first and the leader last: runs
+    /// `--restart` for each (`{id}` is its node id; `sh -c`, with BASALT_NODE_ID set) and
+    /// goes on once it is ready and caught up. Each member waits until the others are ready.
+    RollingRestart {
+        /// E.g. `ssh node{id} systemctl restart basalt`.
+        #[arg(long)]
+        restart: String,
+        /// Seconds each step (the others ready, the command, the node back) may take.
+        #[arg(long, default_value_t = 120)]
+        per_node: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// A one-time token a new node joins with (`serve --join ADDR --join-token TOKEN`).
     JoinToken {
         /// How long it is valid: seconds, or a number with s, m, h or d.
@@ -818,6 +831,21 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
                 .post("/cluster/root-key", json!({ "sha256": sha256 }))
                 .await
                 .context("replacing the root key")?;
+            print(&v)
+        }
+        ClusterCommand::RollingRestart {
+            restart,
+            per_node,
+            remote,
+        } => {
+            let v = crate::rolling::rolling_restart(
+                &remote.endpoint,
+                &remote.root_key,
+                &restart,
+                std::time::Duration::from_secs(per_node),
+            )
+            .await
+            .context("rolling restart")?;
             print(&v)
         }
         ClusterCommand::JoinToken { ttl, remote } => {

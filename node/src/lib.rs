@@ -12,6 +12,7 @@ mod drill;
 mod gossip;
 mod jobs;
 pub mod mail;
+mod rolling;
 mod security;
 mod server;
 mod telemetry;
