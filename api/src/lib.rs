@@ -77,6 +77,9 @@ pub enum DrillFault {
     Isolate(std::time::Duration),
 }
 
+/// A backup's frames as the node sends them, or why it stopped.
+pub type BackupStream = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>;
+
 /// What `/v1/health/*` reads of the node itself, as it stands (nothing is asked of peers).
 #[derive(Clone, Debug, Default)]
 pub struct NodeHealth {
@@ -162,6 +165,9 @@ pub trait Backend: Send + Sync + 'static {
     fn mail_queue(&self, limit: usize) -> Result<(u64, u64), String>;
     /// Every figure of this node, in Prometheus's text format.
     fn metrics_text(&self) -> String;
+    /// `basalt backup`: takes a consistent checkpoint of the state and answers the stream of
+    /// frames that carries it (`raft::backup`).
+    fn backup(&self) -> BoxFuture<'_, Result<BackupStream, model::Error>>;
 }
 
 #[derive(Clone)]

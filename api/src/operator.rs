@@ -7,6 +7,7 @@ use crate::params::{new_id, new_request_id, Req};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use model::auth::{AuthChange, AuthSettings};
@@ -47,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/remove", post(cluster_remove))
         .route("/v1/cluster/check", post(cluster_check))
+        .route("/v1/cluster/backup", post(cluster_backup))
         .route("/v1/cluster/join-token", post(cluster_join_token))
         .route("/v1/cluster/root-key", post(cluster_root_key))
         .route("/v1/cluster/drill", post(cluster_drill))
@@ -472,6 +474,27 @@ async fn delete_key(State(s): State<AppState>, req: Req) -> Reply {
             msg!("unexpected outcome {}", format!("{:?}", o)),
         ))),
     }
+}
+
+/// `basalt backup`: the whole state at one applied index, streamed (see `raft::backup` for
+/// the frames).
+async fn cluster_backup(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let rx = s.backend.backup().await?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(std::io::Error::other), rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.basalt.backup",
+        )],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn cluster_check(State(s): State<AppState>, req: Req) -> Reply {

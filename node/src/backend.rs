@@ -170,6 +170,7 @@ impl Backend for NodeBackend {
         check: Envelope,
     ) -> BoxFuture<'_, Result<serde_json::Value, model::Error>> {
         Box::pin(async move {
+            let id = check.request_id;
             let report = self.node.cluster_check(check).await.map_err(refusal)?;
             let mut digests = serde_json::Map::new();
             let mut errors = serde_json::Map::new();
@@ -190,8 +191,16 @@ impl Backend for NodeBackend {
             }
             // Consistent: every member answered, at one index, with one digest.
             let consistent = errors.is_empty() && seen.len() == 1;
+            // The data alone (what a backup's digest covers), as this node found it at the
+            // check's entry: the same on every replica whose digest agrees with its own.
+            let data_digest = self
+                .node
+                .check_data_digest(id)
+                .filter(|(index, _)| Some(*index) == applied)
+                .map(|(_, d)| d);
             Ok(serde_json::json!({
                 "applied": applied,
+                "data_digest": data_digest,
                 "digests": digests,
                 "errors": errors,
                 "consistent": consistent,
@@ -349,6 +358,10 @@ impl Backend for NodeBackend {
 
     fn probe_local_files(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.node.probe_blob_dir().await.map_err(|e| e.to_string()) })
+    }
+
+    fn backup(&self) -> BoxFuture<'_, Result<api::BackupStream, model::Error>> {
+        Box::pin(async move { self.node.backup().await.map_err(refusal) })
     }
 
     fn metrics_text(&self) -> String {

@@ -43,6 +43,22 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Back the whole cluster up, online: its state at one applied index and the files it
+    /// holds, from the node reached, into a new or empty directory (with a manifest).
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Build a new node's data directory from a backup (offline); `basalt serve --data-dir
+    /// NEW_DIR` then starts a new cluster holding that state.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Load generator: row writes from concurrent clients, then indexed queries.
     Bench(crate::bench::BenchArgs),
     /// Rehearse a failure (a node, the leader, a partition, a region) under write load; print
@@ -397,6 +413,19 @@ pub fn main() -> ExitCode {
             Command::Key { command } => key(command).await,
             Command::Platform { command } => platform(command).await,
             Command::Cluster { command } => cluster(command).await,
+            Command::Backup { to, remote } => {
+                let v = crate::backup::backup(&remote.endpoint, &remote.root_key, &to)
+                    .await
+                    .with_context(|| format!("backing up into {}", to.display()))?;
+                print(&v)
+            }
+            Command::Restore { from, data_dir } => {
+                let v =
+                    tokio::task::spawn_blocking(move || crate::backup::restore(&from, &data_dir))
+                        .await?
+                        .context("restoring")?;
+                print(&v)
+            }
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Drill(args) => crate::drill::run(args).await,
         }

@@ -4,6 +4,7 @@
 //! **Invariant:** only this crate names `clap`, `anyhow` or `tracing-subscriber`.
 
 mod backend;
+mod backup;
 mod bench;
 pub mod cli;
 mod client;

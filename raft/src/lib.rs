@@ -7,6 +7,7 @@
 // openraft's trait signatures fix `StorageError` (a large type) as the error of storage calls.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod blobs;
 pub mod codec;
 pub mod drill;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use node::{
     CheckReport, ClusterStatus, MemberStatus, NodeConfig, RaftNode, RaftTimings, Refusal,
-    ReplicationError, StartError, Unavailable,
+    ReplicationError, StartError, Unavailable, RESTORED,
 };
 
 /// What every member knows about another: where to reach it, and its region label.

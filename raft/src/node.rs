@@ -145,6 +145,8 @@ pub enum Unavailable {
     /// No member holds a blob whole.
     #[error("no member holds blob {name}")]
     BlobMissing { name: String },
+    #[error("this node is seeding a cluster restored from a backup; joins wait until it is done")]
+    Seeding,
 }
 
 /// A request the cluster refuses.
@@ -267,6 +269,9 @@ pub struct RaftNode {
     blob_grace: Duration,
     /// The log's database, for its figures (`record_metrics`); Raft's log store holds it too.
     log: LogDb,
+    /// While this node starts a cluster from a restored backup (`seed_restored`): no node may
+    /// join until the restored state is in a snapshot and the log before it is gone.
+    seeding: std::sync::atomic::AtomicBool,
     snapshots_dir: PathBuf,
 }
 
@@ -277,6 +282,13 @@ pub type CheckReport = BTreeMap<u64, Result<(u64, String), String>>;
 impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(StartError::DataDir)?;
+        let restored = cfg.data_dir.join(RESTORED);
+        let restored = restored.exists().then_some(restored);
+        if restored.is_some() && !cfg.bootstrap {
+            return Err(StartError::Raft(
+                "this data dir was restored from a backup: it starts a new cluster of its own (start it without --join; other nodes join it)".into(),
+            ));
+        }
         let log = LogDb::open(&cfg.data_dir.join("raft-log")).map_err(StartError::Log)?;
         let engine = Engine::open(&cfg.data_dir.join("state")).map_err(StartError::State)?;
         let engine = engine.with_scan_budget(cfg.scan_budget);
@@ -339,6 +351,7 @@ impl RaftNode {
             blob_grace: cfg.blob_grace,
             log,
             snapshots_dir: cfg.data_dir.join("snapshots"),
+            seeding: std::sync::atomic::AtomicBool::new(restored.is_some()),
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -382,6 +395,9 @@ impl RaftNode {
                 Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(StartError::Raft(format!("initialize: {e}"))),
             }
+        }
+        if let Some(marker) = restored {
+            tokio::spawn(seed_restored(Arc::downgrade(&node), marker));
         }
         Ok(node)
     }
@@ -800,6 +816,16 @@ impl RaftNode {
     }
 
     /// This node's digest for check `id`, once it has applied it and computed the digest.
+    /// This node's data digest (`View::data_digest`) at check `id`'s entry, once computed.
+    pub fn check_data_digest(&self, id: RequestId) -> Option<(u64, String)> {
+        match self.sm.check(id) {
+            Some(CheckState::Done {
+                index, data_digest, ..
+            }) => Some((index, data_digest)),
+            _ => None,
+        }
+    }
+
     pub(crate) async fn wait_check(
         &self,
         id: RequestId,
@@ -808,7 +834,7 @@ impl RaftNode {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match self.sm.check(id) {
-                Some(CheckState::Done { index, digest }) => return Ok((index, digest)),
+                Some(CheckState::Done { index, digest, .. }) => return Ok((index, digest)),
                 Some(CheckState::Failed { index, reason }) => {
                     return Err(Unavailable::Digest { index, reason }.into())
                 }
@@ -915,6 +941,9 @@ impl RaftNode {
     /// Runs on the leader; other members forward the request there.
     pub async fn add_member(&self, id: u64, info: NodeInfo) -> Result<Vec<u64>, ReplicationError> {
         const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+        if self.seeding.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Unavailable::Seeding.into());
+        }
         if let Some(mut leader) = self.leader_client(JOIN_TIMEOUT)? {
             return Self::remote_reply(leader.join((id, info)).await);
         }
@@ -1709,6 +1738,10 @@ impl RaftNode {
             .map_err(std::io::Error::other)?
     }
 
+    pub(crate) fn snapshots_dir(&self) -> &std::path::Path {
+        &self.snapshots_dir
+    }
+
     /// This node's certificate (DER), if it runs with TLS.
     pub fn certificate_der(&self) -> Option<Vec<u8>> {
         self.transport.tls().and_then(|t| t.cert_der())
@@ -1950,6 +1983,79 @@ async fn blob_upkeep(node: std::sync::Weak<RaftNode>) {
         n.blob_upkeep_pass(passes > 1 && passes.is_multiple_of(sweep_every))
             .await;
         passes += 1;
+    }
+}
+
+/// Left by `basalt restore` in the data dir it builds: the state there came from a backup,
+/// not from this cluster's log.
+pub const RESTORED: &str = "restored";
+
+/// Starts a cluster from a restored backup. The restored data is in this node's state but in
+/// no log entry: a node joining now would replay the log from its first entry and miss it. So
+/// the state is put into a snapshot and the log before it purged; every node that joins from
+/// then on installs that snapshot first. Joins wait meanwhile (`Unavailable::Seeding`). Done
+/// again after a crash until the marker is gone.
+async fn seed_restored(node: std::sync::Weak<RaftNode>, marker: PathBuf) {
+    const WITHIN: Duration = Duration::from_secs(300);
+    let Some(n) = node.upgrade() else { return };
+    let leading = n
+        .raft
+        .wait(Some(WITHIN))
+        .metrics(
+            |m| m.current_leader == Some(m.id) && m.last_applied.is_some(),
+            "leading",
+        )
+        .await;
+    let result = async {
+        leading.map_err(|e| e.to_string())?;
+        let applied = n
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        n.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        n.raft
+            .wait(Some(WITHIN))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot of the restored state",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let upto = n.raft.metrics().borrow().snapshot.map_or(0, |s| s.index);
+        n.raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .map_err(|e| e.to_string())?;
+        n.raft
+            .wait(Some(WITHIN))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= upto),
+                "log purged up to the snapshot",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
+        Ok::<u64, String>(upto)
+    }
+    .await;
+    match result {
+        Ok(upto) => {
+            n.seeding.store(false, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                snapshot = upto,
+                "restored state seeded: other nodes may join now"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "seeding the restored state failed; restart this node to try again")
+        }
     }
 }
 

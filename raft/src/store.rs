@@ -189,6 +189,8 @@ pub enum CheckState {
     Done {
         index: u64,
         digest: String,
+        /// Of the data alone (`View::data_digest`).
+        data_digest: String,
     },
     Failed {
         index: u64,
@@ -303,8 +305,12 @@ impl StateMachine {
         let view = self.engine.view();
         let checks = self.checks.clone();
         std::thread::spawn(move || {
-            let state = match view.and_then(|v| v.digest()) {
-                Ok(digest) => CheckState::Done { index, digest },
+            let state = match view.and_then(|v| v.digests()) {
+                Ok((digest, data_digest)) => CheckState::Done {
+                    index,
+                    digest,
+                    data_digest,
+                },
                 Err(e) => CheckState::Failed {
                     index,
                     reason: e.to_string(),

@@ -90,6 +90,35 @@ pub(crate) fn scan_budget_exceeded() -> model::Error {
     )
 }
 
+/// SHA-256 over every key and value of every column family of `db`, in order (reading with
+/// `opts()`), in one pass: of everything, and of the data alone (leaving out the cluster's
+/// bookkeeping, `keys::is_bookkeeping`).
+pub(crate) fn digests_db(
+    db: &DB,
+    opts: impl Fn() -> rocksdb::ReadOptions,
+) -> Result<(String, String), StorageError> {
+    use sha2::{Digest, Sha256};
+    let (mut all, mut data) = (Sha256::new(), Sha256::new());
+    for (i, name) in CFS.iter().enumerate() {
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(name.as_bytes(), "missing column family"))?;
+        all.update([i as u8]);
+        data.update([i as u8]);
+        for item in db.iterator_cf_opt(cf, opts(), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let bookkeeping = *name == CF_META && crate::keys::is_bookkeeping(&k);
+            for h in std::iter::once(&mut all).chain((!bookkeeping).then_some(&mut data)) {
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+    }
+    Ok((hex::encode(all.finalize()), hex::encode(data.finalize())))
+}
+
 /// RocksDB's key figures for one database, by the name `/metrics` gives them: those of each
 /// column family summed over `cfs`, those of the whole database (running jobs, the block
 /// cache shared by every family) once.

@@ -136,6 +136,21 @@ pub fn outbox(due: i64, id: &str) -> Vec<u8> {
 /// `\0req-at\0<at><request id>`: request ids in the order they expire.
 pub const REQUEST_AT: &[u8] = b"\0req-at\0";
 
+/// Whether a meta key is the cluster's own bookkeeping rather than the data it holds: what
+/// Raft applied last, the requests it has answered, its nodes, join tokens and root key. A
+/// backup's digest leaves these out (`View::data_digest`), so a cluster restored from it —
+/// which has a Raft history, nodes and requests of its own — still shows the same data.
+pub fn is_bookkeeping(key: &[u8]) -> bool {
+    key == APPLIED
+        || key == APPLIED_INDEX
+        || key == LAST_AT
+        || key == ROOT_KEY
+        || key.starts_with(REQUEST)
+        || key.starts_with(REQUEST_AT)
+        || key.starts_with(NODES)
+        || key.starts_with(JOIN_TOKENS)
+}
+
 /// A project's meta record: `project\0tag\0rest…`.
 pub fn meta(project: &str, tag: &str, rest: &[&str]) -> Vec<u8> {
     let mut parts = Vec::with_capacity(rest.len() + 2);

@@ -23,3 +23,4 @@ pub use exec::TOTAL_CAP;
 pub use log::LogDb;
 pub use planner::Plan;
 pub use read::{Job, View};
+pub use snapshot::CheckpointSummary;

@@ -558,22 +558,17 @@ impl View {
     /// same applied index must agree on it byte for byte (`basalt cluster check`). Reads the
     /// whole state once, streaming; memory stays constant.
     pub fn digest(&self) -> std::result::Result<String, StorageError> {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for (i, name) in crate::engine::CFS.iter().enumerate() {
-            h.update([i as u8]);
-            for item in
-                self.engine
-                    .db
-                    .iterator_cf_opt(self.cf(name), self.opts(), IteratorMode::Start)
-            {
-                let (k, v) = item?;
-                h.update((k.len() as u64).to_be_bytes());
-                h.update(&k);
-                h.update((v.len() as u64).to_be_bytes());
-                h.update(&v);
-            }
-        }
-        Ok(hex::encode(h.finalize()))
+        Ok(self.digests()?.0)
+    }
+
+    /// The digest of the data alone, leaving out the cluster's bookkeeping
+    /// (`keys::is_bookkeeping`): a backup's, and a cluster's restored from it, are the same.
+    pub fn data_digest(&self) -> std::result::Result<String, StorageError> {
+        Ok(self.digests()?.1)
+    }
+
+    /// `digest` and `data_digest`, in one pass over the state.
+    pub fn digests(&self) -> std::result::Result<(String, String), StorageError> {
+        crate::engine::digests_db(&self.engine.db, || self.opts())
     }
 }

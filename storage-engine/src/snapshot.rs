@@ -22,7 +22,82 @@ const MAX_RECORD: u32 = 256 << 20;
 /// finds it at start-up finishes the install before anything else.
 pub const INSTALLING: &[u8] = b"\0installing";
 
+/// What a backup holds, read from the checkpoint it is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    /// The last log entry applied to it.
+    pub applied: u64,
+    /// `View::data_digest` of it.
+    pub digest: String,
+    /// The blobs (file chunks) its files name.
+    pub blobs: Vec<String>,
+    /// About how many bytes its records take (RocksDB's estimate of the live data).
+    pub estimated_bytes: u64,
+}
+
 impl Engine {
+    /// Reads a checkpoint (made by `checkpoint`) for a backup: what it covers, its data
+    /// digest, the blobs it names.
+    pub fn summarize_checkpoint(dir: &Path) -> Result<CheckpointSummary, StorageError> {
+        let db = DB::open_cf_for_read_only(&Options::default(), dir, CFS, false)?;
+        let meta = db
+            .cf_handle(CF_META)
+            .ok_or_else(|| corrupt(CF_META.as_bytes(), "missing column family"))?;
+        let applied = match db.get_cf(meta, keys::APPLIED_INDEX)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(keys::APPLIED_INDEX, "not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        let digest = crate::engine::digests_db(&db, rocksdb::ReadOptions::default)?.1;
+        let mut blobs = Vec::new();
+        for item in db.iterator_cf(
+            meta,
+            IteratorMode::From(keys::BLOB_REFS, rocksdb::Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            let Some(name) = k.strip_prefix(keys::BLOB_REFS) else {
+                break;
+            };
+            blobs.push(String::from_utf8_lossy(name).into_owned());
+        }
+        let mut estimated_bytes = 0;
+        for name in CFS {
+            if let Some(cf) = db.cf_handle(name) {
+                estimated_bytes += db
+                    .property_int_value_cf(cf, "rocksdb.estimate-live-data-size")?
+                    .unwrap_or(0);
+            }
+        }
+        Ok(CheckpointSummary {
+            applied,
+            digest,
+            blobs,
+            estimated_bytes,
+        })
+    }
+
+    /// Seeds a new node's state from a backup's snapshot `file` (`basalt restore`): installs
+    /// it, then forgets what bound it to the old cluster — its Raft position and membership,
+    /// its nodes and join tokens — so the node that starts on it begins a cluster of its own,
+    /// holding the data. Answers the data digest of the result.
+    pub fn restore_backup(&self, file: &Path, work: &Path) -> Result<String, StorageError> {
+        self.install_snapshot(file, work)?;
+        let meta = self.cf(CF_META);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(meta, keys::APPLIED);
+        batch.delete_cf(meta, keys::APPLIED_INDEX);
+        for prefix in [keys::NODES, keys::JOIN_TOKENS] {
+            batch.delete_range_cf(meta, prefix, &keys::prefix_end(prefix));
+        }
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db.write_opt(batch, &sync)?;
+        self.view()?.data_digest()
+    }
+
     /// Writes the state of the checkpoint in `dir` to `out` as snapshot records, and returns
     /// the applied-state record inside it (what the snapshot covers).
     pub fn export_checkpoint(
@@ -208,6 +283,58 @@ mod tests {
         }
         batch.put_cf(eng.cf(CF_META), keys::APPLIED, b"applied-record");
         eng.write(batch).unwrap();
+    }
+
+    #[test]
+    fn a_backup_restores_the_data_without_the_old_clusters_bookkeeping() {
+        let d = tempfile::tempdir().unwrap();
+        let src = Engine::open(&d.path().join("a")).unwrap();
+        fill(&src, 300);
+        let mut batch = WriteBatch::default();
+        let meta = src.cf(CF_META);
+        batch.put_cf(meta, keys::APPLIED_INDEX, 42u64.to_be_bytes());
+        batch.put_cf(meta, keys::cluster_node(3), b"node three");
+        batch.put_cf(meta, keys::join_token("t1"), b"a token");
+        batch.put_cf(meta, keys::blob_refs(&"ab".repeat(32)), 1u64.to_be_bytes());
+        src.write(batch).unwrap();
+        let (all, data) = src.view().unwrap().digests().unwrap();
+        assert_ne!(all, data);
+
+        src.checkpoint(&d.path().join("cp")).unwrap();
+        let summary = Engine::summarize_checkpoint(&d.path().join("cp")).unwrap();
+        assert_eq!(summary.applied, 42);
+        assert_eq!(summary.digest, data);
+        assert_eq!(summary.blobs, vec!["ab".repeat(32)]);
+        assert!(summary.estimated_bytes > 0);
+
+        let snap = d.path().join("snap.data");
+        Engine::export_checkpoint(
+            &d.path().join("cp"),
+            &mut std::fs::File::create(&snap).unwrap(),
+        )
+        .unwrap();
+        let dst = Engine::open(&d.path().join("b")).unwrap();
+        assert_eq!(
+            dst.restore_backup(&snap, &d.path().join("work")).unwrap(),
+            data
+        );
+        let v = dst.view().unwrap();
+        assert_eq!(v.data_digest().unwrap(), data);
+        // Nothing of the old cluster's Raft position, nodes or tokens is left.
+        for key in [
+            keys::APPLIED.to_vec(),
+            keys::APPLIED_INDEX.to_vec(),
+            keys::cluster_node(3),
+            keys::join_token("t1"),
+        ] {
+            assert_eq!(dst.db.get_cf(dst.cf(CF_META), &key).unwrap(), None);
+        }
+        // Bookkeeping written later (a new cluster's) leaves the data digest as it was.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(dst.cf(CF_META), keys::APPLIED_INDEX, 7u64.to_be_bytes());
+        batch.put_cf(dst.cf(CF_META), keys::cluster_node(1), b"new node");
+        dst.write(batch).unwrap();
+        assert_eq!(dst.view().unwrap().data_digest().unwrap(), data);
     }
 
     #[test]
