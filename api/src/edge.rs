@@ -57,6 +57,11 @@ impl Edge {
 }
 
 pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // A load balancer's and Kubernetes' probes answer even when the node is saturated: a busy
+    // node must not be restarted for being busy.
+    if matches!(req.uri().path(), "/v1/health/live" | "/v1/health/ready") {
+        return next.run(req).await;
+    }
     let Ok(_permit) = s.edge.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
             ErrorCode::GeneralRateLimitExceeded,

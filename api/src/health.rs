@@ -80,6 +80,7 @@ const EMPTY_QUEUES: &[&str] = &[
 ];
 
 pub fn router() -> Router<AppState> {
+    STARTED.get_or_init(now_ms);
     let mut r = Router::new()
         .route("/v1/health/version", get(version))
         .route("/v1/health/live", get(live))
@@ -110,6 +111,10 @@ async fn live() -> Reply {
     reply(StatusCode::OK, json!({ "status": "pass" }))
 }
 
+/// When this process started serving (epoch ms): `ready` shows it, so a restart can be told
+/// from a process that never went down (`basalt cluster rolling-restart`).
+pub(crate) static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
 async fn ready(State(s): State<AppState>) -> Reply {
     let h = s.backend.node_health();
     let problem = if !h.member {
@@ -124,6 +129,7 @@ async fn ready(State(s): State<AppState>) -> Reply {
     let body = json!({
         "status": if problem.is_some() { "fail" } else { "pass" },
         "node": h.node, "leader": h.leader, "reason": problem.unwrap_or_default(),
+        "started": STARTED.get().copied().unwrap_or(0),
     });
     let status = if problem.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -211,9 +217,14 @@ async fn cache(State(s): State<AppState>, req: Req) -> Reply {
     status_list("Cache", vec![check])
 }
 
+/// One pubsub ping in the hub's queue at a time, however many ask: pings never crowd out
+/// the applied entries subscribers wait for.
+static PUBSUB_PING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn pubsub(State(s): State<AppState>, req: Req) -> Reply {
     authorized(&s, &req).await?;
     let started = Instant::now();
+    let _one = PUBSUB_PING.lock().await;
     let check = match s.realtime.ping(CHECK_WITHIN).await {
         Ok(()) => Ok(status("realtime", ms(started))),
         Err(e) => Err(format!("realtime ({e})")),
@@ -268,13 +279,23 @@ async fn storage_local(State(s): State<AppState>, req: Req) -> Reply {
     reply(StatusCode::OK, status("storage/local", ms(started)))
 }
 
-/// The median of `offsets` (ms; lower median of an even count).
+/// The median of `offsets` (ms); of an even count's two middle values, the one nearer 0 (this
+/// node's own clock), whichever side the other is on.
 fn median(mut offsets: Vec<i64>) -> i64 {
     offsets.sort_unstable();
-    offsets
-        .get(offsets.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0)
+    let n = offsets.len();
+    if n == 0 {
+        return 0;
+    }
+    if n % 2 == 1 {
+        return offsets[n / 2];
+    }
+    let (a, b) = (offsets[n / 2 - 1], offsets[n / 2]);
+    if a.abs() <= b.abs() {
+        a
+    } else {
+        b
+    }
 }
 
 async fn time(State(s): State<AppState>, req: Req) -> Reply {
@@ -304,13 +325,16 @@ async fn time(State(s): State<AppState>, req: Req) -> Reply {
 
 async fn certificate(State(s): State<AppState>, req: Req) -> Reply {
     authorized(&s, &req).await?;
-    let domain = req.str_req("domain")?;
+    // Optional in Appwrite's spec: without it, this node's own name.
+    let h = s.backend.node_health();
+    let domain = req
+        .str_opt("domain")?
+        .unwrap_or_else(|| format!("node-{}.basalt", h.node));
     // A URL names its host.
     let host = url::Url::parse(&domain)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| domain.clone());
-    let h = s.backend.node_health();
     let Some(cert) = h.certificate else {
         return Err(ApiError::new(
             ErrorCode::HealthInvalidHost,
@@ -385,9 +409,13 @@ async fn queue_databases(State(s): State<AppState>, req: Req) -> Reply {
     queue_size(s.backend.node_health().apply_backlog, t, false)
 }
 
+/// Emails counted at most: past it the queue is reported at this size (a threshold above it
+/// cannot be reached), so one request never reads a huge outbox.
+const MAIL_COUNT_MAX: u64 = 100_000;
+
 async fn mails(s: &AppState, threshold: u64) -> Result<(u64, u64), ApiError> {
     let backend = s.backend.clone();
-    let limit = usize::try_from(threshold).unwrap_or(usize::MAX);
+    let limit = threshold.min(MAIL_COUNT_MAX) as usize;
     tokio::task::spawn_blocking(move || backend.mail_queue(limit))
         .await
         .map_err(|e| ApiError::new(ErrorCode::GeneralServerError, e.to_string()))?
@@ -438,8 +466,10 @@ mod tests {
         assert_eq!(median(vec![0]), 0);
         assert_eq!(median(vec![0, 120_000, -5]), 0);
         assert_eq!(median(vec![0, 100, 90]), 90);
-        // Two nodes: the lower, so a single skewed peer does not move the answer alone.
+        // Two nodes: a single skewed peer does not move the answer alone, ahead or behind.
         assert_eq!(median(vec![0, 500]), 0);
+        assert_eq!(median(vec![0, -500]), 0);
+        assert_eq!(median(vec![-40, 30, 0, 900]), 0);
         assert_eq!(median(vec![]), 0);
     }
 

@@ -25,7 +25,12 @@ pub(crate) async fn tag(req: Request, next: Next) -> Response {
 
 /// Outside every other layer: counts the request and times it, by method, route and status.
 pub(crate) async fn record(req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_string();
+    // Any token is a method to hyper: unknown ones share one series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = std::time::Instant::now();
     let res = next.run(req).await;
     let route = res

@@ -319,6 +319,9 @@ impl Backend for NodeBackend {
     fn node_health(&self) -> api::NodeHealth {
         let status = self.node.status();
         let host = |addr: &str| {
+            // `http://host:port` (the HTTP address is a URL) or `host:port`.
+            let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+            let addr = addr.split('/').next().unwrap_or(addr);
             let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
             host.trim_start_matches('[')
                 .trim_end_matches(']')

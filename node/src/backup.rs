@@ -20,25 +20,37 @@ use std::path::Path;
 const MANIFEST: &str = "manifest.json";
 const SNAPSHOT: &str = "state.snapshot";
 
+/// The longest frame taken: a state piece holds at most one record past its megabyte (a record
+/// is at most 256 MiB), a blob frame one chunk.
+const MAX_FRAME: u64 = 260 << 20;
+/// How long the stream may stay silent before the backup is given up.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Splits the response's bytes into frames as they arrive.
 struct Frames {
     buf: Vec<u8>,
 }
 
 impl Frames {
-    /// The next whole frame, if the bytes so far hold one.
-    fn next(&mut self) -> Option<(u8, Vec<u8>)> {
-        if self.buf.len() < 9 {
-            return None;
-        }
-        let len = u64::from_be_bytes(self.buf[1..9].try_into().ok()?) as usize;
-        if self.buf.len() < 9 + len {
-            return None;
+    /// The next whole frame, if the bytes so far hold one; an error for a frame longer than
+    /// any a node sends.
+    fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let Some(len) = self.buf.get(1..9) else {
+            return Ok(None);
+        };
+        let len = u64::from_be_bytes(len.try_into()?);
+        ensure!(
+            len <= MAX_FRAME,
+            "a frame of {len} bytes: not a backup stream"
+        );
+        let end = 9 + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
         }
         let tag = self.buf[0];
-        let payload = self.buf[9..9 + len].to_vec();
-        self.buf.drain(..9 + len);
-        Some((tag, payload))
+        let payload = self.buf[9..end].to_vec();
+        self.buf.drain(..end);
+        Ok(Some((tag, payload)))
     }
 }
 
@@ -95,12 +107,21 @@ pub async fn backup(endpoint: &str, root_key: &str, dir: &Path) -> Result<Value>
     let blobs = BlobStore::open(&dir.join("blobs"))?;
     let (mut state_bytes, mut blob_count, mut blob_bytes) = (0u64, 0u64, 0u64);
     let mut bar = None;
-    while let Some(chunk) = res.chunk().await.context("receiving the backup")? {
+    while let Some(chunk) = tokio::time::timeout(SILENCE, res.chunk())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "no data for {} s: the backup was given up",
+                SILENCE.as_secs()
+            )
+        })?
+        .context("receiving the backup")?
+    {
         if let Some(b) = &bar {
             indicatif::ProgressBar::inc(b, chunk.len() as u64);
         }
         frames.buf.extend_from_slice(&chunk);
-        while let Some((tag, payload)) = frames.next() {
+        while let Some((tag, payload)) = frames.next()? {
             ensure!(end.is_none(), "frames after the backup's end");
             match tag {
                 HEADER => {
@@ -193,7 +214,8 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
 
 /// `basalt restore --from DIR --data-dir NEW_DIR` (offline): checks the backup, installs its
 /// state and blobs into a new data directory, and checks the result's digest against the
-/// manifest's.
+/// manifest's. It is built beside `NEW_DIR` and renamed into place once whole: a restore that
+/// fails or is cut short leaves no data directory a node could start on.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<Value> {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(from.join(MANIFEST)).with_context(|| {
@@ -224,32 +246,43 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Value> {
         "{} does not match the manifest (damaged or changed)",
         snapshot.display()
     );
-    std::fs::create_dir_all(data_dir)?;
+    let name = data_dir
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no directory", data_dir.display()))?;
+    let partial = data_dir.with_file_name(format!("{}.restoring", name.to_string_lossy()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing an earlier, unfinished {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))?;
     }
-    let engine = storage_engine::Engine::open(&data_dir.join("state"))?;
-    let digest = engine.restore_backup(&snapshot, &data_dir.join("restore-work"))?;
+    let engine = storage_engine::Engine::open(&partial.join("state"))?;
+    let digest = engine.restore_backup(&snapshot, &partial.join("restore-work"))?;
     drop(engine);
     ensure!(
         Some(digest.as_str()) == manifest["digest"].as_str(),
         "the restored state's digest {digest} is not the backup's {}",
         manifest["digest"]
     );
-    let source = BlobStore::open(&from.join("blobs"))?;
-    let target = BlobStore::open(&data_dir.join("blobs"))?;
+    // The backup's blobs are read as files, never through a blob store (which would remove a
+    // damaged one from the backup itself).
+    let target = BlobStore::open(&partial.join("blobs"))?;
     let mut blobs = 0u64;
     for shard in std::fs::read_dir(from.join("blobs"))?.flatten() {
-        if shard.file_name() == "tmp" {
+        if shard.file_name() == "tmp" || !shard.path().is_dir() {
             continue;
         }
         for entry in std::fs::read_dir(shard.path())?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let data = source
-                .get(&name)?
-                .ok_or_else(|| anyhow!("blob {name} in the backup is damaged"))?;
+            let data = std::fs::read(entry.path())?;
+            ensure!(
+                raft::blobs::digest(&data) == name,
+                "blob {name} in the backup is damaged"
+            );
             target.put(&name, &data)?;
             blobs += 1;
         }
@@ -261,14 +294,19 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Value> {
     );
     // The node started on it seeds a new cluster from it (`raft::RESTORED`).
     write_synced(
-        &data_dir.join(raft::RESTORED),
+        &partial.join(raft::RESTORED),
         &serde_json::to_vec_pretty(&json!({
             "applied": manifest["applied"],
             "digest": digest,
             "taken": manifest["taken"],
         }))?,
     )?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, data_dir)
+        .with_context(|| format!("moving the restored data into {}", data_dir.display()))?;
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
     Ok(json!({
         "applied": manifest["applied"],
         "digest": digest,

@@ -38,9 +38,15 @@ async fn members(console: &Client, key: &str) -> Result<Vec<Member>> {
     Ok(out)
 }
 
+/// If the member answers `GET /v1/health/ready` with 200: when its process started.
+async fn started_at(m: &Member) -> Option<i64> {
+    let body = m.client.get("/health/ready").await.ok()?;
+    Some(body["started"].as_i64().unwrap_or(0))
+}
+
 /// Whether the member answers `GET /v1/health/ready` with 200.
 async fn ready(m: &Member) -> bool {
-    m.client.get("/health/ready").await.is_ok()
+    started_at(m).await.is_some()
 }
 
 /// The member's own applied index, as its status says.
@@ -102,6 +108,7 @@ pub async fn rolling_restart(
         .await
         .with_context(|| format!("before restarting node {}", m.id))?;
         eprintln!("[{}/{}] restarting node {}", i + 1, members.len(), m.id);
+        let before = started_at(m).await;
         let t0 = Instant::now();
         let run = tokio::process::Command::new("sh")
             .arg("-c")
@@ -116,11 +123,20 @@ pub async fn rolling_restart(
             bail!("the restart command for node {} failed ({status})", m.id);
         }
         let restarted = t0.elapsed();
-        // Caught up: ready, and applied as far as a member that stayed up had when it came
-        // back.
-        until(per_node, "the restarted node was not ready", || ready(m))
-            .await
-            .with_context(|| format!("node {}", m.id))?;
+        // Back: ready, as a process started after the one before (a command that returns
+        // before the old process has stopped must not let the next node go down too), and
+        // applied as far as a member that stayed up had when it came back.
+        until(
+            per_node,
+            "the restarted node was not ready",
+            move || async move {
+                started_at(m)
+                    .await
+                    .is_some_and(|s| before.is_none_or(|b| s > b))
+            },
+        )
+        .await
+        .with_context(|| format!("node {}", m.id))?;
         let mut target = None;
         for o in others {
             if let Some(a) = applied(o).await {

@@ -11,7 +11,7 @@
 //! `blob_bytes`). A stream without its trailer was cut short.
 
 use crate::node::RaftNode;
-use crate::{ReplicationError, Unavailable};
+use crate::ReplicationError;
 use bytes::Bytes;
 use serde_json::json;
 use std::io::Write;
@@ -74,33 +74,71 @@ impl Write for StateFrames {
     }
 }
 
+/// Removes a backup's checkpoint directory however the backup ends.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, dir = %self.0.display(), "backup: removing its checkpoint");
+            }
+        }
+    }
+}
+
+/// Sends an error down the stream and logs it.
+async fn fail(tx: &mpsc::Sender<Result<Bytes, String>>, e: String) {
+    tracing::warn!(error = %e, "backup failed");
+    let _ = tx.send(Err(e)).await;
+}
+
 impl RaftNode {
-    /// Starts a backup (see the module's documentation): resolves once the checkpoint is
-    /// taken, with the stream that carries it.
+    /// Starts a backup (see the module's documentation): after the read barrier, answers the
+    /// stream at once; the checkpoint, its summary and the export follow on it (a large state
+    /// takes longer to hash than a request may wait for its answer).
     pub async fn backup(self: &Arc<Self>) -> Result<Stream, ReplicationError> {
         self.read_barrier().await?;
-        let dir = self
-            .snapshots_dir()
-            .join(format!("backup-{:016x}", rand_suffix()));
-        let (engine, at) = (self.engine().clone(), dir.clone());
-        let summary = tokio::task::spawn_blocking(move || {
-            engine.checkpoint(&at)?;
-            Engine::summarize_checkpoint(&at)
-        })
-        .await
-        .map_err(|e| Unavailable::State(e.to_string()))?
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&dir);
-            Unavailable::State(e.to_string())
-        })?;
-        tracing::info!(
-            applied = summary.applied,
-            blobs = summary.blobs.len(),
-            "backup: checkpoint taken"
-        );
+        // Everything acknowledged before the backup was asked for is applied here by now.
+        let floor = self.applied_index().unwrap_or(0);
         let (tx, rx) = mpsc::channel(4);
         let node = self.clone();
         tokio::spawn(async move {
+            let scratch = Scratch(
+                node.snapshots_dir()
+                    .join(format!("backup-{:016x}", rand_suffix())),
+            );
+            let (engine, dir) = (node.engine().clone(), scratch.0.clone());
+            let blobs = node.blob_store();
+            // The checkpoint, and at once a hard link to each blob it names that this node
+            // holds: a file deleted meanwhile cannot take its bytes away from the backup.
+            let taken = tokio::task::spawn_blocking(move || {
+                engine
+                    .checkpoint(&dir.join("state"))
+                    .map_err(|e| e.to_string())?;
+                let summary =
+                    Engine::summarize_checkpoint(&dir.join("state")).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(dir.join("blobs")).map_err(|e| e.to_string())?;
+                for name in &summary.blobs {
+                    let _ = blobs.link_into(name, &dir.join("blobs").join(name));
+                }
+                Ok::<_, String>(summary)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            let summary = match taken {
+                Ok(s) if s.applied < floor => {
+                    return fail(&tx, format!("the checkpoint is at entry {} but entry {floor} was acknowledged before the backup (was a snapshot being installed?); try again", s.applied)).await;
+                }
+                Ok(s) => s,
+                Err(e) => return fail(&tx, format!("taking the checkpoint: {e}")).await,
+            };
+            tracing::info!(
+                applied = summary.applied,
+                blobs = summary.blobs.len(),
+                "backup: checkpoint taken"
+            );
             let header = json!({
                 "format": FORMAT,
                 "applied": summary.applied,
@@ -114,44 +152,37 @@ impl RaftNode {
                 .await
                 .is_err()
             {
-                let _ = std::fs::remove_dir_all(&dir);
                 return;
             }
-            let (state_tx, state_dir) = (tx.clone(), dir.clone());
+            let (state_tx, state_dir) = (tx.clone(), scratch.0.join("state"));
             let exported = tokio::task::spawn_blocking(move || {
                 let mut out = StateFrames {
                     tx: state_tx,
                     buf: Vec::with_capacity(STATE_FRAME + 4096),
                     sent: 0,
                 };
-                let done = Engine::export_checkpoint(&state_dir, &mut out)
+                Engine::export_checkpoint(&state_dir, &mut out)
                     .map_err(|e| e.to_string())
                     .and_then(|_| out.flush().map_err(|e| e.to_string()))
-                    .map(|()| out.sent);
-                let _ = std::fs::remove_dir_all(&state_dir);
-                done
+                    .map(|()| out.sent)
             })
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);
             let state_bytes = match exported {
                 Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "backup: exporting the state");
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
+                Err(e) => return fail(&tx, format!("exporting the state: {e}")).await,
             };
             let mut blob_bytes = 0u64;
             for name in &summary.blobs {
-                let data = match node.get_blob(name.clone()).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let e = format!("blob {name}: {e}");
-                        tracing::warn!(error = %e, "backup: reading a file chunk");
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+                let linked = scratch.0.join("blobs").join(name);
+                let data = match tokio::fs::read(&linked).await {
+                    Ok(d) if crate::blobs::digest(&d) == *name => Bytes::from(d),
+                    // Not held here (or damaged): a peer's copy.
+                    _ => match node.get_blob(name.clone()).await {
+                        Ok(d) => d,
+                        Err(e) => return fail(&tx, format!("blob {name}: {e}")).await,
+                    },
                 };
                 blob_bytes += data.len() as u64;
                 let mut payload = Vec::with_capacity(name.len() + data.len());

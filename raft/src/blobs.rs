@@ -167,6 +167,16 @@ impl BlobStore {
         Ok(Some(data))
     }
 
+    /// Hard-links blob `name` (if this node holds it) at `to`, on the same file system: the
+    /// bytes stay while the link does, whatever the sweep does to the blob.
+    pub fn link_into(&self, name: &str, to: &Path) -> std::io::Result<()> {
+        if !valid_name(name) {
+            return Err(bad_name(name));
+        }
+        let _held = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::hard_link(self.path(name), to)
+    }
+
     /// Writes a probe file where blobs are written (durably, as a blob is), reads it back
     /// and removes it: whether this node can store file bytes now.
     pub fn probe(&self) -> std::io::Result<()> {

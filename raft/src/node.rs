@@ -1680,17 +1680,27 @@ impl RaftNode {
         let membership = m.membership_config.membership();
         gauge!("basalt_raft_voters").set(membership.voter_ids().count() as f64);
         gauge!("basalt_raft_members").set(membership.nodes().count() as f64);
-        if let Some(ms) = m.millis_since_quorum_ack {
-            gauge!("basalt_raft_quorum_ack_age_seconds").set(ms as f64 / 1000.0);
-        }
+        // Figures only a leader has are NaN elsewhere (not the last value it had as leader).
+        gauge!("basalt_raft_quorum_ack_age_seconds").set(
+            m.millis_since_quorum_ack
+                .filter(|_| m.current_leader == Some(self.id))
+                .map_or(f64::NAN, |ms| ms as f64 / 1000.0),
+        );
         // On the leader: how far each follower's log trails its own.
+        static LABELED: Mutex<std::collections::BTreeSet<u64>> =
+            Mutex::new(std::collections::BTreeSet::new());
+        let mut labeled = LABELED.lock().unwrap_or_else(|p| p.into_inner());
         let last = m.last_log_index.unwrap_or(0);
+        let mut lags: BTreeMap<u64, f64> = labeled.iter().map(|p| (*p, f64::NAN)).collect();
         for (peer, matched) in m.replication.iter().flatten() {
             if *peer != self.id {
                 let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-                gauge!("basalt_raft_replication_lag_entries", "peer" => peer.to_string())
-                    .set(lag as f64);
+                lags.insert(*peer, lag as f64);
             }
+        }
+        for (peer, lag) in lags {
+            labeled.insert(peer);
+            gauge!("basalt_raft_replication_lag_entries", "peer" => peer.to_string()).set(lag);
         }
         for (name, v) in self.log.figures() {
             gauge!(format!("basalt_rocksdb_{name}"), "db" => "log").set(v as f64);
@@ -1736,6 +1746,10 @@ impl RaftNode {
         tokio::task::spawn_blocking(move || blobs.probe())
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    pub(crate) fn blob_store(&self) -> Arc<BlobStore> {
+        self.blobs.clone()
     }
 
     pub(crate) fn snapshots_dir(&self) -> &std::path::Path {

@@ -43,6 +43,12 @@ impl Engine {
         let meta = db
             .cf_handle(CF_META)
             .ok_or_else(|| corrupt(CF_META.as_bytes(), "missing column family"))?;
+        if db.get_cf(meta, INSTALLING)?.is_some() {
+            return Err(corrupt(
+                INSTALLING,
+                "taken while a snapshot was being installed (a partial state)",
+            ));
+        }
         let applied = match db.get_cf(meta, keys::APPLIED_INDEX)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
@@ -81,7 +87,7 @@ impl Engine {
 
     /// Seeds a new node's state from a backup's snapshot `file` (`basalt restore`): installs
     /// it, then forgets what bound it to the old cluster — its Raft position and membership,
-    /// its nodes and join tokens — so the node that starts on it begins a cluster of its own,
+    /// its nodes, join tokens and root key — so the node that starts on it begins a cluster of its own,
     /// holding the data. Answers the data digest of the result.
     pub fn restore_backup(&self, file: &Path, work: &Path) -> Result<String, StorageError> {
         self.install_snapshot(file, work)?;
@@ -89,6 +95,8 @@ impl Engine {
         let mut batch = WriteBatch::default();
         batch.delete_cf(meta, keys::APPLIED);
         batch.delete_cf(meta, keys::APPLIED_INDEX);
+        // The new cluster's root key is the one its first node is started with.
+        batch.delete_cf(meta, keys::ROOT_KEY);
         for prefix in [keys::NODES, keys::JOIN_TOKENS] {
             batch.delete_range_cf(meta, prefix, &keys::prefix_end(prefix));
         }
