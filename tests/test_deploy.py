@@ -1,7 +1,10 @@
 """deploy/, checked with what this machine can run (no container engine): the systemd unit by
-`systemd-analyze verify`, the Kubernetes manifests and the compose file parsed and checked for
-what makes them work, the Grafana dashboard's queries against the series /metrics really has,
+`systemd-analyze verify`, the Kubernetes manifests against Kubernetes' OpenAPI schemas and the
+compose file against the Compose specification's JSON schema, both also checked for what makes
+them work, the Grafana dashboard's queries against the series /metrics really has,
 and the compose file's own start-up commands run, as written, against local processes."""
+import copy
+import importlib.util
 import json
 import os
 import re
@@ -49,7 +52,16 @@ def test_the_systemd_unit_verifies():
 
 
 def test_the_kubernetes_manifests_hold_together():
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
     docs = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all(read("kubernetes", "basalt.yaml"))}
+    # Kubernetes' own OpenAPI schemas (1.33), unknown fields refused.
+    for d in docs.values():
+        kubernetes_validate.validate(d, "1.33", strict=True)
+    bad = copy.deepcopy(docs["StatefulSet/basalt"])
+    bad["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(ValidationError):
+        kubernetes_validate.validate(bad, "1.33", strict=True)
     assert set(docs) == {"Service/basalt-headless", "Service/basalt", "PodDisruptionBudget/basalt",
                          "StatefulSet/basalt"}, set(docs)
     for d in docs.values():
@@ -165,6 +177,28 @@ class Compose:
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+def compose_schema():
+    """The Compose specification's JSON schema, from the docker-compose package's data (found
+    without importing the package, whose dependencies are not installed)."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None:
+        pytest.skip("docker-compose 1.29.2 (for its schema) is not installed; scripts/test installs it")
+    with open(os.path.join(spec.submodule_search_locations[0], "config", "compose_spec.json")) as f:
+        return json.load(f)
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    import jsonschema
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    doc = yaml.safe_load(read("compose.yaml"))
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(doc)]
+    assert not errors, errors
+    bad = copy.deepcopy(doc)
+    bad["services"]["basalt1"]["depends_on"] = {"join-tokens": {"condition": "whenever"}}
+    assert list(validator.iter_errors(bad)), "the schema refuses nothing"
 
 
 def test_the_compose_start_up_forms_a_cluster_and_the_dashboard_reads_it():

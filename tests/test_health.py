@@ -143,12 +143,17 @@ def test_health_takes_the_health_read_scope(cluster, key):
     assert http("GET", node.url() + "/health/ready")[2]["status"] == "pass"
 
 
+def skew(cluster, offset):
+    """Sets node 3's clock offset (libfaketime reads the file whole: written aside, renamed)."""
+    with open(cluster.clock_file + ".next", "w") as f:
+        f.write(offset + "\n")
+    os.rename(cluster.clock_file + ".next", cluster.clock_file)
+
+
 def test_time_fails_on_the_node_whose_clock_is_off(cluster, key):
     skewed, other = cluster.nodes[2], cluster.nodes[0]
     try:
-        with open(cluster.clock_file + ".next", "w") as f:
-            f.write("-120\n")
-        os.rename(cluster.clock_file + ".next", cluster.clock_file)
+        skew(cluster, "-120")
         deadline = time.time() + 15
         while True:
             try:
@@ -163,9 +168,7 @@ def test_time_fails_on_the_node_whose_clock_is_off(cluster, key):
         t = health(client(other, key), "/time")
         assert abs(t["diff"]) < 2000, t
     finally:
-        with open(cluster.clock_file + ".next", "w") as f:
-            f.write("+0\n")
-        os.rename(cluster.clock_file + ".next", cluster.clock_file)
+        skew(cluster, "+0")
     deadline = time.time() + 15
     while True:
         try:

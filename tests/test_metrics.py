@@ -4,25 +4,14 @@ writers driving the Python SDK."""
 import threading
 import time
 
-import pytest
 from appwrite.id import ID
 from appwrite.services.tables_db import TablesDB
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import TestCluster, create_project, http
+from harness import create_project, http
 from rt import Realtime
 
 WRITERS, WRITES = 8, 40
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = TestCluster(3).start()
-    for n in c.nodes:
-        n.allowed_errors = TestCluster.PEER_DOWN
-    yield c
-    c.shutdown()
-    assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
 
 
 def scrape(node):
