@@ -1857,6 +1857,12 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        // The state machine's worker may still be applying an entry (on a blocking thread):
+        // let it finish before the runtime goes (bounded: the entry is in the log either way).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.sm.applying() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

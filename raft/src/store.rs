@@ -11,7 +11,7 @@ use openraft::{
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use storage_engine::{Engine, LogDb};
 
@@ -198,6 +198,22 @@ pub enum CheckState {
     },
 }
 
+/// Counts one apply under way for as long as it lives.
+struct Applying(Arc<AtomicUsize>);
+
+impl Applying {
+    fn new(count: &Arc<AtomicUsize>) -> Applying {
+        count.fetch_add(1, Ordering::AcqRel);
+        Applying(count.clone())
+    }
+}
+
+impl Drop for Applying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Checks remembered per node (oldest forgotten first).
 const CHECKS_KEPT: usize = 16;
 
@@ -212,6 +228,9 @@ pub struct StateMachine {
     files: Arc<Mutex<()>>,
     /// Consistency checks by request id, in the order they were applied.
     checks: Arc<Mutex<Vec<(model::RequestId, CheckState)>>>,
+    /// Applies under way: a node shutting down waits for them, so the runtime never goes away
+    /// under one (its blocking task cancelled, logged by openraft as a storage error).
+    applying: Arc<AtomicUsize>,
     /// Where what each applied entry changed goes (realtime), if anywhere.
     feed: Option<Arc<dyn model::change::Feed>>,
 }
@@ -276,6 +295,7 @@ impl StateMachine {
             counter: Arc::new(AtomicU64::new(seed)),
             files: Arc::new(Mutex::new(())),
             checks: Arc::new(Mutex::new(Vec::new())),
+            applying: Arc::new(AtomicUsize::new(0)),
             feed,
         })
     }
@@ -330,6 +350,11 @@ impl StateMachine {
 
     pub fn applied_index(&self) -> Option<u64> {
         self.lock().applied.0.map(|l| l.index)
+    }
+
+    /// Applies under way now.
+    pub fn applying(&self) -> usize {
+        self.applying.load(Ordering::Acquire)
     }
 
     /// The last membership applied here: the last committed one this node knows of.
@@ -427,6 +452,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let me = self.clone();
+        let _applying = Applying::new(&self.applying);
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
