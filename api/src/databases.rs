@@ -515,12 +515,45 @@ fn index_from(req: &Req, f: Flavor) -> Result<Index, ApiError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Whole numbers or null (Appwrite's `Nullable(Integer)`); 0 and null both mean "the
+    // whole value".
+    let bad_lengths = || {
+        ApiError(Error::invalid(
+            "Invalid `lengths` param: Value must a valid array no longer than 100 items and Value must be a valid signed 32-bit integer between -2,147,483,648 and 2,147,483,647 or null",
+        ))
+    };
     let lengths = req
         .array_opt("lengths")?
         .unwrap_or_default()
         .iter()
-        .map(|v| v.as_u64().unwrap_or(0) as u32)
-        .collect();
+        .map(|v| match v {
+            serde_json::Value::Null => Ok(0),
+            v => v
+                .as_i64()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or_else(bad_lengths),
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    if lengths.len() > 100 {
+        return Err(bad_lengths());
+    }
+    if lengths.len() > attributes.len() {
+        return Err(f.error(Error::new(
+            ErrorCode::IndexInvalid,
+            "Invalid index lengths. Count of lengths must be equal or less than the number of attributes.",
+        )));
+    }
+    if let Some(n) = lengths.iter().find(|n| **n < 0) {
+        let at = lengths.iter().position(|x| x == n).unwrap_or(0);
+        return Err(f.error(Error::new(
+            ErrorCode::IndexInvalid,
+            msg!(
+                "Negative index length provided for {}",
+                attributes.get(at).map(String::as_str).unwrap_or("")
+            ),
+        )));
+    }
+    let lengths = lengths.into_iter().map(|n| n as u32).collect();
     Ok(Index {
         key,
         kind,

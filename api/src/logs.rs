@@ -46,7 +46,11 @@ fn log_json(l: &LogEntry, u: &User) -> Json {
 /// ones Appwrite takes here).
 fn logs_of(ctx: &Ctx, req: &Req, u: &User) -> Reply {
     let spec = Spec::parse(&req.queries()?).map_err(ApiError)?;
-    if !spec.filters.is_empty() || !spec.orders.is_empty() || spec.cursor.is_some() {
+    if !spec.filters.is_empty()
+        || !spec.orders.is_empty()
+        || spec.cursor.is_some()
+        || spec.random.is_some()
+    {
         return Err(ApiError(Error::new(
             ErrorCode::GeneralQueryInvalid,
             "Invalid `queries` param: Only limit and offset queries are allowed",

@@ -123,8 +123,8 @@ pub fn collection(c: &Collection, f: Flavor) -> Json {
         "indexes".into(),
         Json::Array(c.indexes.iter().map(|i| index(i, f)).collect()),
     );
-    m.insert("bytesMax".into(), json!(0));
-    m.insert("bytesUsed".into(), json!(0));
+    m.insert("bytesMax".into(), json!(model::schema::BYTES_MAX));
+    m.insert("bytesUsed".into(), json!(c.bytes_used()));
     Json::Object(m)
 }
 

@@ -82,20 +82,77 @@ fn list_of(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
     json!({ "total": docs.len(), f.docs_key(): docs.iter().map(|d| render::document(d, c, f, None)).collect::<Vec<_>>() })
 }
 
-/// The body answered for a staged write: the row as it would be, without stored fields; an
-/// operator as it was sent (its result is known at commit).
-fn staged(f: Flavor, c: &Collection, id: &str, data: &Data, ops: &Ops) -> Json {
-    let mut m = Map::new();
-    m.insert("$id".into(), json!(id));
-    m.insert(f.parent_id_key().into(), json!(c.id));
-    m.insert("$databaseId".into(), json!(c.database));
-    for (k, v) in data {
+/// Rows a bulk update, upsert or delete answers, at most (Appwrite's
+/// `APP_LIMIT_DATABASE_BATCH`); its `total` still counts every row it changed.
+const BULK_ANSWER: usize = 100;
+
+/// A bulk change's answer: how many rows it changed, and the first `BULK_ANSWER` of them.
+fn changed(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
+    let shown = &docs[..docs.len().min(BULK_ANSWER)];
+    json!({ "total": docs.len(), f.docs_key(): shown.iter().map(|d| render::document(d, c, f, None)).collect::<Vec<_>>() })
+}
+
+/// What a staged single-row write answers, as Appwrite's staged writes do: the row model with
+/// the values sent (an operator as it was sent: its result is known at commit), over the
+/// stored row for an update (its stored fields as they are now), else with the stored fields
+/// empty (`$sequence`, `$createdAt`, `$updatedAt`), and the permissions the write gives.
+struct Staged {
+    data: Data,
+    ops: Ops,
+    permissions: Option<Vec<String>>,
+    /// An update: shown over the row as it is.
+    over_stored: bool,
+}
+
+fn staged(ctx: &Ctx, f: Flavor, c: &Collection, id: &str, st: &Staged) -> Result<Json, ApiError> {
+    // Only a row the caller may read is shown.
+    let stored = match st.over_stored {
+        true => ctx
+            .view
+            .document(&ctx.project, c, id)?
+            .filter(|d| match ctx.roles() {
+                Some(roles) => c.grants(Some(d), "read", &roles),
+                None => true,
+            }),
+        false => None,
+    };
+    let mut m = match stored.map(|d| render::document(&d, c, f, None)) {
+        Some(Json::Object(m)) => m,
+        _ => {
+            let mut m = Map::new();
+            m.insert("$id".into(), json!(id));
+            m.insert("$sequence".into(), json!(""));
+            m.insert(f.parent_id_key().into(), json!(c.id));
+            m.insert("$databaseId".into(), json!(c.database));
+            m.insert("$createdAt".into(), json!(""));
+            m.insert("$updatedAt".into(), json!(""));
+            m.insert("$permissions".into(), json!([]));
+            m
+        }
+    };
+    if let Some(p) = &st.permissions {
+        m.insert("$permissions".into(), json!(p));
+    }
+    for (k, v) in &st.data {
         m.insert(k.clone(), v.to_json());
     }
-    for (k, op) in ops {
+    for (k, op) in &st.ops {
         m.insert(k.clone(), json!(op.to_wire()));
     }
-    Json::Object(m)
+    Ok(Json::Object(m))
+}
+
+/// The permissions a row created by `ctx` gets when the write names none: read, update and
+/// delete for the signed-in user (as apply gives them), none for a key or a guest.
+fn creator_permissions(ctx: &Ctx, given: &Option<Vec<String>>) -> Vec<String> {
+    match (given, ctx.user()) {
+        (Some(p), _) => p.clone(),
+        (None, Some((user, _))) => ["read", "update", "delete"]
+            .iter()
+            .map(|a| format!("{a}(\"user:{}\")", user.id))
+            .collect(),
+        (None, None) => Vec::new(),
+    }
 }
 
 /// Narrows a user's or a guest's list to the rows they may read: all of them when the table
@@ -226,9 +283,15 @@ pub(crate) async fn create_documents(
                 let id = req.id_req(f.doc_id_param())?;
                 let (data, _, inline_perms) = data_param(&req, f, false)?.unwrap_or_default();
                 let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
+                let shown = Staged {
+                    data: data.clone(),
+                    ops: Ops::new(),
+                    permissions: Some(creator_permissions(&ctx, &permissions)),
+                    over_stored: false,
+                };
                 let op = DocOp::Create {
                     id: id.clone(),
-                    data: data.clone(),
+                    data,
                     permissions,
                 };
                 match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
@@ -236,7 +299,7 @@ pub(crate) async fn create_documents(
                         Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
                         None => Err(unexpected(Outcome::Documents(docs))),
                     },
-                    Err(_) => reply(StatusCode::CREATED, staged(f, &c, &id, &data, &Ops::new())),
+                    Err(_) => reply(StatusCode::CREATED, staged(&ctx, f, &c, &id, &shown)?),
                 }
             }
         }
@@ -266,7 +329,7 @@ pub(crate) async fn upsert_documents(
     }
     let n = ops.len();
     match run_ops(&s, f, &ctx, &req, ops).await? {
-        Ok(docs) => reply(StatusCode::CREATED, list_of(f, &c, &docs)),
+        Ok(docs) => reply(StatusCode::CREATED, changed(f, &c, &docs)),
         Err(_) => reply(StatusCode::CREATED, json!({ "total": n, f.docs_key(): [] })),
     }
 }
@@ -274,6 +337,9 @@ pub(crate) async fn upsert_documents(
 fn bulk_spec(req: &Req, c: &Collection) -> Result<Spec, ApiError> {
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(c)?;
+    if req.str_opt("transactionId")?.is_some() {
+        spec.random_order()?;
+    }
     Ok(spec)
 }
 
@@ -298,7 +364,8 @@ async fn change_in_chunks(
     if req.str_opt("transactionId")?.is_some() {
         return Ok(None);
     }
-    if !spec.orders.is_empty() || spec.cursor.is_some() || spec.offset > 0 {
+    if !spec.orders.is_empty() || spec.cursor.is_some() || spec.offset > 0 || spec.random.is_some()
+    {
         return change_listed(s, f, ctx, req, spec, change).await.map(Some);
     }
     let mut remaining = spec.limit.unwrap_or(u64::MAX);
@@ -364,6 +431,7 @@ async fn change_listed(
         cursor: None,
         offset: 0,
         limit: None,
+        random: None,
         ..spec.clone()
     };
     let mut docs = Vec::with_capacity(picked.documents.len());
@@ -398,7 +466,7 @@ pub(crate) async fn update_documents(
     let (data, operators, _) = data_param(&req, f, true)?.unwrap_or_default();
     let change = RangeChange::update(data.clone(), operators.clone());
     if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, change).await? {
-        return reply(StatusCode::OK, list_of(f, &c, &docs));
+        return reply(StatusCode::OK, changed(f, &c, &docs));
     }
     match run_ops(
         &s,
@@ -409,7 +477,7 @@ pub(crate) async fn update_documents(
     )
     .await?
     {
-        Ok(docs) => reply(StatusCode::OK, list_of(f, &c, &docs)),
+        Ok(docs) => reply(StatusCode::OK, changed(f, &c, &docs)),
         Err(_) => reply(StatusCode::OK, json!({ "total": 0, f.docs_key(): [] })),
     }
 }
@@ -427,7 +495,7 @@ pub(crate) async fn delete_documents(
     })
     .await?;
     if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, RangeChange::Delete).await? {
-        return reply(StatusCode::OK, list_of(f, &c, &docs));
+        return reply(StatusCode::OK, changed(f, &c, &docs));
     }
     match run_ops(
         &s,
@@ -438,7 +506,7 @@ pub(crate) async fn delete_documents(
     )
     .await?
     {
-        Ok(docs) => reply(StatusCode::OK, list_of(f, &c, &docs)),
+        Ok(docs) => reply(StatusCode::OK, changed(f, &c, &docs)),
         Err(_) => reply(StatusCode::OK, json!({ "total": 0, f.docs_key(): [] })),
     }
 }
@@ -482,7 +550,7 @@ pub(crate) async fn get_document(
 struct OneWrite {
     op: DocOp,
     status: StatusCode,
-    staged: (Data, Ops),
+    staged: Staged,
 }
 
 async fn write_one(
@@ -499,7 +567,7 @@ async fn write_one(
             Some(d) => reply(w.status, render::document(d, c, f, None)),
             None => Err(unexpected(Outcome::Documents(docs))),
         },
-        Err(_) => reply(w.status, staged(f, c, &id, &w.staged.0, &w.staged.1)),
+        Err(_) => reply(w.status, staged(ctx, f, c, &id, &w.staged)?),
     }
 }
 
@@ -514,7 +582,13 @@ pub(crate) async fn upsert_document(
         id::check(f.doc_id_param(), &id)?;
         let (data, operators, inline) = data_param(&req, f, true)?.unwrap_or_default();
         let permissions = permissions(&req, Scope::Document)?.or(inline);
-        let op = DocOp::upsert(id, data.clone(), operators.clone(), permissions);
+        let shown = Staged {
+            data: data.clone(),
+            ops: operators.clone(),
+            permissions: permissions.clone(),
+            over_stored: false,
+        };
+        let op = DocOp::upsert(id, data, operators, permissions);
         write_one(
             &s,
             f,
@@ -524,7 +598,7 @@ pub(crate) async fn upsert_document(
             OneWrite {
                 op,
                 status: StatusCode::CREATED,
-                staged: (data, operators),
+                staged: shown,
             },
         )
         .await
@@ -544,12 +618,14 @@ pub(crate) async fn update_document(
             return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
         }
         let (data, operators, inline) = data.unwrap_or_default();
-        let op = DocOp::update(
-            req.path("doc"),
-            data.clone(),
-            operators.clone(),
-            perms.or(inline),
-        );
+        let permissions = perms.or(inline);
+        let shown = Staged {
+            data: data.clone(),
+            ops: operators.clone(),
+            permissions: permissions.clone(),
+            over_stored: true,
+        };
+        let op = DocOp::update(req.path("doc"), data, operators, permissions);
         write_one(
             &s,
             f,
@@ -559,7 +635,7 @@ pub(crate) async fn update_document(
             OneWrite {
                 op,
                 status: StatusCode::OK,
-                staged: (data, operators),
+                staged: shown,
             },
         )
         .await
@@ -600,7 +676,11 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
                 "Invalid `value` param: Value must be a number greater than 0",
             )));
         }
-        let by = if down { negated(value) } else { value };
+        let by = if down {
+            negated(value.clone())
+        } else {
+            value.clone()
+        };
         let bound = req.number_opt(if down { "min" } else { "max" })?;
         let attr = req.path("attr");
         let op = DocOp::Increment {
@@ -609,7 +689,13 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
             by: by.clone(),
             bound,
         };
-        let staged = ([(attr, by)].into_iter().collect(), Ops::new());
+        // As Appwrite answers a staged step: the amount, under the column's key.
+        let staged = Staged {
+            data: [(attr.clone(), value.clone())].into_iter().collect(),
+            ops: Ops::new(),
+            permissions: None,
+            over_stored: false,
+        };
         write_one(
             &s,
             f,

@@ -161,7 +161,9 @@ fn parse_operation(item: &Json) -> Result<Vec<DocTarget>, ApiError> {
                 .collect(),
             _ => vec![],
         };
-        Ok(Spec::parse(&q)?)
+        let spec = Spec::parse(&q)?;
+        spec.random_order()?;
+        Ok(spec)
     };
     let t = |op: DocOp| DocTarget {
         database: database.clone(),

@@ -148,6 +148,15 @@ error_codes! {
     HealthQueueSizeExceeded = ("health_queue_size_exceeded", 503),
     HealthCertificateExpired = ("health_certificate_expired", 404),
     HealthInvalidHost = ("health_invalid_host", 404),
+    IndexLimitExceeded = ("index_limit_exceeded", 400),
+    ColumnIndexLimitExceeded = ("column_index_limit_exceeded", 400),
+    AttributeInvalidResize = ("attribute_invalid_resize", 400),
+    ColumnInvalidResize = ("column_invalid_resize", 400),
+    RelationshipValueInvalid = ("relationship_value_invalid", 400),
+    DocumentDeleteRestricted = ("document_delete_restricted", 403),
+    RowDeleteRestricted = ("row_delete_restricted", 403),
+    AttributeNotAvailable = ("attribute_not_available", 400),
+    ColumnNotAvailable = ("column_not_available", 400),
 }
 
 impl ErrorCode {
@@ -174,6 +183,10 @@ impl ErrorCode {
             IndexAlreadyExists => ColumnIndexAlreadyExists,
             IndexInvalid => ColumnIndexInvalid,
             IndexDependency => ColumnIndexDependency,
+            IndexLimitExceeded => ColumnIndexLimitExceeded,
+            AttributeInvalidResize => ColumnInvalidResize,
+            DocumentDeleteRestricted => RowDeleteRestricted,
+            AttributeNotAvailable => ColumnNotAvailable,
             other => other,
         }
     }

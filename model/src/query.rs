@@ -52,6 +52,66 @@ pub enum Filter {
     IsNotNull(String),
     And(#[serde(deserialize_with = "crate::nesting::nested")] Vec<Filter>),
     Or(#[serde(deserialize_with = "crate::nesting::nested")] Vec<Filter>),
+    // Appended, never inserted: commands in the log carry the variant's index.
+    /// `regex`: the value matches the pattern somewhere.
+    Regex {
+        attr: String,
+        pattern: Pattern,
+    },
+    /// `exists` (`negate` false): at least one of the attributes holds a value; `notExists`:
+    /// at least one of them holds none. A row of a table has every column, so "present" is
+    /// "not null" here (Appwrite's schemaless adapters, the only ones that take these
+    /// queries, test whether a field is in the document at all).
+    Exists {
+        attrs: Vec<String>,
+        negate: bool,
+    },
+}
+
+/// A `regex` pattern, compiled once. Matching is case-insensitive, as MariaDB's `REGEXP` is
+/// under the case-insensitive collation Appwrite gives its tables, and runs in time linear in
+/// the text (the `regex` crate has no backtracking), so no pattern can stall a list.
+#[derive(Clone, Debug)]
+pub struct Pattern(regex::Regex);
+
+/// The largest compiled pattern accepted, in bytes.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+impl Pattern {
+    pub fn new(source: &str) -> std::result::Result<Pattern, regex::Error> {
+        regex::RegexBuilder::new(source)
+            .case_insensitive(true)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .build()
+            .map(Pattern)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Pattern, D::Error> {
+        let source = String::deserialize(d)?;
+        Pattern::new(&source).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +141,12 @@ pub struct Spec {
     pub limit: Option<u64>,
     pub offset: u64,
     pub cursor: Option<Cursor>,
+    /// `orderRandom`: the seed of this request's shuffle, and how many of `orders` came before
+    /// it (those still sort; the shuffle decides among their ties, so any order after it
+    /// never does). Never carried in a command: a write that picks rows at random picks them
+    /// where the request arrives, and a transaction refuses it (see `Spec::random_order`).
+    #[serde(skip)]
+    pub random: Option<(u64, usize)>,
 }
 
 fn invalid(msg: impl Into<crate::error::Message>) -> Error {
@@ -240,6 +306,48 @@ impl Query {
             "notBetween" => between(true)?,
             "isNull" => Query::Filter(Filter::IsNull(need_attr()?)),
             "isNotNull" => Query::Filter(Filter::IsNotNull(need_attr()?)),
+            "regex" => {
+                let attr = need_attr()?;
+                let source = match raw_values.as_slice() {
+                    [serde_json::Value::String(s)] => s,
+                    [_] => return Err(invalid("Regex queries require a string pattern.")),
+                    _ => return Err(invalid("Regex queries require exactly one value.")),
+                };
+                let pattern = Pattern::new(source)
+                    .map_err(|e| invalid(msg!("Invalid regular expression: {}", e)))?;
+                Query::Filter(Filter::Regex { attr, pattern })
+            }
+            "exists" | "notExists" => {
+                let mut attrs = Vec::new();
+                for v in &raw_values {
+                    match v.as_str() {
+                        Some(s) if !s.is_empty() => attrs.push(s.to_string()),
+                        _ => {
+                            return Err(invalid(msg!("{} values must be attribute names", method)))
+                        }
+                    }
+                }
+                if attrs.is_empty() {
+                    return Err(invalid(msg!(
+                        "{} queries require at least one value.",
+                        capitalized(method)
+                    )));
+                }
+                if attrs.len() > MAX_QUERIES {
+                    return Err(invalid(msg!(
+                        "{} queries accept at most {} values",
+                        method,
+                        MAX_QUERIES
+                    )));
+                }
+                Query::Filter(Filter::Exists {
+                    attrs,
+                    negate: method == "notExists",
+                })
+            }
+            // Appwrite takes it only on its schemaless adapters (arrays of objects); a column
+            // here holds scalars or arrays of scalars.
+            "elemMatch" => return Err(invalid("elemMatch is not supported by the database")),
             "and" | "or" => {
                 let inner = nested()?;
                 if inner.iter().any(|f| f.depth() >= MAX_DEPTH) {
@@ -307,6 +415,37 @@ impl Query {
     }
 }
 
+/// `exists` → `Exists`, as Appwrite words its messages.
+fn capitalized(method: &str) -> String {
+    let mut c = method.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// A seed for `orderRandom`: each request shuffles differently.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// A row's place in a shuffle: a bijective mix of the seed and its sequence (splitmix64's
+/// finaliser), so two rows never tie and the order holds for the whole request.
+fn shuffle_key(seed: u64, sequence: u64) -> u64 {
+    let mut z = seed ^ sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn attr_or_sequence(attr: &str) -> String {
     if attr.is_empty() {
         "$sequence".to_string()
@@ -340,7 +479,9 @@ impl Spec {
                 Query::Select(s) => spec.select.get_or_insert_with(Vec::new).extend(s),
                 Query::OrderBy(a, o) => spec.orders.push((a, o)),
                 Query::OrderRandom => {
-                    return Err(invalid("orderRandom is not supported by this server"))
+                    if spec.random.is_none() {
+                        spec.random = Some((random_seed(), spec.orders.len()));
+                    }
                 }
                 Query::Limit(n) => spec.limit = Some(n),
                 Query::Offset(n) => spec.offset = n,
@@ -352,7 +493,25 @@ impl Spec {
                 }
             }
         }
+        if spec.random.is_some() && spec.cursor.is_some() {
+            // A shuffle has no position to continue from.
+            return Err(invalid(
+                "Cursor queries cannot be combined with orderRandom",
+            ));
+        }
         Ok(spec)
+    }
+
+    /// Refuses `orderRandom` where the rows would be picked while the log applies, on every
+    /// replica alike (a transaction's staged bulk change): a shuffle there could not be the
+    /// same everywhere.
+    pub fn random_order(&self) -> Result<()> {
+        match self.random {
+            Some(_) => Err(invalid(
+                "orderRandom cannot pick the rows of a change staged in a transaction",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Checks every attribute the queries name against the schema and normalises values
@@ -398,7 +557,11 @@ impl Spec {
     /// appends `$sequence ASC` to every order that does not already name `$id` or `$sequence`,
     /// both of which are unique, so the appended order only ever decides exact ties).
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
-        for (attr, order) in &self.orders {
+        let decisive = match self.random {
+            Some((_, before)) => &self.orders[..before.min(self.orders.len())],
+            None => &self.orders[..],
+        };
+        for (attr, order) in decisive {
             let o = a.get(attr).total_cmp(&b.get(attr));
             let o = match order {
                 Order::Asc => o,
@@ -407,6 +570,9 @@ impl Spec {
             if o != Ordering::Equal {
                 return o;
             }
+        }
+        if let Some((seed, _)) = self.random {
+            return shuffle_key(seed, a.sequence).cmp(&shuffle_key(seed, b.sequence));
         }
         a.sequence.cmp(&b.sequence)
     }
@@ -438,6 +604,28 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
             Ok(())
         }
         Filter::IsNull(attr) | Filter::IsNotNull(attr) => lookup(coll, attr).map(|_| ()),
+        Filter::Exists { attrs, .. } => {
+            for attr in attrs {
+                lookup(coll, attr)?;
+            }
+            Ok(())
+        }
+        Filter::Regex { attr, .. } => {
+            let (kind, array) = lookup(coll, attr)?;
+            if array {
+                return Err(invalid(msg!(
+                    "Cannot query regex on attribute \"{}\" because it is an array.",
+                    attr
+                )));
+            }
+            if !kind.is_string() {
+                return Err(invalid(msg!(
+                    "Query value is invalid for attribute \"{}\"",
+                    attr
+                )));
+            }
+            Ok(())
+        }
         Filter::Between { attr, lo, hi, .. } => {
             let (kind, array) = lookup(coll, attr)?;
             if array {
@@ -615,6 +803,12 @@ impl Filter {
                     return false;
                 }
                 cmp_matches(&v, *op, values)
+            }
+            Filter::Regex { attr, pattern } => {
+                doc.get(attr).as_str().is_some_and(|s| pattern.is_match(s))
+            }
+            Filter::Exists { attrs, negate } => {
+                attrs.iter().any(|a| doc.get(a).is_null() == *negate)
             }
         }
     }
@@ -819,6 +1013,109 @@ mod tests {
             &d,
             true,
         );
+    }
+
+    #[test]
+    fn regex_and_exists() {
+        let d = doc(&[
+            ("name", Value::Str("Ada Lovelace".into())),
+            ("age", Value::Int(36)),
+            ("gone", Value::Null),
+        ]);
+        check(
+            r#"{"method":"regex","attribute":"name","values":["^ada"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"regex","attribute":"name","values":["lace$"]}"#,
+            &d,
+            true,
+        );
+        check(
+            r#"{"method":"regex","attribute":"name","values":["^lace"]}"#,
+            &d,
+            false,
+        );
+        check(
+            r#"{"method":"regex","attribute":"gone","values":[".*"]}"#,
+            &d,
+            false,
+        );
+        check(r#"{"method":"exists","values":["age"]}"#, &d, true);
+        check(r#"{"method":"exists","values":["gone"]}"#, &d, false);
+        check(r#"{"method":"exists","values":["gone","age"]}"#, &d, true);
+        check(r#"{"method":"notExists","values":["gone"]}"#, &d, true);
+        check(r#"{"method":"notExists","values":["age"]}"#, &d, false);
+        check(
+            r#"{"method":"notExists","values":["age","gone"]}"#,
+            &d,
+            true,
+        );
+        for bad in [
+            r#"{"method":"regex","attribute":"name","values":["("]}"#,
+            r#"{"method":"regex","attribute":"name","values":[]}"#,
+            r#"{"method":"regex","attribute":"name","values":[1]}"#,
+            r#"{"method":"exists","values":[]}"#,
+            r#"{"method":"elemMatch","attribute":"a","values":[{"method":"equal","attribute":"b","values":[1]}]}"#,
+        ] {
+            assert!(Query::parse(bad).is_err(), "{bad} should fail");
+        }
+        // A pattern survives the log's encoding.
+        let f = match Query::parse(r#"{"method":"regex","attribute":"name","values":["^A.a"]}"#)
+            .unwrap()
+        {
+            Query::Filter(f) => f,
+            q => panic!("{q:?}"),
+        };
+        let back: Filter = bincode::deserialize(&bincode::serialize(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+        assert!(back.matches(&d));
+    }
+
+    #[test]
+    fn order_random_shuffles_ties_of_the_orders_before_it() {
+        let rows: Vec<Document> = (0..64u64)
+            .map(|i| {
+                let mut d = doc(&[("g", Value::Int((i % 2) as i64))]);
+                d.sequence = i;
+                d
+            })
+            .collect();
+        let sorted = |queries: &[&str]| {
+            let raw: Vec<String> = queries.iter().map(|q| q.to_string()).collect();
+            let spec = Spec::parse(&raw).unwrap();
+            let mut v = rows.clone();
+            v.sort_by(|a, b| spec.compare(a, b));
+            v.iter().map(|d| d.sequence).collect::<Vec<_>>()
+        };
+        let shuffled = sorted(&[r#"{"method":"orderRandom"}"#]);
+        let mut back = shuffled.clone();
+        back.sort();
+        assert_eq!(back, (0..64).collect::<Vec<_>>(), "a permutation");
+        assert_ne!(shuffled, back, "64 rows in sequence order by chance");
+        assert_ne!(
+            shuffled,
+            sorted(&[r#"{"method":"orderRandom"}"#]),
+            "same seed twice"
+        );
+        // Orders before it still sort; those after it never decide.
+        let grouped = sorted(&[
+            r#"{"method":"orderAsc","attribute":"g"}"#,
+            r#"{"method":"orderRandom"}"#,
+            r#"{"method":"orderAsc","attribute":"$sequence"}"#,
+        ]);
+        assert!(grouped[..32].iter().all(|s| s % 2 == 0));
+        assert!(grouped[32..].iter().all(|s| s % 2 == 1));
+        assert_ne!(
+            grouped[..32],
+            (0..32).map(|i| i * 2).collect::<Vec<_>>()[..]
+        );
+        let with_cursor = Spec::parse(&[
+            r#"{"method":"orderRandom"}"#.to_string(),
+            r#"{"method":"cursorAfter","values":["abc"]}"#.to_string(),
+        ]);
+        assert!(with_cursor.is_err());
     }
 
     #[test]

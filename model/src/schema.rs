@@ -135,7 +135,22 @@ impl Collection {
     pub fn index(&self, key: &str) -> Option<&Index> {
         self.indexes.iter().find(|i| i.key == key)
     }
+
+    /// How many bytes of a row the columns take, as Appwrite reports it (`bytesUsed`): the
+    /// width MariaDB gives the row under Appwrite's schema — a fixed part for the internal
+    /// columns, then each column's. Basalt itself stores rows of any width up to its own
+    /// limits; the figure tells an app what the same table would cost in Appwrite.
+    pub fn bytes_used(&self) -> u64 {
+        1067 + self
+            .attributes
+            .iter()
+            .map(Attribute::row_width)
+            .sum::<u64>()
+    }
 }
+
+/// The row width Appwrite's tables allow (`bytesMax`: MariaDB's 65,535-byte row).
+pub const BYTES_MAX: u64 = 65_535;
 
 /// The scalar type of an attribute. String flavours differ only in their size limit and name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,7 +269,8 @@ impl AttrKind {
             AttrKind::Text => Some(65_535),
             AttrKind::Mediumtext => Some(16_777_215),
             AttrKind::Longtext => Some(4_294_967_295),
-            AttrKind::Email | AttrKind::Url | AttrKind::Enum => Some(255),
+            AttrKind::Email | AttrKind::Enum => Some(255),
+            AttrKind::Url => Some(2000),
             AttrKind::Ip => Some(39),
             _ => None,
         }
@@ -300,6 +316,39 @@ impl Attribute {
     /// The effective maximum length of a string value, in characters.
     pub fn max_len(&self) -> Option<u64> {
         self.size.or(self.kind.fixed_size())
+    }
+
+    /// This column's share of a row's width as Appwrite counts it (`Collection::bytes_used`):
+    /// utf8mb4 strings take 4 bytes a character plus a length prefix, longer ones and texts
+    /// live off the row (20 bytes), arrays are JSON texts.
+    fn row_width(&self) -> u64 {
+        if self.array {
+            return 20;
+        }
+        let string = |size: u64, off_row: bool| match size {
+            s if off_row && s > 16_381 => 20,
+            s if s > 255 => 4 * s + 2,
+            s => 4 * s + 1,
+        };
+        let i32_range = |v: &Option<Value>| {
+            v.as_ref()
+                .and_then(Value::as_f64)
+                .is_none_or(|n| (i32::MIN as f64..=i32::MAX as f64).contains(&n))
+        };
+        match self.kind {
+            AttrKind::String => string(self.size.unwrap_or(0), true),
+            AttrKind::Varchar => string(self.size.unwrap_or(0), false),
+            // Appwrite's sizes for the string formats.
+            AttrKind::Email => string(254, true),
+            AttrKind::Url => string(2000, true),
+            AttrKind::Ip => string(39, true),
+            AttrKind::Enum => string(255, true),
+            AttrKind::Text | AttrKind::Mediumtext | AttrKind::Longtext => 20,
+            AttrKind::Integer if i32_range(&self.min) && i32_range(&self.max) => 4,
+            AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => 8,
+            AttrKind::Boolean => 1,
+            AttrKind::Datetime => 7,
+        }
     }
 }
 

@@ -176,6 +176,19 @@ fn random_filter(rng: &mut StdRng, attrs: &[&str], fulltext: bool, depth: usize)
         };
         return json!({"method": m, "attribute": attr});
     }
+    if rng.gen_bool(0.05) {
+        let m = ["exists", "notExists"].choose(rng).unwrap();
+        let names: Vec<&str> = (0..rng.gen_range(1..3))
+            .map(|_| *attrs.choose(rng).unwrap())
+            .collect();
+        return json!({"method": m, "values": names});
+    }
+    if attr == "s" && rng.gen_bool(0.1) {
+        let pattern = ["^a", "b$", "A", "a.b", "^$", "^(a|b)+$", "[ ]"]
+            .choose(rng)
+            .unwrap();
+        return q("regex", attr, vec![json!(pattern)]);
+    }
     if attr == "t" {
         let m = ["contains", "contains", "notContains"].choose(rng).unwrap();
         return q(m, attr, (0..n).map(|_| query_value(rng, "t")).collect());
@@ -422,6 +435,10 @@ fn random_spec(rng: &mut StdRng, attrs: &[&str], fulltext: bool, ids: &[String])
             "cursorBefore"
         };
         out.push(json!({"method": m, "values": [ids.choose(rng).unwrap()]}));
+    } else if rng.gen_bool(0.1) {
+        // Where it falls among the orders matters: those before it still sort.
+        let at = rng.gen_range(0..=out.len());
+        out.insert(at, json!({"method": "orderRandom"}));
     }
     if rng.gen_bool(0.2) {
         out.push(json!({"method": "select", "values": ["*"]}));

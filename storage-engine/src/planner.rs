@@ -225,6 +225,10 @@ fn range(
 /// `$sequence` tie-break (ascending unless the query orders by `$sequence` last). `None` if
 /// the orders name `$sequence` or `$id` elsewhere: no index but the primary keys has those.
 fn split_orders(spec: &Spec) -> Option<(&[(String, Order)], bool)> {
+    if spec.random.is_some() {
+        // A shuffle: no index holds that order.
+        return None;
+    }
     let (orders, seq_desc) = match spec.orders.split_last() {
         Some(((attr, order), rest)) if attr == "$sequence" => (rest, *order == Order::Desc),
         _ => (spec.orders.as_slice(), false),

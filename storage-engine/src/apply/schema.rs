@@ -12,7 +12,7 @@ use crate::validate;
 use model::command::{AttributePatch, SchemaOp};
 use model::msg;
 use model::schema::{AttrKind, Collection, Index, IndexKind, IndexStatus, Reshape};
-use model::{ErrorCode, Outcome};
+use model::{ErrorCode, Outcome, Value};
 
 pub const MAX_ATTRIBUTES: usize = 1000;
 pub const MAX_INDEXES: usize = 64;
@@ -446,7 +446,11 @@ fn update_attribute(
         attr.default = if d.is_null() { None } else { Some(d.clone()) };
     }
     if let Some(s) = patch.size {
+        let shrinks = attr.size.is_some_and(|old| s < old);
         attr.size = Some(s);
+        if shrinks {
+            refuse_longer(txn, project, &coll, &attr)?;
+        }
     }
     if let Some(m) = &patch.min {
         attr.min = Some(m.clone());
@@ -489,6 +493,28 @@ fn update_attribute(
     Ok((coll, attr))
 }
 
+/// A string column shrinks only if every stored value fits the new size (as MariaDB's
+/// `ALTER TABLE` refuses to truncate). Reads the table's rows, within the apply scan budget.
+fn refuse_longer(txn: &Txn, project: &str, coll: &Collection, attr: &model::Attribute) -> R<()> {
+    let Some(max) = attr.max_len() else {
+        return Ok(());
+    };
+    let longer = |v: &Value| v.as_str().is_some_and(|s| s.chars().count() as u64 > max);
+    for doc in super::store::all_documents(txn, project, coll)? {
+        let too_long = match doc.get(&attr.key) {
+            Value::Array(items) => items.iter().any(longer),
+            v => longer(&v),
+        };
+        if too_long {
+            return Err(err(
+                ErrorCode::AttributeInvalidResize,
+                "Existing data is too large for new size, truncate your existing data then try again.",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_index(coll: &Collection, index: &Index) -> R<()> {
     if coll.index(&index.key).is_some() {
         return Err(err(
@@ -501,7 +527,7 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
     }
     if coll.indexes.len() >= MAX_INDEXES {
         return Err(err(
-            ErrorCode::IndexInvalid,
+            ErrorCode::IndexLimitExceeded,
             msg!(
                 "The maximum number of indexes for collection '{}' has been reached.",
                 coll.id
