@@ -289,9 +289,16 @@ pub(crate) fn collection(f: Flavor, ctx: &Ctx, req: &Req) -> Result<Collection, 
         })
 }
 
+/// The request's `queries[]`, parsed, an `orderRandom` among them seeded afresh.
+pub(crate) fn parse_spec(req: &Req) -> Result<Spec, ApiError> {
+    let mut spec = Spec::parse(&req.queries()?)?;
+    spec.shuffle(rand::random());
+    Ok(spec)
+}
+
 /// Filters, orders and pages a metadata list (databases, collections, …) with `queries[]`.
 pub(crate) fn page_json(items: Vec<Json>, req: &Req) -> Result<(Vec<Json>, u64), ApiError> {
-    let spec = Spec::parse(&req.queries()?)?;
+    let spec = parse_spec(req)?;
     let docs: Vec<(model::Document, Json)> = items
         .into_iter()
         .enumerate()

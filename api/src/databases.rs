@@ -444,6 +444,8 @@ async fn update_attribute(
     let patch = AttributePatch {
         required: Some(req.bool_req("required")?),
         default: match req.params.get("default") {
+            // Appwrite's spatial updates always set the default: left out, it goes.
+            None if kind.shape().is_some() => Some(Value::Null),
             None => None,
             Some(Json::Null) => Some(Value::Null),
             Some(_) => value_param(&req, "default")?,
@@ -490,7 +492,7 @@ fn index_from(req: &Req, f: Flavor) -> Result<Index, ApiError> {
     let kind_s = req.str_req("type")?;
     let kind = IndexKind::parse(&kind_s).ok_or_else(|| {
         ApiError(Error::invalid(msg!(
-            "Invalid `type` param: Value must be one of (key, fulltext, unique); got \"{}\"",
+            "Invalid `type` param: Value must be one of (key, fulltext, unique, spatial); got \"{}\"",
             kind_s
         )))
     })?;

@@ -5,7 +5,8 @@ use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
     bulk_item, collection, enter, fields, key_only, load_transaction, missing_data, negated,
-    no_content, permissions, prepare, propose, reply, unexpected, Fields, Flavor, Reply, Res,
+    no_content, parse_spec, permissions, prepare, propose, reply, unexpected, Fields, Flavor,
+    Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
@@ -205,7 +206,7 @@ pub(crate) async fn list_documents(
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
     let c = collection(f, &ctx, &req)?;
-    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut spec = parse_spec(&req)?;
     spec.validate(&c)?;
     readable_only(&ctx, &c, &mut spec)?;
     readable_cursor(&ctx, f, &c, &spec)?;
@@ -335,7 +336,7 @@ pub(crate) async fn upsert_documents(
 }
 
 fn bulk_spec(req: &Req, c: &Collection) -> Result<Spec, ApiError> {
-    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut spec = parse_spec(req)?;
     spec.validate(c)?;
     if req.str_opt("transactionId")?.is_some() {
         spec.random_order()?;

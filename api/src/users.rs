@@ -559,7 +559,7 @@ pub(crate) fn list_spec(
     queryable: &[&str],
     searchable: bool,
 ) -> Result<Spec, ApiError> {
-    let mut spec = Spec::parse(&req.queries()?)?;
+    let mut spec = crate::common::parse_spec(req)?;
     let mut visible = coll.clone();
     visible
         .attributes

@@ -15,6 +15,7 @@ pub mod permission;
 pub mod query;
 pub mod reader;
 pub mod schema;
+pub mod spatial;
 pub mod storage;
 pub mod time;
 pub mod value;

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::msg;
 use crate::schema::{AttrKind, Collection, Document, IndexKind, Order};
+use crate::spatial::{self, DistanceCmp, Relation};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -64,6 +65,15 @@ pub enum Filter {
     /// queries, test whether a field is in the document at all).
     Exists {
         attrs: Vec<String>,
+        negate: bool,
+    },
+    /// A spatial relation between the column's geometry and `geometry` (the coordinates as
+    /// sent); `negate` for the `not…` methods. Where the relation is undefined (MariaDB's
+    /// NULL) neither matches.
+    Spatial {
+        attr: String,
+        relation: Relation,
+        geometry: Value,
         negate: bool,
     },
 }
@@ -345,6 +355,70 @@ impl Query {
                     negate: method == "notExists",
                 })
             }
+            "intersects" | "notIntersects" | "crosses" | "notCrosses" | "overlaps"
+            | "notOverlaps" | "touches" | "notTouches" => {
+                let relation = match method
+                    .trim_start_matches("not")
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "intersects" => Relation::Intersects,
+                    "crosses" => Relation::Crosses,
+                    "overlaps" => Relation::Overlaps,
+                    _ => Relation::Touches,
+                };
+                let geometry = match values()?.as_slice() {
+                    [] => {
+                        return Err(invalid(msg!(
+                            "{} queries require at least one value.",
+                            capitalized(method)
+                        )))
+                    }
+                    [g @ Value::Array(_)] => g.clone(),
+                    _ => return Err(invalid("Spatial data must be an array")),
+                };
+                Query::Filter(Filter::Spatial {
+                    attr: need_attr()?,
+                    relation,
+                    geometry,
+                    negate: method.starts_with("not"),
+                })
+            }
+            "distanceEqual" | "distanceNotEqual" | "distanceGreaterThan" | "distanceLessThan" => {
+                let cmp = match method {
+                    "distanceEqual" => DistanceCmp::Equal,
+                    "distanceNotEqual" => DistanceCmp::NotEqual,
+                    "distanceGreaterThan" => DistanceCmp::GreaterThan,
+                    _ => DistanceCmp::LessThan,
+                };
+                let bad = || invalid("Distance query requires [[geometry, distance]] parameters");
+                let values = values()?;
+                let [Value::Array(parts)] = values.as_slice() else {
+                    return Err(bad());
+                };
+                let (geometry, distance, meters) = match parts.as_slice() {
+                    [g, d] => (g, d, false),
+                    [g, d, Value::Bool(m)] => (g, d, *m),
+                    _ => return Err(bad()),
+                };
+                let distance = distance
+                    .as_f64()
+                    .filter(|d| d.is_finite())
+                    .ok_or_else(bad)?;
+                if !matches!(geometry, Value::Array(_)) {
+                    return Err(bad());
+                }
+                Query::Filter(Filter::Spatial {
+                    attr: need_attr()?,
+                    relation: Relation::Distance {
+                        cmp,
+                        distance,
+                        meters,
+                    },
+                    geometry: geometry.clone(),
+                    negate: false,
+                })
+            }
             // Appwrite takes it only on its schemaless adapters (arrays of objects); a column
             // here holds scalars or arrays of scalars.
             "elemMatch" => return Err(invalid("elemMatch is not supported by the database")),
@@ -424,19 +498,6 @@ fn capitalized(method: &str) -> String {
     }
 }
 
-/// A seed for `orderRandom`: each request shuffles differently.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 /// A row's place in a shuffle: a bijective mix of the seed and its sequence (splitmix64's
 /// finaliser), so two rows never tie and the order holds for the whole request.
 fn shuffle_key(seed: u64, sequence: u64) -> u64 {
@@ -480,7 +541,8 @@ impl Spec {
                 Query::OrderBy(a, o) => spec.orders.push((a, o)),
                 Query::OrderRandom => {
                     if spec.random.is_none() {
-                        spec.random = Some((random_seed(), spec.orders.len()));
+                        // Seeded by the caller (`Spec::shuffle`): nothing here draws randomness.
+                        spec.random = Some((0, spec.orders.len()));
                     }
                 }
                 Query::Limit(n) => spec.limit = Some(n),
@@ -500,6 +562,14 @@ impl Spec {
             ));
         }
         Ok(spec)
+    }
+
+    /// Seeds this request's `orderRandom` shuffle, if it has one: each seed gives another
+    /// order.
+    pub fn shuffle(&mut self, seed: u64) {
+        if let Some((s, _)) = &mut self.random {
+            *s = seed;
+        }
     }
 
     /// Refuses `orderRandom` where the rows would be picked while the log applies, on every
@@ -595,7 +665,44 @@ fn system_kind(attr: &str) -> Option<AttrKind> {
     }
 }
 
+/// `equal`, `contains` and their negations on a spatial column compare geometries: the
+/// filter they become, if `f` is one of them.
+fn spatial_cmp(f: &Filter, coll: &Collection) -> Result<Option<Filter>> {
+    let Filter::Cmp { attr, op, values } = f else {
+        return Ok(None);
+    };
+    if !spatial_attr(coll, attr) {
+        return Ok(None);
+    }
+    let (relation, negate) = match op {
+        CmpOp::Equal => (Relation::Equals, false),
+        CmpOp::NotEqual => (Relation::Equals, true),
+        CmpOp::Contains => (Relation::Contains, false),
+        CmpOp::NotContains => (Relation::Contains, true),
+        other => {
+            return Err(invalid(msg!(
+                "Cannot query {} on spatial attribute \"{}\"",
+                op_name(*other),
+                attr
+            )))
+        }
+    };
+    let geometry = match values.first() {
+        Some(g @ Value::Array(_)) => g.clone(),
+        _ => return Err(invalid("Spatial data must be an array")),
+    };
+    Ok(Some(Filter::Spatial {
+        attr: attr.clone(),
+        relation,
+        geometry,
+        negate,
+    }))
+}
+
 fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
+    if let Some(spatial) = spatial_cmp(f, coll)? {
+        *f = spatial;
+    }
     match f {
         Filter::And(fs) | Filter::Or(fs) => {
             for f in fs {
@@ -626,6 +733,37 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
             }
             Ok(())
         }
+        Filter::Spatial {
+            attr,
+            relation,
+            geometry,
+            ..
+        } => {
+            let (kind, _) = lookup(coll, attr)?;
+            let Some(shape) = kind.shape() else {
+                return Err(invalid(msg!(
+                    "Spatial query \"{}\" cannot be applied on non-spatial attribute: {}",
+                    relation_name(relation),
+                    attr
+                )));
+            };
+            let g = spatial::geometry(geometry)
+                .ok_or_else(|| invalid("Spatial data must be a valid geometry"))?;
+            if let Relation::Distance { meters: true, .. } = relation {
+                if !matches!(g, geo::Geometry::Point(_)) || shape != spatial::Shape::Point {
+                    return Err(Error::query(msg!(
+                        "Distance in meters is not supported between {} and {}",
+                        shape.name(),
+                        spatial::kind_name(&g)
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Filter::Between { attr, .. } if spatial_attr(coll, attr) => Err(invalid(msg!(
+            "Cannot query on spatial attribute \"{}\" with this method",
+            attr
+        ))),
         Filter::Between { attr, lo, hi, .. } => {
             let (kind, array) = lookup(coll, attr)?;
             if array {
@@ -679,6 +817,23 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn spatial_attr(coll: &Collection, attr: &str) -> bool {
+    coll.attribute(attr)
+        .is_some_and(|a| a.kind.shape().is_some())
+}
+
+fn relation_name(r: &Relation) -> &'static str {
+    match r {
+        Relation::Intersects => "intersects",
+        Relation::Crosses => "crosses",
+        Relation::Overlaps => "overlaps",
+        Relation::Touches => "touches",
+        Relation::Contains => "contains",
+        Relation::Equals => "equal",
+        Relation::Distance { .. } => "distance",
     }
 }
 
@@ -809,6 +964,20 @@ impl Filter {
             }
             Filter::Exists { attrs, negate } => {
                 attrs.iter().any(|a| doc.get(a).is_null() == *negate)
+            }
+            Filter::Spatial {
+                attr,
+                relation,
+                geometry,
+                negate,
+            } => {
+                let (Some(column), Some(query)) = (
+                    spatial::geometry(&doc.get(attr)),
+                    spatial::geometry(geometry),
+                ) else {
+                    return false;
+                };
+                spatial::holds(*relation, &column, &query).is_some_and(|h| h != *negate)
             }
         }
     }
@@ -1073,6 +1242,8 @@ mod tests {
         assert!(back.matches(&d));
     }
 
+    static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
     #[test]
     fn order_random_shuffles_ties_of_the_orders_before_it() {
         let rows: Vec<Document> = (0..64u64)
@@ -1084,7 +1255,8 @@ mod tests {
             .collect();
         let sorted = |queries: &[&str]| {
             let raw: Vec<String> = queries.iter().map(|q| q.to_string()).collect();
-            let spec = Spec::parse(&raw).unwrap();
+            let mut spec = Spec::parse(&raw).unwrap();
+            spec.shuffle(SEEDS.fetch_add(0x9E37_79B9, std::sync::atomic::Ordering::Relaxed));
             let mut v = rows.clone();
             v.sort_by(|a, b| spec.compare(a, b));
             v.iter().map(|d| d.sequence).collect::<Vec<_>>()

@@ -170,6 +170,10 @@ pub enum AttrKind {
     Url,
     Ip,
     Enum,
+    // Appended, never inserted: stored collections carry the variant's index.
+    Point,
+    Line,
+    Polygon,
 }
 
 impl AttrKind {
@@ -190,6 +194,9 @@ impl AttrKind {
             "url" => AttrKind::Url,
             "ip" => AttrKind::Ip,
             "enum" => AttrKind::Enum,
+            "point" => AttrKind::Point,
+            "line" => AttrKind::Line,
+            "polygon" => AttrKind::Polygon,
             _ => return None,
         })
     }
@@ -210,6 +217,20 @@ impl AttrKind {
             AttrKind::Url => "url",
             AttrKind::Ip => "ip",
             AttrKind::Enum => "enum",
+            AttrKind::Point => "point",
+            AttrKind::Line => "line",
+            AttrKind::Polygon => "polygon",
+        }
+    }
+
+    /// The geometry a spatial kind holds; `None` for the others.
+    pub fn shape(self) -> Option<crate::spatial::Shape> {
+        use crate::spatial::Shape;
+        match self {
+            AttrKind::Point => Some(Shape::Point),
+            AttrKind::Line => Some(Shape::Line),
+            AttrKind::Polygon => Some(Shape::Polygon),
+            _ => None,
         }
     }
 
@@ -228,6 +249,9 @@ impl AttrKind {
             AttrKind::Float => "double",
             AttrKind::Boolean => "boolean",
             AttrKind::Datetime => "datetime",
+            AttrKind::Point => "point",
+            AttrKind::Line => "linestring",
+            AttrKind::Polygon => "polygon",
         }
     }
 
@@ -348,6 +372,8 @@ impl Attribute {
             AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => 8,
             AttrKind::Boolean => 1,
             AttrKind::Datetime => 7,
+            AttrKind::Point => 25,
+            AttrKind::Line | AttrKind::Polygon => 20,
         }
     }
 }
@@ -357,6 +383,8 @@ pub enum IndexKind {
     Key,
     Unique,
     Fulltext,
+    /// Over one spatial column: the cells of a grid its geometry's bounding box covers.
+    Spatial,
 }
 
 impl IndexKind {
@@ -365,6 +393,7 @@ impl IndexKind {
             "key" => IndexKind::Key,
             "unique" => IndexKind::Unique,
             "fulltext" => IndexKind::Fulltext,
+            "spatial" => IndexKind::Spatial,
             _ => return None,
         })
     }
@@ -373,6 +402,7 @@ impl IndexKind {
             IndexKind::Key => "key",
             IndexKind::Unique => "unique",
             IndexKind::Fulltext => "fulltext",
+            IndexKind::Spatial => "spatial",
         }
     }
 }

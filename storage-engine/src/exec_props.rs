@@ -605,3 +605,171 @@ fn totals_stop_at_appwrites_cap_and_pages_stay_bounded() {
     let page = view.find("p", &coll, &few, true).unwrap();
     assert_eq!((page.documents.len(), page.total), (3, 3));
 }
+
+/// A random geometry of `kind` near a few hot spots (so relations hold often), as the SDK
+/// sends it.
+fn random_geometry(rng: &mut StdRng, kind: &str) -> Json {
+    let spots = [(10.0, 50.0), (-73.9, 40.7), (179.9, -0.5), (0.0, 89.9)];
+    let (cx, cy) = *spots.choose(rng).unwrap();
+    let pt = |rng: &mut StdRng, spread: f64| {
+        let x: f64 = (cx + rng.gen_range(-spread..spread)).clamp(-180.0, 180.0);
+        let y: f64 = (cy + rng.gen_range(-spread..spread)).clamp(-90.0, 90.0);
+        // Whole numbers sometimes: coordinates that coincide exactly, as touches need.
+        match rng.gen_bool(0.3) {
+            true => json!([x.round(), y.round()]),
+            false => json!([x, y]),
+        }
+    };
+    let spread = [0.001, 0.5, 3.0][rng.gen_range(0..3)];
+    match kind {
+        "point" => pt(rng, spread),
+        "line" => json!((0..rng.gen_range(2..5))
+            .map(|_| pt(rng, spread))
+            .collect::<Vec<_>>()),
+        _ => {
+            // An axis-aligned box (a valid, closed ring).
+            let a = pt(rng, spread);
+            let (x, y) = (a[0].as_f64().unwrap(), a[1].as_f64().unwrap());
+            let w: f64 = rng.gen_range(0.01..2.0);
+            let (x1, y1) = ((x + w).min(180.0), (y + w).min(90.0));
+            json!([[[x, y], [x1, y], [x1, y1], [x, y1], [x, y]]])
+        }
+    }
+}
+
+/// Spatial queries, with and without a spatial index, against every row checked one by one
+/// (`Filter::matches`, which the model's own tests check against known relations): the
+/// grid's candidates must hold every match.
+#[test]
+fn spatial_queries_match_brute_force() {
+    let mut rng = StdRng::seed_from_u64(0x6e0);
+    let mut checked = 0;
+    let mut by_grid = 0;
+    let mut matched = 0;
+    for world in 0..40 {
+        let mut w = World::new();
+        let kind = ["point", "line", "polygon"][world % 3];
+        let attr_kind = AttrKind::from_route(kind).unwrap();
+        let indexed = world % 2 == 0;
+        let setup = vec![
+            Op::Projects(ProjectOp::Create { name: "P".into() }),
+            Op::Schema(SchemaOp::CreateDatabase {
+                database: Database {
+                    id: "d".into(),
+                    name: "d".into(),
+                    enabled: true,
+                    kind: "tablesdb".into(),
+                    created_at: 0,
+                    updated_at: 0,
+                },
+            }),
+            Op::Schema(SchemaOp::CreateCollection {
+                collection: Collection {
+                    id: "c".into(),
+                    database: "d".into(),
+                    name: "c".into(),
+                    enabled: true,
+                    permissions: vec![],
+                    document_security: false,
+                    attributes: vec![Attribute::new("g", attr_kind, 0)],
+                    indexes: match indexed {
+                        true => vec![Index {
+                            key: "geo".into(),
+                            kind: IndexKind::Spatial,
+                            attributes: vec!["g".into()],
+                            orders: vec![],
+                            lengths: vec![],
+                            status: Default::default(),
+                            created_at: 0,
+                            updated_at: 0,
+                        }],
+                        false => vec![],
+                    },
+                    reshapes: vec![],
+                    created_at: 0,
+                    updated_at: 0,
+                },
+            }),
+        ];
+        for o in w.apply(setup) {
+            assert!(!matches!(o, Outcome::Failed(_)), "{o:?}");
+        }
+        for i in 0..rng.gen_range(20..120) {
+            let mut data = model::command::Data::new();
+            if rng.gen_bool(0.9) {
+                data.insert(
+                    "g".into(),
+                    Value::from_json(&random_geometry(&mut rng, kind)).unwrap(),
+                );
+            }
+            let o = w.apply(vec![target(DocOp::Create {
+                id: format!("r{i}"),
+                data,
+                permissions: None,
+            })]);
+            assert!(!matches!(o[0], Outcome::Failed(_)), "{o:?}");
+        }
+        let coll = w.coll();
+        let all = w.all(&coll);
+        let view = w.eng.view().unwrap();
+        for _ in 0..60 {
+            let qkind = ["point", "line", "polygon"][rng.gen_range(0..3)];
+            let g = random_geometry(&mut rng, qkind);
+            let method = *[
+                "intersects",
+                "notIntersects",
+                "crosses",
+                "overlaps",
+                "touches",
+                "notTouches",
+                "equal",
+                "contains",
+                "notContains",
+                "distanceLessThan",
+                "distanceGreaterThan",
+                "distanceEqual",
+            ]
+            .choose(&mut rng)
+            .unwrap();
+            let q = match method {
+                m if m.starts_with("distance") => {
+                    let meters = kind == "point" && qkind == "point" && rng.gen_bool(0.5);
+                    let d = match meters {
+                        true => [10.0, 5_000.0, 300_000.0][rng.gen_range(0..3)],
+                        false => [0.0, 0.01, 1.0, 4.0][rng.gen_range(0..3)],
+                    };
+                    json!({"method": m, "attribute": "g", "values": [[g, d, meters]]})
+                }
+                "equal" | "contains" | "notContains" => {
+                    json!({"method": method, "attribute": "g", "values": [g]})
+                }
+                m => json!({"method": m, "attribute": "g", "values": [g]}),
+            };
+            let queries = vec![q.to_string(), r#"{"method":"limit","values":[500]}"#.into()];
+            let mut spec = Spec::parse(&queries).unwrap();
+            spec.validate(&coll).unwrap();
+            let plan = view.explain("p", &coll, &spec);
+            by_grid += usize::from(plan.index == "geo");
+            let (want, want_total) = brute_force(&all, &spec);
+            matched += usize::from(!want.is_empty() && want.len() < all.len());
+            let got = view.find("p", &coll, &spec, true).unwrap();
+            let got_ids: Vec<String> = got.documents.iter().map(|d| d.id.clone()).collect();
+            assert_eq!(
+                (&got_ids, got.total),
+                (&want, want_total),
+                "world {world}, {queries:?}, plan {}",
+                plan.describe
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        by_grid > checked / 4,
+        "only {by_grid} of {checked} read the grid"
+    );
+    assert!(
+        matched > checked / 5,
+        "only {matched} of {checked} matched some rows, not all"
+    );
+    eprintln!("{checked} spatial queries checked against brute force, {by_grid} through the grid, {matched} matched some rows but not all");
+}

@@ -249,6 +249,15 @@ pub fn encode_token(out: &mut Vec<u8>, token: &str, prefix: bool) {
     }
 }
 
+/// A spatial index's key of grid cell `code` of `level` (`cells`), under the index's prefix:
+/// the level is stored plus one, so no entry starts with the count tag.
+pub fn cell_key(index_prefix: &[u8], level: u8, code: u64) -> Vec<u8> {
+    let mut k = index_prefix.to_vec();
+    k.push(level + 1);
+    k.extend_from_slice(&code.to_be_bytes());
+    k
+}
+
 pub fn seq_bytes(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }

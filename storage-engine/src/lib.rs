@@ -7,6 +7,7 @@
 //! inside `Engine::apply_entry`, one atomic write batch per log entry.
 
 mod apply;
+mod cells;
 mod engine;
 mod exec;
 #[cfg(test)]

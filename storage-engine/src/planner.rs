@@ -396,7 +396,10 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
     for index in coll
         .indexes
         .iter()
-        .filter(|i| i.kind != IndexKind::Fulltext && i.status == IndexStatus::Available)
+        .filter(|i| {
+            !matches!(i.kind, IndexKind::Fulltext | IndexKind::Spatial)
+                && i.status == IndexStatus::Available
+        })
         .chain(std::iter::once(model::schema::read_index()))
     {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
@@ -564,12 +567,75 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
             .to_string(),
         }
     };
-    match best.map(|b| candidates.swap_remove(b)) {
+    let best = best.map(|b| candidates.swap_remove(b));
+    if matches!(best, Some(((0, _), _)) | None) {
+        if let Some(p) = spatial(project, coll, spec) {
+            return p;
+        }
+    }
+    match best {
         // The sequence order itself beats an index that decides nothing.
         Some(((0, _), _)) if serves(spec, &[]).is_some() => scan(),
         Some((_, p)) => p,
         None => scan(),
     }
+}
+
+/// A spatial index over the column of a spatial filter the grid can narrow (a relation that
+/// needs the geometries to meet, or a distance below a bound), when no other index decides a
+/// filter: the grid cells that cover the query's box, at every level; candidates only (the
+/// executor checks the relation on each).
+fn spatial(project: &str, coll: &Collection, spec: &Spec) -> Option<Plan> {
+    use model::spatial::{DistanceCmp, Relation};
+    spec.filters.iter().find_map(|f| {
+        let Filter::Spatial {
+            attr,
+            relation,
+            geometry,
+            negate: false,
+        } = f
+        else {
+            return None;
+        };
+        let grow = match relation {
+            Relation::Distance {
+                cmp: DistanceCmp::Equal | DistanceCmp::LessThan,
+                distance,
+                meters,
+            } => Some((distance.max(0.0), *meters)),
+            Relation::Distance { .. } => return None,
+            _ => None,
+        };
+        let index = coll.indexes.iter().find(|i| {
+            i.kind == IndexKind::Spatial
+                && i.status == IndexStatus::Available
+                && i.attributes.first() == Some(attr)
+        })?;
+        let area = crate::cells::query_box(&model::spatial::geometry(geometry)?, grow)?;
+        let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
+        let mut ranges = Vec::new();
+        for level in 0..=crate::cells::MAX_LEVEL {
+            for (start, end) in crate::cells::cover(&area, level) {
+                ranges.push(KeyRange {
+                    fixed: ip.len() + 1,
+                    start: keys::cell_key(&ip, level, start),
+                    end: keys::cell_key(&ip, level, end),
+                    count: None,
+                });
+            }
+        }
+        Some(Plan {
+            index: index.key.clone(),
+            describe: format!("spatial index {} ({} cell runs)", index.key, ranges.len()),
+            ranges,
+            ids: Vec::new(),
+            decided: Vec::new(),
+            columns: Vec::new(),
+            unique: false,
+            multi: true,
+            order: None,
+        })
+    })
 }
 
 /// Among the plans scoring the same as `candidates[best]` (as many filters decided, the

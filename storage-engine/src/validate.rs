@@ -54,6 +54,9 @@ fn describe(attr: &Attribute) -> String {
         AttrKind::Url => "Value must be a valid URL".into(),
         AttrKind::Ip => "Value must be a valid IP address".into(),
         AttrKind::Enum => format!("Value must be one of ({})", attr.elements.join(", ")),
+        AttrKind::Point | AttrKind::Line | AttrKind::Polygon => {
+            format!("Value must be a valid {}", attr.kind.wire_type())
+        }
         _ => format!(
             "Value must be a valid string and no longer than {} chars",
             attr.max_len().unwrap_or(MAX_STRING_SIZE)
@@ -152,6 +155,10 @@ fn scalar(attr: &Attribute, v: &Value) -> Result<Value, Error> {
 /// Checks a (possibly array) value for the attribute. Null is allowed here; `required` is
 /// checked by the callers.
 pub fn value(attr: &Attribute, v: &Value) -> Result<Value, Error> {
+    if let (Some(shape), false) = (attr.kind.shape(), v.is_null()) {
+        // A geometry is an array of coordinates, never an array of values.
+        return model::spatial::check(shape, v).map_err(|m| type_error(attr, &m));
+    }
     match (attr.array, v) {
         (_, Value::Null) => Ok(Value::Null),
         (true, Value::Array(items)) => Ok(Value::Array(
@@ -214,6 +221,20 @@ pub fn update_document(coll: &Collection, existing: &Data, patch: &Data) -> Resu
     Ok(out)
 }
 
+/// `attr` with a spatial default as a value is stored (a bare polygon ring wrapped as its one
+/// ring); other defaults are kept as given. The default must already have passed `attribute`.
+pub fn settled_default(mut attr: Attribute) -> Result<Attribute, Error> {
+    if attr.kind.shape().is_some() {
+        if let Some(d) = attr.default.take() {
+            attr.default = match d.is_null() {
+                true => Some(d),
+                false => Some(value(&attr, &d)?),
+            };
+        }
+    }
+    Ok(attr)
+}
+
 /// Validates an attribute definition (type limits, default, enum elements).
 pub fn attribute(attr: &Attribute) -> Result<(), Error> {
     let invalid = |m: model::error::Message| Error::new(ErrorCode::AttributeValueInvalid, m);
@@ -222,6 +243,9 @@ pub fn attribute(attr: &Attribute) -> Result<(), Error> {
             ErrorCode::AttributeDefaultUnsupported,
             "Cannot set default value for array or required attributes.",
         ));
+    }
+    if attr.kind.shape().is_some() && attr.array {
+        return Err(invalid("Spatial attributes cannot be arrays".into()));
     }
     match attr.kind {
         AttrKind::String | AttrKind::Varchar => match attr.size {

@@ -412,6 +412,7 @@ fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
     }
     refuse_in_flux(coll, &attr.key)?;
     validate::attribute(&attr)?;
+    let attr = validate::settled_default(attr)?;
     coll.attributes.push(attr);
     Ok(())
 }
@@ -463,6 +464,7 @@ fn update_attribute(
     }
     attr.updated_at = now;
     validate::attribute(&attr)?;
+    let mut attr = validate::settled_default(attr)?;
     if let Some(new_key) = patch.new_key.as_ref().filter(|k| k.as_str() != key) {
         if coll.attribute(new_key).is_some() {
             return Err(err(
@@ -569,6 +571,29 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
                 ),
             ));
         }
+    }
+    if index.kind == IndexKind::Spatial {
+        if index.attributes.len() != 1 {
+            return Err(err(
+                ErrorCode::IndexInvalid,
+                "Spatial index must have exactly one attribute",
+            ));
+        }
+        let a = &index.attributes[0];
+        if let Some(attr) = coll.attribute(a).filter(|attr| attr.kind.shape().is_none()) {
+            return Err(err(
+                ErrorCode::IndexInvalid,
+                msg!("Spatial index can only be created on spatial attributes (point, linestring, polygon). Attribute \"{}\" is of type \"{}\"", a, attr.kind.wire_type()),
+            ));
+        }
+    } else if let Some(a) = index.attributes.iter().find(|a| {
+        coll.attribute(a)
+            .is_some_and(|attr| attr.kind.shape().is_some())
+    }) {
+        return Err(err(
+            ErrorCode::IndexInvalid,
+            msg!("Cannot create {} index on spatial attribute \"{}\". Spatial attributes require spatial indexes.", index.kind.as_str(), a),
+        ));
     }
     if index.kind == IndexKind::Fulltext && index.attributes.len() != 1 {
         return Err(err(

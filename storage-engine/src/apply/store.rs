@@ -121,6 +121,27 @@ fn index_keys(project: &str, coll: &Collection, index: &Index, doc: &Document) -
             counts: Vec::new(),
         };
     }
+    if index.kind == IndexKind::Spatial {
+        // Filed under the grid cells its box spans (`cells`); no counts.
+        let filed = model::spatial::geometry(&doc.get(&index.attributes[0]))
+            .and_then(|g| crate::cells::cells_of(&g));
+        let entries = filed
+            .map(|(level, codes)| {
+                codes
+                    .into_iter()
+                    .map(|c| {
+                        let mut k = keys::cell_key(&prefix, level, c);
+                        k.extend_from_slice(&keys::seq_bytes(doc.sequence));
+                        (k, false)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return IndexKeys {
+            entries,
+            counts: Vec::new(),
+        };
+    }
     let mut entries = Vec::new();
     let mut counts = Vec::new();
     for t in tuples(index, doc) {
