@@ -159,9 +159,16 @@ class Node:
                 pass
         return out
 
+    # openraft's deadline for an append is the heartbeat interval (150 ms), the follower's fsync
+    # included; a loaded 2-core CI machine running four nodes misses it now and then (CI: two
+    # in one run, during joins), and openraft logs each miss at ERROR before it retries. A late
+    # follower is not a fault of the code under test; anything else a stall causes still is.
+    SLOW_PEER = ["ms when AppendEntries", "TimeoutExpired(())"]
+
     def unexpected_errors(self):
         lines = [l for l in self.log_text().splitlines() if " ERROR " in l]
-        return [l for l in lines if not any(a in l for a in self.allowed_errors)]
+        allowed = self.allowed_errors + self.SLOW_PEER
+        return [l for l in lines if not any(a in l for a in allowed)]
 
     def url(self):
         return self.endpoint + "/v1"

@@ -67,10 +67,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let db = self.db.clone();
-        let rows = tokio::task::spawn_blocking(move || db.range(start, end))
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)?;
+        let rows = off_runtime(move || db.range(start, end)).map_err(read_err)?;
         rows.into_iter()
             .map(|(_, b)| bincode::deserialize(&b).map_err(read_err))
             .collect()
@@ -104,10 +101,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Durable before returning: a forgotten vote allows two votes in one term.
         let bytes = bincode::serialize(vote).map_err(write_err)?;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.put_state(VOTE, bytes, true))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)
+        off_runtime(move || db.put_state(VOTE, bytes, true)).map_err(write_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
@@ -136,9 +130,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let db = self.db.clone();
         // fsync off the async threads; the entries are durable when the callback fires.
-        let res = tokio::task::spawn_blocking(move || db.append(rows))
-            .await
-            .map_err(write_err)?;
+        let res = off_runtime(move || db.append(rows));
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -159,10 +151,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
         let bytes = bincode::serialize(&log_id).map_err(write_err)?;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.purge_upto(log_id.index, LAST_PURGED, bytes))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)
+        off_runtime(move || db.purge_upto(log_id.index, LAST_PURGED, bytes)).map_err(write_err)
     }
 }
 
@@ -196,6 +185,18 @@ pub enum CheckState {
         index: u64,
         reason: String,
     },
+}
+
+/// Runs blocking work (an entry's apply, a log append: RocksDB writes, fsync) with this worker thread handed
+/// over to it (`block_in_place`): the runtime's other tasks move to another thread meanwhile.
+/// Not `spawn_blocking`: a task queued there when the runtime shuts down is cancelled before it
+/// starts, and openraft logs the cancelled write as a storage error (CI, a SIGTERM racing the
+/// state machine worker's next command).
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Counts one apply under way for as long as it lives.
@@ -453,7 +454,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let me = self.clone();
         let _applying = Applying::new(&self.applying);
-        tokio::task::spawn_blocking(move || {
+        off_runtime(move || {
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
                 let mut applied = me.lock().applied.clone();
@@ -497,8 +498,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             Ok(out)
         })
-        .await
-        .map_err(write_err)?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -711,6 +710,7 @@ mod tests {
                         ],
                         indexes: vec![],
                         reshapes: vec![],
+                        relations: Default::default(),
                         created_at: 3,
                         updated_at: 3,
                     },
