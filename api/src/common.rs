@@ -69,6 +69,14 @@ impl Flavor {
             Flavor::Tables => "rowSecurity",
         }
     }
+    /// The relationship attribute's field naming the related collection (and the create
+    /// request's parameter, with `Id`).
+    pub fn related_key(self) -> &'static str {
+        match self {
+            Flavor::Legacy => "relatedCollection",
+            Flavor::Tables => "relatedTable",
+        }
+    }
     pub fn parent_id_key(self) -> &'static str {
         match self {
             Flavor::Legacy => "$collectionId",

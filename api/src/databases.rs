@@ -2,6 +2,7 @@
 //! (`/v1/tablesdb`: tables, columns, rows) services: one set of handlers over one storage,
 //! seen through two vocabularies.
 
+use crate::auth::Ctx;
 use crate::common::{
     collection, database, enter, enter_write, list_reply, no_content, permissions, propose, reply,
     unexpected, Flavor, Reply, Res,
@@ -17,7 +18,10 @@ use model::command::AttributePatch;
 use model::command::SchemaOp;
 use model::msg;
 use model::permission::Scope;
-use model::schema::{AttrKind, Attribute, Collection, Database, Index, IndexKind, Order};
+use model::schema::{
+    AttrKind, Attribute, Collection, Database, Index, IndexKind, OnDelete, Order, RelationType,
+    Relationship, Side,
+};
 use model::{id, Error, ErrorCode, Op, Outcome, Value};
 use serde_json::Value as Json;
 
@@ -251,6 +255,7 @@ async fn create_collection(
         attributes,
         indexes,
         reshapes: vec![],
+        relations: Default::default(),
         created_at: 0,
         updated_at: 0,
     };
@@ -384,7 +389,9 @@ async fn list_attributes(
     list_reply(
         &req,
         f.attrs_key(),
-        c.attributes.iter().map(render::attribute).collect(),
+        c.visible_attributes()
+            .map(|a| render::column(&c, a, f))
+            .collect(),
     )
 }
 
@@ -395,6 +402,9 @@ async fn create_attribute(
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Attr).await?;
     let route = req.path("key");
+    if route == "relationship" {
+        return create_relationship(&s, f, &ctx, &req).await;
+    }
     let kind = AttrKind::from_route(&route).ok_or_else(|| crate::error::ApiError::new(ErrorCode::GeneralRouteNotFound, "Route not found. Please ensure the endpoint is configured correctly and that the API route is valid for this SDK version. Refer to the API docs for more details."))?;
     let attribute = attribute_from(&req, kind, true)?;
     let op = SchemaOp::CreateAttribute {
@@ -416,16 +426,113 @@ async fn get_attribute(
     let ctx = enter(&s, f, &req, Res::Attr).await?;
     let c = collection(f, &ctx, &req)?;
     let key = req.path("key");
-    let a = c.attribute(&key).ok_or_else(|| {
-        f.error(Error::new(
+    let a = c
+        .visible_attributes()
+        .find(|a| a.key == key)
+        .ok_or_else(|| {
+            f.error(Error::new(
+                ErrorCode::AttributeNotFound,
+                msg!(
+                    "Attribute with the requested key '{}' could not be found.",
+                    key
+                ),
+            ))
+        })?;
+    reply(StatusCode::OK, render::column(&c, a, f))
+}
+
+/// `POST …/attributes/relationship`: the attribute and its twin on the related collection.
+async fn create_relationship(s: &AppState, f: Flavor, ctx: &Ctx, req: &Req) -> Reply {
+    let related_param = format!("{}Id", f.related_key());
+    let related = req.str_req(&related_param)?;
+    id::check(&related_param, &related)?;
+    let kind_s = req.str_req("type")?;
+    let kind = RelationType::parse(&kind_s).ok_or_else(|| {
+        ApiError(Error::invalid(msg!(
+            "Invalid `type` param: Value must be one of (oneToOne, manyToOne, manyToMany, oneToMany); got \"{}\"",
+            kind_s
+        )))
+    })?;
+    let on_delete = match req.str_opt("onDelete")? {
+        None => OnDelete::Restrict,
+        Some(o) => OnDelete::parse(&o).ok_or_else(|| {
+            ApiError(Error::invalid(
+                "Invalid `onDelete` param: Value must be one of (cascade, restrict, setNull)",
+            ))
+        })?,
+    };
+    // Appwrite's defaults: the related collection's id, and this collection's.
+    let key = req.str_opt("key")?.unwrap_or_else(|| related.clone());
+    id::check_key("key", &key)?;
+    let two_way_key = req
+        .str_opt("twoWayKey")?
+        .unwrap_or_else(|| req.path("coll"));
+    id::check_key("twoWayKey", &two_way_key)?;
+    let relationship = Relationship {
+        related,
+        kind,
+        two_way: req.bool_opt("twoWay")?.unwrap_or(false),
+        two_way_key,
+        on_delete,
+        side: Side::Parent,
+        index: None,
+    };
+    let op = SchemaOp::CreateRelationship {
+        database: req.path("db"),
+        collection: req.path("coll"),
+        key,
+        relationship: relationship.clone(),
+    };
+    match propose(s, f, ctx, Op::Schema(op)).await? {
+        Outcome::Attribute(a) => reply(
+            StatusCode::ACCEPTED,
+            render::relationship(&a, &relationship, f),
+        ),
+        o => Err(unexpected(o)),
+    }
+}
+
+/// `PATCH …/attributes/relationship/{key}` (Databases) and `…/columns/{key}/relationship`
+/// (TablesDB): `onDelete` and a new key.
+async fn update_relationship(s: &AppState, f: Flavor, ctx: &Ctx, req: &Req, key: String) -> Reply {
+    let c = collection(f, ctx, req)?;
+    let Some(mut rel) = c.relation(&key).filter(|r| r.visible()).cloned() else {
+        return Err(f.error(Error::new(
             ErrorCode::AttributeNotFound,
             msg!(
                 "Attribute with the requested key '{}' could not be found.",
                 key
             ),
-        ))
-    })?;
-    reply(StatusCode::OK, render::attribute(a))
+        )));
+    };
+    let on_delete = match req.str_opt("onDelete")? {
+        None => None,
+        Some(o) => Some(OnDelete::parse(&o).ok_or_else(|| {
+            ApiError(Error::invalid(
+                "Invalid `onDelete` param: Value must be one of (cascade, restrict, setNull)",
+            ))
+        })?),
+    };
+    let new_key = req.str_opt("newKey")?;
+    if let Some(k) = &new_key {
+        id::check_key("newKey", k)?;
+    }
+    let op = SchemaOp::UpdateRelationship {
+        database: req.path("db"),
+        collection: req.path("coll"),
+        key,
+        on_delete,
+        new_key,
+    };
+    match propose(s, f, ctx, Op::Schema(op)).await? {
+        Outcome::Attribute(a) => {
+            if let Some(od) = on_delete {
+                rel.on_delete = od;
+            }
+            reply(StatusCode::OK, render::relationship(&a, &rel, f))
+        }
+        o => Err(unexpected(o)),
+    }
 }
 
 async fn update_attribute(
@@ -435,6 +542,21 @@ async fn update_attribute(
 ) -> Reply {
     let ctx = enter_write(&s, f, &req, Res::Attr).await?;
     let kind_route = req.path("kind");
+    // Relationships: `…/attributes/relationship/{key}` (Databases, and what the 27.x SDKs send
+    // for TablesDB too), `…/columns/{key}/relationship` (TablesDB's spec; a column named like
+    // a type route is a relationship when it is one).
+    match (f, kind_route.as_str(), req.path("key").as_str()) {
+        (_, "relationship", key) => {
+            return update_relationship(&s, f, &ctx, &req, key.to_string()).await
+        }
+        (Flavor::Tables, key, "relationship")
+            if AttrKind::from_route(key).is_none()
+                || collection(f, &ctx, &req)?.relation(key).is_some() =>
+        {
+            return update_relationship(&s, f, &ctx, &req, key.to_string()).await
+        }
+        _ => {}
+    }
     let kind = AttrKind::from_route(&kind_route)
         .ok_or_else(|| ApiError::new(ErrorCode::GeneralRouteNotFound, "Route not found."))?;
     let new_key = req.str_opt("newKey")?;

@@ -36,6 +36,7 @@ mod operator;
 mod params;
 mod policy;
 pub mod realtime;
+mod related;
 mod render;
 mod rows;
 mod secrets;

@@ -117,7 +117,7 @@ pub fn collection(c: &Collection, f: Flavor) -> Json {
     m.insert(f.security_key().into(), json!(c.document_security));
     m.insert(
         f.attrs_key().into(),
-        Json::Array(c.attributes.iter().map(attribute).collect()),
+        Json::Array(c.visible_attributes().map(|a| column(c, a, f)).collect()),
     );
     m.insert(
         "indexes".into(),
@@ -139,8 +139,11 @@ pub fn document(d: &Document, c: &Collection, f: Flavor, select: Option<&[String
     m.insert("$updatedAt".into(), json!(format_ms(d.updated_at)));
     m.insert("$permissions".into(), json!(d.permissions));
     let wanted = |k: &str| select.is_none_or(|s| s.iter().any(|x| x == "*" || x == k));
+    // A relationship end shows the related id where the row keeps it, and nothing else
+    // unless loaded (`select("key.*")`); a one-way relationship's twin never shows.
+    let shown = |k: &str| c.relation(k).is_none_or(|r| r.shows_id());
     for a in &c.attributes {
-        if wanted(&a.key) {
+        if wanted(&a.key) && shown(&a.key) {
             let v = d.data.get(&a.key).map(Value::to_json).unwrap_or(Json::Null);
             m.insert(a.key.clone(), v);
         }
@@ -148,11 +151,40 @@ pub fn document(d: &Document, c: &Collection, f: Flavor, select: Option<&[String
     // A write's answer is rendered with the schema of the node that took it, which may lag
     // the one the write was applied with by a moment: the document's own fields count too.
     for (k, v) in &d.data {
-        if wanted(k) && !m.contains_key(k) {
+        if wanted(k) && shown(k) && !m.contains_key(k) {
             m.insert(k.clone(), v.to_json());
         }
     }
     Json::Object(m)
+}
+
+/// A relationship attribute (`attributeRelationship`/`columnRelationship`).
+pub fn relationship(a: &Attribute, r: &model::schema::Relationship, f: Flavor) -> Json {
+    let mut m = match attribute(a) {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    m.insert(f.related_key().into(), json!(r.related));
+    m.insert("relationType".into(), json!(r.kind.as_str()));
+    m.insert("twoWay".into(), json!(r.two_way));
+    m.insert("twoWayKey".into(), json!(r.two_way_key));
+    m.insert("onDelete".into(), json!(r.on_delete.as_str()));
+    m.insert(
+        "side".into(),
+        json!(match r.side {
+            model::schema::Side::Parent => "parent",
+            model::schema::Side::Child => "child",
+        }),
+    );
+    Json::Object(m)
+}
+
+/// Attribute `a` of `c`, as the model of its type.
+pub fn column(c: &Collection, a: &Attribute, f: Flavor) -> Json {
+    match c.relation(&a.key) {
+        Some(r) => relationship(a, r, f),
+        None => attribute(a),
+    }
 }
 
 pub fn transaction(t: &Transaction) -> Json {

@@ -10,7 +10,7 @@ use crate::common::{
 };
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
-use crate::{render, AppState};
+use crate::{related, render, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
@@ -218,11 +218,7 @@ pub(crate) async fn list_documents(
         None => ctx.view.find(&ctx.project, &c, &spec, want_total)?,
     };
     let total = if want_total { page.total } else { 0 };
-    let docs: Vec<Json> = page
-        .documents
-        .iter()
-        .map(|d| render::document(d, &c, f, spec.select.as_deref()))
-        .collect();
+    let docs = related::rows(&ctx, f, &c, &page.documents, spec.select.as_deref())?;
     reply(
         StatusCode::OK,
         json!({ "total": total, f.docs_key(): docs }),
@@ -297,7 +293,10 @@ pub(crate) async fn create_documents(
                 };
                 match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
                     Ok(docs) => match docs.first() {
-                        Some(d) => reply(StatusCode::CREATED, render::document(d, &c, f, None)),
+                        Some(d) => reply(
+                            StatusCode::CREATED,
+                            written(&s, f, &ctx, &req, &c, d).await?,
+                        ),
                         None => Err(unexpected(Outcome::Documents(docs))),
                     },
                     Err(_) => reply(StatusCode::CREATED, staged(&ctx, f, &c, &id, &shown)?),
@@ -541,10 +540,36 @@ pub(crate) async fn get_document(
             ),
         ))
     })?;
-    reply(
-        StatusCode::OK,
-        render::document(&d, &c, f, spec.select.as_deref()),
-    )
+    let mut answer = related::rows(&ctx, f, &c, &[d], spec.select.as_deref())?;
+    reply(StatusCode::OK, answer.pop().unwrap_or(Json::Null))
+}
+
+/// A written row as answered: with its related rows loaded, one level deep, where its table
+/// has relationships (as Appwrite answers a write), read from a view that holds the write.
+async fn written(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    c: &Collection,
+    d: &model::Document,
+) -> Result<Json, ApiError> {
+    let Some(select) = related::everything(c) else {
+        return Ok(render::document(d, c, f, None));
+    };
+    let view = s.backend.read(Consistency::Linearizable).await?;
+    let fresh = Ctx {
+        project: ctx.project.clone(),
+        actor: ctx.actor.clone(),
+        view,
+        who: ctx.who.clone(),
+        unresolved: false,
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    let c = collection(f, &fresh, req)?;
+    let mut answer = related::rows(&fresh, f, &c, std::slice::from_ref(d), Some(&select))?;
+    Ok(answer.pop().unwrap_or(Json::Null))
 }
 
 /// A single-row write: the op, the success status, and what to answer if it is staged.
@@ -565,7 +590,7 @@ async fn write_one(
     let id = req.path("doc");
     match run_ops(s, f, ctx, req, vec![target(req, w.op)]).await? {
         Ok(docs) => match docs.first() {
-            Some(d) => reply(w.status, render::document(d, c, f, None)),
+            Some(d) => reply(w.status, written(s, f, ctx, req, c, d).await?),
             None => Err(unexpected(Outcome::Documents(docs))),
         },
         Err(_) => reply(w.status, staged(ctx, f, c, &id, &w.staged)?),

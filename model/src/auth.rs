@@ -105,6 +105,7 @@ pub(crate) fn system_in(
         attributes,
         indexes,
         reshapes: Vec::new(),
+        relations: Default::default(),
         created_at: 0,
         updated_at: 0,
     }

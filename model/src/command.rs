@@ -527,6 +527,23 @@ pub enum SchemaOp {
         database: String,
         collection: String,
     },
+    // Appended, never inserted: commands in the log carry the variant's index.
+    /// A relationship attribute `key` on `collection` and its twin on the related collection
+    /// (`relationship.side` is `Parent`; the twin's key is `relationship.two_way_key`).
+    CreateRelationship {
+        database: String,
+        collection: String,
+        key: String,
+        relationship: crate::schema::Relationship,
+    },
+    /// `onDelete` of both ends, and a new key for this end.
+    UpdateRelationship {
+        database: String,
+        collection: String,
+        key: String,
+        on_delete: Option<crate::schema::OnDelete>,
+        new_key: Option<String>,
+    },
 }
 
 pub type Data = BTreeMap<String, Value>;
@@ -833,6 +850,7 @@ mod tests {
                         attributes: vec![],
                         indexes: vec![],
                         reshapes: vec![crate::schema::Reshape::Drop { key: "x".into() }],
+                        relations: Default::default(),
                         created_at: 1,
                         updated_at: 2,
                     },

@@ -605,6 +605,17 @@ impl Spec {
         }
         if let Some(sel) = &self.select {
             for attr in sel {
+                // `key.*` or `key.attr`: a relationship's related rows, loaded (their own
+                // attributes are checked where they are loaded).
+                if let Some((head, _)) = attr.split_once('.') {
+                    if coll.relation(head).is_some_and(|r| r.visible()) {
+                        continue;
+                    }
+                    return Err(invalid(msg!("Attribute not found in schema: {}", head)));
+                }
+                if coll.relation(attr).is_some() {
+                    return Err(invalid(msg!("Cannot select attributes: {}", attr)));
+                }
                 if attr != "*"
                     && system_kind(attr).is_none()
                     && !is_meta(attr)
@@ -840,6 +851,14 @@ fn relation_name(r: &Relation) -> &'static str {
 fn lookup(coll: &Collection, attr: &str) -> Result<(AttrKind, bool)> {
     if let Some(k) = system_kind(attr) {
         return Ok((k, false));
+    }
+    if let Some(r) = coll.relation(attr) {
+        // The related id, where the row keeps it; the other ends hold nothing to compare.
+        return match r.shows_id() {
+            true => Ok((AttrKind::String, false)),
+            false if !r.visible() => Err(invalid(msg!("Attribute not found in schema: {}", attr))),
+            false => Err(invalid("Cannot query on virtual relationship attribute")),
+        };
     }
     coll.attribute(attr)
         .map(|a| (a.kind, a.array))

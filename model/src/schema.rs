@@ -79,8 +79,136 @@ pub struct Collection {
     /// that carry a collection change their encoding.
     #[serde(skip)]
     pub reshapes: Vec<Reshape>,
+    /// The relationship of each relationship attribute, by key (a one-way relationship's
+    /// hidden twin included). Kept in a record of its own beside the collection's, as
+    /// `reshapes` is, for the same reason.
+    #[serde(skip)]
+    pub relations: BTreeMap<String, Relationship>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Appwrite's relationship types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelationType {
+    OneToOne,
+    OneToMany,
+    ManyToOne,
+    ManyToMany,
+}
+
+impl RelationType {
+    pub fn parse(s: &str) -> Option<RelationType> {
+        Some(match s {
+            "oneToOne" => RelationType::OneToOne,
+            "oneToMany" => RelationType::OneToMany,
+            "manyToOne" => RelationType::ManyToOne,
+            "manyToMany" => RelationType::ManyToMany,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelationType::OneToOne => "oneToOne",
+            RelationType::OneToMany => "oneToMany",
+            RelationType::ManyToOne => "manyToOne",
+            RelationType::ManyToMany => "manyToMany",
+        }
+    }
+}
+
+/// What deleting a row does to the rows it is related to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnDelete {
+    /// Refused while related rows exist (`document_delete_restricted`).
+    Restrict,
+    /// The related rows are deleted too, in the same log entry.
+    Cascade,
+    /// The related rows' references to it are cleared.
+    SetNull,
+}
+
+impl OnDelete {
+    pub fn parse(s: &str) -> Option<OnDelete> {
+        Some(match s {
+            "restrict" => OnDelete::Restrict,
+            "cascade" => OnDelete::Cascade,
+            "setNull" => OnDelete::SetNull,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDelete::Restrict => "restrict",
+            OnDelete::Cascade => "cascade",
+            OnDelete::SetNull => "setNull",
+        }
+    }
+}
+
+/// Which end of a relationship an attribute is: the one it was created on, or its twin on the
+/// related collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    Parent,
+    Child,
+}
+
+/// One end of a relationship between two collections. Where the link is kept follows the
+/// type, as in Appwrite: a single reference (`oneToOne` from the parent, and from the child
+/// too when two-way; `manyToOne` from the parent; `oneToMany` from the child) is the related
+/// row's id in the row's own data; `manyToMany` keeps the list of related ids in the parent's
+/// data. The other ends are found through an internal index over the stored end's key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relationship {
+    pub related: String,
+    pub kind: RelationType,
+    pub two_way: bool,
+    /// The key of the other end, on the related collection.
+    pub two_way_key: String,
+    pub on_delete: OnDelete,
+    pub side: Side,
+    /// The internal index over this end's key, when it keeps one (a name that survives a
+    /// rename of the key).
+    pub index: Option<String>,
+}
+
+impl Relationship {
+    /// Does this end keep the related id(s) in the row's data?
+    pub fn stored(&self) -> bool {
+        use RelationType::*;
+        match (self.kind, self.side) {
+            (OneToOne, Side::Parent) | (ManyToOne, Side::Parent) => true,
+            (OneToOne, Side::Child) => self.two_way,
+            (OneToMany, Side::Child) => true,
+            (ManyToMany, Side::Parent) => true,
+            (OneToMany, Side::Parent) | (ManyToOne, Side::Child) | (ManyToMany, Side::Child) => {
+                false
+            }
+        }
+    }
+
+    /// Does this end relate a row to a list of rows?
+    pub fn many(&self) -> bool {
+        use RelationType::*;
+        matches!(
+            (self.kind, self.side),
+            (OneToMany, Side::Parent) | (ManyToOne, Side::Child) | (ManyToMany, _)
+        )
+    }
+
+    /// Is this end an attribute clients see? A one-way relationship's twin is not.
+    pub fn visible(&self) -> bool {
+        self.side == Side::Parent || self.two_way
+    }
+
+    /// Does a row show this end's value without loading related rows (the related id, as
+    /// Appwrite shows a foreign key)?
+    pub fn shows_id(&self) -> bool {
+        self.visible() && self.stored() && !self.many()
+    }
 }
 
 /// A change of the document layout that documents stored before it may still have on disk:
@@ -136,6 +264,39 @@ impl Collection {
         self.indexes.iter().find(|i| i.key == key)
     }
 
+    /// The internal indexes over the stored ends of this collection's relationships (so the
+    /// other ends are found), kept by every write like the built-in read-roles index; no
+    /// client sees them.
+    pub fn relation_indexes(&self) -> Vec<Index> {
+        self.relations
+            .iter()
+            .filter_map(|(key, r)| {
+                Some(Index {
+                    key: r.index.clone()?,
+                    kind: IndexKind::Key,
+                    attributes: vec![key.clone()],
+                    orders: vec![Order::Asc],
+                    lengths: Vec::new(),
+                    status: IndexStatus::Available,
+                    created_at: 0,
+                    updated_at: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// The relationship of attribute `key`, if it is one.
+    pub fn relation(&self, key: &str) -> Option<&Relationship> {
+        self.relations.get(key)
+    }
+
+    /// The attributes clients see: every one but a one-way relationship's hidden twin.
+    pub fn visible_attributes(&self) -> impl Iterator<Item = &Attribute> {
+        self.attributes
+            .iter()
+            .filter(|a| self.relations.get(&a.key).is_none_or(Relationship::visible))
+    }
+
     /// How many bytes of a row the columns take, as Appwrite reports it (`bytesUsed`): the
     /// width MariaDB gives the row under Appwrite's schema — a fixed part for the internal
     /// columns, then each column's. Basalt itself stores rows of any width up to its own
@@ -174,6 +335,7 @@ pub enum AttrKind {
     Point,
     Line,
     Polygon,
+    Relationship,
 }
 
 impl AttrKind {
@@ -220,6 +382,7 @@ impl AttrKind {
             AttrKind::Point => "point",
             AttrKind::Line => "line",
             AttrKind::Polygon => "polygon",
+            AttrKind::Relationship => "relationship",
         }
     }
 
@@ -252,6 +415,7 @@ impl AttrKind {
             AttrKind::Point => "point",
             AttrKind::Line => "linestring",
             AttrKind::Polygon => "polygon",
+            AttrKind::Relationship => "relationship",
         }
     }
 
@@ -374,6 +538,7 @@ impl Attribute {
             AttrKind::Datetime => 7,
             AttrKind::Point => 25,
             AttrKind::Line | AttrKind::Polygon => 20,
+            AttrKind::Relationship => 1021,
         }
     }
 }

@@ -51,6 +51,8 @@ pub const COLLECTION: &str = "C";
 pub const SEQUENCE: &str = "S";
 /// A collection's pending reshapes (`Collection::reshapes`), when it has any.
 pub const RESHAPES: &str = "R";
+/// A collection's relationships (`Collection::relations`), when it has any.
+pub const RELATIONS: &str = "L";
 pub const TRANSACTION: &str = "T";
 /// The user who made a transaction (`[tx]` → user id); keys' transactions have none.
 pub const TRANSACTION_OWNER: &str = "W";

@@ -85,6 +85,10 @@ fn kind_of(coll: &Collection, attr: &str) -> Option<(AttrKind, bool)> {
         "$createdAt" | "$updatedAt" => Some((AttrKind::Datetime, false)),
         "$sequence" => Some((AttrKind::Integer, false)),
         model::schema::READ_ROLES => Some((AttrKind::String, true)),
+        // A relationship's stored end: the related id, or a manyToMany parent's list of them.
+        a if coll.relation(a).is_some() => {
+            Some((AttrKind::String, coll.relation(a).is_some_and(|r| r.many())))
+        }
         a => coll.attribute(a).map(|a| (a.kind, a.array)),
     }
 }
@@ -401,6 +405,7 @@ fn choose(project: &str, coll: &Collection, spec: &Spec, count: Option<Counts>) 
                 && i.status == IndexStatus::Available
         })
         .chain(std::iter::once(model::schema::read_index()))
+        .chain(coll.relation_indexes().iter())
     {
         let ip = keys::index_prefix(project, &coll.database, &coll.id, &index.key);
         let mut prefixes = vec![ip.clone()];
@@ -719,6 +724,7 @@ mod tests {
                 index("bio_ft", IndexKind::Fulltext, &["bio"]),
             ],
             reshapes: vec![],
+            relations: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

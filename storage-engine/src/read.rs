@@ -227,11 +227,15 @@ impl View {
         }
     }
 
-    /// Fills in a collection's pending reshapes, kept in a record beside its own.
+    /// Fills in a collection's pending reshapes and its relationships, kept in records
+    /// beside its own.
     fn load_reshapes(&self, project: &str, coll: &mut Collection) -> Result<()> {
         let at = [coll.database.as_str(), coll.id.as_str()];
         if let Some(r) = self.get_meta(&keys::meta(project, keys::RESHAPES, &at))? {
             coll.reshapes = r;
+        }
+        if let Some(r) = self.get_meta(&keys::meta(project, keys::RELATIONS, &at))? {
+            coll.relations = r;
         }
         Ok(())
     }

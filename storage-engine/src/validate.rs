@@ -155,6 +155,17 @@ fn scalar(attr: &Attribute, v: &Value) -> Result<Value, Error> {
 /// Checks a (possibly array) value for the attribute. Null is allowed here; `required` is
 /// checked by the callers.
 pub fn value(attr: &Attribute, v: &Value) -> Result<Value, Error> {
+    if attr.kind == AttrKind::Relationship {
+        // Checked against the relationship before this (`apply::relations::take_links`):
+        // the related id, or a manyToMany parent's list of them.
+        return match v {
+            Value::Null | Value::Str(_) => Ok(v.clone()),
+            Value::Array(items) if items.iter().all(|i| matches!(i, Value::Str(_))) => {
+                Ok(v.clone())
+            }
+            _ => Err(type_error(attr, "Value must be a related document ID")),
+        };
+    }
     if let (Some(shape), false) = (attr.kind.shape(), v.is_null()) {
         // A geometry is an array of coordinates, never an array of values.
         return model::spatial::check(shape, v).map_err(|m| type_error(attr, &m));
@@ -366,6 +377,7 @@ mod tests {
             attributes: vec![req, opt],
             indexes: vec![],
             reshapes: vec![],
+            relations: Default::default(),
             created_at: 0,
             updated_at: 0,
         };

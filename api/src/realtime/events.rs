@@ -297,6 +297,7 @@ pub(crate) fn event(c: &Change, lookup: &dyn Lookup) -> Option<Event> {
             attributes: Vec::new(),
             indexes: Vec::new(),
             reshapes: Vec::new(),
+            relations: Default::default(),
             created_at: 0,
             updated_at: 0,
         };

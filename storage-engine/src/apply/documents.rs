@@ -46,6 +46,9 @@ pub(super) fn apply(
             max,
         } => {
             let coll = load_collection(txn, project, database, collection)?;
+            if !coll.relations.is_empty() {
+                return Err(bulk_with_relationships());
+            }
             let mut spec = spec.clone();
             spec.validate(&coll)?;
             let seen = sequence_run(txn, project, &coll, *after, RANGE_SCAN)?;
@@ -86,6 +89,9 @@ pub(super) fn apply(
                 ));
             }
             let coll = load_collection(txn, project, database, collection)?;
+            if !coll.relations.is_empty() {
+                return Err(bulk_with_relationships());
+            }
             let mut spec = spec.clone();
             spec.validate(&coll)?;
             let mut documents = Vec::new();
@@ -205,11 +211,13 @@ fn write_as(
     });
     // A failed index holds nothing and enforces nothing; the built-in read-roles index is
     // always kept.
+    let internal = coll.relation_indexes();
     let live = || {
         coll.indexes
             .iter()
             .filter(|i| !i.status.is_failed())
             .chain(std::iter::once(model::schema::read_index()))
+            .chain(internal.iter())
     };
     if let Some(old) = old {
         for index in live() {
@@ -244,6 +252,14 @@ fn write_as(
         (Some(_), None) => count_rows(txn, project, coll, -1),
         _ => Ok(()),
     }
+}
+
+/// Changes by query do not follow relationships (as in Appwrite, which refuses them there).
+fn bulk_with_relationships() -> Failure {
+    err(
+        ErrorCode::GeneralBadRequest,
+        "Bulk operations are not supported for collections with relationship attributes",
+    )
 }
 
 fn document_not_found(id: &str) -> Failure {
@@ -440,6 +456,15 @@ fn doc_op(
             let old =
                 load_document(txn, project, coll, id)?.ok_or_else(|| document_not_found(id))?;
             require(caller, coll, Some(&old), "delete")?;
+            let mut deleting = std::collections::BTreeSet::new();
+            let w = super::relations::Writer {
+                project,
+                caller,
+                at: now,
+            };
+            super::relations::before_delete(txn, w, coll, &old, &mut deleting)?;
+            // The related rows' changes may have come back to this row (a two-way link).
+            let old = load_document(txn, project, coll, id)?.unwrap_or(old);
             write_document(txn, project, coll, Some(&old), None)?;
             out.push(old);
         }
@@ -513,6 +538,11 @@ fn doc_op(
         {
             return Err(unauthorized());
         }
+        DocOp::UpdateWhere { .. } | DocOp::OperateWhere { .. } | DocOp::DeleteWhere { .. }
+            if !coll.relations.is_empty() =>
+        {
+            return Err(bulk_with_relationships());
+        }
         DocOp::UpdateWhere { spec, data } => {
             for old in select(txn, project, coll, spec)? {
                 let doc = updated(coll, &old, data, &Ops::new(), &None, now)?;
@@ -559,12 +589,20 @@ fn update(
     };
     require(caller, coll, Some(&old), "update")?;
     check_grants(caller, permissions)?;
-    let doc = updated(coll, &old, data, ops, permissions, now)?;
+    let mut data = data.clone();
+    let links = super::relations::take_links(coll, &mut data)?;
+    let doc = updated(coll, &old, &data, ops, permissions, now)?;
     let action = match upsert {
         true => Action::Upsert,
         false => Action::Update,
     };
     write_as(txn, project, coll, Some(&old), Some(&doc), action)?;
+    let w = super::relations::Writer {
+        project,
+        caller,
+        at: now,
+    };
+    super::relations::link(txn, w, coll, Some(&old), &doc, &links)?;
     Ok(doc)
 }
 
@@ -587,7 +625,9 @@ fn create(
             msg!("Document with the requested ID '{}' already exists. Try again with a different ID or use ID.unique() to generate a unique ID.", id),
         ));
     }
-    let data = validate::new_document(coll, &operated(coll, None, data, ops, now)?)?;
+    let mut data = operated(coll, None, data, ops, now)?;
+    let links = super::relations::take_links(coll, &mut data)?;
+    let data = validate::new_document(coll, &data)?;
     let doc = Document {
         id: id.clone(),
         sequence: next_sequence(txn, project, coll)?,
@@ -597,6 +637,12 @@ fn create(
         data,
     };
     write_as(txn, project, coll, None, Some(&doc), action)?;
+    let w = super::relations::Writer {
+        project,
+        caller,
+        at: now,
+    };
+    super::relations::link(txn, w, coll, None, &doc, &links)?;
     Ok(doc)
 }
 

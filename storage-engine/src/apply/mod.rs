@@ -11,6 +11,7 @@ mod auth;
 mod cluster;
 mod documents;
 mod projects;
+mod relations;
 mod schema;
 mod storage;
 mod store;

@@ -60,6 +60,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             txn.del(META, keys::meta(project, keys::DATABASE, &[id]));
             txn.delete_prefix(META, keys::meta_prefix(project, keys::COLLECTION, &[id]));
             txn.delete_prefix(META, keys::meta_prefix(project, keys::RESHAPES, &[id]));
+            txn.delete_prefix(META, keys::meta_prefix(project, keys::RELATIONS, &[id]));
             txn.delete_prefix(META, keys::meta_prefix(project, keys::SEQUENCE, &[id]));
             txn.delete_prefix(DOCS, keys::prefix(&[project, id]));
             txn.delete_prefix(INDEX, keys::prefix(&[project, id]));
@@ -123,7 +124,9 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             Ok(Outcome::Collection(coll))
         }
         SchemaOp::DeleteCollection { database, id } => {
-            load_collection(txn, project, database, id)?;
+            let coll = load_collection(txn, project, database, id)?;
+            super::relations::forget_collection(txn, project, &coll)?;
+            txn.del(META, keys::meta(project, keys::RELATIONS, &[database, id]));
             txn.del(META, keys::meta(project, keys::COLLECTION, &[database, id]));
             txn.del(META, keys::meta(project, keys::RESHAPES, &[database, id]));
             txn.del(META, keys::meta(project, keys::SEQUENCE, &[database, id]));
@@ -171,9 +174,16 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
                     msg!("Attribute '{}' cannot be renamed or deleted. Please remove the associated index '{}' first.", key, i.key),
                 ));
             }
-            coll.attributes.retain(|a| a.key != *key);
             coll.updated_at = at;
-            reshape(txn, project, &mut coll, Reshape::Drop { key: key.clone() })?;
+            if coll.relation(key).is_some() {
+                if !coll.relation(key).is_some_and(|r| r.visible()) {
+                    return Err(attribute_not_found(key));
+                }
+                super::relations::delete_attribute(txn, project, &mut coll, key)?;
+            } else {
+                coll.attributes.retain(|a| a.key != *key);
+                reshape(txn, project, &mut coll, Reshape::Drop { key: key.clone() })?;
+            }
             save_collection(txn, project, &coll);
             Ok(Outcome::Done)
         }
@@ -230,13 +240,38 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &SchemaOp, at: i64) -> R<O
             database,
             collection,
         } => reshape_chunk(txn, project, database, collection),
+        SchemaOp::CreateRelationship {
+            database,
+            collection,
+            key,
+            relationship,
+        } => super::relations::create(txn, project, database, collection, key, relationship, at),
+        SchemaOp::UpdateRelationship {
+            database,
+            collection,
+            key,
+            on_delete,
+            new_key,
+        } => super::relations::update(
+            txn,
+            project,
+            (database, collection, key),
+            *on_delete,
+            new_key.as_ref(),
+            at,
+        ),
     }
 }
 
 /// Records a rename or deletion of an attribute. Reads settle documents to the new layout
 /// from this entry on; when the collection has documents, its rewrite job starts over from
 /// the first one (documents it already rewrote have yet to see this change).
-fn reshape(txn: &mut Txn, project: &str, coll: &mut Collection, change: Reshape) -> R<()> {
+pub(super) fn reshape(
+    txn: &mut Txn,
+    project: &str,
+    coll: &mut Collection,
+    change: Reshape,
+) -> R<()> {
     let seq = keys::index_prefix(project, &coll.database, &coll.id, keys::SEQ_INDEX);
     if txn.scan_limit(INDEX, &seq, 1)?.is_empty() {
         return Ok(());
@@ -309,7 +344,7 @@ fn open_job(
 
 /// A key that stored documents may still hold under an older layout cannot name a new
 /// attribute until the rewrite is through.
-fn refuse_in_flux(coll: &Collection, key: &str) -> R<()> {
+pub(super) fn refuse_in_flux(coll: &Collection, key: &str) -> R<()> {
     match coll.in_flux(key) {
         true => Err(err(
             ErrorCode::AttributeAlreadyExists,
@@ -394,7 +429,7 @@ fn stamped_index(i: &Index, at: i64) -> Index {
     }
 }
 
-fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
+pub(super) fn add_attribute(coll: &mut Collection, attr: model::Attribute) -> R<()> {
     if coll.attribute(&attr.key).is_some() {
         return Err(err(
             ErrorCode::AttributeAlreadyExists,

@@ -37,6 +37,9 @@ pub(super) fn load_collection(txn: &Txn, project: &str, db: &str, id: &str) -> R
     if let Some(r) = txn.get_as(META, &keys::meta(project, keys::RESHAPES, &[db, id]))? {
         coll.reshapes = r;
     }
+    if let Some(r) = txn.get_as(META, &keys::meta(project, keys::RELATIONS, &[db, id]))? {
+        coll.relations = r;
+    }
     Ok(coll)
 }
 
@@ -51,6 +54,11 @@ pub(super) fn save_collection(txn: &mut Txn, project: &str, coll: &Collection) {
     match coll.reshapes.is_empty() {
         true => txn.del(META, reshapes),
         false => txn.put(META, reshapes, encode(&coll.reshapes)),
+    }
+    let relations = keys::meta(project, keys::RELATIONS, &at);
+    match coll.relations.is_empty() {
+        true => txn.del(META, relations),
+        false => txn.put(META, relations, encode(&coll.relations)),
     }
 }
 

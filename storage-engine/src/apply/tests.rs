@@ -112,6 +112,7 @@ impl Fixture {
                             updated_at: 0,
                         }],
                         reshapes: vec![],
+                        relations: Default::default(),
                         created_at: 0,
                         updated_at: 0,
                     },
