@@ -142,15 +142,17 @@ def test_row_width_as_appwrite_reports_it(tables):
     tables.create_varchar_column("db", "w", "v", 100, False)      # 4*100+1
     tables.create_string_column("db", "w", "s", 1000, False)      # 4*1000+2
     tables.create_string_column("db", "w", "big", 20000, False)   # off the row: 20
-    tables.create_integer_column("db", "w", "i", False)           # 4
+    tables.create_integer_column("db", "w", "i", False, max=100)  # 4 (by its max alone)
+    tables.create_integer_column("db", "w", "n", False, min=-2**40, max=2**31 - 1)  # 4
     tables.create_integer_column("db", "w", "l", False, max=2**40)  # 8
+    tables.create_integer_column("db", "w", "u", False)           # 8 (no max: PHP_INT_MAX)
     tables.create_float_column("db", "w", "f", False)             # 8
     tables.create_boolean_column("db", "w", "b", False)           # 1
     tables.create_datetime_column("db", "w", "d", False)          # 7
     tables.create_email_column("db", "w", "e", False)             # 4*254+1
     tables.create_text_column("db", "w", "t", False)              # 20
     tables.create_integer_column("db", "w", "a", False, array=True)  # 20
-    expect = 1067 + 401 + 4002 + 20 + 4 + 8 + 8 + 1 + 7 + (4 * 254 + 1) + 20 + 20
+    expect = 1067 + 401 + 4002 + 20 + 4 + 4 + 8 + 8 + 8 + 1 + 7 + (4 * 254 + 1) + 20 + 20
     table = tables.get_table("db", "w")
     assert table.bytesused == expect
     assert tables.list_tables("db").tables[0].bytesused == expect

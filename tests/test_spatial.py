@@ -147,6 +147,7 @@ def test_spatial_index_rules(places):
         (lambda: t.create_index("geo", "plain", "k", TablesDBIndexType.KEY, ["pt"]), "Cannot create key index on spatial"),
         (lambda: t.create_index("geo", "plain", "u", TablesDBIndexType.UNIQUE, ["area"]), "Cannot create unique index on spatial"),
         (lambda: t.create_index("geo", "plain", "s", TablesDBIndexType.SPATIAL, ["name"]), "Spatial index can only be created on spatial"),
+        (lambda: t.create_index("geo", "plain", "s", TablesDBIndexType.SPATIAL, ["$id"]), '"$id" is of type "string"'),
         (lambda: t.create_index("geo", "plain", "s2", TablesDBIndexType.SPATIAL, ["pt", "area"]), "Spatial index must have exactly one column"),
     ]
     for call, words in cases:
@@ -158,6 +159,8 @@ def test_spatial_index_rules(places):
         Query.intersects("name", [1, 2]),
         Query.distance_less_than("area", [1, 2], 10, True),  # meters: points only
         Query.less_than("pt", [1, 2]),
+        Query.distance_less_than("pt", [0, 91], 10),  # no latitude
+        Query.intersects("area", [[[0, 0], [0, 1], [200, 1], [0, 0]]]),  # no longitude
         '{"method":"distanceLessThan","attribute":"pt","values":[[[1,2]]]}',
     ]
     for q in bad_queries:

@@ -87,10 +87,38 @@ fn list_of(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
 /// `APP_LIMIT_DATABASE_BATCH`); its `total` still counts every row it changed.
 const BULK_ANSWER: usize = 100;
 
+/// A bulk change's answer, gathered a log entry at a time: how many rows it changed, and the
+/// first `BULK_ANSWER` of them (the others are not kept).
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    first: Vec<model::Document>,
+}
+
+impl Tally {
+    fn add(&mut self, docs: Vec<model::Document>) {
+        self.total += docs.len();
+        let room = BULK_ANSWER.saturating_sub(self.first.len());
+        self.first.extend(docs.into_iter().take(room));
+    }
+
+    fn answer(&self, f: Flavor, c: &Collection) -> Json {
+        let shown: Vec<Json> = self
+            .first
+            .iter()
+            .map(|d| render::document(d, c, f, None))
+            .collect();
+        json!({ "total": self.total, f.docs_key(): shown })
+    }
+}
+
 /// A bulk change's answer: how many rows it changed, and the first `BULK_ANSWER` of them.
 fn changed(f: Flavor, c: &Collection, docs: &[model::Document]) -> Json {
-    let shown = &docs[..docs.len().min(BULK_ANSWER)];
-    json!({ "total": docs.len(), f.docs_key(): shown.iter().map(|d| render::document(d, c, f, None)).collect::<Vec<_>>() })
+    let t = Tally {
+        total: docs.len(),
+        first: docs.iter().take(BULK_ANSWER).cloned().collect(),
+    };
+    t.answer(f, c)
 }
 
 /// What a staged single-row write answers, as Appwrite's staged writes do: the row model with
@@ -360,7 +388,7 @@ async fn change_in_chunks(
     req: &Req,
     spec: &Spec,
     change: RangeChange,
-) -> Result<Option<Vec<model::Document>>, ApiError> {
+) -> Result<Option<Tally>, ApiError> {
     if req.str_opt("transactionId")?.is_some() {
         return Ok(None);
     }
@@ -373,7 +401,7 @@ async fn change_in_chunks(
         limit: None,
         ..spec.clone()
     };
-    let (mut after, mut docs) = (0u64, Vec::new());
+    let (mut after, mut tally) = (0u64, Tally::default());
     while remaining > 0 {
         let op = DocumentsOp::Range {
             database: req.path("db"),
@@ -386,7 +414,7 @@ async fn change_in_chunks(
         match propose(s, f, ctx, Op::Documents(op)).await? {
             Outcome::Range { documents, next } => {
                 remaining = remaining.saturating_sub(documents.len() as u64);
-                docs.extend(documents);
+                tally.add(documents);
                 match next {
                     Some(n) => after = n,
                     None => break,
@@ -395,7 +423,7 @@ async fn change_in_chunks(
             o => return Err(unexpected(o)),
         }
     }
-    Ok(Some(docs))
+    Ok(Some(tally))
 }
 
 /// The ordered case of `change_in_chunks`.
@@ -406,7 +434,7 @@ async fn change_listed(
     req: &Req,
     spec: &Spec,
     change: RangeChange,
-) -> Result<Vec<model::Document>, ApiError> {
+) -> Result<Tally, ApiError> {
     let view = s.backend.read(Consistency::Linearizable).await?;
     let fresh = Ctx {
         project: ctx.project.clone(),
@@ -422,10 +450,14 @@ async fn change_listed(
         limit: Some(spec.limit.unwrap_or(u64::MAX)),
         ..spec.clone()
     };
-    let picked = fresh
+    let picked: Vec<String> = fresh
         .view
         .find(&ctx.project, &c, &all, false)
-        .map_err(|e| f.error(e))?;
+        .map_err(|e| f.error(e))?
+        .documents
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     let filters = Spec {
         orders: Vec::new(),
         cursor: None,
@@ -434,21 +466,21 @@ async fn change_listed(
         random: None,
         ..spec.clone()
     };
-    let mut docs = Vec::with_capacity(picked.documents.len());
-    for chunk in picked.documents.chunks(RANGE_CHUNK as usize) {
+    let mut tally = Tally::default();
+    for chunk in picked.chunks(RANGE_CHUNK as usize) {
         let op = DocumentsOp::Listed {
             database: req.path("db"),
             collection: req.path("coll"),
             spec: filters.clone(),
-            ids: chunk.iter().map(|d| d.id.clone()).collect(),
+            ids: chunk.to_vec(),
             change: change.clone(),
         };
         match propose(s, f, ctx, Op::Documents(op)).await? {
-            Outcome::Range { documents, .. } => docs.extend(documents),
+            Outcome::Range { documents, .. } => tally.add(documents),
             o => return Err(unexpected(o)),
         }
     }
-    Ok(docs)
+    Ok(tally)
 }
 
 pub(crate) async fn update_documents(
@@ -465,8 +497,8 @@ pub(crate) async fn update_documents(
     .await?;
     let (data, operators, _) = data_param(&req, f, true)?.unwrap_or_default();
     let change = RangeChange::update(data.clone(), operators.clone());
-    if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, change).await? {
-        return reply(StatusCode::OK, changed(f, &c, &docs));
+    if let Some(tally) = change_in_chunks(&s, f, &ctx, &req, &spec, change).await? {
+        return reply(StatusCode::OK, tally.answer(f, &c));
     }
     match run_ops(
         &s,
@@ -494,8 +526,8 @@ pub(crate) async fn delete_documents(
         Ok((c, spec))
     })
     .await?;
-    if let Some(docs) = change_in_chunks(&s, f, &ctx, &req, &spec, RangeChange::Delete).await? {
-        return reply(StatusCode::OK, changed(f, &c, &docs));
+    if let Some(tally) = change_in_chunks(&s, f, &ctx, &req, &spec, RangeChange::Delete).await? {
+        return reply(StatusCode::OK, tally.answer(f, &c));
     }
     match run_ops(
         &s,

@@ -84,14 +84,29 @@ pub enum Filter {
 #[derive(Clone, Debug)]
 pub struct Pattern(regex::Regex);
 
-/// The largest compiled pattern accepted, in bytes.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+/// The largest compiled pattern a query may give, in bytes, and the most memory its lazy DFA
+/// may take while matching: a short pattern such as `\w{1000}{1000}` compiles to far more.
+const PATTERN_SIZE_LIMIT: usize = 256 << 10;
+const PATTERN_DFA_LIMIT: usize = 1 << 20;
 
 impl Pattern {
+    /// A pattern a request gives, within the limits above.
     pub fn new(source: &str) -> std::result::Result<Pattern, regex::Error> {
         regex::RegexBuilder::new(source)
             .case_insensitive(true)
             .size_limit(PATTERN_SIZE_LIMIT)
+            .dfa_size_limit(PATTERN_DFA_LIMIT)
+            .build()
+            .map(Pattern)
+    }
+
+    /// A pattern read back (from the log, a remembered outcome): it passed `new` when it was
+    /// given, so it is compiled under the crate's default limits (larger than ours), which a
+    /// later change of ours cannot make refuse it.
+    fn stored(source: &str) -> std::result::Result<Pattern, regex::Error> {
+        regex::RegexBuilder::new(source)
+            .case_insensitive(true)
+            .dfa_size_limit(PATTERN_DFA_LIMIT)
             .build()
             .map(Pattern)
     }
@@ -120,7 +135,7 @@ impl Serialize for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Pattern, D::Error> {
         let source = String::deserialize(d)?;
-        Pattern::new(&source).map_err(serde::de::Error::custom)
+        Pattern::stored(&source).map_err(serde::de::Error::custom)
     }
 }
 
@@ -759,6 +774,7 @@ fn validate_filter(f: &mut Filter, coll: &Collection) -> Result<()> {
                 )));
             };
             let g = spatial::geometry(geometry)
+                .filter(spatial::in_range)
                 .ok_or_else(|| invalid("Spatial data must be a valid geometry"))?;
             if let Relation::Distance { meters: true, .. } = relation {
                 if !matches!(g, geo::Geometry::Point(_)) || shape != spatial::Shape::Point {
@@ -1242,6 +1258,8 @@ mod tests {
         );
         for bad in [
             r#"{"method":"regex","attribute":"name","values":["("]}"#,
+            // Short, but compiles to megabytes.
+            r#"{"method":"regex","attribute":"name","values":["\\w{100}{100}"]}"#,
             r#"{"method":"regex","attribute":"name","values":[]}"#,
             r#"{"method":"regex","attribute":"name","values":[1]}"#,
             r#"{"method":"exists","values":[]}"#,

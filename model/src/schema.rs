@@ -518,10 +518,12 @@ impl Attribute {
             s if s > 255 => 4 * s + 2,
             s => 4 * s + 1,
         };
-        let i32_range = |v: &Option<Value>| {
+        // Appwrite sizes an integer column by its maximum alone (absent: PHP_INT_MAX): an
+        // `INT` up to 2,147,483,647, else a `BIGINT`.
+        let int_fits = |v: &Option<Value>| {
             v.as_ref()
                 .and_then(Value::as_f64)
-                .is_none_or(|n| (i32::MIN as f64..=i32::MAX as f64).contains(&n))
+                .is_some_and(|n| n <= i32::MAX as f64)
         };
         match self.kind {
             AttrKind::String => string(self.size.unwrap_or(0), true),
@@ -532,7 +534,7 @@ impl Attribute {
             AttrKind::Ip => string(39, true),
             AttrKind::Enum => string(255, true),
             AttrKind::Text | AttrKind::Mediumtext | AttrKind::Longtext => 20,
-            AttrKind::Integer if i32_range(&self.min) && i32_range(&self.max) => 4,
+            AttrKind::Integer if int_fits(&self.max) => 4,
             AttrKind::Integer | AttrKind::Bigint | AttrKind::Float => 8,
             AttrKind::Boolean => 1,
             AttrKind::Datetime => 7,

@@ -5,11 +5,12 @@
 //! query names — MariaDB's `ST_Intersects`, `ST_Crosses`, `ST_Overlaps`, `ST_Touches`,
 //! `ST_Contains`, `ST_Equals` (the column first), planar `ST_Distance` in coordinate units, or
 //! `ST_Distance_Sphere` in meters between points — computed with the `geo` crate's DE-9IM
-//! relate, which is exact (robust predicates), so a bulk change by a spatial query picks the
-//! same rows on every replica.
+//! relate, which is exact (robust predicates), and distances from IEEE's exact operations and
+//! `libm`'s software functions alone, so a bulk change by a spatial query picks the same rows
+//! on every replica.
 
 use crate::value::Value;
-use geo::{Coord, Distance, Euclidean, Geometry, Intersects, LineString, Point, Polygon, Relate};
+use geo::{Coord, CoordsIter, Geometry, Intersects, LineString, Point, Polygon, Relate};
 use serde::{Deserialize, Serialize};
 
 /// The kind of geometry a spatial column holds.
@@ -220,14 +221,82 @@ pub fn kind_name(g: &Geometry<f64>) -> &'static str {
     }
 }
 
+/// Whether every coordinate of `g` is a longitude and a latitude (what a query's geometry must
+/// be: the spatial index's grid covers no more).
+pub fn in_range(g: &Geometry<f64>) -> bool {
+    g.coords_iter()
+        .all(|c| (-180.0..=180.0).contains(&c.x) && (-90.0..=90.0).contains(&c.y))
+}
+
+/// A geometry's segments (a point: one of length zero).
+fn segments(g: &Geometry<f64>) -> Vec<(Coord<f64>, Coord<f64>)> {
+    let rings: Vec<&LineString<f64>> = match g {
+        Geometry::Point(p) => return vec![(p.0, p.0)],
+        Geometry::LineString(l) => vec![l],
+        Geometry::Polygon(p) => std::iter::once(p.exterior()).chain(p.interiors()).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for r in rings {
+        match r.0.as_slice() {
+            [only] => out.push((*only, *only)),
+            pts => out.extend(pts.windows(2).map(|w| (w[0], w[1]))),
+        }
+    }
+    out
+}
+
+/// The distance from `p` to the segment `(a, b)`.
+fn to_segment(p: Coord<f64>, (a, b): (Coord<f64>, Coord<f64>)) -> f64 {
+    let (dx, dy) = (b.x - a.x, b.y - a.y);
+    let len2 = dx * dx + dy * dy;
+    let t = match len2 > 0.0 {
+        true => (((p.x - a.x) * dx + (p.y - a.y) * dy) / len2).clamp(0.0, 1.0),
+        false => 0.0,
+    };
+    let (qx, qy) = (a.x + t * dx - p.x, a.y + t * dy - p.y);
+    (qx * qx + qy * qy).sqrt()
+}
+
+/// The planar distance between two geometries (`ST_Distance`): zero where they meet, else the
+/// least distance from a vertex of one to a segment of the other (where two segments do not
+/// meet, their closest points include an end of one). `+ - * /` and `sqrt` only: IEEE makes
+/// them exact, so every replica computes the same bits (a platform `hypot` need not).
+fn planar_distance(a: &Geometry<f64>, b: &Geometry<f64>) -> f64 {
+    if a.intersects(b) {
+        return 0.0;
+    }
+    let (sa, sb) = (segments(a), segments(b));
+    let mut best = f64::INFINITY;
+    for (from, to) in [(&sa, &sb), (&sb, &sa)] {
+        for &(p, q) in from.iter() {
+            for &s in to.iter() {
+                best = best.min(to_segment(p, s)).min(to_segment(q, s));
+            }
+        }
+    }
+    best
+}
+
+/// A DE-9IM relation between two geometries; `None` if the `geo` crate gives up on them (its
+/// relate may panic on an invalid geometry, such as a self-crossing ring MariaDB stores): no
+/// row matches then, and the apply that asked goes on.
+fn related(
+    column: &Geometry<f64>,
+    query: &Geometry<f64>,
+    test: impl FnOnce(&geo::relate::IntersectionMatrix) -> bool,
+) -> Option<bool> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&column.relate(query)))).ok()
+}
+
 /// The great-circle distance between two points in meters (`ST_Distance_Sphere`), with
 /// `libm`'s software trigonometry, so every replica computes the same bits.
 pub fn sphere_distance(a: Point<f64>, b: Point<f64>) -> f64 {
     let (lat1, lat2) = (a.y().to_radians(), b.y().to_radians());
     let dlat = lat2 - lat1;
     let dlon = (b.x() - a.x()).to_radians();
-    let h = libm::sin(dlat / 2.0).powi(2)
-        + libm::cos(lat1) * libm::cos(lat2) * libm::sin(dlon / 2.0).powi(2);
+    let (sl, so) = (libm::sin(dlat / 2.0), libm::sin(dlon / 2.0));
+    let h = sl * sl + libm::cos(lat1) * libm::cos(lat2) * so * so;
     2.0 * EARTH_RADIUS_M * libm::asin(libm::sqrt(h.min(1.0)))
 }
 
@@ -241,12 +310,12 @@ pub fn holds(rel: Relation, column: &Geometry<f64>, query: &Geometry<f64>) -> Op
             if matches!(column, Geometry::Polygon(_)) || matches!(query, Geometry::Point(_)) {
                 return None;
             }
-            column.relate(query).is_crosses()
+            return related(column, query, |m| m.is_crosses());
         }
-        Relation::Overlaps => column.relate(query).is_overlaps(),
-        Relation::Touches => column.relate(query).is_touches(),
-        Relation::Contains => column.relate(query).is_contains(),
-        Relation::Equals => column.relate(query).is_equal_topo(),
+        Relation::Overlaps => return related(column, query, |m| m.is_overlaps()),
+        Relation::Touches => return related(column, query, |m| m.is_touches()),
+        Relation::Contains => return related(column, query, |m| m.is_contains()),
+        Relation::Equals => return related(column, query, |m| m.is_equal_topo()),
         Relation::Distance {
             cmp,
             distance,
@@ -255,7 +324,7 @@ pub fn holds(rel: Relation, column: &Geometry<f64>, query: &Geometry<f64>) -> Op
             let d = match (meters, column, query) {
                 (true, Geometry::Point(a), Geometry::Point(b)) => sphere_distance(*a, *b),
                 (true, _, _) => return None,
-                (false, a, b) => Euclidean.distance(a, b),
+                (false, a, b) => planar_distance(a, b),
             };
             match cmp {
                 DistanceCmp::Equal => d == distance,
@@ -363,6 +432,52 @@ mod tests {
             holds(d(DistanceCmp::LessThan, 1.0, false), &seven, &six),
             Some(false)
         );
+        // Planar distances: vertex to edge, inside (zero), edge to edge.
+        let dist = |a, b| planar_distance(&g(a), &g(b));
+        assert_eq!(
+            dist(
+                serde_json::json!([7, 2]),
+                serde_json::json!([[[0, 0], [0, 4], [4, 4], [4, 0], [0, 0]]])
+            ),
+            3.0
+        );
+        assert_eq!(
+            dist(
+                serde_json::json!([1, 1]),
+                serde_json::json!([[[0, 0], [0, 4], [4, 4], [4, 0], [0, 0]]])
+            ),
+            0.0
+        );
+        assert_eq!(
+            dist(
+                serde_json::json!([[0, 5], [4, 5]]),
+                serde_json::json!([[3, 0], [3, 2]])
+            ),
+            3.0
+        );
+        assert_eq!(
+            dist(serde_json::json!([0, 0]), serde_json::json!([3, 4])),
+            5.0
+        );
+        // A self-crossing ring (a bow tie) relates to no answer rather than a panic.
+        let bowtie = g(serde_json::json!([[
+            [0, 0],
+            [4, 4],
+            [4, 0],
+            [0, 4],
+            [0, 0]
+        ]]));
+        for rel in [
+            Relation::Overlaps,
+            Relation::Touches,
+            Relation::Contains,
+            Relation::Equals,
+        ] {
+            let _ = holds(rel, &bowtie, &square);
+            let _ = holds(rel, &square, &bowtie);
+        }
+        assert!(!in_range(&g(serde_json::json!([0, 91]))));
+        assert!(in_range(&g(serde_json::json!([-180, 90]))));
         // One degree of longitude at 6°N, over a sphere of 6,371 km.
         let m = sphere_distance(Point::new(7.0, 6.0), Point::new(6.0, 6.0));
         assert!((m - 110_576.0).abs() < 50.0, "{m}");

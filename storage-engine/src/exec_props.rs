@@ -738,7 +738,7 @@ fn spatial_queries_match_brute_force() {
                     let meters = kind == "point" && qkind == "point" && rng.gen_bool(0.5);
                     let d = match meters {
                         true => [10.0, 5_000.0, 300_000.0][rng.gen_range(0..3)],
-                        false => [0.0, 0.01, 1.0, 4.0][rng.gen_range(0..3)],
+                        false => [0.0, 0.01, 1.0, 4.0][rng.gen_range(0..4)],
                     };
                     json!({"method": m, "attribute": "g", "values": [[g, d, meters]]})
                 }

@@ -531,25 +531,44 @@ fn update_attribute(
 }
 
 /// A string column shrinks only if every stored value fits the new size (as MariaDB's
-/// `ALTER TABLE` refuses to truncate). Reads the table's rows, within the apply scan budget.
+/// `ALTER TABLE` refuses to truncate). Reads the table's rows a page at a time, at most the
+/// apply scan budget of them (beyond: `database_timeout`, nothing changed).
 fn refuse_longer(txn: &Txn, project: &str, coll: &Collection, attr: &model::Attribute) -> R<()> {
+    const PAGE: usize = 1_000;
     let Some(max) = attr.max_len() else {
         return Ok(());
     };
     let longer = |v: &Value| v.as_str().is_some_and(|s| s.chars().count() as u64 > max);
-    for doc in super::store::all_documents(txn, project, coll)? {
-        let too_long = match doc.get(&attr.key) {
-            Value::Array(items) => items.iter().any(longer),
-            v => longer(&v),
-        };
-        if too_long {
-            return Err(err(
-                ErrorCode::AttributeInvalidResize,
-                "Existing data is too large for new size, truncate your existing data then try again.",
-            ));
+    let prefix = super::store::doc_prefix(project, coll);
+    let mut from = prefix.clone();
+    let mut seen = 0usize;
+    loop {
+        let rows = txn.scan_from(DOCS, &prefix, &from, PAGE)?;
+        for (k, v) in &rows {
+            let doc = crate::engine::decode_document(coll, k, v)?;
+            let too_long = match doc.get(&attr.key) {
+                Value::Array(items) => items.iter().any(longer),
+                v => longer(&v),
+            };
+            if too_long {
+                return Err(err(
+                    ErrorCode::AttributeInvalidResize,
+                    "Existing data is too large for new size, truncate your existing data then try again.",
+                ));
+            }
+        }
+        seen += rows.len();
+        if seen > crate::engine::APPLY_SCAN_BUDGET {
+            return Err(Failure::User(crate::engine::scan_budget_exceeded()));
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == PAGE => {
+                from = k.clone();
+                from.push(0);
+            }
+            _ => return Ok(()),
         }
     }
-    Ok(())
 }
 
 fn check_index(coll: &Collection, index: &Index) -> R<()> {
@@ -615,10 +634,18 @@ fn check_index(coll: &Collection, index: &Index) -> R<()> {
             ));
         }
         let a = &index.attributes[0];
-        if let Some(attr) = coll.attribute(a).filter(|attr| attr.kind.shape().is_none()) {
+        // A system attribute (`$id`, `$createdAt`, ...) is no spatial one either.
+        let kind = match coll.attribute(a) {
+            Some(attr) if attr.kind.shape().is_some() => None,
+            Some(attr) => Some(attr.kind.wire_type()),
+            None if a == "$sequence" => Some("integer"),
+            None if a == "$createdAt" || a == "$updatedAt" => Some("datetime"),
+            None => Some("string"),
+        };
+        if let Some(kind) = kind {
             return Err(err(
                 ErrorCode::IndexInvalid,
-                msg!("Spatial index can only be created on spatial attributes (point, linestring, polygon). Attribute \"{}\" is of type \"{}\"", a, attr.kind.wire_type()),
+                msg!("Spatial index can only be created on spatial attributes (point, linestring, polygon). Attribute \"{}\" is of type \"{}\"", a, kind),
             ));
         }
     } else if let Some(a) = index.attributes.iter().find(|a| {
