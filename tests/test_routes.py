@@ -21,6 +21,17 @@ def operations():
                     yield method.upper(), path, ops[method].get("operationId")
 
 
+# The console's routes of these services (endpoints-1.9.3.md; not in the server spec).
+CONSOLE = [
+    "/databases/usage", "/databases/{databaseId}/usage", "/databases/{databaseId}/logs",
+    "/databases/{databaseId}/collections/{collectionId}/usage",
+    "/databases/{databaseId}/collections/{collectionId}/logs",
+    "/databases/{databaseId}/collections/{collectionId}/documents/{documentId}/logs",
+    "/tablesdb/usage", "/tablesdb/{databaseId}/usage", "/tablesdb/{databaseId}/tables/{tableId}/usage",
+    "/tablesdb/{databaseId}/tables/{tableId}/logs", "/tablesdb/{databaseId}/tables/{tableId}/rows/{rowId}/logs",
+]
+
+
 def fill(path, ids):
     return re.sub(r"\{([^}]+)\}", lambda m: ids[m.group(1)], path)
 
@@ -39,6 +50,7 @@ def test_every_databases_and_tablesdb_route_is_served(project, tables):
             "rowId": "r", "transactionId": tx_id, "attribute": "name", "column": "name"}
     ops = list(operations())
     assert len(ops) > 100, len(ops)  # the walk found the spec's paths
+    ops += [("GET", path, "console") for path in CONSOLE]
     base = project.node.url()
     for method, path, op in ops:
         if method == "GET":

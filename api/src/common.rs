@@ -246,8 +246,30 @@ pub(crate) async fn enter_write(
     Ok(prepare(s, f, req, what, |_| Ok(())).await?.0)
 }
 
-/// Proposes `op` as the request's actor, in its project, under a new request id.
+/// Proposes `op` as the request's actor, in its project, under a new request id. A schema
+/// or document write goes down in the databases' audit trail (`model::audit`) with where the
+/// request came from.
 pub(crate) async fn propose(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    op: Op,
+) -> Result<Outcome, ApiError> {
+    let op = match op {
+        Op::Schema(_) | Op::Documents(_) => Op::Audited {
+            op: Box::new(op),
+            client: model::command::Client {
+                ip: ctx.ip.clone(),
+                user_agent: ctx.user_agent.clone(),
+            },
+        },
+        op => op,
+    };
+    propose_plain(s, f, ctx, op).await
+}
+
+/// `propose`, leaving no audit entry (the later chunks of one request's bulk change).
+pub(crate) async fn propose_plain(
     s: &AppState,
     f: Flavor,
     ctx: &Ctx,

@@ -44,6 +44,7 @@ mod storage;
 mod teams;
 mod telemetry;
 mod transactions;
+mod usage;
 mod users;
 
 use axum::Router;
@@ -185,6 +186,8 @@ pub struct AppState {
     /// Chunks being encoded and replicated at once on this node (a chunk, its encoded form
     /// and the frames that carry it to the peers).
     storing: Arc<tokio::sync::Semaphore>,
+    /// Reads served here, not yet in the usage counters.
+    reads: Arc<usage::Reads>,
 }
 
 /// Every route under `/v1`, with the shared middleware stack; realtime subscribers are
@@ -207,7 +210,9 @@ pub fn router(
         previews: Arc::new(storage::preview::Previews::new(cores)),
         uploads: Arc::new(tokio::sync::Semaphore::new(16)),
         storing: Arc::new(tokio::sync::Semaphore::new(4)),
+        reads: Arc::new(usage::Reads::default()),
     };
+    usage::Reads::start(&state.reads, &state.backend);
     Router::new()
         .merge(operator::router())
         .merge(health::router())
@@ -222,6 +227,8 @@ pub fn router(
         .merge(storage::tokens::router())
         .merge(databases::router(common::Flavor::Legacy))
         .merge(databases::router(common::Flavor::Tables))
+        .merge(usage::router(common::Flavor::Legacy))
+        .merge(usage::router(common::Flavor::Tables))
         .route("/metrics", axum::routing::get(telemetry::metrics))
         .route_layer(axum::middleware::from_fn(telemetry::tag))
         .fallback(error::not_found)

@@ -5,8 +5,8 @@ use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
     bulk_item, collection, enter, fields, key_only, load_transaction, missing_data, negated,
-    no_content, parse_spec, permissions, prepare, propose, reply, unexpected, Fields, Flavor,
-    Reply, Res,
+    no_content, parse_spec, permissions, prepare, propose, propose_plain, reply, unexpected,
+    Fields, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
@@ -234,6 +234,7 @@ pub(crate) async fn list_documents(
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
     let c = collection(f, &ctx, &req)?;
+    s.reads.count(&ctx.project, &c.database);
     let mut spec = parse_spec(&req)?;
     spec.validate(&c)?;
     readable_only(&ctx, &c, &mut spec)?;
@@ -411,7 +412,12 @@ async fn change_in_chunks(
             after,
             max: remaining.min(u64::from(RANGE_CHUNK)) as u32,
         };
-        match propose(s, f, ctx, Op::Documents(op)).await? {
+        // One audit entry for the request: its first chunk's.
+        let sent = match after {
+            0 => propose(s, f, ctx, Op::Documents(op)).await?,
+            _ => propose_plain(s, f, ctx, Op::Documents(op)).await?,
+        };
+        match sent {
             Outcome::Range { documents, next } => {
                 remaining = remaining.saturating_sub(documents.len() as u64);
                 tally.add(documents);
@@ -467,7 +473,7 @@ async fn change_listed(
         ..spec.clone()
     };
     let mut tally = Tally::default();
-    for chunk in picked.chunks(RANGE_CHUNK as usize) {
+    for (n, chunk) in picked.chunks(RANGE_CHUNK as usize).enumerate() {
         let op = DocumentsOp::Listed {
             database: req.path("db"),
             collection: req.path("coll"),
@@ -475,7 +481,12 @@ async fn change_listed(
             ids: chunk.to_vec(),
             change: change.clone(),
         };
-        match propose(s, f, ctx, Op::Documents(op)).await? {
+        // One audit entry for the request: its first chunk's.
+        let sent = match n {
+            0 => propose(s, f, ctx, Op::Documents(op)).await?,
+            _ => propose_plain(s, f, ctx, Op::Documents(op)).await?,
+        };
+        match sent {
             Outcome::Range { documents, .. } => tally.add(documents),
             o => return Err(unexpected(o)),
         }
@@ -550,6 +561,7 @@ pub(crate) async fn get_document(
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
     let c = collection(f, &ctx, &req)?;
+    s.reads.count(&ctx.project, &c.database);
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
     let id = req.path("doc");

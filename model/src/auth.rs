@@ -83,7 +83,7 @@ pub(crate) fn index(key: &str, kind: IndexKind, attrs: &[&str]) -> Index {
     }
 }
 
-fn system(id: &str, attributes: Vec<Attribute>, indexes: Vec<Index>) -> Collection {
+pub(crate) fn system(id: &str, attributes: Vec<Attribute>, indexes: Vec<Index>) -> Collection {
     system_in(DB, id, attributes, indexes)
 }
 

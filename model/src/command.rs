@@ -94,7 +94,43 @@ pub enum Op {
     Auth(AuthOp),
     Platforms(PlatformOp),
     Storage(StorageOp),
+    /// `op`, written down in the databases' audit trail (`crate::audit`) when it succeeds,
+    /// with where the request came from. (Added after the first log format, like the next.)
+    Audited {
+        /// Decoded with the nesting bound, like `AuthOp::Audited`.
+        #[serde(deserialize_with = "crate::nesting::nested")]
+        op: Box<Op>,
+        client: Client,
+    },
+    /// Usage a node counted itself: the reads it served (`crate::usage`). The operator's.
+    Usage(UsageOp),
 }
+
+/// Where a request came from, as the audit trail records it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Client {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// Usage counted outside apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UsageOp {
+    /// Reads one node served since its last flush, by database and hour.
+    Reads { counts: Vec<ReadCount> },
+}
+
+/// Reads of one database's documents (gets and lists) in the hour starting `hour` (epoch
+/// seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadCount {
+    pub database: String,
+    pub hour: i64,
+    pub reads: u64,
+}
+
+/// Counts one flush carries at most.
+pub const MAX_READ_COUNTS: usize = 10_000;
 
 /// Buckets and files (`crate::storage`). A file's bytes never travel in the log: each chunk
 /// is stored, as a content-addressed blob, on a quorum of nodes before the `PutChunk` naming

@@ -4,6 +4,7 @@
 //! **Invariant:** nothing here reads a clock or a random source; every type that travels in
 //! the Raft log serialises without `deserialize_any` (bincode-safe).
 
+pub mod audit;
 pub mod auth;
 pub mod change;
 pub mod command;
@@ -18,6 +19,7 @@ pub mod schema;
 pub mod spatial;
 pub mod storage;
 pub mod time;
+pub mod usage;
 pub mod value;
 
 pub use command::{Actor, Batch, DocOp, DocTarget, Envelope, Op, Outcome, RequestId};

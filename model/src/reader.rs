@@ -82,4 +82,17 @@ pub trait StateReader: Send + Sync {
     ) -> Result<Vec<(u64, crate::storage::ChunkRef)>>;
     /// The key the project's encrypted chunks are sealed under, once one was made.
     fn storage_key(&self, project: &str) -> Result<Option<String>>;
+    /// A usage counter (`crate::usage`) in each of `buckets` (bucket starts), 0 where none.
+    fn usage_series(
+        &self,
+        project: &str,
+        scope: &crate::usage::Scope,
+        metric: crate::usage::Metric,
+        period: crate::usage::Period,
+        buckets: &[i64],
+    ) -> Result<Vec<i64>>;
+    /// The bytes of row data `scope` holds, as usage counts them.
+    fn usage_storage(&self, project: &str, scope: &crate::usage::Scope) -> Result<i64>;
+    /// How many rows a collection holds (exact, uncapped).
+    fn rows(&self, project: &str, db: &str, coll: &str) -> Result<u64>;
 }

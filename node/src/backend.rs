@@ -114,6 +114,22 @@ impl StateReader for OffRuntime {
     fn storage_key(&self, project: &str) -> R<Option<String>> {
         self.0.storage_key(project)
     }
+    fn usage_series(
+        &self,
+        project: &str,
+        scope: &model::usage::Scope,
+        metric: model::usage::Metric,
+        period: model::usage::Period,
+        buckets: &[i64],
+    ) -> R<Vec<i64>> {
+        blocking(|| self.0.usage_series(project, scope, metric, period, buckets))
+    }
+    fn usage_storage(&self, project: &str, scope: &model::usage::Scope) -> R<i64> {
+        self.0.usage_storage(project, scope)
+    }
+    fn rows(&self, project: &str, db: &str, coll: &str) -> R<u64> {
+        self.0.rows(project, db, coll)
+    }
 }
 
 pub struct NodeBackend {

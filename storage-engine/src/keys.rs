@@ -169,6 +169,38 @@ pub fn meta_prefix(project: &str, tag: &str, rest: &[&str]) -> Vec<u8> {
     k
 }
 
+/// Usage counters (`model::usage`): `project \0 G \0 period \0 bucket \0 db \0 coll \0
+/// metric`, the bucket's start as 12 decimal digits so a period's oldest buckets come first
+/// (retention prunes from the front); running totals (`model::usage::keeps_total`) are
+/// `project \0 g \0 db \0 coll \0 metric`. Values are 8-byte signed big-endian numbers.
+pub const USAGE: &str = "G";
+pub const USAGE_TOTAL: &str = "g";
+
+pub fn usage_series(
+    project: &str,
+    period: model::usage::Period,
+    bucket: i64,
+    scope: &model::usage::Scope,
+    metric: model::usage::Metric,
+) -> Vec<u8> {
+    let (db, coll) = scope.parts();
+    let bucket = format!("{bucket:012}");
+    meta(
+        project,
+        USAGE,
+        &[period.tag(), &bucket, db, coll, metric.tag()],
+    )
+}
+
+pub fn usage_total(
+    project: &str,
+    scope: &model::usage::Scope,
+    metric: model::usage::Metric,
+) -> Vec<u8> {
+    let (db, coll) = scope.parts();
+    meta(project, USAGE_TOTAL, &[db, coll, metric.tag()])
+}
+
 /// Order-preserving bytes of a timestamp (epoch ms).
 pub fn time_bytes(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()

@@ -2,7 +2,7 @@
 //! the API layer gets; and the query executor, which runs on it.
 
 use crate::apply::txn::Txn;
-use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_META};
+use crate::engine::{decode, decode_document, Engine, StorageError, CF_DOCS, CF_INDEX, CF_META};
 use crate::keys;
 use crate::planner;
 use model::msg;
@@ -451,6 +451,50 @@ impl StateReader for View {
             )
             .map_err(StorageError::from)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn usage_series(
+        &self,
+        project: &str,
+        scope: &model::usage::Scope,
+        metric: model::usage::Metric,
+        period: model::usage::Period,
+        buckets: &[i64],
+    ) -> Result<Vec<i64>> {
+        let keys: Vec<Vec<u8>> = buckets
+            .iter()
+            .map(|b| keys::usage_series(project, period, *b, scope, metric))
+            .collect();
+        let cf = self.cf(CF_META);
+        self.engine
+            .db
+            .multi_get_cf_opt(keys.iter().map(|k| (cf, k)), &self.opts())
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map_or(0, |v| model::usage::decode(&v)))
+                    .map_err(|e| StorageError::from(e).into())
+            })
+            .collect()
+    }
+
+    fn usage_storage(&self, project: &str, scope: &model::usage::Scope) -> Result<i64> {
+        Ok(self
+            .snap
+            .get_cf(
+                self.cf(CF_META),
+                keys::usage_total(project, scope, model::usage::Metric::Storage),
+            )
+            .map_err(StorageError::from)?
+            .map_or(0, |v| model::usage::decode(&v)))
+    }
+
+    fn rows(&self, project: &str, db: &str, coll: &str) -> Result<u64> {
+        Ok(self
+            .snap
+            .get_cf(self.cf(CF_INDEX), keys::rows_count(project, db, coll))
+            .map_err(StorageError::from)?
+            .and_then(|v| keys::parse_count(&v))
+            .unwrap_or(0))
     }
 
     fn list_transactions(&self, project: &str) -> Result<Vec<Transaction>> {

@@ -271,7 +271,7 @@ fn eventful(c: &Change) -> bool {
     }
     c.database != auth::DB
         || match c.collection.as_str() {
-            auth::LOGS => false,
+            auth::LOGS | model::audit::AUDIT => false,
             auth::TOKENS => c.action == Action::Create,
             _ => true,
         }

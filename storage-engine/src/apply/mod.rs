@@ -7,6 +7,7 @@
 //! [`REQUEST_WINDOW_MS`] of leader time answers its first outcome again) and its actor is
 //! authorised against the committed state. Each service's operations live in their own module.
 
+mod audit;
 mod auth;
 mod cluster;
 mod documents;
@@ -17,13 +18,14 @@ mod storage;
 mod store;
 mod transactions;
 pub(crate) mod txn;
+mod usage;
 
 pub(crate) use documents::{staged_document, staged_documents};
 
 use crate::engine::{encode, Engine, StorageError};
 use crate::keys;
 use model::change::Change;
-use model::command::{Actor, Batch, Envelope, Op, RequestId, StorageOp, COMMAND_VERSION};
+use model::command::{Actor, Batch, Client, Envelope, Op, RequestId, StorageOp, COMMAND_VERSION};
 use model::msg;
 use model::{ApiKey, Error, ErrorCode, Outcome};
 use txn::{Txn, META};
@@ -150,7 +152,16 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
     let sp = txn.savepoint();
     let result = match first_outcome(txn, env.request_id) {
         Ok(Some(first)) => return Ok(first),
-        Ok(None) => authorize(txn, env, at).and_then(|caller| dispatch(txn, env, &caller, at)),
+        Ok(None) => audited(env).and_then(|(op, client)| {
+            let caller = authorize(txn, env, op, at)?;
+            let removed = usage::before(txn, &env.project, op)?;
+            let out = dispatch(txn, env, op, &caller, at)?;
+            usage::account(txn, &env.project, op, removed, at)?;
+            if let Some(client) = client {
+                audit::record(txn, env, op, client, at)?;
+            }
+            Ok(out)
+        }),
         Err(e) => Err(e),
     };
     let outcome = match result {
@@ -234,14 +245,15 @@ pub(super) fn unauthorized() -> Failure {
 /// expired at `at`, and holds one of the scopes the operation needs; a user's session exists,
 /// is theirs, has not expired, and the user is not blocked. Projects, keys, the cluster and
 /// schemas are for keys (and the operator) alone.
-fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
+fn authorize(txn: &Txn, env: &Envelope, op: &Op, at: i64) -> R<Caller> {
     let (id, scopes) = match &env.actor {
         Actor::Operator => return Ok(Caller::Privileged),
         Actor::Key { id, scopes } => (id, scopes),
         Actor::User { .. } | Actor::Guest
             if matches!(
-                env.op,
+                op,
                 Op::Projects(_)
+                    | Op::Usage(_)
                     | Op::Keys(_)
                     | Op::Cluster(_)
                     | Op::Schema(_)
@@ -253,7 +265,7 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         }
         Actor::User { id, session } => {
             let user = auth::check_session(txn, &env.project, id, session, at)?;
-            auth::check_factors(txn, &env.project, &user, session, &env.op)?;
+            auth::check_factors(txn, &env.project, &user, session, op)?;
             let teams = auth::team_roles(txn, &env.project, id)?;
             return Ok(Caller::Roles {
                 roles: model::auth::roles(Some(&user), &teams),
@@ -270,8 +282,9 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
         }
     };
     if matches!(
-        env.op,
+        op,
         Op::Projects(_)
+            | Op::Usage(_)
             | Op::Keys(_)
             | Op::Cluster(_)
             | Op::Platforms(_)
@@ -301,9 +314,21 @@ fn authorize(txn: &Txn, env: &Envelope, at: i64) -> R<Caller> {
     Ok(Caller::Privileged)
 }
 
-fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcome> {
-    let project = env.project.as_str();
+/// The operation an envelope carries, and where its request came from if it is audited.
+fn audited(env: &Envelope) -> R<(&Op, Option<&Client>)> {
     match &env.op {
+        Op::Audited { op, .. } if matches!(**op, Op::Audited { .. }) => Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "An audited operation is one operation.",
+        )),
+        Op::Audited { op, client } => Ok((op, Some(client))),
+        op => Ok((op, None)),
+    }
+}
+
+fn dispatch(txn: &mut Txn, env: &Envelope, op: &Op, caller: &Caller, at: i64) -> R<Outcome> {
+    let project = env.project.as_str();
+    match op {
         Op::Projects(op) => projects::apply_project(txn, project, op, at),
         Op::Keys(op) => projects::apply_key(txn, project, op, at),
         Op::Schema(op) => schema::apply(txn, project, op, at),
@@ -313,6 +338,12 @@ fn dispatch(txn: &mut Txn, env: &Envelope, caller: &Caller, at: i64) -> R<Outcom
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),
         Op::Platforms(op) => projects::apply_platform(txn, project, op, at),
         Op::Storage(op) => storage::apply(txn, project, caller, op, at),
+        Op::Usage(op) => usage::apply(txn, project, op),
+        // `audited` unwrapped it.
+        Op::Audited { .. } => Err(err(
+            ErrorCode::GeneralArgumentInvalid,
+            "An audited operation is one operation.",
+        )),
     }
 }
 

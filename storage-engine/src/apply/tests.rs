@@ -1648,3 +1648,127 @@ fn operators_compute_from_the_row_as_the_log_has_it() {
     let ints = |v: &[i64]| Value::Array(v.iter().map(|i| Value::Int(*i)).collect());
     assert_eq!(a.get("tags"), ints(&[1, 2, 3, 4]));
 }
+
+fn audited(op: Op) -> Op {
+    Op::Audited {
+        op: Box::new(op),
+        client: model::command::Client {
+            ip: "10.0.0.1".into(),
+            user_agent: "t".into(),
+        },
+    }
+}
+
+fn usage_now(
+    f: &Fixture,
+    scope: &model::usage::Scope,
+    metric: model::usage::Metric,
+    at: i64,
+) -> i64 {
+    let view = f.eng.view().unwrap();
+    let period = model::usage::Period::Hour;
+    view.usage_series("p", scope, metric, period, &[period.bucket(at)])
+        .unwrap()[0]
+}
+
+#[test]
+fn usage_counts_what_applied_and_nothing_a_failure_did() {
+    use model::usage::{Metric, Scope};
+    let mut f = Fixture::new();
+    // The operator: the fixture's key has expired by these times.
+    let k = || Actor::Operator;
+    let at = 3_600_000 * 10;
+    let out = f.apply(vec![
+        env(k(), create("a", 1, "a"), at),
+        env(k(), create("b", 2, "b"), at),
+        // Refused (unique name): counts nothing.
+        env(k(), create("x", 3, "a"), at),
+        env(k(), increment("a"), at),
+    ]);
+    assert_eq!(failed(&out[2]), Some(ErrorCode::DocumentUniqueViolation));
+    let db = Scope::Database("d".into());
+    let coll = Scope::Collection("d".into(), "c".into());
+    assert_eq!(usage_now(&f, &Scope::Project, Metric::Writes, at), 3);
+    assert_eq!(usage_now(&f, &db, Metric::Documents, at), 2);
+    assert_eq!(usage_now(&f, &coll, Metric::Documents, at), 2);
+    let bytes = f.eng.view().unwrap().usage_storage("p", &coll).unwrap();
+    assert!(bytes > 0);
+    assert_eq!(usage_now(&f, &Scope::Project, Metric::Storage, at), bytes);
+    // Reads reported by a node land in their hour; only the operator reports them.
+    let reads = Op::Usage(model::command::UsageOp::Reads {
+        counts: vec![model::command::ReadCount {
+            database: "d".into(),
+            hour: at / 1000,
+            reads: 7,
+        }],
+    });
+    let out = f.apply(vec![
+        env(key_actor(&["rows.write"]), reads.clone(), at),
+        env(Actor::Operator, reads, at),
+    ]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::UserUnauthorized));
+    assert_eq!(usage_now(&f, &db, Metric::Reads, at), 7);
+    // Deleting the table takes its rows and bytes back out, in the hour it happens.
+    let later = at + 3_600_000;
+    f.apply(vec![schema(
+        SchemaOp::DeleteCollection {
+            database: "d".into(),
+            id: "c".into(),
+        },
+        later,
+    )]);
+    assert_eq!(usage_now(&f, &db, Metric::Documents, later), -2);
+    assert_eq!(usage_now(&f, &db, Metric::Collections, later), -1);
+    assert_eq!(
+        usage_now(&f, &Scope::Project, Metric::Storage, later),
+        -bytes
+    );
+    let view = f.eng.view().unwrap();
+    assert_eq!(view.usage_storage("p", &Scope::Project).unwrap(), 0);
+    assert_eq!(view.usage_storage("p", &coll).unwrap(), 0);
+    // The hour before is as it was.
+    assert_eq!(usage_now(&f, &db, Metric::Documents, at), 2);
+}
+
+#[test]
+fn the_audit_trail_keeps_a_bounded_recent_history() {
+    let mut f = Fixture::new();
+    let k = || Actor::Operator;
+    let day = 24 * 3_600_000;
+    f.apply(vec![env(k(), audited(create("a", 1, "a")), day)]);
+    // A refused write leaves no entry; an unaudited one neither.
+    f.apply(vec![
+        env(k(), audited(create("a", 1, "a")), day),
+        env(k(), increment("a"), day),
+    ]);
+    let entries = |f: &Fixture| {
+        let view = f.eng.view().unwrap();
+        let spec = model::query::Spec::parse(&[]).unwrap();
+        view.find("p", model::audit::collection(), &spec, true)
+            .unwrap()
+            .documents
+            .iter()
+            .map(|d| {
+                let e = model::audit::Entry::from_document(d);
+                (e.resource, e.event, e.ip, e.user_type)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        entries(&f),
+        vec![(
+            "database/d/collection/c/document/a".to_string(),
+            "document.create".to_string(),
+            "10.0.0.1".to_string(),
+            "console".to_string()
+        )]
+    );
+    // Nested audits are refused.
+    let out = f.apply(vec![env(k(), audited(audited(increment("a"))), day)]);
+    assert_eq!(failed(&out[0]), Some(ErrorCode::GeneralArgumentInvalid));
+    // Fifteen days on, the next audited write removes the expired entry.
+    f.apply(vec![env(k(), audited(increment("a")), 16 * day)]);
+    let left = entries(&f);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, "document.update");
+}

@@ -172,6 +172,11 @@ impl<'a> Txn<'a> {
         self.undo.push(Undo::Change);
     }
 
+    /// The changes the envelope being applied has recorded so far.
+    pub(crate) fn pending_changes(&self) -> &[model::change::Change] {
+        &self.changes
+    }
+
     /// Ends an envelope: it can no longer be rolled back (the undo record is dropped), and
     /// the changes it recorded are answered, one per document (`coalesce`).
     pub(crate) fn end_envelope(&mut self) -> Vec<model::change::Change> {
