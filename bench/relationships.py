@@ -1,8 +1,9 @@
 """Related rows on a list (benchmark, not a test). One Basalt node on loopback, driven by `wrk`:
 a list of 25 posts, each with a many-to-one author and ten one-to-many comments, loaded by
 `select("*", "author.*", "comments.*")` (each post's author and its 10 comments: 275 related
-rows per page), against the same list of 25 rows of a table without relationships, and the
-posts listed without loading their related rows.
+rows per page), against the same list of 25 rows of a table without relationships, the posts
+listed without loading their related rows, and a plain list of the 300 rows the loaded page
+carries.
 
     BASALT_BIN=~/.cache/basalt/target/release/basalt python bench/relationships.py [seconds]
 
@@ -46,7 +47,7 @@ def main():
         post("", {"databaseId": "bench", "name": "bench"})
         text = [{"key": "title", "type": "varchar", "size": 64, "required": False},
                 {"key": "n", "type": "integer", "required": False}]
-        for t in ("posts", "plain", "authors", "comments"):
+        for t in ("posts", "plain", "authors", "comments", "many"):
             post("/bench/tables", {"tableId": t, "name": t, "columns": text})
         post("/bench/tables/posts/columns/relationship",
              {"relatedTableId": "authors", "type": "manyToOne", "key": "author", "onDelete": "setNull"})
@@ -62,6 +63,11 @@ def main():
                 "title": f"post {p}", "n": p, "author": f"a{p % AUTHORS}",
                 "comments": [f"c{p}x{c}" for c in range(COMMENTS)]}})
             post("/bench/tables/plain/rows", {"rowId": f"p{p}", "data": {"title": f"post {p}", "n": p}})
+        # As many plain rows as the loaded page carries (25 posts, 25 authors, 250 comments).
+        carried = POSTS * (2 + COMMENTS)
+        status, _, resp = http("POST", base + "/bench/tables/many/rows", {"rows": [
+            {"$id": f"m{i}", "title": f"row {i}", "n": i} for i in range(carried)]}, h)
+        assert status == 201, resp
 
         loaded = list_path("posts", q("limit", values=[POSTS]), q("select", values=["*", "author.*", "comments.*"]))
         status, _, page = http("GET", node.endpoint + loaded, None, h)
@@ -71,6 +77,7 @@ def main():
             "plain list of 25": list_path("plain", q("limit", values=[POSTS])),
             "posts, related rows not selected": list_path("posts", q("limit", values=[POSTS])),
             "posts with author.* and comments.*": loaded,
+            "plain list of 300 (the rows that page carries)": list_path("many", q("limit", values=[carried])),
         }
         out = {}
         for name, path in runs.items():
