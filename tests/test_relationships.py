@@ -217,3 +217,61 @@ def test_related_rows_a_user_may_not_read_are_left_out(project, lib):
         user.create_row("lib", "authors", "mine", {"books": ["open"]})
     assert e.value.code == 401
     assert t.get_row("lib", "books", "open").data["author"] == "ada"
+
+
+def test_nested_writes_of_related_rows(project, lib):
+    t = lib
+    t.create_relationship_column("lib", "books", "authors", RelationshipType.MANYTOONE, two_way=True, key="author", two_way_key="books")
+    t.create_relationship_column("lib", "authors", "profiles", RelationshipType.ONETOONE, two_way=True, key="profile", two_way_key="author")
+    t.create_relationship_column("lib", "books", "tags", RelationshipType.MANYTOMANY, two_way=True, key="tags", two_way_key="books")
+    t.create_relationship_column("lib", "shelves", "books", RelationshipType.ONETOMANY, two_way=True, key="books", two_way_key="shelf")
+    t.create_row("lib", "tags", "old", {"name": "old"})
+    # A row with its related rows in it: new ones are made (three levels with the row), an id
+    # links an existing one, and the answer shows them.
+    b1 = t.create_row("lib", "books", "b1", {
+        "name": "Engines",
+        "author": {"$id": "ada", "name": "Ada", "profile": {"$id": "p1", "name": "first"}},
+        "tags": [{"$id": "sci", "name": "sci"}, "old"],
+    }, permissions=[Permission.read(Role.any())])
+    assert b1.data["author"]["$id"] == "ada" and b1.data["author"]["name"] == "Ada"
+    assert ids(b1.data["tags"]) == ["old", "sci"]
+    ada = t.get_row("lib", "authors", "ada", queries=[Query.select(["*", "profile.*", "books.*"])])
+    assert ada.data["profile"]["name"] == "first" and ids(ada.data["books"]) == ["b1"]
+    # A made row takes the permissions of the row it is nested in.
+    assert t.get_row("lib", "tags", "sci").permissions == ['read("any")']
+    assert t.get_row("lib", "profiles", "p1").data["author"] == "ada"
+    # Without an $id a nested row gets a new one.
+    s1 = t.create_row("lib", "shelves", "s1", {"name": "top", "books": [{"name": "Unnamed"}, "b1"]})
+    assert len(s1.data["books"]) == 2
+    made = [b for b in ids(s1.data["books"]) if b != "b1"][0]
+    assert t.get_row("lib", "books", made).data["shelf"] == "s1"
+    # An existing nested row is updated where its fields differ; the row moves with it.
+    t.update_row("lib", "books", "b1", {"author": {"$id": "ada", "name": "Ada L."}})
+    assert t.get_row("lib", "authors", "ada").data["name"] == "Ada L."
+    t.upsert_row("lib", "books", "b2", {"name": "Notes", "author": {"$id": "bob", "name": "Bob"}})
+    assert t.get_row("lib", "books", "b2").data["author"] == "bob"
+    # All or nothing: a nested row that fails leaves nothing of the write.
+    with pytest.raises(AppwriteException) as e:
+        t.create_row("lib", "books", "b3", {"name": "x", "author": {"$id": "cy", "name": "y" * 100}})
+    assert e.value.code == 400
+    for table, rid in (("books", "b3"), ("authors", "cy")):
+        with pytest.raises(AppwriteException) as e:
+            t.get_row("lib", table, rid)
+        assert e.value.code == 404
+    # A nested row with a bad id is refused.
+    with pytest.raises(AppwriteException) as e:
+        t.create_row("lib", "books", "b4", {"author": {"$id": "bad id!", "name": "z"}})
+    assert e.value.code == 400
+    # A user may make related rows only where they may create rows.
+    t.update_table("lib", "books", "books", permissions=[Permission.create(Role.users())], row_security=True)
+    Account(Client().set_endpoint(project.node.url()).set_project(project.id)).create(ID.unique(), "nester@x.io", "password123")
+    session = Account(project.client()).create_email_password_session("nester@x.io", "password123")
+    user = TablesDB(Client().set_endpoint(project.node.url()).set_project(project.id).set_session(session.secret))
+    with pytest.raises(AppwriteException) as e:
+        user.create_row("lib", "books", "ub", {"name": "mine", "author": {"$id": "ua", "name": "me"}})
+    assert e.value.code == 401
+    t.update_table("lib", "authors", "authors", permissions=[Permission.create(Role.users())], row_security=True)
+    mine = user.create_row("lib", "books", "ub", {"name": "mine", "author": {"$id": "ua", "name": "me"}})
+    assert mine.data["author"]["$id"] == "ua"
+    assert sorted(t.get_row("lib", "authors", "ua").permissions) == sorted(
+        f'{a}("user:{session.userid}")' for a in ("read", "update", "delete"))

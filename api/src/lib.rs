@@ -32,6 +32,7 @@ mod imported;
 mod logs;
 pub mod mail;
 mod mfa;
+mod nested;
 mod operator;
 mod params;
 mod policy;

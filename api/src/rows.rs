@@ -33,6 +33,26 @@ fn data_param(req: &Req, f: Flavor, operators: bool) -> Result<Option<Fields>, A
     fields(f, &m, operators).map(Some)
 }
 
+/// `data_param` for a single-row write of `c`, with the rows nested in its relationship values
+/// taken out as writes of their own (`nested`), to go ahead of the row's.
+fn data_nested(
+    ctx: &Ctx,
+    req: &Req,
+    f: Flavor,
+    c: &Collection,
+    operators: bool,
+) -> Result<(Option<Fields>, Vec<DocTarget>), ApiError> {
+    let Some(mut m) = req.object_opt("data")? else {
+        return Ok((None, Vec::new()));
+    };
+    let inherited = match permissions(req, Scope::Document)? {
+        Some(p) => Some(p),
+        None => crate::common::inline_permissions(&m)?,
+    };
+    let nested = crate::nested::take(ctx, f, c, &mut m, &inherited)?;
+    Ok((Some(fields(f, &m, operators)?), nested))
+}
+
 fn target(req: &Req, op: DocOp) -> DocTarget {
     DocTarget {
         database: req.path("db"),
@@ -307,7 +327,8 @@ pub(crate) async fn create_documents(
             }
             (None, true) => {
                 let id = req.id_req(f.doc_id_param())?;
-                let (data, _, inline_perms) = data_param(&req, f, false)?.unwrap_or_default();
+                let (data, nested) = data_nested(&ctx, &req, f, &c, false)?;
+                let (data, _, inline_perms) = data.unwrap_or_default();
                 let permissions = permissions(&req, Scope::Document)?.or(inline_perms);
                 let shown = Staged {
                     data: data.clone(),
@@ -320,8 +341,11 @@ pub(crate) async fn create_documents(
                     data,
                     permissions,
                 };
-                match run_ops(&s, f, &ctx, &req, vec![target(&req, op)]).await? {
-                    Ok(docs) => match docs.first() {
+                let mut ops = nested;
+                ops.push(target(&req, op));
+                match run_ops(&s, f, &ctx, &req, ops).await? {
+                    // The row's own is the last (nested rows go first).
+                    Ok(docs) => match docs.last() {
                         Some(d) => reply(
                             StatusCode::CREATED,
                             written(&s, f, &ctx, &req, &c, d).await?,
@@ -619,6 +643,8 @@ async fn written(
 /// A single-row write: the op, the success status, and what to answer if it is staged.
 struct OneWrite {
     op: DocOp,
+    /// Writes of the rows nested in its data, to go first.
+    nested: Vec<DocTarget>,
     status: StatusCode,
     staged: Staged,
 }
@@ -632,8 +658,11 @@ async fn write_one(
     w: OneWrite,
 ) -> Reply {
     let id = req.path("doc");
-    match run_ops(s, f, ctx, req, vec![target(req, w.op)]).await? {
-        Ok(docs) => match docs.first() {
+    let mut ops = w.nested;
+    ops.push(target(req, w.op));
+    match run_ops(s, f, ctx, req, ops).await? {
+        // The row's own is the last.
+        Ok(docs) => match docs.last() {
             Some(d) => reply(w.status, written(s, f, ctx, req, c, d).await?),
             None => Err(unexpected(Outcome::Documents(docs))),
         },
@@ -650,7 +679,8 @@ pub(crate) async fn upsert_document(
     limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
         let id = req.path("doc");
         id::check(f.doc_id_param(), &id)?;
-        let (data, operators, inline) = data_param(&req, f, true)?.unwrap_or_default();
+        let (data, nested) = data_nested(&ctx, &req, f, &c, true)?;
+        let (data, operators, inline) = data.unwrap_or_default();
         let permissions = permissions(&req, Scope::Document)?.or(inline);
         let shown = Staged {
             data: data.clone(),
@@ -667,6 +697,7 @@ pub(crate) async fn upsert_document(
             &c,
             OneWrite {
                 op,
+                nested,
                 status: StatusCode::CREATED,
                 staged: shown,
             },
@@ -682,7 +713,7 @@ pub(crate) async fn update_document(
 ) -> Reply {
     let (ctx, c) = prepare(&s, f, &req, Res::Doc, |ctx| collection(f, ctx, &req)).await?;
     limited!(s, &req, &ctx, &abuse::ROW_WRITE, {
-        let data = data_param(&req, f, true)?;
+        let (data, nested) = data_nested(&ctx, &req, f, &c, true)?;
         let perms = permissions(&req, Scope::Document)?;
         if data.is_none() && perms.is_none() {
             return Err(f.error(Error::new(ErrorCode::DocumentMissingPayload, "The document data and permissions are missing. You must provide either document data or permissions to be updated.")));
@@ -704,6 +735,7 @@ pub(crate) async fn update_document(
             &c,
             OneWrite {
                 op,
+                nested,
                 status: StatusCode::OK,
                 staged: shown,
             },
@@ -774,6 +806,7 @@ async fn step(s: AppState, f: Flavor, req: Req, down: bool) -> Reply {
             &c,
             OneWrite {
                 op,
+                nested: Vec::new(),
                 status: StatusCode::OK,
                 staged,
             },

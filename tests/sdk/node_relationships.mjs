@@ -62,6 +62,17 @@ try {
   const listed = await t.listRows({ databaseId: "lib", tableId: "books", queries: [Query.select(["name", "author.name"]), Query.equal("author", "ada")] });
   check(listed.total === 2 && listed.rows.every((r) => r.author.name === "Ada"), "select paths on a list");
 
+  step = "nested";
+  const b3 = await t.createRow({
+    databaseId: "lib", tableId: "books", rowId: "b3",
+    data: { name: "Poems", author: { $id: "bob", name: "Bob" } },
+  });
+  check(b3.author.$id === "bob" && b3.author.name === "Bob", `a nested row made: ${JSON.stringify(b3)}`);
+  await t.updateRow({ databaseId: "lib", tableId: "books", rowId: "b3", data: { author: { $id: "bob", name: "Robert" } } });
+  check((await t.getRow({ databaseId: "lib", tableId: "authors", rowId: "bob" })).name === "Robert", "a nested row updated");
+  await t.deleteRow({ databaseId: "lib", tableId: "books", rowId: "b3" });
+  await t.deleteRow({ databaseId: "lib", tableId: "authors", rowId: "bob" });
+
   step = "onDelete";
   await refused(403, "row_delete_restricted", () => t.deleteRow({ databaseId: "lib", tableId: "authors", rowId: "ada" }), "restrict");
   await t.deleteRow({ databaseId: "lib", tableId: "books", rowId: "b1" });

@@ -154,6 +154,12 @@ pub(super) fn event(op: &Op) -> Option<(String, &'static str)> {
                     event,
                 )
             }
+            // A row with the related rows nested in it: the row's (it is the last).
+            [.., last] if ops.iter().any(|t| t.collection != last.collection) => {
+                return event(&Op::Documents(DocumentsOp::Write {
+                    ops: vec![last.clone()],
+                }))
+            }
             [first, ..] => {
                 let all = |f: fn(&DocOp) -> bool| ops.iter().all(|t| f(&t.op));
                 let event = if all(|o| matches!(o, DocOp::Create { .. })) {
