@@ -212,6 +212,10 @@ def test_related_rows_a_user_may_not_read_are_left_out(project, lib):
     seen = user.get_row("lib", "authors", "ada", queries=[Query.select(["books.*"])])
     assert ids(seen.data["books"]) == ["open"]
     assert ids(t.get_row("lib", "authors", "ada", queries=[Query.select(["books.*"])]).data["books"]) == ["open", "secret"]
+    # A query across the relationship matches only related rows the caller may read.
+    assert ids(user.list_rows("lib", "authors", [Query.equal("books.$id", ["secret"])]).rows) == []
+    assert ids(user.list_rows("lib", "authors", [Query.equal("books.$id", ["open"])]).rows) == ["ada"]
+    assert ids(t.list_rows("lib", "authors", [Query.equal("books.$id", ["secret"])]).rows) == ["ada"]
     # A user may not move a row they cannot update by linking it.
     with pytest.raises(AppwriteException) as e:
         user.create_row("lib", "authors", "mine", {"books": ["open"]})
@@ -275,3 +279,44 @@ def test_nested_writes_of_related_rows(project, lib):
     assert mine.data["author"]["$id"] == "ua"
     assert sorted(t.get_row("lib", "authors", "ua").permissions) == sorted(
         f'{a}("user:{session.userid}")' for a in ("read", "update", "delete"))
+
+
+def test_queries_on_related_rows_fields(project, lib):
+    t = lib
+    t.create_relationship_column("lib", "books", "authors", RelationshipType.MANYTOONE, two_way=True, key="author", two_way_key="books")
+    t.create_relationship_column("lib", "authors", "profiles", RelationshipType.ONETOONE, two_way=True, key="profile", two_way_key="author")
+    t.create_relationship_column("lib", "books", "tags", RelationshipType.MANYTOMANY, two_way=True, key="tags", two_way_key="books")
+    t.create_relationship_column("lib", "shelves", "books", RelationshipType.ONETOMANY, two_way=True, key="books", two_way_key="shelf")
+    t.create_row("lib", "profiles", "p1", {"name": "poet"})
+    t.create_row("lib", "authors", "ada", {"name": "Ada", "profile": "p1"})
+    t.create_row("lib", "authors", "bob", {"name": "Bob"})
+    for g in ("sci", "art"):
+        t.create_row("lib", "tags", g, {"name": g})
+    t.create_row("lib", "books", "b1", {"name": "Engines", "author": "ada", "tags": ["sci"]})
+    t.create_row("lib", "books", "b2", {"name": "Notes", "author": "ada", "tags": ["sci", "art"]})
+    t.create_row("lib", "books", "b3", {"name": "Poems", "author": "bob", "tags": ["art"]})
+    t.create_row("lib", "shelves", "s1", {"name": "top", "books": ["b1", "b3"]})
+
+    def listed(table, *queries):
+        return ids(t.list_rows("lib", table, list(queries)).rows)
+
+    # A stored reference, its related row's field; two levels down.
+    assert listed("books", Query.equal("author.name", ["Ada"])) == ["b1", "b2"]
+    assert listed("books", Query.starts_with("author.name", "B")) == ["b3"]
+    assert listed("books", Query.equal("author.profile.name", ["poet"])) == ["b1", "b2"]
+    # Combined with the row's own filters, and with several on one relationship.
+    assert listed("books", Query.equal("author.name", ["Ada"]), Query.equal("name", ["Notes"])) == ["b2"]
+    assert listed("books", Query.equal("author.name", ["Ada"]), Query.not_equal("author.$id", "bob")) == ["b1", "b2"]
+    # A many-to-many list, from either end; a one-to-many list from the parent.
+    assert listed("books", Query.equal("tags.name", ["art"])) == ["b2", "b3"]
+    assert listed("tags", Query.equal("books.name", ["Engines"])) == ["sci"]
+    assert listed("authors", Query.equal("books.name", ["Poems"])) == ["bob"]
+    assert listed("shelves", Query.equal("books.author.name", ["Bob"])) == ["s1"]
+    # Nothing related matches: nothing does, with its total.
+    none = t.list_rows("lib", "books", [Query.equal("author.name", ["Cy"])])
+    assert (none.total, none.rows) == (0, [])
+    # Unknown attributes, of the related table or of no relationship, are refused.
+    for bad in (Query.equal("author.nope", ["x"]), Query.equal("nope.name", ["x"])):
+        with pytest.raises(AppwriteException) as e:
+            t.list_rows("lib", "books", [bad])
+        assert (e.value.code, e.value.type) == (400, "general_query_invalid"), bad

@@ -201,3 +201,143 @@ pub(crate) fn everything(coll: &Collection) -> Option<Vec<String>> {
         false => Some(keys),
     }
 }
+
+/// Queries on related rows' fields (`equal("author.name", ["Ada"])`), taken out of a list's
+/// filters before the rest are checked against the collection, by relationship key, each
+/// with its path below the key (`name`). Only top-level filters: inside `and`/`or` a dotted
+/// attribute stays and is refused as unknown, as Appwrite leaves them.
+#[derive(Default)]
+pub(crate) struct Across(Vec<(String, Vec<Filter>)>);
+
+fn filter_attr(f: &mut Filter) -> Option<&mut String> {
+    match f {
+        Filter::Cmp { attr, .. }
+        | Filter::Between { attr, .. }
+        | Filter::Regex { attr, .. }
+        | Filter::Spatial { attr, .. }
+        | Filter::IsNull(attr)
+        | Filter::IsNotNull(attr) => Some(attr),
+        Filter::And(_) | Filter::Or(_) | Filter::Exists { .. } => None,
+    }
+}
+
+pub(crate) fn take_across(c: &Collection, spec: &mut Spec) -> Across {
+    let mut across = Across::default();
+    let mut kept = Vec::new();
+    for mut f in std::mem::take(&mut spec.filters) {
+        let split = filter_attr(&mut f).and_then(|attr| {
+            let (head, tail) = attr.split_once('.')?;
+            c.relation(head).filter(|r| r.visible())?;
+            let (head, tail) = (head.to_string(), tail.to_string());
+            *attr = tail;
+            Some(head)
+        });
+        match split {
+            Some(head) => match across.0.iter_mut().find(|(k, _)| *k == head) {
+                Some((_, fs)) => fs.push(f),
+                None => across.0.push((head, vec![f])),
+            },
+            None => kept.push(f),
+        }
+    }
+    spec.filters = kept;
+    across
+}
+
+/// The filters on `c`'s own rows that the queries across relationships come to, as Appwrite
+/// converts them (`convertRelationshipQueries`): the related rows matching them (those the
+/// caller may read), then the rows referring to those (by the stored reference or list) or
+/// referred to by them (a twin's stored reference or list, as `$id`s). `None` when no row
+/// can match. Paths reach three levels with the row listed.
+pub(crate) fn resolve_across(
+    ctx: &Ctx,
+    f: Flavor,
+    c: &Collection,
+    across: Across,
+    depth: usize,
+) -> Result<Option<Vec<Filter>>, ApiError> {
+    let mut out = Vec::new();
+    for (key, filters) in across.0 {
+        let Some(rel) = c.relation(&key).cloned() else {
+            continue;
+        };
+        let Some(other) = ctx
+            .view
+            .collection(&ctx.project, &c.database, &rel.related)?
+        else {
+            return Ok(None);
+        };
+        let mut sub = Spec {
+            filters,
+            limit: Some(MAX_RELATED + 1),
+            ..Spec::default()
+        };
+        let deeper = match depth + 1 < MAX_DEPTH {
+            true => take_across(&other, &mut sub),
+            false => Across::default(),
+        };
+        sub.validate(&other).map_err(|e| f.error(e))?;
+        match resolve_across(ctx, f, &other, deeper, depth + 1)? {
+            Some(more) => sub.filters.extend(more),
+            None => return Ok(None),
+        }
+        if let Some(roles) = ctx.roles() {
+            if !other.grants(None, "read", &roles) {
+                if !other.document_security {
+                    return Ok(None);
+                }
+                sub.filters.push(Filter::readable_by(roles));
+            }
+        }
+        let rows = ctx.view.find(&ctx.project, &other, &sub, false)?.documents;
+        if rows.len() as u64 > MAX_RELATED {
+            return Err(f.error(model::Error::query(model::msg!(
+                "Invalid query: More than {} related rows match the queries on \"{}\"; narrow them.",
+                MAX_RELATED,
+                key
+            ))));
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let strs = |v: Vec<String>| v.into_iter().map(Value::Str).collect::<Vec<_>>();
+        let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+        out.push(match (rel.stored(), rel.many()) {
+            // The row keeps the related id: rows referring to a match.
+            (true, false) => Filter::Cmp {
+                attr: key.clone(),
+                op: CmpOp::Equal,
+                values: strs(ids),
+            },
+            // The row keeps a list of related ids: rows listing a match.
+            (true, true) => Filter::Cmp {
+                attr: key.clone(),
+                op: CmpOp::Contains,
+                values: strs(ids),
+            },
+            // The related rows keep this row's id (or a list): the rows they name.
+            (false, _) => {
+                let mut parents: Vec<String> = Vec::new();
+                for d in &rows {
+                    match d.data.get(&rel.two_way_key) {
+                        Some(Value::Str(s)) => parents.push(s.clone()),
+                        Some(Value::Array(items)) => parents
+                            .extend(items.iter().filter_map(|v| v.as_str().map(str::to_string))),
+                        _ => {}
+                    }
+                }
+                parents.sort();
+                parents.dedup();
+                if parents.is_empty() {
+                    return Ok(None);
+                }
+                Filter::Cmp {
+                    attr: "$id".into(),
+                    op: CmpOp::Equal,
+                    values: strs(parents),
+                }
+            }
+        });
+    }
+    Ok(Some(out))
+}

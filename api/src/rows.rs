@@ -256,7 +256,13 @@ pub(crate) async fn list_documents(
     let c = collection(f, &ctx, &req)?;
     s.reads.count(&ctx.project, &c.database);
     let mut spec = parse_spec(&req)?;
+    let across = related::take_across(&c, &mut spec);
     spec.validate(&c)?;
+    match related::resolve_across(&ctx, f, &c, across, 1)? {
+        Some(filters) => spec.filters.extend(filters),
+        // No related row matches: neither does any of these.
+        None => return reply(StatusCode::OK, json!({ "total": 0, f.docs_key(): [] })),
+    }
     readable_only(&ctx, &c, &mut spec)?;
     readable_cursor(&ctx, f, &c, &spec)?;
     let want_total = req.want_total()?;

@@ -61,6 +61,8 @@ try {
   check(ids(ada.books) === "b1,b2" && ada.books.every((b) => !("author" in b)), "the many side, without back references");
   const listed = await t.listRows({ databaseId: "lib", tableId: "books", queries: [Query.select(["name", "author.name"]), Query.equal("author", "ada")] });
   check(listed.total === 2 && listed.rows.every((r) => r.author.name === "Ada"), "select paths on a list");
+  const across = await t.listRows({ databaseId: "lib", tableId: "books", queries: [Query.equal("author.name", ["Ada"]), Query.equal("tags.name", ["sci"])] });
+  check(ids(across.rows) === "b1", `queries on related rows' fields: ${JSON.stringify(across)}`);
 
   step = "nested";
   const b3 = await t.createRow({
