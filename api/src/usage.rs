@@ -109,39 +109,43 @@ fn storage(ctx: &Ctx, scope: &Scope) -> Result<i64, ApiError> {
     Ok(ctx.view.usage_storage(&ctx.project, scope)?.max(0))
 }
 
-async fn list_usage(
-    State(s): State<AppState>,
-    Extension(_f): Extension<Flavor>,
-    req: Req,
-) -> Reply {
-    let ctx = enter_console(&s, &req, USAGE_SCOPES).await?;
-    let r = range(&req)?;
-    let h = held(&ctx, None)?;
-    let p = Scope::Project;
-    let collections = series(&ctx, &p, Metric::Collections, &r)?;
-    let documents = series(&ctx, &p, Metric::Documents, &r)?;
-    reply(
-        StatusCode::OK,
-        json!({
-            "range": r.name,
-            "databasesTotal": h.databases,
-            "collectionsTotal": h.collections,
-            "tablesTotal": h.collections,
-            "documentsTotal": h.rows,
-            "rowsTotal": h.rows,
-            "storageTotal": storage(&ctx, &p)?,
-            "databasesReadsTotal": total(&ctx, &p, Metric::Reads, &r)?,
-            "databasesWritesTotal": total(&ctx, &p, Metric::Writes, &r)?,
-            "databases": series(&ctx, &p, Metric::Databases, &r)?,
-            "collections": collections,
-            "tables": collections,
-            "documents": documents,
-            "rows": documents,
-            "storage": series(&ctx, &p, Metric::Storage, &r)?,
-            "databasesReads": series(&ctx, &p, Metric::Reads, &r)?,
-            "databasesWrites": series(&ctx, &p, Metric::Writes, &r)?,
-        }),
-    )
+/// The figures of the project's databases (`Scope::Project`, `usageDatabases`) or of one
+/// database (`usageDatabase`): what they hold now, and each metric's series over the range.
+fn figures(ctx: &Ctx, scope: &Scope, r: &Range) -> Result<Json, ApiError> {
+    let db = match scope {
+        Scope::Database(d) => Some(d.as_str()),
+        _ => None,
+    };
+    let h = held(ctx, db)?;
+    let collections = series(ctx, scope, Metric::Collections, r)?;
+    let documents = series(ctx, scope, Metric::Documents, r)?;
+    // The project's read and write figures are named in the plural.
+    let ops = match db {
+        Some(_) => "database",
+        None => "databases",
+    };
+    let mut m = json!({
+        "range": r.name,
+        "collectionsTotal": h.collections,
+        "tablesTotal": h.collections,
+        "documentsTotal": h.rows,
+        "rowsTotal": h.rows,
+        "storageTotal": storage(ctx, scope)?,
+        format!("{ops}ReadsTotal"): total(ctx, scope, Metric::Reads, r)?,
+        format!("{ops}WritesTotal"): total(ctx, scope, Metric::Writes, r)?,
+        "collections": collections,
+        "tables": collections,
+        "documents": documents,
+        "rows": documents,
+        "storage": series(ctx, scope, Metric::Storage, r)?,
+        format!("{ops}Reads"): series(ctx, scope, Metric::Reads, r)?,
+        format!("{ops}Writes"): series(ctx, scope, Metric::Writes, r)?,
+    });
+    if db.is_none() {
+        m["databasesTotal"] = json!(h.databases);
+        m["databases"] = series(ctx, scope, Metric::Databases, r)?;
+    }
+    Ok(m)
 }
 
 /// The reads or writes of the range, summed (what the console shows beside the series; a
@@ -155,6 +159,16 @@ fn total(ctx: &Ctx, scope: &Scope, metric: Metric, r: &Range) -> Result<i64, Api
         .sum())
 }
 
+async fn list_usage(
+    State(s): State<AppState>,
+    Extension(_f): Extension<Flavor>,
+    req: Req,
+) -> Reply {
+    let ctx = enter_console(&s, &req, USAGE_SCOPES).await?;
+    let r = range(&req)?;
+    reply(StatusCode::OK, figures(&ctx, &Scope::Project, &r)?)
+}
+
 async fn database_usage(
     State(s): State<AppState>,
     Extension(_f): Extension<Flavor>,
@@ -163,30 +177,7 @@ async fn database_usage(
     let ctx = enter_console(&s, &req, USAGE_SCOPES).await?;
     let r = range(&req)?;
     let db = database(&ctx, &req.path("db"))?.id;
-    let h = held(&ctx, Some(&db))?;
-    let d = Scope::Database(db);
-    let collections = series(&ctx, &d, Metric::Collections, &r)?;
-    let documents = series(&ctx, &d, Metric::Documents, &r)?;
-    reply(
-        StatusCode::OK,
-        json!({
-            "range": r.name,
-            "collectionsTotal": h.collections,
-            "tablesTotal": h.collections,
-            "documentsTotal": h.rows,
-            "rowsTotal": h.rows,
-            "storageTotal": storage(&ctx, &d)?,
-            "databaseReadsTotal": total(&ctx, &d, Metric::Reads, &r)?,
-            "databaseWritesTotal": total(&ctx, &d, Metric::Writes, &r)?,
-            "collections": collections,
-            "tables": collections,
-            "documents": documents,
-            "rows": documents,
-            "storage": series(&ctx, &d, Metric::Storage, &r)?,
-            "databaseReads": series(&ctx, &d, Metric::Reads, &r)?,
-            "databaseWrites": series(&ctx, &d, Metric::Writes, &r)?,
-        }),
-    )
+    reply(StatusCode::OK, figures(&ctx, &Scope::Database(db), &r)?)
 }
 
 async fn collection_usage(

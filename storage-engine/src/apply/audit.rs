@@ -3,14 +3,14 @@
 //! `MAX_PER_RESOURCE` entries (counted by its index's count key, so the check is one read),
 //! and each audited write removes a few entries past the retention.
 
-use super::documents::{next_sequence, write_document};
+use super::documents::{insert_new, write_document};
 use super::store::load_document;
 use super::txn::{Txn, INDEX};
 use super::{Failure, R};
 use crate::keys;
 use model::audit::{self, Entry};
 use model::command::{Actor, Client, DocOp, DocumentsOp, Envelope, Op, RangeChange, SchemaOp};
-use model::schema::{Document, Order};
+use model::schema::Order;
 use model::Value;
 
 /// Writes the entry `op` leaves, if it is one the trail records.
@@ -62,15 +62,7 @@ pub(super) fn record(txn: &mut Txn, env: &Envelope, op: &Op, client: &Client, at
             }
         }
     }
-    let doc = Document {
-        id,
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: entry.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))
+    insert_new(txn, project, coll, id, Vec::new(), entry.data(), at)
 }
 
 /// The resource an operation changes and the event it is, in the Databases service's names;

@@ -6,7 +6,7 @@
 //! sign in; a user may change only themself (never their status back to active, their labels
 //! or their verification) and end only their own sessions; a key may do everything.
 
-use super::documents::{next_sequence, write_document};
+use super::documents::{insert_new, next_sequence, write_document};
 use super::projects::require_project;
 use super::store::load_document;
 use super::txn::{Txn, INDEX, META};
@@ -974,15 +974,15 @@ fn create_team(
     t.created_at = at;
     t.updated_at = at;
     t.total = 0;
-    let doc = Document {
-        id: t.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: t.permissions(),
-        data: t.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))?;
+    insert_new(
+        txn,
+        project,
+        coll,
+        t.id.clone(),
+        t.permissions(),
+        t.data(),
+        at,
+    )?;
     if let Some(m) = owner {
         create_membership(txn, project, m, at)?;
         t.total = 1;
@@ -1027,21 +1027,15 @@ fn create_membership(txn: &mut Txn, project: &str, m: &Membership, at: i64) -> R
     m.joined = Some(at);
     m.confirm = true;
     m.secret_sha256.clear();
-    let doc = Document {
-        id: m.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: m.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc)).map_err(|f| match f {
-        Failure::User(e) if e.code == ErrorCode::DocumentUniqueViolation => err(
-            ErrorCode::MembershipAlreadyConfirmed,
-            "Membership is already confirmed.",
-        ),
-        other => other,
-    })?;
+    insert_new(txn, project, coll, m.id.clone(), Vec::new(), m.data(), at).map_err(
+        |f| match f {
+            Failure::User(e) if e.code == ErrorCode::DocumentUniqueViolation => err(
+                ErrorCode::MembershipAlreadyConfirmed,
+                "Membership is already confirmed.",
+            ),
+            other => other,
+        },
+    )?;
     count_member(txn, project, &m.team_id, 1, at)?;
     Ok(Outcome::Membership(m))
 }
@@ -1080,15 +1074,7 @@ fn create_user(txn: &mut Txn, project: &str, user: &User, at: i64) -> R<Outcome>
     u.registration = at;
     u.password_update = u.password.as_ref().map(|_| at);
     u.accessed_at = Some(at);
-    let doc = Document {
-        id: u.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: u.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))
+    insert_new(txn, project, coll, u.id.clone(), Vec::new(), u.data(), at)
         .map_err(|f| taken(f, ErrorCode::UserAlreadyExists))?;
     Ok(Outcome::User(u))
 }
@@ -1186,15 +1172,7 @@ fn create_session(
     s.created_at = at;
     s.updated_at = at;
     s.expire = at.saturating_add(settings.duration_ms);
-    let doc = Document {
-        id: s.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: s.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))?;
+    insert_new(txn, project, coll, s.id.clone(), Vec::new(), s.data(), at)?;
     Ok(Outcome::Session(s))
 }
 
@@ -1330,15 +1308,15 @@ fn write_log(txn: &mut Txn, project: &str, entry: &auth::LogEntry, at: i64) -> R
             "Log entry with the requested ID already exists.",
         ));
     }
-    let doc = Document {
-        id: entry.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: entry.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))
+    insert_new(
+        txn,
+        project,
+        coll,
+        entry.id.clone(),
+        Vec::new(),
+        entry.data(),
+        at,
+    )
 }
 
 /// Refuses a sign-up (not a key's new user) past the project's user limit.
@@ -1490,15 +1468,7 @@ fn store_token(txn: &mut Txn, project: &str, token: &Token, at: i64) -> R<Token>
     }
     let mut t = token.clone();
     t.created_at = at;
-    let doc = Document {
-        id: t.id.clone(),
-        sequence: next_sequence(txn, project, coll)?,
-        created_at: at,
-        updated_at: at,
-        permissions: Vec::new(),
-        data: t.data(),
-    };
-    write_document(txn, project, coll, None, Some(&doc))?;
+    insert_new(txn, project, coll, t.id.clone(), Vec::new(), t.data(), at)?;
     Ok(t)
 }
 

@@ -159,6 +159,28 @@ pub(crate) fn staged_documents(txn: &Txn, project: &str, coll: &Collection) -> R
     all_documents(txn, project, coll)
 }
 
+/// Writes a new document of a system collection, made at `at` with the collection's next
+/// sequence.
+pub(super) fn insert_new(
+    txn: &mut Txn,
+    project: &str,
+    coll: &Collection,
+    id: String,
+    permissions: Vec<String>,
+    data: model::command::Data,
+    at: i64,
+) -> R<()> {
+    let doc = Document {
+        id,
+        sequence: next_sequence(txn, project, coll)?,
+        created_at: at,
+        updated_at: at,
+        permissions,
+        data,
+    };
+    write_document(txn, project, coll, None, Some(&doc))
+}
+
 /// Replaces `old` with `new` (either may be absent), keeping every index in step, and records
 /// the change for realtime.
 pub(super) fn write_document(
