@@ -87,9 +87,36 @@ def test_usage_counts_rows_tables_bytes_and_writes(tables, project):
     after = ok(project, "/tablesdb/usage?range=24h")
     assert (after["tablesTotal"], after["rowsTotal"], after["storageTotal"]) == (1, 0, 0)
     assert (last(after["tables"]), last(after["rows"])) == (1, 0)
+    # A table made again with the same id starts from nothing.
+    t.create_table("u", "t", "t")
+    again = ok(project, "/tablesdb/u/tables/t/usage?range=24h")
+    assert again["rowsTotal"] == 0 and all(b["value"] == 0 for b in again["rows"])
     t.delete("u")
     gone = ok(project, "/tablesdb/usage?range=24h")
     assert (gone["databasesTotal"], last(gone["databases"]), gone["tablesTotal"]) == (0, 0, 0)
+
+
+def test_bytes_follow_the_stored_rows_through_a_column_delete(tables, project):
+    t = tables
+    t.create(database_id="b", name="b")
+    t.create_table("b", "w", "w")
+    t.create_varchar_column("b", "w", "name", 64, False)
+    t.create_varchar_column("b", "w", "extra", 512, False)
+    time.sleep(0.3)
+    for i in range(3):
+        t.create_row("b", "w", f"r{i}", {"name": "n", "extra": "x" * 400})
+    full = ok(project, "/tablesdb/b/usage?range=24h")["storageTotal"]
+    assert full > 1200
+    # Deleting the column rewrites the stored rows (a background job): the bytes go with it.
+    t.delete_column("b", "w", "extra")
+    deadline = time.time() + 20
+    while ok(project, "/tablesdb/b/usage?range=24h")["storageTotal"] > full - 1200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ok(project, "/tablesdb/b/usage?range=24h")["storageTotal"] < full - 1200
+    for i in range(3):
+        t.delete_row("b", "w", f"r{i}")
+    db = ok(project, "/tablesdb/b/usage?range=24h")
+    assert db["storageTotal"] == 0 and last(db["storage"]) == 0 and db["rowsTotal"] == 0
 
 
 def test_reads_reach_the_counters(tables, project):

@@ -275,6 +275,11 @@ def test_nested_writes_of_related_rows(project, lib):
         user.create_row("lib", "books", "ub", {"name": "mine", "author": {"$id": "ua", "name": "me"}})
     assert e.value.code == 401
     t.update_table("lib", "authors", "authors", permissions=[Permission.create(Role.users())], row_security=True)
+    # A related row the user may not read is not there for them: naming it with its own
+    # values makes a duplicate, so nothing is learnt of them.
+    with pytest.raises(AppwriteException) as e:
+        user.create_row("lib", "books", "leak", {"name": "x", "author": {"$id": "bob", "name": "Bob"}})
+    assert (e.value.code, e.value.type) == (409, "row_already_exists")
     mine = user.create_row("lib", "books", "ub", {"name": "mine", "author": {"$id": "ua", "name": "me"}})
     assert mine.data["author"]["$id"] == "ua"
     assert sorted(t.get_row("lib", "authors", "ua").permissions) == sorted(

@@ -255,12 +255,25 @@ pub(crate) async fn propose(
     ctx: &Ctx,
     op: Op,
 ) -> Result<Outcome, ApiError> {
+    propose_audited(s, f, ctx, op, false).await
+}
+
+/// `propose`; `one_row`: a document write of one row (its last op), the others rows nested
+/// in it (the audit trail files it under that row).
+pub(crate) async fn propose_audited(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    op: Op,
+    one_row: bool,
+) -> Result<Outcome, ApiError> {
     let op = match op {
         Op::Schema(_) | Op::Documents(_) => Op::Audited {
             op: Box::new(op),
             client: model::command::Client {
                 ip: ctx.ip.clone(),
                 user_agent: ctx.user_agent.clone(),
+                one_row,
             },
         },
         op => op,

@@ -121,7 +121,14 @@ fn write(
     let own = permissions.clone().or_else(|| inherited.clone());
     walk(ctx, f, c, row, &own, depth + 1, out)?;
     let (data, _, _) = fields(f, row, false)?;
-    let op = match ctx.view.document(&ctx.project, c, &id)? {
+    // A row the caller may not read is, to them, not there (as Appwrite reads it under the
+    // caller's permissions): creating it fails as a duplicate, and nothing is learnt of its
+    // fields by whether an update would be needed.
+    let readable = |d: &model::Document| match ctx.roles() {
+        Some(roles) => c.grants(Some(d), "read", &roles),
+        None => true,
+    };
+    let op = match ctx.view.document(&ctx.project, c, &id)?.filter(readable) {
         None => Some(DocOp::Create {
             id: id.clone(),
             data,

@@ -5,8 +5,8 @@ use crate::abuse;
 use crate::auth::Ctx;
 use crate::common::{
     bulk_item, collection, enter, fields, key_only, load_transaction, missing_data, negated,
-    no_content, parse_spec, permissions, prepare, propose, propose_plain, reply, unexpected,
-    Fields, Flavor, Reply, Res,
+    no_content, parse_spec, permissions, prepare, propose, propose_audited, propose_plain, reply,
+    unexpected, Fields, Flavor, Reply, Res,
 };
 use crate::error::ApiError;
 use crate::params::{now_ms, Req};
@@ -85,6 +85,18 @@ async fn run_ops(
     req: &Req,
     ops: Vec<DocTarget>,
 ) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
+    run_ops_as(s, f, ctx, req, ops, false).await
+}
+
+/// `run_ops`; `one_row`: the write of one row (the last op), the others rows nested in it.
+async fn run_ops_as(
+    s: &AppState,
+    f: Flavor,
+    ctx: &Ctx,
+    req: &Req,
+    ops: Vec<DocTarget>,
+    one_row: bool,
+) -> Result<Result<Vec<model::Document>, Transaction>, ApiError> {
     if let Some(tx) = req.str_opt("transactionId")? {
         // Whose it is, apply decides on the committed state (this view may lag).
         let op = Op::Transactions(TransactionOp::Stage { id: tx, ops });
@@ -93,7 +105,8 @@ async fn run_ops(
             o => Err(unexpected(o)),
         };
     }
-    match propose(s, f, ctx, Op::Documents(DocumentsOp::Write { ops })).await? {
+    let op = Op::Documents(DocumentsOp::Write { ops });
+    match propose_audited(s, f, ctx, op, one_row).await? {
         Outcome::Documents(d) => Ok(Ok(d)),
         o => Err(unexpected(o)),
     }
@@ -254,10 +267,11 @@ pub(crate) async fn list_documents(
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
     let c = collection(f, &ctx, &req)?;
-    s.reads.count(&ctx.project, &c.database);
     let mut spec = parse_spec(&req)?;
     let across = related::take_across(&c, &mut spec);
     spec.validate(&c)?;
+    // A read counts once its request is known to be a valid one.
+    s.reads.count(&ctx.project, &c.database);
     match related::resolve_across(&ctx, f, &c, across, 1)? {
         Some(filters) => spec.filters.extend(filters),
         // No related row matches: neither does any of these.
@@ -349,7 +363,7 @@ pub(crate) async fn create_documents(
                 };
                 let mut ops = nested;
                 ops.push(target(&req, op));
-                match run_ops(&s, f, &ctx, &req, ops).await? {
+                match run_ops_as(&s, f, &ctx, &req, ops, true).await? {
                     // The row's own is the last (nested rows go first).
                     Ok(docs) => match docs.last() {
                         Some(d) => reply(
@@ -591,9 +605,9 @@ pub(crate) async fn get_document(
 ) -> Reply {
     let ctx = enter(&s, f, &req, Res::Doc).await?;
     let c = collection(f, &ctx, &req)?;
-    s.reads.count(&ctx.project, &c.database);
     let mut spec = Spec::parse(&req.queries()?)?;
     spec.validate(&c)?;
+    s.reads.count(&ctx.project, &c.database);
     let id = req.path("doc");
     let found = match staged_ops(&ctx, &req)? {
         Some(staged) => ctx
@@ -666,7 +680,7 @@ async fn write_one(
     let id = req.path("doc");
     let mut ops = w.nested;
     ops.push(target(req, w.op));
-    match run_ops(s, f, ctx, req, ops).await? {
+    match run_ops_as(s, f, ctx, req, ops, true).await? {
         // The row's own is the last.
         Ok(docs) => match docs.last() {
             Some(d) => reply(w.status, written(s, f, ctx, req, c, d).await?),

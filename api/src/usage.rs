@@ -61,17 +61,51 @@ fn range(req: &Req) -> Result<Range, ApiError> {
 
 /// One metric of a scope over the range: its figure per bucket, oldest first.
 fn series(ctx: &Ctx, scope: &Scope, metric: Metric, r: &Range) -> Result<Json, ApiError> {
+    Ok(Json::Array(
+        counted(ctx, scope, metric, r)?
+            .into_iter()
+            .map(|(b, v)| json!({ "value": v, "date": r.period.date(b) }))
+            .collect(),
+    ))
+}
+
+/// A scope's counter in each bucket of the range, as (bucket start, value). Buckets that
+/// ended before the database or collection was made are 0: counters are kept by id, and a
+/// deleted one's figures stay until retention removes them, so one made again with its id
+/// would otherwise show them.
+fn counted(
+    ctx: &Ctx,
+    scope: &Scope,
+    metric: Metric,
+    r: &Range,
+) -> Result<Vec<(i64, i64)>, ApiError> {
     let buckets = r.bucket_starts(now_ms());
     let values = ctx
         .view
         .usage_series(&ctx.project, scope, metric, r.period, &buckets)?;
-    Ok(Json::Array(
-        buckets
-            .iter()
-            .zip(values)
-            .map(|(b, v)| json!({ "value": v, "date": r.period.date(*b) }))
-            .collect(),
-    ))
+    let made = match scope {
+        Scope::Project => None,
+        Scope::Database(d) => ctx.view.database(&ctx.project, d)?.map(|d| d.created_at),
+        Scope::Collection(d, c) => ctx
+            .view
+            .collection(&ctx.project, d, c)?
+            .map(|c| c.created_at),
+    };
+    Ok(buckets
+        .into_iter()
+        .zip(values)
+        .map(|(b, v)| {
+            let ended = (b + r.period.secs()).saturating_mul(1000);
+            (
+                b,
+                if made.is_some_and(|m| ended <= m) {
+                    0
+                } else {
+                    v
+                },
+            )
+        })
+        .collect())
 }
 
 /// What the project's databases hold now: databases, collections, rows, bytes of row data.
@@ -151,11 +185,9 @@ fn figures(ctx: &Ctx, scope: &Scope, r: &Range) -> Result<Json, ApiError> {
 /// The reads or writes of the range, summed (what the console shows beside the series; a
 /// count of operations has no running total to show instead).
 fn total(ctx: &Ctx, scope: &Scope, metric: Metric, r: &Range) -> Result<i64, ApiError> {
-    let buckets = r.bucket_starts(now_ms());
-    Ok(ctx
-        .view
-        .usage_series(&ctx.project, scope, metric, r.period, &buckets)?
+    Ok(counted(ctx, scope, metric, r)?
         .into_iter()
+        .map(|(_, v)| v)
         .sum())
 }
 

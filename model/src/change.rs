@@ -49,6 +49,9 @@ pub struct Change {
     pub tablesdb: bool,
     /// Leader time of the change (ms since the epoch).
     pub at: i64,
+    /// How many bytes the document's stored value grew by (negative: shrank), as encoded
+    /// in the document keyspace (usage counts these; 0 for the system databases).
+    pub stored_bytes: i64,
 }
 
 impl Change {
@@ -113,6 +116,7 @@ pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 first.document_security = c.document_security;
                 first.enabled = c.enabled;
                 first.at = c.at;
+                first.stored_bytes += c.stored_bytes;
                 first.action = match (&first.old, &first.new) {
                     (_, None) => Action::Delete,
                     _ if upsert => Action::Upsert,
@@ -154,6 +158,7 @@ mod tests {
             enabled: true,
             tablesdb: false,
             at: 0,
+            stored_bytes: 0,
         }
     }
 

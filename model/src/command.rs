@@ -111,6 +111,9 @@ pub enum Op {
 pub struct Client {
     pub ip: String,
     pub user_agent: String,
+    /// A `DocumentsOp::Write` of one row (its last op) with the related rows nested in it
+    /// written ahead: the trail files it under that row, not as a bulk write.
+    pub one_row: bool,
 }
 
 /// Usage counted outside apply.

@@ -15,8 +15,8 @@ pub const READS_FLUSH_SECS: u64 = 10;
 /// Hour buckets are kept two days, day buckets 100 days (the longest range is 90).
 pub const HOUR_RETENTION_SECS: i64 = 48 * 3600;
 pub const DAY_RETENTION_SECS: i64 = 100 * 86400;
-/// Expired counters removed per counted write.
-pub const PRUNE_PER_WRITE: usize = 4;
+/// Expired counters removed per counted write, beyond as many as it may have added.
+pub const PRUNE_PER_WRITE: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Period {
@@ -116,6 +116,15 @@ pub enum Metric {
 }
 
 impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::Databases,
+        Metric::Collections,
+        Metric::Documents,
+        Metric::Storage,
+        Metric::Reads,
+        Metric::Writes,
+    ];
+
     pub fn tag(self) -> &'static str {
         match self {
             Metric::Databases => "databases",

@@ -15,7 +15,7 @@ use model::Value;
 
 /// Writes the entry `op` leaves, if it is one the trail records.
 pub(super) fn record(txn: &mut Txn, env: &Envelope, op: &Op, client: &Client, at: i64) -> R<()> {
-    let Some((resource, event)) = event(op) else {
+    let Some((resource, event)) = event(op, client.one_row) else {
         return Ok(());
     };
     let (user_id, mode, user_type) = match &env.actor {
@@ -67,7 +67,8 @@ pub(super) fn record(txn: &mut Txn, env: &Envelope, op: &Op, client: &Client, at
 
 /// The resource an operation changes and the event it is, in the Databases service's names;
 /// `None` for what the trail leaves out (background jobs, transactions, other services).
-pub(super) fn event(op: &Op) -> Option<(String, &'static str)> {
+/// `one_row`: a write of the last of its rows, the others nested in it.
+pub(super) fn event(op: &Op, one_row: bool) -> Option<(String, &'static str)> {
     let db = |d: &str| audit::resource(d, None, None);
     let coll = |d: &str, c: &str| audit::resource(d, Some(c), None);
     Some(match op {
@@ -147,10 +148,13 @@ pub(super) fn event(op: &Op) -> Option<(String, &'static str)> {
                 )
             }
             // A row with the related rows nested in it: the row's (it is the last).
-            [.., last] if ops.iter().any(|t| t.collection != last.collection) => {
-                return event(&Op::Documents(DocumentsOp::Write {
-                    ops: vec![last.clone()],
-                }))
+            [.., last] if one_row => {
+                return event(
+                    &Op::Documents(DocumentsOp::Write {
+                        ops: vec![last.clone()],
+                    }),
+                    false,
+                )
             }
             [first, ..] => {
                 let all = |f: fn(&DocOp) -> bool| ops.iter().all(|t| f(&t.op));

@@ -210,12 +210,24 @@ fn write_as(
     if old.is_none() && new.is_none() {
         return Ok(());
     }
-    let (enabled, tablesdb) = match coll.database.as_str() {
-        model::auth::DB => (true, false),
-        model::storage::DB => (coll.enabled, false),
+    let key = |id: &str| keys::doc(project, &coll.database, &coll.id, id);
+    let encoded = new.map(encode);
+    let (enabled, tablesdb, stored_bytes) = match coll.database.as_str() {
+        model::auth::DB => (true, false, 0),
+        model::storage::DB => (coll.enabled, false, 0),
         _ => {
             let db = super::store::load_database(txn, project, &coll.database)?;
-            (coll.enabled && db.enabled, db.kind == "tablesdb")
+            // The stored value, not the document as loaded (loading settles it).
+            let before = match old {
+                Some(o) => txn.get(DOCS, &key(&o.id))?.map_or(0, |v| v.len()),
+                None => 0,
+            };
+            let after = encoded.as_ref().map_or(0, Vec::len);
+            (
+                coll.enabled && db.enabled,
+                db.kind == "tablesdb",
+                after as i64 - before as i64,
+            )
         }
     };
     txn.record(Change {
@@ -230,6 +242,7 @@ fn write_as(
         enabled,
         tablesdb,
         at: txn.now,
+        stored_bytes,
     });
     // A failed index holds nothing and enforces nothing; the built-in read-roles index is
     // always kept.
@@ -247,8 +260,8 @@ fn write_as(
         }
         txn.del(INDEX, seq_key(project, coll, old.sequence));
     }
-    match new {
-        Some(new) => {
+    match (new, encoded) {
+        (Some(new), Some(encoded)) => {
             for index in live() {
                 put_index_entries(txn, project, coll, index, new)?;
             }
@@ -257,15 +270,11 @@ fn write_as(
                 seq_key(project, coll, new.sequence),
                 keys::entry_value(new.sequence, &new.id),
             );
-            txn.put(
-                DOCS,
-                keys::doc(project, &coll.database, &coll.id, &new.id),
-                encode(new),
-            );
+            txn.put(DOCS, key(&new.id), encoded);
         }
-        None => {
+        _ => {
             if let Some(old) = old {
-                txn.del(DOCS, keys::doc(project, &coll.database, &coll.id, &old.id));
+                txn.del(DOCS, key(&old.id));
             }
         }
     }

@@ -338,7 +338,7 @@ fn dispatch(txn: &mut Txn, env: &Envelope, op: &Op, caller: &Caller, at: i64) ->
         Op::Auth(op) => auth::apply(txn, project, caller, op, at),
         Op::Platforms(op) => projects::apply_platform(txn, project, op, at),
         Op::Storage(op) => storage::apply(txn, project, caller, op, at),
-        Op::Usage(op) => usage::apply(txn, project, op),
+        Op::Usage(op) => usage::apply(txn, project, op, at),
         // `audited` unwrapped it.
         Op::Audited { .. } => Err(err(
             ErrorCode::GeneralArgumentInvalid,

@@ -292,16 +292,18 @@ fn reshape_chunk(txn: &mut Txn, project: &str, database: &str, collection: &str)
         return Ok(Outcome::Done);
     };
     let chunk = sequence_run(txn, project, &coll, after, RESHAPE_CHUNK)?;
+    let mut bytes = 0i64;
     for (_, id) in &chunk {
         // Loading settles the document; storing it keeps the settled form.
         if let Some(doc) = load_document(txn, project, &coll, id)? {
-            txn.put(
-                DOCS,
-                keys::doc(project, database, collection, id),
-                encode(&doc),
-            );
+            let key = keys::doc(project, database, collection, id);
+            let before = txn.get(DOCS, &key)?.map_or(0, |v| v.len());
+            let after = encode(&doc);
+            bytes += after.len() as i64 - before as i64;
+            txn.put(DOCS, key, after);
         }
     }
+    super::usage::rewritten(txn, project, database, collection, bytes, txn.now)?;
     match chunk.last() {
         Some((last, _)) if chunk.len() >= RESHAPE_CHUNK => {
             txn.put(META, job, last.to_be_bytes().to_vec());

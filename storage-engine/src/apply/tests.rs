@@ -1655,6 +1655,7 @@ fn audited(op: Op) -> Op {
         client: model::command::Client {
             ip: "10.0.0.1".into(),
             user_agent: "t".into(),
+            one_row: false,
         },
     }
 }

@@ -91,9 +91,16 @@ pub(super) fn account(txn: &mut Txn, project: &str, op: &Op, mut tally: Tally, a
                 META,
                 keys::meta_prefix(project, keys::USAGE_TOTAL, &[database, id]),
             );
+            forget_current(
+                txn,
+                project,
+                &Scope::Collection(database.clone(), id.clone()),
+                at,
+            );
         }
         Op::Schema(SchemaOp::DeleteDatabase { id }) => {
             txn.delete_prefix(META, keys::meta_prefix(project, keys::USAGE_TOTAL, &[id]));
+            forget_current(txn, project, &Scope::Database(id.clone()), at);
         }
         _ => {}
     }
@@ -109,16 +116,48 @@ pub(super) fn account(txn: &mut Txn, project: &str, op: &Op, mut tally: Tally, a
             _ => 0,
         };
         tally.add_down(db, coll, Metric::Documents, made);
-        let size = |d: &Option<model::Document>| {
-            d.as_ref()
-                .map_or(0, |d| bincode::serialized_size(d).unwrap_or(0) as i64)
-        };
-        tally.add_down(db, coll, Metric::Storage, size(&c.new) - size(&c.old));
+        tally.add_down(db, coll, Metric::Storage, c.stored_bytes);
     }
+    write(txn, project, tally, at)
+}
+
+/// Removes a deleted scope's counters of the current hour and day, so one made again with
+/// its id starts from nothing (the routes show earlier buckets, which ended before it was
+/// made, as 0).
+fn forget_current(txn: &mut Txn, project: &str, scope: &Scope, at: i64) {
+    for period in Period::ALL {
+        for metric in Metric::ALL {
+            txn.del(
+                META,
+                keys::usage_series(project, period, period.bucket(at), scope, metric),
+            );
+        }
+    }
+}
+
+/// A rewrite of stored rows that records no change (a reshape after a column was renamed or
+/// deleted): the bytes it freed or took.
+pub(super) fn rewritten(
+    txn: &mut Txn,
+    project: &str,
+    db: &str,
+    coll: &str,
+    bytes: i64,
+    at: i64,
+) -> R<()> {
+    let mut tally = Tally::default();
+    tally.add_down(db, Some(coll), Metric::Storage, bytes);
+    write(txn, project, tally, at)
+}
+
+/// Adds a tally to its counters (and running totals), then prunes expired ones.
+fn write(txn: &mut Txn, project: &str, tally: Tally, at: i64) -> R<()> {
     if tally.0.is_empty() {
         return Ok(());
     }
-    for ((scope, metric), n) in std::mem::take(&mut tally.0) {
+    // Each counter may be a new key (per period): prune at least as many as may have come.
+    let budget = tally.0.len() + usage::PRUNE_PER_WRITE;
+    for ((scope, metric), n) in tally.0 {
         for period in Period::ALL {
             add(
                 txn,
@@ -130,11 +169,11 @@ pub(super) fn account(txn: &mut Txn, project: &str, op: &Op, mut tally: Tally, a
             add(txn, keys::usage_total(project, &scope, metric), n)?;
         }
     }
-    prune(txn, project, at)
+    prune(txn, project, at, budget)
 }
 
 /// `UsageOp`: counts a node reports.
-pub(super) fn apply(txn: &mut Txn, project: &str, op: &UsageOp) -> R<Outcome> {
+pub(super) fn apply(txn: &mut Txn, project: &str, op: &UsageOp, at: i64) -> R<Outcome> {
     match op {
         UsageOp::Reads { counts } => {
             if counts.len() > MAX_READ_COUNTS {
@@ -162,6 +201,7 @@ pub(super) fn apply(txn: &mut Txn, project: &str, op: &UsageOp) -> R<Outcome> {
                     }
                 }
             }
+            prune(txn, project, at, 2 * counts.len() + usage::PRUNE_PER_WRITE)?;
             Ok(Outcome::Done)
         }
     }
@@ -186,12 +226,13 @@ fn rows(txn: &Txn, project: &str, db: &str, coll: &str) -> R<i64> {
         .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
-/// Removes a few of the project's counters older than their period keeps them.
-fn prune(txn: &mut Txn, project: &str, at: i64) -> R<()> {
+/// Removes up to `budget` of the project's counters of each period older than the period
+/// keeps them.
+fn prune(txn: &mut Txn, project: &str, at: i64, budget: usize) -> R<()> {
     for period in Period::ALL {
         let prefix = keys::meta_prefix(project, keys::USAGE, &[period.tag()]);
         let horizon = format!("{:012}", period.bucket(at) - period.retention_secs());
-        for (k, _) in txn.scan_limit(META, &prefix, usage::PRUNE_PER_WRITE)? {
+        for (k, _) in txn.scan_limit(META, &prefix, budget)? {
             let bucket = &k[prefix.len()..];
             if bucket.len() < 12 || bucket[..12] >= *horizon.as_bytes() {
                 break;
