@@ -267,6 +267,10 @@ pub(crate) fn resolve_across(
         else {
             return Ok(None);
         };
+        // A disabled table is not there for users and guests.
+        if !other.enabled && !ctx.is_key() {
+            return Ok(None);
+        }
         let mut sub = Spec {
             filters,
             limit: Some(MAX_RELATED + 1),
