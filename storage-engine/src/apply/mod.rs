@@ -114,6 +114,7 @@ impl Engine {
                 index.to_be_bytes().to_vec(),
             );
         }
+        usage::flush(&mut txn).map_err(storage_only)?;
         txn.put(META, keys::LAST_AT.to_vec(), clock.to_be_bytes().to_vec());
         txn.put(META, keys::APPLIED.to_vec(), applied.to_vec());
         txn.put(
@@ -149,6 +150,9 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
     let at = env.at.max(*clock);
     *clock = at;
     txn.now = at;
+    if audited(env).is_ok_and(|(op, _)| usage::reads_totals(op)) {
+        usage::flush(txn).map_err(storage_only)?;
+    }
     let sp = txn.savepoint();
     let result = match first_outcome(txn, env.request_id) {
         Ok(Some(first)) => return Ok(first),
@@ -156,10 +160,10 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
             let caller = authorize(txn, env, op, at)?;
             let removed = usage::before(txn, &env.project, op)?;
             let out = dispatch(txn, env, op, &caller, at)?;
-            usage::account(txn, &env.project, op, removed, at)?;
             if let Some(client) = client {
                 audit::record(txn, env, op, client, at)?;
             }
+            usage::account(txn, &env.project, op, removed, at)?;
             Ok(out)
         }),
         Err(e) => Err(e),
@@ -179,6 +183,14 @@ fn apply_envelope(txn: &mut Txn, env: &Envelope, clock: &mut i64) -> Result<Outc
         Failure::User(e) => crate::engine::corrupt(keys::REQUEST_AT, e.message),
     })?;
     Ok(outcome)
+}
+
+/// A failure of work that checks nothing a user sent (bookkeeping): only the disk can fail it.
+fn storage_only(f: Failure) -> StorageError {
+    match f {
+        Failure::Storage(e) => e,
+        Failure::User(e) => crate::engine::corrupt(keys::APPLIED, e.message),
+    }
 }
 
 fn request_key(id: RequestId) -> Vec<u8> {

@@ -42,6 +42,8 @@ pub(crate) struct Txn<'a> {
     /// The leader time of the envelope being applied (stamped on its changes).
     pub(crate) now: i64,
     undo: Vec<Undo>,
+    /// Usage the entry has counted, not yet written (`usage::flush`).
+    pub(super) usage: super::usage::Pending,
 }
 
 impl<'a> Txn<'a> {
@@ -54,6 +56,7 @@ impl<'a> Txn<'a> {
             changes: Vec::new(),
             now: 0,
             undo: Vec::new(),
+            usage: Default::default(),
         }
     }
 

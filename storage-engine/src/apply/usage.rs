@@ -32,6 +32,42 @@ impl Tally {
     }
 }
 
+/// The tallies of the entry being applied, by project and hour (with the time of the first
+/// envelope counted in that hour): added up envelope by envelope and written once, at the end
+/// of the entry (`flush`), so the counters a batch of writes shares are read and written once.
+#[derive(Default)]
+pub(super) struct Pending(BTreeMap<(String, i64), (Tally, i64)>);
+
+impl Pending {
+    fn add(&mut self, project: &str, tally: Tally, at: i64) {
+        if tally.0.is_empty() {
+            return;
+        }
+        let key = (project.to_string(), Period::Hour.bucket(at));
+        let (sum, _) = self.0.entry(key).or_insert_with(|| (Tally::default(), at));
+        for (k, n) in tally.0 {
+            *sum.0.entry(k).or_default() += n;
+        }
+    }
+}
+
+/// Writes what the entry has counted so far: at its end, and before an operation that reads
+/// the running totals (a delete of a collection or a database).
+pub(super) fn flush(txn: &mut Txn) -> R<()> {
+    for ((project, _), (tally, at)) in std::mem::take(&mut txn.usage.0) {
+        write(txn, &project, tally, at)?;
+    }
+    Ok(())
+}
+
+/// Whether `op` reads the running totals (so what is pending must be written first).
+pub(super) fn reads_totals(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Schema(SchemaOp::DeleteCollection { .. } | SchemaOp::DeleteDatabase { .. })
+    )
+}
+
 /// What a schema operation about to be applied will remove (counted before it goes).
 pub(super) fn before(txn: &Txn, project: &str, op: &Op) -> R<Tally> {
     let mut t = Tally::default();
@@ -77,7 +113,8 @@ pub(super) fn before(txn: &Txn, project: &str, op: &Op) -> R<Tally> {
 
 /// Counts what the envelope just applied did: rows written, made and removed, and the bytes
 /// of row data, from its recorded changes; databases and collections made and removed from
-/// the operation. Adds `pending` (from `before`) and writes the counters.
+/// the operation. Adds `tally` (from `before`) to what the entry has counted (`Pending`); the
+/// last fallible step of an envelope, so a failed one leaves nothing counted.
 pub(super) fn account(txn: &mut Txn, project: &str, op: &Op, mut tally: Tally, at: i64) -> R<()> {
     match op {
         Op::Schema(SchemaOp::CreateDatabase { .. }) => {
@@ -118,7 +155,8 @@ pub(super) fn account(txn: &mut Txn, project: &str, op: &Op, mut tally: Tally, a
         tally.add_down(db, coll, Metric::Documents, made);
         tally.add_down(db, coll, Metric::Storage, c.stored_bytes);
     }
-    write(txn, project, tally, at)
+    txn.usage.add(project, tally, at);
+    Ok(())
 }
 
 /// Removes a deleted scope's counters of the current hour and day, so one made again with
