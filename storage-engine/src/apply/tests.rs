@@ -1773,3 +1773,35 @@ fn the_audit_trail_keeps_a_bounded_recent_history() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1, "document.update");
 }
+
+#[test]
+fn usage_counted_in_an_entry_is_written_before_a_delete_in_it_reads_the_totals() {
+    use model::usage::{Metric, Scope};
+    let mut f = Fixture::new();
+    let at = 3_600_000 * 20;
+    // One entry: two rows made, then their table deleted.
+    f.apply(vec![
+        env(Actor::Operator, create("a", 1, "a"), at),
+        env(Actor::Operator, create("b", 2, "b"), at),
+        schema(
+            SchemaOp::DeleteCollection {
+                database: "d".into(),
+                id: "c".into(),
+            },
+            at,
+        ),
+    ]);
+    let view = f.eng.view().unwrap();
+    assert_eq!(view.usage_storage("p", &Scope::Project).unwrap(), 0);
+    assert_eq!(
+        view.usage_storage("p", &Scope::Database("d".into()))
+            .unwrap(),
+        0
+    );
+    // Made and removed within the hour: the rows and the table net to nothing, or less.
+    assert_eq!(
+        usage_now(&f, &Scope::Database("d".into()), Metric::Documents, at),
+        0
+    );
+    assert_eq!(usage_now(&f, &Scope::Project, Metric::Writes, at), 2);
+}
