@@ -71,6 +71,20 @@ impl Ctx {
         }
     }
 
+    /// The same request's context over another view (a fresher one, for a write's answer or
+    /// the rows a bulk change picks).
+    pub fn over(&self, view: Arc<dyn StateReader>) -> Ctx {
+        Ctx {
+            project: self.project.clone(),
+            actor: self.actor.clone(),
+            view,
+            who: self.who.clone(),
+            unresolved: false,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
     pub fn is_key(&self) -> bool {
         matches!(self.who, Who::Key)
     }

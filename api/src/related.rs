@@ -46,14 +46,7 @@ fn related(
     doc: &Document,
 ) -> Result<Vec<Document>, ApiError> {
     let rows = if rel.stored() {
-        let ids: Vec<String> = match doc.data.get(key) {
-            Some(Value::Str(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let ids = doc.related_ids(key);
         let mut out = Vec::new();
         for id in ids.iter().take(MAX_RELATED as usize) {
             if let Some(d) = ctx.view.document(&ctx.project, other, id)? {
@@ -323,12 +316,7 @@ pub(crate) fn resolve_across(
             (false, _) => {
                 let mut parents: Vec<String> = Vec::new();
                 for d in &rows {
-                    match d.data.get(&rel.two_way_key) {
-                        Some(Value::Str(s)) => parents.push(s.clone()),
-                        Some(Value::Array(items)) => parents
-                            .extend(items.iter().filter_map(|v| v.as_str().map(str::to_string))),
-                        _ => {}
-                    }
+                    parents.extend(d.related_ids(&rel.two_way_key));
                 }
                 parents.sort();
                 parents.dedup();

@@ -485,16 +485,7 @@ async fn change_listed(
     spec: &Spec,
     change: RangeChange,
 ) -> Result<Tally, ApiError> {
-    let view = s.backend.read(Consistency::Linearizable).await?;
-    let fresh = Ctx {
-        project: ctx.project.clone(),
-        actor: ctx.actor.clone(),
-        view,
-        who: ctx.who.clone(),
-        unresolved: false,
-        ip: ctx.ip.clone(),
-        user_agent: ctx.user_agent.clone(),
-    };
+    let fresh = ctx.over(s.backend.read(Consistency::Linearizable).await?);
     let c = collection(f, &fresh, req)?;
     let all = Spec {
         limit: Some(spec.limit.unwrap_or(u64::MAX)),
@@ -645,16 +636,7 @@ async fn written(
     let Some(select) = related::everything(c) else {
         return Ok(render::document(d, c, f, None));
     };
-    let view = s.backend.read(Consistency::Linearizable).await?;
-    let fresh = Ctx {
-        project: ctx.project.clone(),
-        actor: ctx.actor.clone(),
-        view,
-        who: ctx.who.clone(),
-        unresolved: false,
-        ip: ctx.ip.clone(),
-        user_agent: ctx.user_agent.clone(),
-    };
+    let fresh = ctx.over(s.backend.read(Consistency::Linearizable).await?);
     let c = collection(f, &fresh, req)?;
     let mut answer = related::rows(&fresh, f, &c, std::slice::from_ref(d), Some(&select))?;
     Ok(answer.pop().unwrap_or(Json::Null))

@@ -685,6 +685,18 @@ impl Document {
             _ => self.data.get(attr).cloned().unwrap_or(Value::Null),
         }
     }
+
+    /// The row ids a relationship end stored under `key` holds: one, a list, or none.
+    pub fn related_ids(&self, key: &str) -> Vec<String> {
+        match self.data.get(key) {
+            Some(Value::Str(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -358,18 +358,6 @@ fn too_many() -> Failure {
     )
 }
 
-/// The ids a row's stored end holds.
-fn held(doc: &Document, key: &str) -> Vec<String> {
-    match doc.data.get(key) {
-        Some(Value::Str(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The rows related to `doc` through its end `key` of `coll`: the ones it refers to, or the
 /// ones that refer to it.
 pub(super) fn related_rows(
@@ -385,7 +373,7 @@ pub(super) fn related_rows(
     };
     if rel.stored() {
         let mut out = Vec::new();
-        for id in held(doc, key) {
+        for id in doc.related_ids(key) {
             if let Some(d) = load_document(txn, project, other, &id)? {
                 out.push(d);
             }
@@ -434,7 +422,7 @@ fn set_reference(
         (false, false) if now.as_str() == Some(id) => Value::Null,
         (false, false) => return Ok(()),
         (true, _) => {
-            let mut ids = held(row, key);
+            let mut ids = row.related_ids(key);
             let had = ids.iter().any(|i| i == id);
             match (refer, had) {
                 (true, false) => ids.push(id.to_string()),
@@ -475,7 +463,7 @@ pub(super) fn link(
         let twin_stored = other.relation(twin_key).is_some_and(Relationship::stored);
         match (rel.stored(), link) {
             (true, Link::One(target)) => {
-                let before = old.map(|o| held(o, key)).unwrap_or_default();
+                let before = old.map(|o| o.related_ids(key)).unwrap_or_default();
                 if rel.kind == RelationType::OneToOne {
                     if let Some(t) = target {
                         // One to one: no other row of this collection may refer to it.
