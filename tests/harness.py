@@ -185,18 +185,20 @@ class TestCluster:
                  "RPCError err=", "error replication to target", "timeout after",
                  "has to forward request to"]
 
-    def __init__(self, n=3, extra_args=(), network=None):
+    def __init__(self, n=3, extra_args=(), network=None, regions=None):
         self.base_dir = temp_dir("basalt-cluster-")
         self.extra_args = list(extra_args)
         self.network = network
         hosts = network.hosts if network else [None] * n
-        self.nodes = [Node(i + 1, self.base_dir, self.extra_args, hosts[i]) for i in range(n)]
+        # Node i's own flags: its `--region`, when `regions` names one per node.
+        self.own_args = [["--region", r] for r in regions] if regions else [[] for _ in range(n)]
+        self.nodes = [Node(i + 1, self.base_dir, self.extra_args + self.own_args[i], hosts[i]) for i in range(n)]
         self.faults = False
 
     def start(self, timeout=60):
         first = self.nodes[0].start()
-        for n in self.nodes[1:]:
-            n.extra_args = self.extra_args + ["--join", first.grpc]
+        for i, n in enumerate(self.nodes[1:], 1):
+            n.extra_args = self.extra_args + self.own_args[i] + ["--join", first.grpc]
             n.start()
         self.wait_for_voters([n.node_id for n in self.nodes], timeout)
         return self

@@ -132,6 +132,13 @@ pub trait Backend: Send + Sync + 'static {
     fn root_key_sha256(&self) -> String;
     /// `basalt cluster rotate-root-key`: makes `sha256` the digest of the cluster's root key.
     fn set_root_key(&self, sha256: String) -> BoxFuture<'_, Result<(), model::Error>>;
+    /// The placement policy in force (`basalt cluster placement`), read linearizably.
+    fn placement(&self) -> BoxFuture<'_, Result<model::schema::Placement, model::Error>>;
+    /// Puts `policy` in force; the leader then changes the voters to match.
+    fn set_placement(
+        &self,
+        policy: model::schema::Placement,
+    ) -> BoxFuture<'_, Result<(), model::Error>>;
     /// `basalt cluster status` as JSON.
     fn cluster_status(&self) -> serde_json::Value;
     /// Ready: a leader is known.

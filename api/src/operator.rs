@@ -52,6 +52,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/join-token", post(cluster_join_token))
         .route("/v1/cluster/root-key", post(cluster_root_key))
         .route("/v1/cluster/drill", post(cluster_drill))
+        .route(
+            "/v1/cluster/placement",
+            get(cluster_placement).put(set_cluster_placement),
+        )
 }
 
 fn project_json(p: &Project, a: &AuthSettings) -> Json {
@@ -312,6 +316,34 @@ async fn cluster_join_token(State(s): State<AppState>, req: Req) -> Reply {
         .join_token(std::time::Duration::from_secs(ttl))
         .await?;
     reply(StatusCode::CREATED, token)
+}
+
+async fn cluster_placement(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let policy = s.backend.placement().await?;
+    reply(StatusCode::OK, json!(policy))
+}
+
+/// Changes the placement policy: `voters`, `learners` (region lists) and `leaderRegion` (a
+/// region, or null for none) each replace what is in force when given; the others stay.
+async fn set_cluster_placement(State(s): State<AppState>, req: Req) -> Reply {
+    require_root(&s, &req)?;
+    let mut policy = s.backend.placement().await?;
+    if let Some(voters) = req.strings_opt("voters")? {
+        policy.voters = voters;
+    }
+    if let Some(learners) = req.strings_opt("learners")? {
+        policy.learners = learners;
+    }
+    if req.has("leaderRegion") {
+        policy.leader_region = req.str_opt("leaderRegion")?.filter(|r| !r.is_empty());
+    }
+    if let Some(problem) = policy.problem() {
+        return Err(ApiError(Error::invalid(problem)));
+    }
+    s.backend.set_placement(policy).await?;
+    let policy = s.backend.placement().await?;
+    reply(StatusCode::OK, json!(policy))
 }
 
 /// `basalt drill` against a running cluster: this node crashes (`{"fault": "crash"}`) or cuts

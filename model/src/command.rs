@@ -452,6 +452,8 @@ pub enum ClusterOp {
     /// key against it (`basalt cluster rotate-root-key` replaces it). `initial`: only if the
     /// cluster has none yet (the node that started the cluster recording its key).
     SetRootKey { sha256: String, initial: bool },
+    /// The placement policy (`basalt cluster placement`): refused if it cannot be in force.
+    SetPlacement(crate::schema::Placement),
 }
 
 /// A join token presented by a joiner: its id and the digest of the secret it sent.

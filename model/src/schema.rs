@@ -737,6 +737,64 @@ pub struct NodeRecord {
     pub retired_at: Option<i64>,
 }
 
+/// Where the cluster keeps its members (`basalt cluster placement`): which regions hold voters,
+/// which hold read replicas (Raft learners), and where the leader should be. Nodes of a region
+/// named in neither list are read replicas: a node is never made a voter by accident.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Regions whose nodes vote. Empty: every region's (no policy set).
+    pub voters: Vec<String>,
+    /// Regions whose nodes are read replicas.
+    pub learners: Vec<String>,
+    /// The region the leader should be in while one of its voters is healthy.
+    pub leader_region: Option<String>,
+}
+
+impl Placement {
+    /// Whether a node of `region` should vote.
+    pub fn votes(&self, region: &str) -> bool {
+        self.voters.is_empty() || self.voters.iter().any(|r| r == region)
+    }
+
+    /// Whether losing any one region must leave a quorum: voters in three regions or more.
+    pub fn survives_region_loss(&self) -> bool {
+        self.voters.len() >= 3
+    }
+
+    /// Why the policy cannot be in force, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let all = self.voters.iter().chain(&self.learners);
+        if let Some(bad) = all.clone().find(|r| !valid_region(r)) {
+            return Some(format!(
+                "region {bad:?} is not a region name: 1-64 of a-z, A-Z, 0-9, '.', '_' and '-'"
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = all.clone().find(|r| !seen.insert(r.as_str())) {
+            return Some(format!("region {twice:?} is named twice"));
+        }
+        if self.voters.is_empty() && !self.learners.is_empty() {
+            return Some("a policy with read-replica regions names its voter regions too".into());
+        }
+        match &self.leader_region {
+            Some(r) if !valid_region(r) => Some(format!("region {r:?} is not a region name")),
+            Some(r) if !self.votes(r) => Some(format!(
+                "the leader region {r:?} holds no voters: a leader is always a voter"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// A `--region` label: 1-64 of `[A-Za-z0-9._-]`.
+pub fn valid_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 /// The cluster's root key as the cluster keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RootKeyRecord {

@@ -228,6 +228,20 @@ impl Backend for NodeBackend {
         self.node.root_key_sha256()
     }
 
+    fn placement(&self) -> BoxFuture<'_, Result<model::schema::Placement, model::Error>> {
+        Box::pin(async move {
+            self.node.read_barrier().await.map_err(refusal)?;
+            Ok(self.node.placement())
+        })
+    }
+
+    fn set_placement(
+        &self,
+        policy: model::schema::Placement,
+    ) -> BoxFuture<'_, Result<(), model::Error>> {
+        Box::pin(async move { self.node.set_placement(policy).await.map_err(refusal) })
+    }
+
     fn set_root_key(&self, sha256: String) -> BoxFuture<'_, Result<(), model::Error>> {
         Box::pin(async move { self.node.set_root_key(sha256).await.map_err(refusal) })
     }
@@ -246,7 +260,8 @@ impl Backend for NodeBackend {
                 serde_json::json!({
                     "id": m.id, "http": m.http, "grpc": m.grpc, "gossip": m.gossip,
                     "region": m.region, "role": m.role, "health": health.as_str(),
-                    "applied": m.applied, "cert_expires": m.cert_expires,
+                    "applied": m.applied, "lag": m.lag, "rtt_ms": m.rtt_ms,
+                    "cert_expires": m.cert_expires,
                 })
             })
             .collect();
@@ -256,6 +271,7 @@ impl Backend for NodeBackend {
             "term": status.term,
             "state": status.state,
             "members": members,
+            "placement": status.placement,
         })
     }
 

@@ -356,6 +356,22 @@ enum ClusterCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show the placement policy, or change it: which regions hold voters, which hold read
+    /// replicas (learners), where the leader should be. A flag given replaces that part
+    /// (an empty value clears it); the others stay. Prints the policy now in force.
+    Placement {
+        /// Regions whose nodes vote, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        voters: Option<Vec<String>>,
+        /// Regions whose nodes are read replicas, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        learners: Option<Vec<String>>,
+        /// The region the leader should be in while one of its voters is healthy.
+        #[arg(long)]
+        leader_region: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// A one-time token a new node joins with (`serve --join ADDR --join-token TOKEN`).
     JoinToken {
         /// How long it is valid: seconds, or a number with s, m, h or d.
@@ -875,6 +891,40 @@ async fn cluster(c: ClusterCommand) -> Result<()> {
             )
             .await
             .context("rolling restart")?;
+            print(&v)
+        }
+        ClusterCommand::Placement {
+            voters,
+            learners,
+            leader_region,
+            remote,
+        } => {
+            let console = remote.console()?;
+            let regions = |l: Vec<String>| -> Vec<String> {
+                l.into_iter().filter(|r| !r.trim().is_empty()).collect()
+            };
+            let mut change = serde_json::Map::new();
+            if let Some(v) = voters {
+                change.insert("voters".into(), json!(regions(v)));
+            }
+            if let Some(l) = learners {
+                change.insert("learners".into(), json!(regions(l)));
+            }
+            if let Some(r) = leader_region {
+                change.insert("leaderRegion".into(), json!(r));
+            }
+            let v = if change.is_empty() {
+                console.get("/cluster/placement").await
+            } else {
+                console
+                    .call(
+                        reqwest::Method::PUT,
+                        "/cluster/placement",
+                        Some(json!(change)),
+                    )
+                    .await
+            }
+            .context("the placement policy")?;
             print(&v)
         }
         ClusterCommand::JoinToken { ttl, remote } => {

@@ -6,26 +6,33 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Until when a node is cut off, if it is.
-struct Isolation(Mutex<Option<Instant>>);
+/// A state that ends by itself: until when it holds, if it does (a drill's isolation, a
+/// leader's hand-over).
+#[derive(Debug, Default)]
+pub(crate) struct Until(Mutex<Option<Instant>>);
 
-impl Isolation {
-    const fn new() -> Isolation {
-        Isolation(Mutex::new(None))
+impl Until {
+    pub(crate) const fn new() -> Until {
+        Until(Mutex::new(None))
     }
 
-    fn set(&self, d: Duration) {
+    /// Holds for `d` from now (a later call replaces an earlier one).
+    pub(crate) fn set(&self, d: Duration) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + d);
     }
 
-    fn active(&self) -> bool {
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn active(&self) -> bool {
         let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
         until.is_some_and(|t| Instant::now() < t)
     }
 }
 
-/// This process's (one node per process).
-static NODE: Isolation = Isolation::new();
+/// This process's isolation (one node per process).
+static NODE: Until = Until::new();
 
 /// Cuts this node off from its peers for `d` (a later call replaces an earlier one).
 pub fn isolate(d: Duration) {
@@ -47,7 +54,7 @@ mod tests {
     #[test]
     fn isolation_ends_by_itself() {
         // A value of its own: the process-wide one would cut off other tests' nodes.
-        let i = Isolation::new();
+        let i = Until::new();
         assert!(!i.active());
         i.set(Duration::from_millis(50));
         assert!(i.active());

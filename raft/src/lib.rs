@@ -15,6 +15,7 @@ pub mod enroll;
 mod network;
 mod node;
 pub mod pki;
+pub mod placement;
 #[cfg(feature = "fault-points")]
 pub mod probe;
 pub mod rpc;

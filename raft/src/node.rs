@@ -200,6 +200,10 @@ pub struct MemberStatus {
     pub role: &'static str,
     /// As its last answer to a probe said (this node's own: current).
     pub applied: Option<u64>,
+    /// Entries it trails the member furthest ahead by, as `applied` figures say.
+    pub lag: Option<u64>,
+    /// Round trip of this node's last probe of it (ms; this node itself: none).
+    pub rtt_ms: Option<f64>,
     /// When its node certificate expires (RFC 3339), as its last answer to a probe said;
     /// `None` without TLS or before it answered.
     pub cert_expires: Option<String>,
@@ -212,6 +216,7 @@ pub struct ClusterStatus {
     pub term: u64,
     pub state: String,
     pub members: Vec<MemberStatus>,
+    pub placement: model::schema::Placement,
 }
 
 /// An envelope waiting for the group-commit batcher, its encoded size, and where its outcome
@@ -242,7 +247,26 @@ struct PeerReport {
     applied: Option<u64>,
     cert_expires: Option<i64>,
     clock: Option<(i64, std::time::Instant)>,
+    /// The probe's round trip.
+    rtt: Option<Duration>,
 }
+
+/// A peer that answered no probe for this long is unhealthy to placement decisions.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
+/// How often each node reviews placement: whether it may campaign, and (on the leader) whether
+/// to hand the lead over or change the voters.
+const PLACEMENT_EVERY: Duration = Duration::from_millis(250);
+/// How often the leader compares the voters with the placement policy.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// A learner this close behind the leader's log may be promoted (or be handed the lead).
+const CAUGHT_UP: u64 = 64;
+/// A leader outside the preferred region leads this long before handing over (it has just
+/// been elected: the preferred voters may still be coming back).
+const HANDOVER_AFTER: Duration = Duration::from_secs(2);
+/// A hand-over holds the leader's appends back this long at most.
+const HANDOVER_MAX: Duration = Duration::from_secs(3);
+/// A hand-over that did not move the lead is tried again after this long.
+const HANDOVER_RETRY: Duration = Duration::from_secs(10);
 
 pub struct RaftNode {
     pub id: u64,
@@ -273,6 +297,8 @@ pub struct RaftNode {
     /// join until the restored state is in a snapshot and the log before it is gone.
     seeding: std::sync::atomic::AtomicBool,
     snapshots_dir: PathBuf,
+    /// While set, this leader is handing the lead over (`keep_placement`).
+    handover: Arc<crate::drill::Until>,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -317,6 +343,7 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let handover = Arc::new(crate::drill::Until::new());
         let raft = Raft::new(
             cfg.id,
             Arc::new(config),
@@ -330,7 +357,7 @@ impl RaftNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (proposals, queue) = tokio::sync::mpsc::channel::<Proposal>(4096);
-        tokio::spawn(group_commit(raft.clone(), queue));
+        tokio::spawn(group_commit(raft.clone(), queue, handover.clone()));
         let node = Arc::new(RaftNode {
             id: cfg.id,
             peer_applied: Arc::new(Mutex::new(BTreeMap::new())),
@@ -352,6 +379,7 @@ impl RaftNode {
             log,
             snapshots_dir: cfg.data_dir.join("snapshots"),
             seeding: std::sync::atomic::AtomicBool::new(restored.is_some()),
+            handover,
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -379,6 +407,7 @@ impl RaftNode {
         };
         *node.grpc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(grpc_task);
         tokio::spawn(probe_peers(Arc::downgrade(&node)));
+        tokio::spawn(keep_placement(Arc::downgrade(&node)));
         tokio::spawn(blob_upkeep(Arc::downgrade(&node)));
         tokio::spawn(count_leader_changes(node.raft.metrics()));
         let initialized = raft
@@ -848,6 +877,11 @@ impl RaftNode {
     }
 
     pub(crate) async fn read_index_local(&self) -> Result<u64, ReplicationError> {
+        // Confirming the lead sends appends, which would renew the leases a hand-over waits
+        // out: a read waits for it to end (and then asks the new leader).
+        while self.handover.active() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -966,14 +1000,86 @@ impl RaftNode {
             .await
             .map_err(|_| ReplicationError::Timeout)?
             .map_err(write_error)?;
-        let mut voters = self.voters();
-        voters.insert(id);
-        tracing::info!(node_id = id, "promoting the caught-up learner to voter");
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map_err(write_error)?;
+        // A voter if the placement policy makes it one (else it stays a read replica).
+        self.reconcile_placement(Some(id)).await?;
         Ok(self.voters().into_iter().collect())
+    }
+
+    /// The placement policy in force.
+    pub fn placement(&self) -> model::schema::Placement {
+        self.engine.cluster_placement().unwrap_or_default()
+    }
+
+    /// Sets the placement policy; the leader then brings the membership in line with it.
+    pub async fn set_placement(
+        &self,
+        policy: model::schema::Placement,
+    ) -> Result<(), ReplicationError> {
+        self.cluster_write(model::command::ClusterOp::SetPlacement(policy))
+            .await
+    }
+
+    /// Whether peer `id` answered a probe from this node lately (this node itself: always).
+    fn healthy(&self, id: u64) -> bool {
+        id == self.id
+            || self
+                .peer_applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .and_then(|r| r.clock)
+                .is_some_and(|(_, at)| at.elapsed() <= HEALTHY_WITHIN)
+    }
+
+    /// How far member `id`'s log trails this leader's (entries), as replication last matched it.
+    fn replication_lag(m: &openraft::RaftMetrics<u64, NodeInfo>, id: u64) -> Option<u64> {
+        let matched = m.replication.as_ref()?.get(&id)?;
+        let last = m.last_log_index.unwrap_or(0);
+        Some(last.saturating_sub(matched.map_or(0, |l| l.index)))
+    }
+
+    /// The members as this leader sees them. `fresh`: a learner that has just caught up (its
+    /// addition waited for that), healthy and current whatever the probes say yet.
+    fn placement_members(&self, fresh: Option<u64>) -> Vec<crate::placement::Member> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, info)| {
+                let me_or_fresh = *id == self.id || Some(*id) == fresh;
+                crate::placement::Member {
+                    id: *id,
+                    region: info.region.clone(),
+                    voter: voters.contains(id),
+                    healthy: me_or_fresh || self.healthy(*id),
+                    caught_up: me_or_fresh
+                        || Self::replication_lag(&m, *id).is_some_and(|lag| lag <= CAUGHT_UP),
+                }
+            })
+            .collect()
+    }
+
+    /// On the leader: makes the voters those the placement policy wants of the members now
+    /// (`placement::plan_voters`); a voter no longer wanted stays on as a learner.
+    async fn reconcile_placement(&self, fresh: Option<u64>) -> Result<(), ReplicationError> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let policy = self.placement();
+        let members = self.placement_members(fresh);
+        let Some(voters) = crate::placement::plan_voters(&policy, &members, self.id) else {
+            return Ok(());
+        };
+        tracing::info!(?voters, "placement: changing the voters");
+        tokio::time::timeout(
+            self.timings.request_timeout * 2,
+            self.raft.change_membership(voters, true),
+        )
+        .await
+        .map_err(|_| ReplicationError::Timeout)?
+        .map_err(write_error)?;
+        Ok(())
     }
 
     /// Records this node's own new addresses (it restarted elsewhere with its data): on this
@@ -1234,6 +1340,13 @@ impl RaftNode {
                 tracing::info!(node_id = self.id, "joined the cluster as a voter");
                 return;
             }
+            if attempt > 0 && self.is_member() {
+                tracing::info!(
+                    node_id = self.id,
+                    "joined the cluster as a learner (the placement policy decides whether it votes)"
+                );
+                return;
+            }
             let seed = &seeds[attempt as usize % seeds.len()];
             attempt += 1;
             let result =
@@ -1250,17 +1363,13 @@ impl RaftNode {
             match result {
                 Ok(Ok(voters)) => {
                     tracing::info!(node_id = self.id, ?voters, "join accepted");
+                    // A voter, or a learner the placement policy keeps one.
                     let me = self.id;
                     let _ = self
                         .raft
                         .wait(Some(Duration::from_secs(30)))
                         .metrics(
-                            |m| {
-                                m.membership_config
-                                    .membership()
-                                    .voter_ids()
-                                    .any(|v| v == me)
-                            },
+                            |m| m.membership_config.membership().get_node(&me).is_some(),
                             "own membership",
                         )
                         .await;
@@ -1765,13 +1874,14 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
-        let members = membership
+        let mut members: Vec<MemberStatus> = membership
             .nodes()
             .map(|(id, info)| {
-                let (applied, expires) = if *id == self.id {
+                let (applied, expires, rtt) = if *id == self.id {
                     (
                         m.last_applied.map(|l| l.index),
                         self.transport.tls().map(|t| t.cert().not_after),
+                        None,
                     )
                 } else {
                     let r = self
@@ -1781,7 +1891,7 @@ impl RaftNode {
                         .get(id)
                         .copied()
                         .unwrap_or_default();
-                    (r.applied, r.cert_expires)
+                    (r.applied, r.cert_expires, r.rtt)
                 };
                 MemberStatus {
                     id: *id,
@@ -1795,16 +1905,25 @@ impl RaftNode {
                         "learner"
                     },
                     applied,
+                    lag: None,
+                    rtt_ms: rtt.map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
                     cert_expires: expires.and_then(rfc3339),
                 }
             })
             .collect();
+        let ahead = members.iter().filter_map(|m| m.applied).max();
+        for member in &mut members {
+            member.lag = ahead
+                .zip(member.applied)
+                .map(|(a, mine)| a.saturating_sub(mine));
+        }
         ClusterStatus {
             id: self.id,
             leader: m.current_leader,
             term: m.current_term,
             state: format!("{:?}", m.state),
             members,
+            placement: self.placement(),
         }
     }
 
@@ -1910,7 +2029,11 @@ pub(crate) fn wall_clock_ms() -> i64 {
 /// outcome. Entries are bounded by count and bytes. Every envelope is stamped here with the
 /// proposing leader's time (never below the last it stamped; apply also never lets `at` go
 /// below what it applied before, across leaders).
-async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
+async fn group_commit(
+    raft: Raft<TypeConfig>,
+    mut queue: tokio::sync::mpsc::Receiver<Proposal>,
+    handover: Arc<crate::drill::Until>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut held: Option<Proposal> = None;
     let mut last_at = i64::MIN;
@@ -1939,6 +2062,11 @@ async fn group_commit(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Rece
                 }
                 Err(_) => break,
             }
+        }
+        // A leader handing the lead over proposes nothing meanwhile (each append would renew
+        // its followers' leases); once it follows, these are passed on to the new leader.
+        while handover.active() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let at = wall_clock_ms().max(last_at);
         last_at = at;
@@ -2114,7 +2242,8 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
                 let (asked, sent) = (std::time::Instant::now(), wall_clock_ms());
                 if let Ok(Ok(r)) = tokio::time::timeout(PROBE_EVERY * 2, client.ping(())).await {
                     let (peer, applied, cert_expires, clock) = r.into_inner();
-                    let half_trip = asked.elapsed().as_millis() as i64 / 2;
+                    let rtt = asked.elapsed();
+                    let half_trip = rtt.as_millis() as i64 / 2;
                     if peer == id {
                         let ahead = clock - (sent + half_trip);
                         known.lock().unwrap_or_else(|p| p.into_inner()).insert(
@@ -2123,11 +2252,119 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
                                 applied,
                                 cert_expires,
                                 clock: Some((ahead, std::time::Instant::now())),
+                                rtt: Some(rtt),
                             },
                         );
                     }
                 }
             });
+        }
+    }
+}
+
+/// Every node, for as long as it runs: campaigns for the lead only where the placement policy
+/// prefers it (while a preferred voter is healthy); a leader outside the preferred region hands
+/// the lead over to a healthy, caught-up preferred voter; the leader reconciles the voters
+/// with the policy.
+///
+/// A hand-over: openraft 0.9 has no leader transfer, and a follower refuses to vote while its
+/// leader's lease runs. So the leader sends nothing for a moment: no heartbeats, no proposals
+/// (`group_commit` holds them), no leadership confirmations (`read_index_local` waits). Its
+/// followers' leases run out, the preferred voter's election timer fires (the others do not
+/// campaign), and it wins, its log being caught up. Writes and reads wait meanwhile, as in any
+/// election, then go to the new leader; a hand-over that does not move the lead ends by itself
+/// after `HANDOVER_MAX`.
+async fn keep_placement(node: std::sync::Weak<RaftNode>) {
+    use crate::placement::{preferred, should_campaign};
+    use std::time::Instant;
+    let mut leaderless_since: Option<Instant> = None;
+    let mut leading_since: Option<Instant> = None;
+    let mut last_handover: Option<Instant> = None;
+    let mut last_reconcile = Instant::now();
+    let mut campaigning = true;
+    let mut handing_over = false;
+    loop {
+        // During a hand-over, often: writes wait for it to end.
+        let pause = if handing_over {
+            Duration::from_millis(20)
+        } else {
+            PLACEMENT_EVERY
+        };
+        tokio::time::sleep(pause).await;
+        let Some(node) = node.upgrade() else { return };
+        let m = node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let Some(me) = membership.get_node(&node.id) else {
+            continue;
+        };
+        let policy = node.placement();
+        let now = Instant::now();
+        if m.current_leader.is_some() {
+            leaderless_since = None;
+        } else {
+            leaderless_since.get_or_insert(now);
+        }
+        let preferred_voters: Vec<u64> = membership
+            .voter_ids()
+            .filter(|v| *v != node.id)
+            .filter(|v| {
+                membership
+                    .get_node(v)
+                    .is_some_and(|n| preferred(&policy, &n.region))
+            })
+            .collect();
+        let preferred_healthy = preferred_voters.iter().any(|v| node.healthy(*v));
+        // Leaderless for this long: the preferred voters evidently cannot win; anyone may.
+        let grace = (node.timings.election_max + node.timings.election_max) * 3;
+        let too_long = leaderless_since.is_some_and(|t| now - t > grace);
+        let campaign = should_campaign(&policy, &me.region, preferred_healthy, too_long);
+        if campaign != campaigning {
+            tracing::info!(
+                campaign,
+                region = %me.region,
+                "placement: {} for the lead",
+                if campaign { "campaigning" } else { "not campaigning" }
+            );
+            node.raft.runtime_config().elect(campaign);
+            campaigning = campaign;
+        }
+        if handing_over && !(node.handover.active() && m.current_leader == Some(node.id)) {
+            // Over: the lead moved, or it did not in time. Heartbeats again (a follower's
+            // setting is its setting when it next leads).
+            node.handover.clear();
+            node.raft.runtime_config().heartbeat(true);
+            handing_over = false;
+        }
+        if m.current_leader != Some(node.id) {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert(now);
+        if handing_over {
+            continue;
+        }
+        if !preferred(&policy, &me.region)
+            && now - since >= HANDOVER_AFTER
+            && last_handover.is_none_or(|t| now - t >= HANDOVER_RETRY)
+        {
+            let ready = preferred_voters.iter().find(|v| {
+                node.healthy(**v)
+                    && RaftNode::replication_lag(&m, **v).is_some_and(|lag| lag <= CAUGHT_UP)
+            });
+            if let Some(to) = ready {
+                tracing::info!(to, region = %me.region, "placement: handing the lead over to the preferred region");
+                node.raft.runtime_config().heartbeat(false);
+                node.handover.set(HANDOVER_MAX);
+                handing_over = true;
+                last_handover = Some(now);
+                continue;
+            }
+        }
+        if now - last_reconcile >= RECONCILE_EVERY && !node.leader_unconfirmed() {
+            last_reconcile = now;
+            if let Err(e) = node.reconcile_placement(None).await {
+                tracing::warn!(error = %e, "placement: the voters could not be changed yet");
+            }
         }
     }
 }

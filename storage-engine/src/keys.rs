@@ -109,6 +109,8 @@ pub const REQUEST: &[u8] = b"\0req\0";
 pub const NODES: &[u8] = b"\0node\0";
 /// The cluster's root key digest (`ClusterOp::SetRootKey`).
 pub const ROOT_KEY: &[u8] = b"\0root-key";
+/// The placement policy (`ClusterOp::SetPlacement`).
+pub const PLACEMENT: &[u8] = b"\0placement";
 /// Join tokens, by id: `JoinTokenRecord`.
 pub const JOIN_TOKENS: &[u8] = b"\0token\0";
 
@@ -139,7 +141,7 @@ pub fn outbox(due: i64, id: &str) -> Vec<u8> {
 pub const REQUEST_AT: &[u8] = b"\0req-at\0";
 
 /// Whether a meta key is the cluster's own bookkeeping rather than the data it holds: what
-/// Raft applied last, the requests it has answered, its nodes, join tokens and root key. A
+/// Raft applied last, the requests it has answered, its nodes, join tokens, root key and placement. A
 /// backup's digest leaves these out (`View::data_digest`), so a cluster restored from it —
 /// which has a Raft history, nodes and requests of its own — still shows the same data.
 pub fn is_bookkeeping(key: &[u8]) -> bool {
@@ -147,6 +149,7 @@ pub fn is_bookkeeping(key: &[u8]) -> bool {
         || key == APPLIED_INDEX
         || key == LAST_AT
         || key == ROOT_KEY
+        || key == PLACEMENT
         || key.starts_with(REQUEST)
         || key.starts_with(REQUEST_AT)
         || key.starts_with(NODES)

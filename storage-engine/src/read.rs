@@ -182,6 +182,14 @@ impl Engine {
         }
     }
 
+    /// The placement policy in force (the default, every region voting, if none was set).
+    pub fn cluster_placement(&self) -> std::result::Result<model::schema::Placement, StorageError> {
+        match self.db.get_cf(self.cf(CF_META), keys::PLACEMENT)? {
+            Some(v) => decode(keys::PLACEMENT, &v),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// A view of the state as applied now.
     pub fn view(&self) -> std::result::Result<View, StorageError> {
         let snap = self.db.snapshot();

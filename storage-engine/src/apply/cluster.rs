@@ -66,6 +66,13 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
             txn.put(META, k, encode(&record));
             Ok(Outcome::Done)
         }
+        ClusterOp::SetPlacement(policy) => {
+            if let Some(problem) = policy.problem() {
+                return Err(err(ErrorCode::GeneralArgumentInvalid, problem));
+            }
+            txn.put(META, keys::PLACEMENT.to_vec(), encode(policy));
+            Ok(Outcome::Done)
+        }
         ClusterOp::SetRootKey { sha256, initial } => {
             if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err(

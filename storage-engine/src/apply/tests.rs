@@ -868,6 +868,50 @@ fn a_removal_retires_the_id_and_stales_the_root_key_until_it_rotates() {
     assert!(!record.removed_since);
 }
 
+#[test]
+fn a_placement_policy_is_kept_only_if_it_can_be_in_force() {
+    use model::command::ClusterOp;
+    use model::schema::Placement;
+    let mut f = Fixture::new();
+    let regions = |rs: &[&str]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    let good = Placement {
+        voters: regions(&["a", "b", "c"]),
+        learners: regions(&["d"]),
+        leader_region: Some("a".into()),
+    };
+    let bad = [
+        Placement {
+            leader_region: Some("d".into()), // a read-replica region cannot lead
+            ..good.clone()
+        },
+        Placement {
+            learners: regions(&["a"]), // named twice
+            ..good.clone()
+        },
+        Placement {
+            voters: vec![],
+            ..good.clone()
+        },
+        Placement {
+            voters: regions(&["a/b"]),
+            ..Placement::default()
+        },
+    ];
+    assert_eq!(f.eng.cluster_placement().unwrap(), Placement::default());
+    let mut ops = vec![cluster(ClusterOp::SetPlacement(good.clone()), 1_000)];
+    ops.extend(
+        bad.iter()
+            .map(|p| cluster(ClusterOp::SetPlacement(p.clone()), 1_100)),
+    );
+    let out = f.apply(ops);
+    for o in &out[1..] {
+        assert_eq!(failed(o), Some(ErrorCode::GeneralArgumentInvalid));
+    }
+    assert_eq!(f.eng.cluster_placement().unwrap(), good);
+    assert!(good.votes("b") && !good.votes("d") && !good.votes("elsewhere"));
+    assert!(Placement::default().votes("elsewhere"));
+}
+
 fn auth(op: model::command::AuthOp) -> Op {
     Op::Auth(op)
 }
