@@ -176,7 +176,14 @@ pub(crate) async fn enter_scoped(
         true => Consistency::Local,
         false => Consistency::Linearizable,
     };
-    let view = s.backend.read(consistency).await?;
+    let view = match (consistency, crate::stale::bound()) {
+        (Consistency::Linearizable, Some(max)) => {
+            let (view, applied, stale) = s.backend.read_within(max).await?;
+            crate::stale::served(applied, stale);
+            view
+        }
+        _ => s.backend.read(consistency).await?,
+    };
     authorize(view, req, scopes)
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use model::reader::Consistency;
 use model::ErrorCode;
 
-const EXPOSED: &str = "X-Appwrite-Session, X-Fallback-Cookies, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";
+const EXPOSED: &str = "X-Appwrite-Session, X-Fallback-Cookies, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, X-Basalt-Applied-Index, X-Basalt-Staleness-Ms";
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 
 /// The host of an origin (`https://app.example.com:8443` → `app.example.com`).

@@ -41,6 +41,7 @@ mod related;
 mod render;
 mod rows;
 mod secrets;
+pub mod stale;
 mod storage;
 mod teams;
 mod telemetry;
@@ -69,6 +70,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// there, once). The node's own error type, kept whole for the log.
 #[derive(Debug)]
 pub struct Unavailable(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A view at most some staleness old (`Backend::read_within`): the view, the index the node
+/// had applied when it was taken (at least), and how stale it may be (ms).
+pub type Within = (Arc<dyn StateReader>, u64, u64);
 
 /// A fault a node does to itself when `basalt drill` rehearses a failure against a running
 /// cluster (root key only).
@@ -132,6 +137,9 @@ pub trait Backend: Send + Sync + 'static {
     fn root_key_sha256(&self) -> String;
     /// `basalt cluster rotate-root-key`: makes `sha256` the digest of the cluster's root key.
     fn set_root_key(&self, sha256: String) -> BoxFuture<'_, Result<(), model::Error>>;
+    /// A view at most `max` stale (`X-Basalt-Max-Staleness`): this node's own state if it
+    /// provably is, else a linearizable one; with the index applied and the staleness bound (ms).
+    fn read_within(&self, max: std::time::Duration) -> BoxFuture<'_, Result<Within, Unavailable>>;
     /// The placement policy in force (`basalt cluster placement`), read linearizably.
     fn placement(&self) -> BoxFuture<'_, Result<model::schema::Placement, model::Error>>;
     /// Puts `policy` in force; the leader then changes the voters to match.
@@ -249,6 +257,7 @@ pub fn router(
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
             ),
         )
+        .layer(axum::middleware::from_fn(stale::layer))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -228,6 +228,24 @@ impl Backend for NodeBackend {
         self.node.root_key_sha256()
     }
 
+    fn read_within(
+        &self,
+        max: std::time::Duration,
+    ) -> BoxFuture<'_, Result<api::Within, Unavailable>> {
+        Box::pin(async move {
+            let (view, applied, stale) = self
+                .node
+                .view_within(max)
+                .await
+                .map_err(|e| Unavailable(Box::new(e)))?;
+            Ok((
+                Arc::new(OffRuntime(view)) as Arc<dyn StateReader>,
+                applied,
+                stale,
+            ))
+        })
+    }
+
     fn placement(&self) -> BoxFuture<'_, Result<model::schema::Placement, model::Error>> {
         Box::pin(async move {
             self.node.read_barrier().await.map_err(refusal)?;

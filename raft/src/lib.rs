@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod blobs;
+pub mod closed;
 pub mod codec;
 pub mod drill;
 pub mod enroll;

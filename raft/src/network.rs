@@ -83,11 +83,14 @@ where
 
 pub struct Network {
     pub transport: Transport,
+    /// What this node's appends are stamped with while it leads (`crate::closed`).
+    pub closed: std::sync::Arc<crate::closed::Closed>,
 }
 
 pub struct Conn {
     target: u64,
     client: Option<RaftClient<Channel>>,
+    closed: std::sync::Arc<crate::closed::Closed>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -96,6 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Conn {
         Conn {
             target,
+            closed: self.closed.clone(),
             client: client(
                 &node.grpc,
                 Duration::from_secs(30),
@@ -148,7 +152,13 @@ impl RaftNetwork<TypeConfig> for Conn {
             ));
         }
         let mut c = self.client().map_err(unreachable)?;
-        match c.append(with_ttl(rpc, &option)).await {
+        let commit = rpc.leader_commit.map_or(0, |l| l.index);
+        let stamp = self.closed.stamp_for(rpc.vote.leader_id.term, commit);
+        let mut req = with_ttl(rpc, &option);
+        if let Some(v) = stamp.and_then(|s| s.parse().ok()) {
+            req.metadata_mut().insert(crate::closed::STAMP_HEADER, v);
+        }
+        match c.append(req).await {
             Ok(r) => r.into_inner().map_err(remote_network),
             Err(s) => Err(unreachable(s)),
         }
@@ -406,6 +416,11 @@ impl RaftService for Service {
             "append",
             Who::MemberActingAs(req.get_ref().vote.leader_id.node_id),
         )?;
+        let stamp = req
+            .metadata()
+            .get(crate::closed::STAMP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::closed::Stamp::decode(req.get_ref().vote.leader_id.node_id, v));
         let req = req.into_inner();
         sane_vote(&req.vote)?;
         sane_log_id(&req.prev_log_id)?;
@@ -413,9 +428,14 @@ impl RaftService for Service {
         for e in &req.entries {
             sane_log_id(&Some(e.log_id))?;
         }
-        Ok(Response::new(
-            self.raft.append_entries(req).await.map_err(fatal),
-        ))
+        let reply = self.raft.append_entries(req).await;
+        // Accepted from the current leader, with its log matched: its stamp holds here.
+        if let (Ok(openraft::raft::AppendEntriesResponse::Success), Some(stamp)) = (&reply, stamp) {
+            if let Some(node) = self.node.upgrade() {
+                node.closed().received(stamp);
+            }
+        }
+        Ok(Response::new(reply.map_err(fatal)))
     }
 
     async fn snapshot(

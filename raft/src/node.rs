@@ -299,6 +299,8 @@ pub struct RaftNode {
     snapshots_dir: PathBuf,
     /// While set, this leader is handing the lead over (`keep_placement`).
     handover: Arc<crate::drill::Until>,
+    /// How stale this node's state may be (`crate::closed`).
+    closed: Arc<crate::closed::Closed>,
 }
 
 /// Each member's answer to a replica consistency check: the applied index it computed its
@@ -344,11 +346,13 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let handover = Arc::new(crate::drill::Until::new());
+        let closed = Arc::new(crate::closed::Closed::default());
         let raft = Raft::new(
             cfg.id,
             Arc::new(config),
             Network {
                 transport: cfg.transport.clone(),
+                closed: closed.clone(),
             },
             LogStore::new(log.clone()),
             sm.clone(),
@@ -380,6 +384,7 @@ impl RaftNode {
             snapshots_dir: cfg.data_dir.join("snapshots"),
             seeding: std::sync::atomic::AtomicBool::new(restored.is_some()),
             handover,
+            closed: closed.clone(),
         });
         let service = network::server(Service::new(
             raft.clone(),
@@ -410,6 +415,7 @@ impl RaftNode {
         tokio::spawn(keep_placement(Arc::downgrade(&node)));
         tokio::spawn(blob_upkeep(Arc::downgrade(&node)));
         tokio::spawn(count_leader_changes(node.raft.metrics()));
+        tokio::spawn(track_quorum_acks(node.raft.metrics(), closed, cfg.id));
         let initialized = raft
             .is_initialized()
             .await
@@ -1751,6 +1757,57 @@ impl RaftNode {
         self.sm.applied_index()
     }
 
+    pub(crate) fn closed(&self) -> &crate::closed::Closed {
+        &self.closed
+    }
+
+    /// How stale this node's applied state may be now, at most (ms), with the index applied;
+    /// `None` if it cannot tell (no stamp applied yet, or no fresh clock estimate of the leader
+    /// that stamped it). See `crate::closed`.
+    pub fn staleness(&self) -> Option<(u64, u64)> {
+        let applied = self.sm.applied_index().unwrap_or(0);
+        let now = wall_clock_ms();
+        if self.is_leader() {
+            if let Some(q) = self.closed.lead_q() {
+                return Some((applied, (now - q).max(0) as u64));
+            }
+        }
+        let stamp = self.closed.newest(applied)?;
+        let (ahead, rtt) = if stamp.leader == self.id {
+            (0, Duration::ZERO)
+        } else {
+            let r = *self
+                .peer_applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&stamp.leader)?;
+            match (r.clock, r.rtt) {
+                (Some((ahead, at)), Some(rtt)) if at.elapsed() <= HEALTHY_WITHIN => (ahead, rtt),
+                _ => return None,
+            }
+        };
+        let ms = crate::closed::staleness_ms(now, stamp.q, ahead, rtt.as_millis() as i64);
+        Some((applied, ms))
+    }
+
+    /// A view at most `max` stale: this node's own state if it provably is (see `staleness`),
+    /// else after a read barrier (then it is current). Answers the view, the index this node
+    /// had applied when it was taken (at least), and the bound on its staleness (ms).
+    pub async fn view_within(&self, max: Duration) -> Result<(View, u64, u64), ReplicationError> {
+        let (applied, stale) = match self.staleness() {
+            Some((applied, ms)) if ms <= max.as_millis() as u64 => (applied, ms),
+            _ => {
+                self.read_barrier().await?;
+                (self.sm.applied_index().unwrap_or(0), 0)
+            }
+        };
+        let view = self
+            .engine
+            .view()
+            .map_err(|e| ReplicationError::from(Unavailable::State(e.to_string())))?;
+        Ok((view, applied, stale))
+    }
+
     /// How far each member's wall clock is ahead of this node's (ms; this node's own: 0), as
     /// the probes of the last `PROBE_EVERY * 8` measured it; members not heard from in that
     /// time are left out.
@@ -2209,6 +2266,30 @@ async fn seed_restored(node: std::sync::Weak<RaftNode>, marker: PathBuf) {
 
 /// Counts every change of the leader this node sees (`basalt_raft_leader_changes_total`),
 /// a leader lost included, until Raft stops.
+/// While this node leads: when a quorum last acknowledged it, on the wall clock, for the
+/// stamps its appends carry and its own bounded-staleness reads (`crate::closed`).
+async fn track_quorum_acks(
+    mut watch: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
+    closed: Arc<crate::closed::Closed>,
+    me: u64,
+) {
+    loop {
+        let lead = {
+            let m = watch.borrow_and_update();
+            match (m.state, m.millis_since_quorum_ack) {
+                (ServerState::Leader, Some(ms)) if m.current_leader == Some(me) => {
+                    Some((m.current_term, wall_clock_ms() - ms as i64))
+                }
+                _ => None,
+            }
+        };
+        closed.set_lead(lead);
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn count_leader_changes(
     mut watch: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
 ) {
