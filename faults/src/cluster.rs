@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub regions: Vec<String>,
     /// Start every node under libfiu, for disk faults.
     pub disk: bool,
+    /// One-way delays (ms) between hosts `(a, b)` (indexes from 0), set before any node
+    /// starts (with `netns`): nodes far apart from the start, as in a cluster across regions.
+    pub link_delays: Vec<(usize, usize, u64)>,
     /// Put every node's data dir on a lazy file system (`lazyfs`), for lost un-fsynced
     /// writes.
     pub lazyfs: bool,
@@ -61,6 +64,9 @@ impl Cluster {
         let net = if opts.netns {
             let mut net = Net::create(opts.nodes)?;
             net.proxy_links(GRPC_PORT).await?;
+            for (a, b, ms) in &opts.link_delays {
+                net.delay_link(*a, *b, *ms, 0)?;
+            }
             Some(net)
         } else {
             None

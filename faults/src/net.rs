@@ -265,6 +265,22 @@ impl Net {
         Ok(())
     }
 
+    /// The delay and jitter (ms) of the links from host `a` to host `b` and back (indexes
+    /// into `hosts`), through their proxies: the two far ends of a long link.
+    pub fn delay_link(&mut self, a: usize, b: usize, ms: u64, jitter_ms: u64) -> Result<()> {
+        let mut found = false;
+        for ((from, to), p) in &self.proxies {
+            if (*from, *to) == (a, b) || (*from, *to) == (b, a) {
+                p.delay.set(ms, jitter_ms);
+                found = true;
+            }
+        }
+        if !found {
+            bail!("no delay proxy between hosts {a} and {b} (proxy_links)");
+        }
+        Ok(())
+    }
+
     /// Every host reaches every other again, with no loss.
     pub fn heal(&mut self) -> Result<()> {
         self.blocked.clear();

@@ -234,6 +234,7 @@ async fn schedule(
         ],
         env: args.node_env.clone(),
         regions: Vec::new(),
+        link_delays: Vec::new(),
     };
     let cluster = Cluster::start(opts).await.context("starting the cluster")?;
     let key = cluster.create_project("jepsen", SCOPES).await?;

@@ -149,6 +149,12 @@ struct ServeArgs {
     /// Snapshot the state and purge the Raft log after this many entries.
     #[arg(long, env = "BASALT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     snapshot_every: u64,
+    /// The round trip (ms) to the furthest peer this node should expect, until it has measured
+    /// one: Raft's heartbeat and election timeouts are derived from the slowest round trip
+    /// known (this, the one measured to `--join` seeds at start, or on a former run). Give it
+    /// to the first node of a cluster across regions, which has no peer to measure yet.
+    #[arg(long, env = "BASALT_ROUND_TRIP_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    round_trip_ms: u64,
     /// Rows one query may examine without an index serving it; past that it answers
     /// `database_timeout` (408) instead of scanning on.
     #[arg(long, env = "BASALT_SCAN_BUDGET", default_value_t = storage_engine::DEFAULT_SCAN_BUDGET)]
@@ -503,6 +509,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
             abuse: a.abuse_limits == "enabled",
         },
         snapshot_every: a.snapshot_every.max(10),
+        round_trip: std::time::Duration::from_millis(a.round_trip_ms),
         scan_budget: a.scan_budget.max(1),
         blob_grace: {
             // A chunk is stored before its entry commits; its blob must outlive the request

@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub limits: api::Limits,
     /// Take a snapshot (and purge the log behind it) after this many log entries.
     pub snapshot_every: u64,
+    /// The slowest round trip to a peer to expect before one is measured (`--round-trip-ms`).
+    pub round_trip: std::time::Duration,
     /// Rows one query may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
     /// How long an unnamed blob is kept before it is reclaimed.
@@ -207,6 +209,7 @@ mod redaction {
             root_key: Some("s3cret-root-key".into()),
             limits: api::Limits::default(),
             snapshot_every: 10,
+            round_trip: std::time::Duration::ZERO,
             scan_budget: 10,
             blob_grace: std::time::Duration::from_secs(3600),
             join_token: Some("basalt1.s3cret-token".into()),

@@ -31,6 +31,13 @@ pub struct DrillArgs {
     /// The region `drill region` loses (with --local: r1, r2 or r3; default r1).
     #[arg(long)]
     pub region: Option<String>,
+    /// With `region --local` (root): five nodes in three regions (two in r1 and r2, one in
+    /// r3), each in a network namespace, this round trip (ms) apart between regions, with voters
+    /// in all three and the leader preferred in r1. The report adds write latencies,
+    /// bounded-staleness and linearizable read latencies through r3 (with every read's
+    /// staleness checked against the ledger), and how long the lead took to return to r1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=2000))]
+    pub latency: Option<u64>,
     /// How long a partition lasts; how long a crashed node of a running cluster is given to
     /// come back before the drill reports it missing.
     #[arg(long, default_value_t = 10)]
@@ -144,18 +151,38 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     Ok(())
 }
 
+/// The regions of a local `--latency` drill's nodes.
+const FAR_REGIONS: [&str; 5] = ["r1", "r1", "r2", "r2", "r3"];
+
 async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
-    let netns = args.kind == "partition";
-    if netns && unsafe { libc::geteuid() } != 0 {
-        bail!("a local partition drill needs root (it puts each node in a network namespace)");
+    if args.latency.is_some() && args.kind != "region" {
+        bail!("--latency goes with `drill region --local`");
     }
+    let netns = args.kind == "partition" || args.latency.is_some();
+    if netns && unsafe { libc::geteuid() } != 0 {
+        bail!("this local drill needs root (it puts each node in a network namespace)");
+    }
+    let (nodes, regions): (usize, Vec<String>) = match (args.kind.as_str(), args.latency) {
+        ("region", Some(_)) => (5, FAR_REGIONS.iter().map(|r| r.to_string()).collect()),
+        ("region", None) => (3, vec!["r1".into(), "r2".into(), "r3".into()]),
+        _ => (3, Vec::new()),
+    };
+    // The proxies delay each direction: half the round trip each way.
+    let link_delays = match args.latency {
+        Some(rtt) => (0..nodes)
+            .flat_map(|a| (0..nodes).map(move |b| (a, b)))
+            .filter(|(a, b)| a < b && regions[*a] != regions[*b])
+            .map(|(a, b)| (a, b, rtt / 2))
+            .collect(),
+        None => Vec::new(),
+    };
     let dir = std::env::temp_dir().join(format!(
         "basalt-drill-{}-{}",
         std::process::id(),
         chrono::Utc::now().timestamp_millis()
     ));
     Cluster::start(ClusterOptions {
-        nodes: 3,
+        nodes,
         binary: std::env::current_exe()?,
         dir,
         netns,
@@ -167,14 +194,15 @@ async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
             "--request-timeout".into(),
             "5".into(),
         ],
-        env: Vec::new(),
+        // The first node has no peer to measure its round trips to: it is told.
+        env: match args.latency {
+            Some(rtt) => vec![(1, "BASALT_ROUND_TRIP_MS".into(), rtt.to_string())],
+            None => Vec::new(),
+        },
         disk: false,
         lazyfs: false,
-        regions: if args.kind == "region" {
-            vec!["r1".into(), "r2".into(), "r3".into()]
-        } else {
-            Vec::new()
-        },
+        regions,
+        link_delays,
     })
     .await
     .context("starting a local cluster")
@@ -264,7 +292,43 @@ impl Drill {
         }
     }
 
+    /// A `--latency` drill's cluster: voters in all three regions, the lead preferred in r1;
+    /// answers once r1 leads and every member agrees.
+    async fn place_far(&self) -> Result<()> {
+        self.operator(
+            &self.console(),
+            reqwest::Method::PUT,
+            "/cluster/placement",
+            json!({ "voters": ["r1", "r2", "r3"], "leaderRegion": "r1" }),
+        )
+        .await?;
+        self.lead_in("r1", Duration::from_secs(60))
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until every member agrees on a leader in `region`; how long that took.
+    async fn lead_in(&self, region: &str, timeout: Duration) -> Result<Duration> {
+        let began = Instant::now();
+        loop {
+            let (_, members) = self.status().await.unwrap_or((None, Vec::new()));
+            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+            if let Ok(leader) = self.settled(&ids, Duration::from_secs(5)).await {
+                if members.iter().any(|m| m.id == leader && m.region == region) {
+                    return Ok(began.elapsed());
+                }
+            }
+            if began.elapsed() > timeout {
+                bail!("the lead did not move to region {region} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn rehearse(&self) -> Result<Value> {
+        if self.args.latency.is_some() {
+            self.place_far().await.context("placing the voters")?;
+        }
         let (leader, members) = self.status().await?;
         let leader =
             leader.ok_or_else(|| anyhow!("the cluster has no leader: nothing to rehearse on"))?;
@@ -375,6 +439,17 @@ impl Drill {
             }));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // Across regions: reads through r3, far from the leader, while the writers write.
+        let far = match self.args.latency {
+            Some(_) => {
+                let r3 = survivors
+                    .iter()
+                    .find(|m| m.region == "r3")
+                    .ok_or_else(|| anyhow!("no surviving member in r3 to read through"))?;
+                Some(self.far_reads(&r3.http, ledger, start).await?)
+            }
+            None => None,
+        };
 
         // The fault. Recovery is timed from when it is surely in force: once the call that
         // makes it has returned (a kill, the partition's rules, an isolation the node has
@@ -422,7 +497,17 @@ impl Drill {
         for t in tasks {
             t.await?;
         }
+        let healed_at = Instant::now() - Duration::from_secs(2);
         let settled = self.settled(ids, Duration::from_secs(60)).await;
+        // Timed from when the region was back.
+        let returned = match self.args.latency {
+            Some(_) => Some(
+                self.lead_in("r1", Duration::from_secs(60))
+                    .await
+                    .map(|_| healed_at.elapsed()),
+            ),
+            None => None,
+        };
 
         // The proof: every acknowledged entry through every node, once; then the replicas.
         let writes = std::mem::take(&mut *writes.lock().expect("lock"));
@@ -463,6 +548,9 @@ impl Drill {
         let check = self.check(members_now.len()).await;
         let consistent = check.as_ref().is_ok_and(|c| c["consistent"] == true);
 
+        let far = far.map(|f| f.report(&writes, t0));
+        let far_ok = far.as_ref().is_none_or(|f| f["ok"] == true)
+            && returned.as_ref().is_none_or(|r| r.is_ok());
         let during = |w: &&Write| w.sent >= t0 && w.sent < t1;
         let in_fault: Vec<&Write> = writes.iter().filter(during).collect();
         let ok = rto.is_some()
@@ -472,7 +560,8 @@ impl Drill {
             && dup_total == 0
             && unexpected_total == 0
             && unreadable.is_empty()
-            && consistent;
+            && consistent
+            && far_ok;
         Ok(json!({
             "drill": self.args.kind,
             "cluster": if self.args.local { "local" } else { "running" },
@@ -501,6 +590,15 @@ impl Drill {
                 Ok(c) => json!({ "consistent": c["consistent"], "applied": c["applied"], "digests": c["digests"] }),
                 Err(e) => json!({ "consistent": false, "error": format!("{e:#}") }),
             },
+            "across-regions": far.map(|mut f| {
+                f["latency-ms"] = json!(self.args.latency);
+                f["leader-returned-to-r1-ms"] = match &returned {
+                    Some(Ok(d)) => json!(d.as_millis() as u64),
+                    Some(Err(e)) => json!(format!("{e:#}")),
+                    None => Value::Null,
+                };
+                f
+            }),
             "healed": healed.err().map(|e| format!("{e:#}")),
             "settled": settled.err().map(|e| format!("{e:#}")),
             "ok": ok,
@@ -694,7 +792,19 @@ impl Drill {
         base: &str,
         l: &Ledger,
     ) -> Result<std::collections::BTreeMap<u64, usize>> {
+        Ok(self.read_ledger_within(base, l, None).await?.0)
+    }
+
+    /// `read_ledger`, with a staleness bound (`X-Basalt-Max-Staleness`) if given; also
+    /// answers the largest staleness the node reported (ms).
+    async fn read_ledger_within(
+        &self,
+        base: &str,
+        l: &Ledger,
+        bound: Option<&str>,
+    ) -> Result<(std::collections::BTreeMap<u64, usize>, Option<u64>)> {
         let mut seen = std::collections::BTreeMap::new();
+        let mut stale: Option<u64> = None;
         let mut cursor: Option<String> = None;
         loop {
             let mut q = vec![
@@ -705,17 +815,28 @@ impl Drill {
                 q.push(json!({ "method": "cursorAfter", "values": [c] }).to_string());
             }
             let query: Vec<(&str, &str)> = q.iter().map(|q| ("queries[]", q.as_str())).collect();
-            let res = self
+            let mut req = self
                 .http
                 .get(format!("{base}/v1/tablesdb/drill/tables/{}/rows", l.table))
                 .query(&query)
                 .header("x-appwrite-project", PROJECT)
                 .header("x-appwrite-key", &l.key)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await?;
+                .timeout(Duration::from_secs(30));
+            if let Some(b) = bound {
+                req = req.header("x-basalt-max-staleness", b);
+            }
+            let res = req.send().await?;
             if !res.status().is_success() {
                 bail!("reading the ledger through {base}: {}", res.text().await?);
+            }
+            if bound.is_some() {
+                let ms = res
+                    .headers()
+                    .get("x-basalt-staleness-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| anyhow!("a bounded read without X-Basalt-Staleness-Ms"))?;
+                stale = Some(stale.map_or(ms, |s| s.max(ms)));
             }
             let page: Value = res.json().await?;
             let rows = page["rows"].as_array().cloned().unwrap_or_default();
@@ -727,7 +848,7 @@ impl Drill {
             }
             match rows.last().and_then(|r| r["$id"].as_str()) {
                 Some(id) if rows.len() == 5000 => cursor = Some(id.to_string()),
-                _ => return Ok(seen),
+                _ => return Ok((seen, stale)),
             }
         }
     }
@@ -749,6 +870,120 @@ impl Drill {
         )
         .await?;
         Ok(())
+    }
+}
+
+impl Drill {
+    /// Reads through a member far from the leader while the writers write: the latency of a
+    /// one-row list, with a 2 s staleness bound and linearizable; and whole-ledger reads with
+    /// the bound, each kept with what it saw, to check against the writes afterwards.
+    async fn far_reads(&self, base: &str, l: &Ledger, start: Instant) -> Result<FarReads> {
+        let one = json!({ "method": "limit", "values": [1] }).to_string();
+        let timed = |bound: Option<&'static str>| {
+            let one = one.clone();
+            async move {
+                let mut req = self
+                    .http
+                    .get(format!("{base}/v1/tablesdb/drill/tables/{}/rows", l.table))
+                    .query(&[("queries[]", one.as_str()), ("total", "false")])
+                    .header("x-appwrite-project", PROJECT)
+                    .header("x-appwrite-key", &l.key);
+                if let Some(b) = bound {
+                    req = req.header("x-basalt-max-staleness", b);
+                }
+                let t = Instant::now();
+                let res = req.send().await?;
+                if !res.status().is_success() {
+                    bail!("a read through {base}: {}", res.text().await?);
+                }
+                let _ = res.bytes().await?;
+                Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        };
+        let mut out = FarReads::default();
+        for _ in 0..40 {
+            out.bounded_ms.push(timed(Some(FAR_BOUND)).await?);
+        }
+        for _ in 0..15 {
+            out.linearizable_ms.push(timed(None).await?);
+        }
+        for _ in 0..20 {
+            let sent = start.elapsed();
+            let (seen, stale) = self.read_ledger_within(base, l, Some(FAR_BOUND)).await?;
+            out.ledger.push(StaleRead {
+                sent,
+                staleness_ms: stale.unwrap_or(u64::MAX),
+                seen: seen.into_keys().collect(),
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(out)
+    }
+}
+
+/// The staleness bound far reads ask for.
+const FAR_BOUND: &str = "2s";
+
+/// One bounded read of the whole ledger: when it was sent (since the drill began), the
+/// staleness the node answered with, and the entries it saw.
+struct StaleRead {
+    sent: Duration,
+    staleness_ms: u64,
+    seen: std::collections::BTreeSet<u64>,
+}
+
+#[derive(Default)]
+struct FarReads {
+    bounded_ms: Vec<f64>,
+    linearizable_ms: Vec<f64>,
+    ledger: Vec<StaleRead>,
+}
+
+/// The `p`th percentile (0-100) of `v`, in ms to a tenth.
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    v.get(i).map(|x| (x * 10.0).round() / 10.0)
+}
+
+impl FarReads {
+    /// The figures, and the check: a read that answered staleness S, sent at t, saw every
+    /// write acknowledged before t - S, and S is within the bound.
+    fn report(&self, writes: &[Write], fault_at: Duration) -> Value {
+        let bound_ms = 2000;
+        let mut violations = Vec::new();
+        for r in &self.ledger {
+            let horizon = r.sent.saturating_sub(Duration::from_millis(r.staleness_ms));
+            let missing: Vec<u64> = writes
+                .iter()
+                .filter(|w| w.outcome == Outcome::Ok && w.done < horizon)
+                .map(|w| w.seq)
+                .filter(|s| !r.seen.contains(s))
+                .collect();
+            if r.staleness_ms > bound_ms || !missing.is_empty() {
+                violations.push(json!({
+                    "sent-ms": r.sent.as_millis() as u64,
+                    "staleness-ms": r.staleness_ms,
+                    "missing": missing.len(),
+                }));
+            }
+        }
+        let before: Vec<f64> = writes
+            .iter()
+            .filter(|w| w.outcome == Outcome::Ok && w.done < fault_at)
+            .map(|w| (w.done - w.sent).as_secs_f64() * 1000.0)
+            .collect();
+        let stalenesses: Vec<f64> = self.ledger.iter().map(|r| r.staleness_ms as f64).collect();
+        json!({
+            "write-ms": { "p50": percentile(&before, 50.0), "p99": percentile(&before, 99.0), "count": before.len() },
+            "bounded-read-ms": { "p50": percentile(&self.bounded_ms, 50.0), "p99": percentile(&self.bounded_ms, 99.0), "bound": FAR_BOUND },
+            "linearizable-read-ms": { "p50": percentile(&self.linearizable_ms, 50.0), "p99": percentile(&self.linearizable_ms, 99.0) },
+            "staleness-ms": { "p50": percentile(&stalenesses, 50.0), "max": percentile(&stalenesses, 100.0) },
+            "staleness-checked-reads": self.ledger.len(),
+            "staleness-violations": violations,
+            "ok": violations.is_empty(),
+        })
     }
 }
 

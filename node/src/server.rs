@@ -118,6 +118,8 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
             ..RaftTimings::default()
         },
         bootstrap: cfg.join.is_empty(),
+        measure: cfg.join.clone(),
+        round_trip: cfg.round_trip,
         scan_budget: cfg.scan_budget,
         transport: secured.transport.clone(),
         root_key_sha256: secured.root_key_sha256.clone(),

@@ -54,10 +54,38 @@ impl Default for RaftTimings {
     }
 }
 
+/// The round trip (ms) to the slowest peer this node has measured, kept in its data dir: the
+/// next start derives its Raft timings from it (`RaftTimings::for_round_trip`).
+const ROUND_TRIP_FILE: &str = "round-trip-ms";
+
+impl RaftTimings {
+    /// Timings for peers `rtt` away (a round trip): openraft times every append out after one
+    /// heartbeat interval (the follower's fsync included), so the interval is at least two
+    /// round trips and 50 ms; the election timeouts stay well above it, so a slow link is not
+    /// taken for a dead leader. Never shorter than `self`'s (one region's) timings.
+    pub fn for_round_trip(self, rtt: Duration) -> RaftTimings {
+        let heartbeat = self.heartbeat.max(rtt * 2 + Duration::from_millis(50));
+        let election_min = self.election_min.max(heartbeat + rtt * 2);
+        let election_max = self
+            .election_max
+            .max(election_min + rtt * 2 + Duration::from_millis(100));
+        RaftTimings {
+            heartbeat,
+            election_min,
+            election_max,
+            ..self
+        }
+    }
+}
+
 pub struct NodeConfig {
     pub id: u64,
     pub data_dir: PathBuf,
     pub info: NodeInfo,
+    /// Members to measure the round trip to before Raft starts (a joiner's `--join` seeds).
+    pub measure: Vec<String>,
+    /// The slowest round trip to expect before one is measured (the operator's).
+    pub round_trip: Duration,
     pub grpc_listener: TcpListener,
     pub timings: RaftTimings,
     /// Start a new single-node cluster when the data dir has never been initialised.
@@ -249,6 +277,8 @@ struct PeerReport {
     clock: Option<(i64, std::time::Instant)>,
     /// The probe's round trip.
     rtt: Option<Duration>,
+    /// Round trips, smoothed over the last few probes.
+    smooth_rtt: Option<Duration>,
 }
 
 /// A peer that answered no probe for this long is unhealthy to placement decisions.
@@ -331,7 +361,26 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Snapshots(e.to_string()))?
             .map_err(|e| StartError::Snapshots(e.to_string()))?;
-        let t = &cfg.timings;
+        // Timings from the slowest round trip known: measured on a former run, or now to the
+        // seeds a joiner was given.
+        let remembered = std::fs::read_to_string(cfg.data_dir.join(ROUND_TRIP_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let mut rtt = remembered.unwrap_or_default().max(cfg.round_trip);
+        for seed in &cfg.measure {
+            if let Some(r) = measure_round_trip(seed, &cfg.transport).await {
+                rtt = rtt.max(r);
+            }
+        }
+        let timings = cfg.timings.clone().for_round_trip(rtt);
+        tracing::info!(
+            round_trip_ms = rtt.as_millis() as u64,
+            heartbeat_ms = timings.heartbeat.as_millis() as u64,
+            election_ms = ?(timings.election_min.as_millis(), timings.election_max.as_millis()),
+            "raft timings"
+        );
+        let t = &timings;
         let config = Config {
             cluster_name: "basalt".into(),
             heartbeat_interval: t.heartbeat.as_millis() as u64,
@@ -373,7 +422,7 @@ impl RaftNode {
             proposals,
             sm,
             engine,
-            timings: cfg.timings.clone(),
+            timings: timings.clone(),
             stop_grpc: Mutex::new(Some(stop_tx)),
             grpc_task: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
@@ -1757,6 +1806,38 @@ impl RaftNode {
         self.sm.applied_index()
     }
 
+    /// Keeps the slowest smoothed round trip to a peer in the data dir when it moved by a
+    /// quarter (the next start's timings come from it), and warns once when this run's
+    /// heartbeat is too short for it.
+    fn remember_round_trip(&self, remembered: &mut Option<Duration>, warned: &mut bool) {
+        let slowest = self
+            .peer_applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|r| r.smooth_rtt)
+            .max();
+        let Some(slowest) = slowest else { return };
+        let moved = remembered.is_none_or(|r| {
+            let (a, b) = (r.as_secs_f64(), slowest.as_secs_f64());
+            (a - b).abs() > 0.25 * a.max(b) && (a - b).abs() > 0.005
+        });
+        if moved {
+            let path = self.snapshots_dir.with_file_name(ROUND_TRIP_FILE);
+            let _ = std::fs::write(path, (slowest.as_millis() as u64).to_string());
+            *remembered = Some(slowest);
+        }
+        let wanted = self.timings.clone().for_round_trip(slowest);
+        if wanted.heartbeat > self.timings.heartbeat + self.timings.heartbeat / 2 && !*warned {
+            *warned = true;
+            tracing::warn!(
+                round_trip_ms = slowest.as_millis() as u64,
+                heartbeat_ms = self.timings.heartbeat.as_millis() as u64,
+                "peers are further away than this node's Raft timings allow for: they take effect at its next start (e.g. basalt cluster rolling-restart)"
+            );
+        }
+    }
+
     pub(crate) fn closed(&self) -> &crate::closed::Closed {
         &self.closed
     }
@@ -2303,12 +2384,31 @@ async fn count_leader_changes(
     }
 }
 
+/// The round trip of a call to `addr` over an open connection (the best of a few; the first
+/// call, which opens it, is not counted), answered or refused; `None` if it never answers.
+async fn measure_round_trip(addr: &str, transport: &Transport) -> Option<Duration> {
+    let mut client = network::client(addr, Duration::from_secs(3), transport, None)?;
+    let _ = client.ping(()).await;
+    let mut best: Option<Duration> = None;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        match client.ping(()).await {
+            Err(s) if s.code() == tonic::Code::Unavailable => return None,
+            _ => best = Some(best.map_or(t.elapsed(), |b| b.min(t.elapsed()))),
+        }
+    }
+    best
+}
+
 /// Asks every other member over gRPC how far it has applied, for `cluster status`. Health
 /// comes from gossip (the `node` crate); this only informs status, never Raft.
 async fn probe_peers(node: std::sync::Weak<RaftNode>) {
+    let mut remembered: Option<Duration> = None;
+    let mut warned = false;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(node) = node.upgrade() else { return };
+        node.remember_round_trip(&mut remembered, &mut warned);
         let members = node.peers();
         node.peer_applied
             .lock()
@@ -2327,13 +2427,20 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
                     let half_trip = rtt.as_millis() as i64 / 2;
                     if peer == id {
                         let ahead = clock - (sent + half_trip);
-                        known.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+                        // Smoothed, so one slow answer does not stand for the link.
+                        let smooth = known
+                            .get(&id)
+                            .and_then(|r| r.smooth_rtt)
+                            .map_or(rtt, |old| old.mul_f64(0.8) + rtt.mul_f64(0.2));
+                        known.insert(
                             id,
                             PeerReport {
                                 applied,
                                 cert_expires,
                                 clock: Some((ahead, std::time::Instant::now())),
                                 rtt: Some(rtt),
+                                smooth_rtt: Some(smooth),
                             },
                         );
                     }
@@ -2457,5 +2564,24 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Replicatio
             leader: f.leader_id,
         },
         other => Unavailable::Raft(other.to_string()).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RaftTimings;
+    use std::time::Duration;
+
+    #[test]
+    fn timings_stretch_with_the_round_trip_and_never_shrink() {
+        let one_region = RaftTimings::default();
+        let near = one_region.clone().for_round_trip(Duration::from_millis(1));
+        assert_eq!(near.heartbeat, one_region.heartbeat);
+        assert_eq!(near.election_max, one_region.election_max);
+        let far = one_region.for_round_trip(Duration::from_millis(150));
+        // An append (a round trip and an fsync) fits in a heartbeat interval twice over.
+        assert!(far.heartbeat >= Duration::from_millis(350), "{far:?}");
+        assert!(far.election_min > far.heartbeat + Duration::from_millis(150 * 2 - 1));
+        assert!(far.election_max > far.election_min);
     }
 }
