@@ -32,12 +32,17 @@ pub struct DrillArgs {
     #[arg(long)]
     pub region: Option<String>,
     /// With `region --local` (root): five nodes in three regions (two in r1 and r2, one in
-    /// r3), each in a network namespace, this round trip (ms) apart between regions, with voters
-    /// in all three and the leader preferred in r1. The report adds write latencies,
-    /// bounded-staleness and linearizable read latencies through r3 (with every read's
+    /// r3), each in a network namespace, this round trip (ms) apart between regions (`100`), or
+    /// these between r1-r2, r1-r3 and r2-r3 (`50,100,150`), with voters in all three and the
+    /// leader preferred in r1. The report adds write latencies, bounded-staleness and
+    /// linearizable read latencies through r3 (r2 if r3 is the region lost; with every read's
     /// staleness checked against the ledger), and how long the lead took to return to r1.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=2000))]
-    pub latency: Option<u64>,
+    #[arg(long, value_parser = parse_latencies)]
+    pub latency: Option<Latencies>,
+    /// With `--latency`: the regions that hold voters (the others hold read replicas), e.g.
+    /// `r1` to compare with voters in every region.
+    #[arg(long, value_delimiter = ',', default_value = "r1,r2,r3")]
+    pub voter_regions: Vec<String>,
     /// How long a partition lasts; how long a crashed node of a running cluster is given to
     /// come back before the drill reports it missing.
     #[arg(long, default_value_t = 10)]
@@ -49,6 +54,42 @@ pub struct DrillArgs {
     pub endpoint: String,
     #[arg(long, env = "BASALT_ROOT_KEY", hide_env_values = true)]
     pub root_key: Option<String>,
+}
+
+/// Round trips (ms) between regions r1-r2, r1-r3 and r2-r3.
+#[derive(Clone, Copy, Debug)]
+pub struct Latencies([u64; 3]);
+
+impl Latencies {
+    fn between(&self, a: &str, b: &str) -> u64 {
+        match (a.min(b), a.max(b)) {
+            ("r1", "r2") => self.0[0],
+            ("r1", "r3") => self.0[1],
+            ("r2", "r3") => self.0[2],
+            _ => 0,
+        }
+    }
+
+    fn furthest(&self) -> u64 {
+        self.0.into_iter().max().unwrap_or(0)
+    }
+}
+
+/// `100` (every pair of regions) or `50,100,150` (r1-r2, r1-r3, r2-r3), each 2 to 2000 ms.
+fn parse_latencies(s: &str) -> Result<Latencies, String> {
+    let v: Vec<u64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u64>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let v = match v.as_slice() {
+        [all] => [*all; 3],
+        [a, b, c] => [*a, *b, *c],
+        _ => return Err("one round trip, or three (r1-r2, r1-r3, r2-r3)".into()),
+    };
+    if v.iter().any(|ms| !(2..=2000).contains(ms)) {
+        return Err("round trips are 2 to 2000 ms".into());
+    }
+    Ok(Latencies(v))
 }
 
 /// A member as `cluster status` shows it.
@@ -84,6 +125,8 @@ enum Outcome {
 
 struct Write {
     seq: u64,
+    /// The writers' target it went through (an index into them).
+    via: usize,
     sent: Duration,
     done: Duration,
     outcome: Outcome,
@@ -172,7 +215,7 @@ async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
         Some(rtt) => (0..nodes)
             .flat_map(|a| (0..nodes).map(move |b| (a, b)))
             .filter(|(a, b)| a < b && regions[*a] != regions[*b])
-            .map(|(a, b)| (a, b, rtt / 2))
+            .map(|(a, b)| (a, b, rtt.between(&regions[a], &regions[b]) / 2))
             .collect(),
         None => Vec::new(),
     };
@@ -194,9 +237,18 @@ async fn start_local(args: &DrillArgs, key: &str) -> Result<Cluster> {
             "--request-timeout".into(),
             "5".into(),
         ],
-        // The first node has no peer to measure its round trips to: it is told.
+        // As an operator would: every node is told the furthest round trip between regions
+        // (the first has no peer to measure; a joiner measures only its seed before it starts).
         env: match args.latency {
-            Some(rtt) => vec![(1, "BASALT_ROUND_TRIP_MS".into(), rtt.to_string())],
+            Some(rtt) => (1..=nodes as u64)
+                .map(|id| {
+                    (
+                        id,
+                        "BASALT_ROUND_TRIP_MS".into(),
+                        rtt.furthest().to_string(),
+                    )
+                })
+                .collect(),
             None => Vec::new(),
         },
         disk: false,
@@ -235,6 +287,21 @@ impl Drill {
             bail!("{path}: {status} {}", v["message"].as_str().unwrap_or(""));
         }
         Ok(v)
+    }
+
+    /// The Raft term the console node is in.
+    async fn term(&self) -> Result<u64> {
+        let s = self
+            .operator(
+                &self.console(),
+                reqwest::Method::GET,
+                "/cluster/status",
+                Value::Null,
+            )
+            .await?;
+        s["term"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("cluster status without a term"))
     }
 
     async fn status(&self) -> Result<(Option<u64>, Vec<Member>)> {
@@ -292,14 +359,19 @@ impl Drill {
         }
     }
 
-    /// A `--latency` drill's cluster: voters in all three regions, the lead preferred in r1;
-    /// answers once r1 leads and every member agrees.
+    /// A `--latency` drill's cluster: voters in `--voter-regions` (read replicas in the
+    /// others), the lead preferred in r1; answers once r1 leads and every member agrees.
     async fn place_far(&self) -> Result<()> {
+        let voters = &self.args.voter_regions;
+        let learners: Vec<&str> = ["r1", "r2", "r3"]
+            .into_iter()
+            .filter(|r| !voters.iter().any(|v| v == r))
+            .collect();
         self.operator(
             &self.console(),
             reqwest::Method::PUT,
             "/cluster/placement",
-            json!({ "voters": ["r1", "r2", "r3"], "leaderRegion": "r1" }),
+            json!({ "voters": voters, "learners": learners, "leaderRegion": "r1" }),
         )
         .await?;
         self.lead_in("r1", Duration::from_secs(60))
@@ -392,6 +464,7 @@ impl Drill {
         } else {
             survivors.iter().map(|m| m.http.clone()).collect()
         };
+        let term_before = self.term().await.ok();
         let writes = Arc::new(Mutex::new(Vec::<Write>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         // The writers stop however this ends (an error included).
@@ -407,10 +480,8 @@ impl Drill {
                 let mut k = w as usize;
                 while !stop.load(Ordering::Relaxed) {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    let url = format!(
-                        "{}/v1/tablesdb/drill/tables/{table}/rows",
-                        targets[k % targets.len()]
-                    );
+                    let via = k % targets.len();
+                    let url = format!("{}/v1/tablesdb/drill/tables/{table}/rows", targets[via]);
                     k += 1;
                     let sent = start.elapsed();
                     let res = http
@@ -431,6 +502,7 @@ impl Drill {
                     }
                     writes.lock().expect("lock").push(Write {
                         seq: n,
+                        via,
                         sent,
                         done: start.elapsed(),
                         outcome,
@@ -439,17 +511,21 @@ impl Drill {
             }));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        // Across regions: reads through r3, far from the leader, while the writers write.
+        // Across regions: reads through a member far from the leader (in r3, else r2) while
+        // the writers write.
         let far = match self.args.latency {
             Some(_) => {
-                let r3 = survivors
+                let reader = ["r3", "r2"]
                     .iter()
-                    .find(|m| m.region == "r3")
-                    .ok_or_else(|| anyhow!("no surviving member in r3 to read through"))?;
-                Some(self.far_reads(&r3.http, ledger, start).await?)
+                    .find_map(|r| survivors.iter().find(|m| m.region == *r))
+                    .ok_or_else(|| anyhow!("no surviving member outside r1 to read through"))?;
+                Some(self.far_reads(&reader.http, ledger, start).await?)
             }
             None => None,
         };
+
+        // Elections while nothing failed are spurious (a timeout too short for the links).
+        let term_at_fault = self.term().await.ok();
 
         // The fault. Recovery is timed from when it is surely in force: once the call that
         // makes it has returned (a kill, the partition's rules, an isolation the node has
@@ -492,22 +568,18 @@ impl Drill {
         }
         let t1 = start.elapsed();
         let healed = self.heal(&fault, victims).await;
+        // Across regions: how long after the region is back the lead returns to r1 (the
+        // writers still writing).
+        let returned = match self.args.latency {
+            Some(_) => Some(self.lead_in("r1", Duration::from_secs(60)).await),
+            None => None,
+        };
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await?;
         }
-        let healed_at = Instant::now() - Duration::from_secs(2);
         let settled = self.settled(ids, Duration::from_secs(60)).await;
-        // Timed from when the region was back.
-        let returned = match self.args.latency {
-            Some(_) => Some(
-                self.lead_in("r1", Duration::from_secs(60))
-                    .await
-                    .map(|_| healed_at.elapsed()),
-            ),
-            None => None,
-        };
 
         // The proof: every acknowledged entry through every node, once; then the replicas.
         let writes = std::mem::take(&mut *writes.lock().expect("lock"));
@@ -548,7 +620,8 @@ impl Drill {
         let check = self.check(members_now.len()).await;
         let consistent = check.as_ref().is_ok_and(|c| c["consistent"] == true);
 
-        let far = far.map(|f| f.report(&writes, t0));
+        let regions_of_targets: Vec<&str> = survivors.iter().map(|m| m.region.as_str()).collect();
+        let far = far.map(|f| f.report(&writes, t0, &regions_of_targets));
         let far_ok = far.as_ref().is_none_or(|f| f["ok"] == true)
             && returned.as_ref().is_none_or(|r| r.is_ok());
         let during = |w: &&Write| w.sent >= t0 && w.sent < t1;
@@ -567,6 +640,8 @@ impl Drill {
             "cluster": if self.args.local { "local" } else { "running" },
             "fault": fault_json(&fault),
             "leader-before": leader,
+            "term-before": term_before,
+            "term-at-fault": term_at_fault,
             "leader-after": leader_after,
             "time-to-recover-ms": rto.map(|d| d.as_millis() as u64),
             "fault-lasted-ms": (t1 - t0).as_millis() as u64,
@@ -591,7 +666,9 @@ impl Drill {
                 Err(e) => json!({ "consistent": false, "error": format!("{e:#}") }),
             },
             "across-regions": far.map(|mut f| {
-                f["latency-ms"] = json!(self.args.latency);
+                f["latency-ms"] = json!(self.args.latency.map(|l| {
+                    json!({ "r1-r2": l.0[0], "r1-r3": l.0[1], "r2-r3": l.0[2] })
+                }));
                 f["leader-returned-to-r1-ms"] = match &returned {
                     Some(Ok(d)) => json!(d.as_millis() as u64),
                     Some(Err(e)) => json!(format!("{e:#}")),
@@ -950,7 +1027,7 @@ fn percentile(v: &[f64], p: f64) -> Option<f64> {
 impl FarReads {
     /// The figures, and the check: a read that answered staleness S, sent at t, saw every
     /// write acknowledged before t - S, and S is within the bound.
-    fn report(&self, writes: &[Write], fault_at: Duration) -> Value {
+    fn report(&self, writes: &[Write], fault_at: Duration, via_region: &[&str]) -> Value {
         let bound_ms = 2000;
         let mut violations = Vec::new();
         for r in &self.ledger {
@@ -969,14 +1046,29 @@ impl FarReads {
                 }));
             }
         }
-        let before: Vec<f64> = writes
-            .iter()
-            .filter(|w| w.outcome == Outcome::Ok && w.done < fault_at)
-            .map(|w| (w.done - w.sent).as_secs_f64() * 1000.0)
-            .collect();
+        let before = |region: Option<&str>| -> Vec<f64> {
+            writes
+                .iter()
+                .filter(|w| w.outcome == Outcome::Ok && w.done < fault_at)
+                .filter(|w| region.is_none_or(|r| via_region.get(w.via) == Some(&r)))
+                .map(|w| (w.done - w.sent).as_secs_f64() * 1000.0)
+                .collect()
+        };
+        let mut by_region = serde_json::Map::new();
+        for r in ["r1", "r2", "r3"] {
+            let v = before(Some(r));
+            if !v.is_empty() {
+                by_region.insert(
+                    r.into(),
+                    json!({ "p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0), "count": v.len() }),
+                );
+            }
+        }
+        let before = before(None);
         let stalenesses: Vec<f64> = self.ledger.iter().map(|r| r.staleness_ms as f64).collect();
         json!({
             "write-ms": { "p50": percentile(&before, 50.0), "p99": percentile(&before, 99.0), "count": before.len() },
+            "write-ms-through": by_region,
             "bounded-read-ms": { "p50": percentile(&self.bounded_ms, 50.0), "p99": percentile(&self.bounded_ms, 99.0), "bound": FAR_BOUND },
             "linearizable-read-ms": { "p50": percentile(&self.linearizable_ms, 50.0), "p99": percentile(&self.linearizable_ms, 99.0) },
             "staleness-ms": { "p50": percentile(&stalenesses, 50.0), "max": percentile(&stalenesses, 100.0) },

@@ -19,6 +19,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{LogId, Vote};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::Weak;
 use std::time::Duration;
@@ -85,7 +86,15 @@ pub struct Network {
     pub transport: Transport,
     /// What this node's appends are stamped with while it leads (`crate::closed`).
     pub closed: std::sync::Arc<crate::closed::Closed>,
+    /// One channel per peer and address, kept: openraft asks for a new client for every vote
+    /// round and every leadership check (each linearizable read), and a new channel is a new
+    /// TCP connection and TLS handshake (two round trips more across regions, which outlasted
+    /// a vote's deadline at 150 ms). A channel reconnects by itself.
+    pub channels: std::sync::Arc<Channels>,
 }
+
+/// Clients by peer id and address, each over one kept channel.
+pub type Channels = Mutex<HashMap<(u64, String), RaftClient<Channel>>>;
 
 pub struct Conn {
     target: u64,
@@ -97,15 +106,27 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Conn {
+        let key = (target, node.grpc.clone());
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match channels.get(&key) {
+            Some(c) => Some(c.clone()),
+            None => {
+                let c = client(
+                    &node.grpc,
+                    Duration::from_secs(30),
+                    &self.transport,
+                    Some(target),
+                );
+                if let Some(c) = &c {
+                    channels.insert(key, c.clone());
+                }
+                c
+            }
+        };
         Conn {
             target,
             closed: self.closed.clone(),
-            client: client(
-                &node.grpc,
-                Duration::from_secs(30),
-                &self.transport,
-                Some(target),
-            ),
+            client,
         }
     }
 }
