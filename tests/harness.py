@@ -185,13 +185,14 @@ class TestCluster:
                  "RPCError err=", "error replication to target", "timeout after",
                  "has to forward request to"]
 
-    def __init__(self, n=3, extra_args=(), network=None, regions=None):
+    def __init__(self, n=3, extra_args=(), network=None, regions=None, zones=None):
         self.base_dir = temp_dir("basalt-cluster-")
         self.extra_args = list(extra_args)
         self.network = network
         hosts = network.hosts if network else [None] * n
-        # Node i's own flags: its `--region`, when `regions` names one per node.
-        self.own_args = [["--region", r] for r in regions] if regions else [[] for _ in range(n)]
+        # Node i's own flags: its `--region` and `--zone`, when `regions`/`zones` name one per node.
+        self.own_args = [[*(["--region", regions[i]] if regions else []),
+                          *(["--zone", zones[i]] if zones and zones[i] else [])] for i in range(n)]
         self.nodes = [Node(i + 1, self.base_dir, self.extra_args + self.own_args[i], hosts[i]) for i in range(n)]
         self.faults = False
 

@@ -37,8 +37,8 @@ def wait_for(what, f, timeout=30):
 
 @pytest.fixture
 def regions():
-    # Node 4 is a second node in region c.
-    c = TestCluster(4, regions=["a", "b", "c", "c"]).start()
+    # Node 4 is a second node in region c, in another zone.
+    c = TestCluster(4, regions=["a", "b", "c", "c"], zones=[None, None, "c1", "c2"]).start()
     yield c
     c.shutdown()
     assert not c.unexpected_errors(), "\n".join(c.unexpected_errors())
@@ -59,6 +59,8 @@ def test_voters_learners_and_the_leader_follow_the_policy(regions):
     assert code == 0 and policy == {"voters": [], "learners": [], "leaderRegion": None}, policy
     st = n1.status()
     assert {m["id"]: m["region"] for m in st["members"]} == {1: "a", 2: "b", 3: "c", 4: "c"}
+    wait_for("zones recorded", lambda: {m["id"]: m["zone"] for m in n1.status()["members"]}
+             == {1: None, 2: None, 3: "c1", 4: "c2"})
     assert all("lag" in m and "rtt_ms" in m for m in st["members"]), st
     assert st["placement"] == policy
 

@@ -454,6 +454,8 @@ pub enum ClusterOp {
     SetRootKey { sha256: String, initial: bool },
     /// The placement policy (`basalt cluster placement`): refused if it cannot be in force.
     SetPlacement(crate::schema::Placement),
+    /// Node `node`'s `--zone` within its region (empty: none), as it says at start.
+    SetZone { node: u64, zone: String },
 }
 
 /// A join token presented by a joiner: its id and the digest of the secret it sent.

@@ -277,7 +277,7 @@ impl Backend for NodeBackend {
                 };
                 serde_json::json!({
                     "id": m.id, "http": m.http, "grpc": m.grpc, "gossip": m.gossip,
-                    "region": m.region, "role": m.role, "health": health.as_str(),
+                    "region": m.region, "zone": m.zone, "role": m.role, "health": health.as_str(),
                     "applied": m.applied, "lag": m.lag, "rtt_ms": m.rtt_ms,
                     "cert_expires": m.cert_expires,
                 })

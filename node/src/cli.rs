@@ -100,6 +100,10 @@ struct ServeArgs {
     node_id: u64,
     #[arg(long, env = "BASALT_REGION", default_value = "default")]
     region: String,
+    /// The zone within the region (a failure domain, e.g. a data centre): voters are spread
+    /// across a region's zones. May change between starts.
+    #[arg(long, env = "BASALT_ZONE", default_value = "")]
+    zone: String,
     #[arg(long, env = "BASALT_JOIN", value_delimiter = ',')]
     join: Vec<String>,
     /// The operator's root key. Prefer `BASALT_ROOT_KEY` or `--root-key-file`: a command
@@ -509,6 +513,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
             abuse: a.abuse_limits == "enabled",
         },
         snapshot_every: a.snapshot_every.max(10),
+        zone: a.zone,
         round_trip: std::time::Duration::from_millis(a.round_trip_ms),
         scan_budget: a.scan_budget.max(1),
         blob_grace: {

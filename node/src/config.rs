@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub snapshot_every: u64,
     /// The slowest round trip to a peer to expect before one is measured (`--round-trip-ms`).
     pub round_trip: std::time::Duration,
+    /// `--zone`: where in its region the node is (empty: not said).
+    pub zone: String,
     /// Rows one query may examine (see `Engine::with_scan_budget`).
     pub scan_budget: usize,
     /// How long an unnamed blob is kept before it is reclaimed.
@@ -210,6 +212,7 @@ mod redaction {
             limits: api::Limits::default(),
             snapshot_every: 10,
             round_trip: std::time::Duration::ZERO,
+            zone: String::new(),
             scan_budget: 10,
             blob_grace: std::time::Duration::from_secs(3600),
             join_token: Some("basalt1.s3cret-token".into()),

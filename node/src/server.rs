@@ -62,6 +62,11 @@ impl NodeHandle {
 pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
     // Before anything reports a figure.
     crate::telemetry::install();
+    anyhow::ensure!(
+        cfg.zone.is_empty() || model::schema::valid_region(&cfg.zone),
+        "--zone {:?} is not a zone name: 1-64 of a-z, A-Z, 0-9, '.', '_' and '-'",
+        cfg.zone
+    );
     let (identity, fresh) = config::identity(&cfg)?;
     tracing::info!(node_id = identity.node_id, region = %identity.region, data_dir = %cfg.data_dir.display(), fresh, "starting node");
     let secured = crate::security::prepare(&cfg, identity.node_id).await?;
@@ -142,6 +147,10 @@ pub async fn run(cfg: ServeConfig) -> Result<NodeHandle> {
         let (announcer, info) = (node.clone(), info.clone());
         tokio::spawn(async move { announcer.announce_addresses(info).await });
     }
+    tokio::spawn(RaftNode::record_zone(
+        Arc::downgrade(&node),
+        cfg.zone.clone(),
+    ));
     tokio::spawn(crate::jobs::run(Arc::downgrade(&node)));
     tokio::spawn(crate::mail::run(Arc::downgrade(&node), cfg.smtp.clone()));
     tokio::spawn(RaftNode::admit_self(Arc::downgrade(&node)));

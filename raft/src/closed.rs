@@ -4,15 +4,19 @@
 //! timed from when the acknowledged append was sent). No other leader can have acknowledged a
 //! write before that time `q`: electing one needs a vote from that quorum, which acknowledged
 //! this leader's term at `q`. So every write acknowledged before `q` sits at an index no
-//! higher than this leader's log end. The leader stamps each append it sends with `(C, q)`, C
-//! being its commit index then (gRPC metadata `x-basalt-closed`; an older node ignores it).
+//! higher than this leader's log end `L` as of `q` (a write this leader acknowledged is in its
+//! log; one an earlier leader acknowledged was committed, so it is in this leader's log too).
+//! Not its commit index: a new leader commits its predecessors' entries only with one of its
+//! own, so its commit index can trail a write acknowledged before it was elected. The leader
+//! stamps each append it sends with `(L, q)` (gRPC metadata `x-basalt-closed`; an older node
+//! ignores it).
 //!
-//! A follower (or learner) that accepted the append knows: once it has applied C, its state
+//! A follower (or learner) that accepted the append knows: once it has applied L, its state
 //! holds every write acknowledged before `q`, in the leader's clock. Read at local wall time
 //! `now`, its state is stale by at most `now - q`, converted to this node's clock with the
 //! probes' estimate of the leader's clock offset, whose error is at most half the probe's
-//! round trip: `staleness <= now - q + ahead + rtt / 2`. The leader itself has applied every
-//! write it acknowledged: its staleness is the age of its own `q`.
+//! round trip: `staleness <= now - q + ahead + rtt / 2`. The leader itself, once it has applied
+//! L, is stale by at most `now - q`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -47,10 +51,20 @@ impl Stamp {
     }
 }
 
+/// What a leader knows of itself: in `term`, a quorum acknowledged it at `q` (wall ms), when
+/// its log ended at `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lead {
+    pub term: u64,
+    pub q: i64,
+    pub index: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// While this node leads: its term and when a quorum last acknowledged it (wall ms).
-    lead: Option<(u64, i64)>,
+    /// While this node leads: its term, when a quorum last acknowledged it (wall ms), and its
+    /// log end then.
+    lead: Option<Lead>,
     /// Stamps received, oldest first, with rising `q`: those not yet applied.
     pending: VecDeque<Stamp>,
     /// The newest stamp this node has applied past.
@@ -66,21 +80,20 @@ impl Closed {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// As leader in `term`, a quorum acknowledged this node at wall time `q`; `None`: it does
-    /// not lead.
-    pub fn set_lead(&self, lead: Option<(u64, i64)>) {
+    /// What this node knows as leader; `None`: it does not lead.
+    pub fn set_lead(&self, lead: Option<Lead>) {
         let mut st = self.state();
         st.lead = match (st.lead, lead) {
             // Never backwards within a term (metrics may arrive out of order).
-            (Some((t0, q0)), Some((t1, q1))) if t0 == t1 => Some((t1, q0.max(q1))),
+            (Some(old), Some(new)) if old.term == new.term && old.q > new.q => Some(old),
             (_, l) => l,
         };
     }
 
-    /// The stamp for an append this leader sends in `term` with commit index `commit`.
-    pub fn stamp_for(&self, term: u64, commit: u64) -> Option<String> {
+    /// The stamp for an append this leader sends in `term`.
+    pub fn stamp_for(&self, term: u64) -> Option<String> {
         match self.state().lead {
-            Some((t, q)) if t == term => Some(format!("{commit}:{q}")),
+            Some(l) if l.term == term => Some(format!("{}:{}", l.index, l.q)),
             _ => None,
         }
     }
@@ -117,9 +130,9 @@ impl Closed {
         st.applied
     }
 
-    /// As leader: when a quorum last acknowledged this node (wall ms).
-    pub fn lead_q(&self) -> Option<i64> {
-        self.state().lead.map(|(_, q)| q)
+    /// As leader: what it knows of itself.
+    pub fn lead(&self) -> Option<Lead> {
+        self.state().lead
     }
 }
 
@@ -158,12 +171,15 @@ mod tests {
     #[test]
     fn a_leaders_quorum_time_never_goes_back_within_a_term() {
         let c = Closed::default();
-        c.set_lead(Some((3, 1_000)));
-        c.set_lead(Some((3, 900)));
-        assert_eq!(c.stamp_for(3, 7).as_deref(), Some("7:1000"));
-        assert_eq!(c.stamp_for(4, 7), None);
+        let lead = |term, q, index| Some(Lead { term, q, index });
+        c.set_lead(lead(3, 1_000, 7));
+        c.set_lead(lead(3, 900, 8));
+        assert_eq!(c.stamp_for(3).as_deref(), Some("7:1000"));
+        assert_eq!(c.stamp_for(4), None);
+        c.set_lead(lead(4, 900, 9));
+        assert_eq!(c.stamp_for(4).as_deref(), Some("9:900"));
         c.set_lead(None);
-        assert_eq!(c.lead_q(), None);
+        assert_eq!(c.lead(), None);
     }
 
     #[test]

@@ -173,8 +173,7 @@ impl RaftNetwork<TypeConfig> for Conn {
             ));
         }
         let mut c = self.client().map_err(unreachable)?;
-        let commit = rpc.leader_commit.map_or(0, |l| l.index);
-        let stamp = self.closed.stamp_for(rpc.vote.leader_id.term, commit);
+        let stamp = self.closed.stamp_for(rpc.vote.leader_id.term);
         let mut req = with_ttl(rpc, &option);
         if let Some(v) = stamp.and_then(|s| s.parse().ok()) {
             req.metadata_mut().insert(crate::closed::STAMP_HEADER, v);

@@ -224,6 +224,8 @@ pub struct MemberStatus {
     pub http: String,
     pub grpc: String,
     pub region: String,
+    /// Its `--zone`, as the cluster recorded it (`None`: it named none).
+    pub zone: Option<String>,
     pub gossip: String,
     pub role: &'static str,
     /// As its last answer to a probe said (this node's own: current).
@@ -1088,6 +1090,35 @@ impl RaftNode {
             .await
     }
 
+    /// Records this node's `--zone` (empty: none) in the cluster's state once it is a member and
+    /// the state says otherwise; retried until it is.
+    pub async fn record_zone(node: std::sync::Weak<RaftNode>, zone: String) {
+        loop {
+            let Some(me) = node.upgrade() else { return };
+            let known = me.engine.cluster_zones().unwrap_or_default();
+            let recorded = known.get(&me.id).map(String::as_str).unwrap_or("");
+            if me.is_member() && recorded == zone {
+                return;
+            }
+            if me.is_member() && me.has_leader() {
+                let op = model::command::ClusterOp::SetZone {
+                    node: me.id,
+                    zone: zone.clone(),
+                };
+                match me.cluster_write(op).await {
+                    Ok(()) => continue,
+                    Err(ReplicationError::Refused(r)) => {
+                        tracing::error!(%zone, reason = %r, "the zone was refused");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "zone not recorded yet"),
+                }
+            }
+            drop(me);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Whether peer `id` answered a probe from this node lately (this node itself: always).
     fn healthy(&self, id: u64) -> bool {
         id == self.id
@@ -1113,6 +1144,7 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let zones = self.engine.cluster_zones().unwrap_or_default();
         membership
             .nodes()
             .map(|(id, info)| {
@@ -1120,6 +1152,7 @@ impl RaftNode {
                 crate::placement::Member {
                     id: *id,
                     region: info.region.clone(),
+                    zone: zones.get(id).cloned().unwrap_or_default(),
                     voter: voters.contains(id),
                     healthy: me_or_fresh || self.healthy(*id),
                     caught_up: me_or_fresh
@@ -1863,8 +1896,8 @@ impl RaftNode {
         let applied = self.sm.applied_index().unwrap_or(0);
         let now = wall_clock_ms();
         if self.is_leader() {
-            if let Some(q) = self.closed.lead_q() {
-                return Some((applied, (now - q).max(0) as u64));
+            if let Some(lead) = self.closed.lead().filter(|l| l.index <= applied) {
+                return Some((applied, (now - lead.q).max(0) as u64));
             }
         }
         let stamp = self.closed.newest(applied)?;
@@ -2026,6 +2059,7 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
+        let zones = self.engine.cluster_zones().unwrap_or_default();
         let mut members: Vec<MemberStatus> = membership
             .nodes()
             .map(|(id, info)| {
@@ -2050,6 +2084,7 @@ impl RaftNode {
                     http: info.http.clone(),
                     grpc: info.grpc.clone(),
                     region: info.region.clone(),
+                    zone: zones.get(id).cloned(),
                     gossip: info.gossip.clone(),
                     role: if voters.contains(id) {
                         "voter"
@@ -2374,7 +2409,11 @@ async fn track_quorum_acks(
             let m = watch.borrow_and_update();
             match (m.state, m.millis_since_quorum_ack) {
                 (ServerState::Leader, Some(ms)) if m.current_leader == Some(me) => {
-                    Some((m.current_term, wall_clock_ms() - ms as i64))
+                    Some(crate::closed::Lead {
+                        term: m.current_term,
+                        q: wall_clock_ms() - ms as i64,
+                        index: m.last_log_index.unwrap_or(0),
+                    })
                 }
                 _ => None,
             }

@@ -16,6 +16,8 @@ pub const MAX_VOTERS: usize = 7;
 pub struct Member {
     pub id: u64,
     pub region: String,
+    /// Its `--zone` within the region (empty: none).
+    pub zone: String,
     pub voter: bool,
     /// Answered this node lately (this node itself: always).
     pub healthy: bool,
@@ -35,6 +37,8 @@ pub struct Member {
 ///   each), preferring an odd count (an even one tolerates no more failures), the most voters
 ///   up to `MAX_VOTERS`, and the fewest changes.
 /// - Otherwise (one or two voting regions, or no policy): every candidate, up to `MAX_VOTERS`.
+/// - Within a region, current voters are kept first; new ones are taken from the zones with
+///   the fewest voters, so a zone's loss takes as few as it can.
 /// - The leader keeps its vote (leadership moves first: see `should_campaign`/hand-over), and a
 ///   plan never leaves no voter.
 pub fn plan_voters(policy: &Placement, members: &[Member], leader: u64) -> Option<BTreeSet<u64>> {
@@ -51,6 +55,7 @@ pub fn plan_voters(policy: &Placement, members: &[Member], leader: u64) -> Optio
     }
     for ms in by_region.values_mut() {
         ms.sort_by_key(|m| (!m.voter, m.id != leader, m.id));
+        *ms = spread_zones(ms);
     }
     let counts = if policy.survives_region_loss() {
         spread(&by_region, &current)
@@ -71,6 +76,23 @@ pub fn plan_voters(policy: &Placement, members: &[Member], leader: u64) -> Optio
     };
     wanted.insert(leader);
     (!wanted.is_empty() && wanted != current).then_some(wanted)
+}
+
+/// `ms` (current voters first) reordered so that after the voters come, in turn, candidates
+/// of the zones least represented so far.
+fn spread_zones<'a>(ms: &[&'a Member]) -> Vec<&'a Member> {
+    let mut out: Vec<&Member> = ms.iter().copied().filter(|m| m.voter).collect();
+    let mut rest: Vec<&Member> = ms.iter().copied().filter(|m| !m.voter).collect();
+    while !rest.is_empty() {
+        let taken = |zone: &str| out.iter().filter(|m| m.zone == zone).count();
+        let (i, _) = rest
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, m)| (taken(&m.zone), *i))
+            .expect("not empty");
+        out.push(rest.remove(i));
+    }
+    out
 }
 
 /// Whether voters counted so per region leave a quorum when any one region is lost.
@@ -165,6 +187,7 @@ mod tests {
         Member {
             id,
             region: region.into(),
+            zone: String::new(),
             voter,
             healthy: true,
             caught_up: true,
@@ -257,6 +280,26 @@ mod tests {
         let ms = [m(1, "a", true), m(2, "b", true)];
         assert_eq!(plan_voters(&p, &ms, 2), None);
         assert_eq!(plan_voters(&p, &ms, 1), Some(set(&[1])));
+    }
+
+    #[test]
+    fn new_voters_come_from_the_zones_with_fewest() {
+        let p = policy(&["a", "b", "c"], None);
+        let z = |mut m: Member, zone: &str| {
+            m.zone = zone.into();
+            m
+        };
+        // Region a may take two voters: node 1 votes in zone a1; node 3 (zone a2) is taken
+        // before node 2 (a1, a lower id).
+        let ms = [
+            z(m(1, "a", true), "a1"),
+            z(m(2, "a", false), "a1"),
+            z(m(3, "a", false), "a2"),
+            m(4, "b", true),
+            m(5, "b", false),
+            m(6, "c", true),
+        ];
+        assert_eq!(plan_voters(&p, &ms, 1), Some(set(&[1, 3, 4, 5, 6])));
     }
 
     #[test]

@@ -111,6 +111,14 @@ pub const NODES: &[u8] = b"\0node\0";
 pub const ROOT_KEY: &[u8] = b"\0root-key";
 /// The placement policy (`ClusterOp::SetPlacement`).
 pub const PLACEMENT: &[u8] = b"\0placement";
+/// Each node's zone, by id (big-endian): the zone's name (`ClusterOp::SetZone`).
+pub const ZONES: &[u8] = b"\0zone\0";
+
+pub fn cluster_zone(id: u64) -> Vec<u8> {
+    let mut k = ZONES.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 /// Join tokens, by id: `JoinTokenRecord`.
 pub const JOIN_TOKENS: &[u8] = b"\0token\0";
 
@@ -141,7 +149,7 @@ pub fn outbox(due: i64, id: &str) -> Vec<u8> {
 pub const REQUEST_AT: &[u8] = b"\0req-at\0";
 
 /// Whether a meta key is the cluster's own bookkeeping rather than the data it holds: what
-/// Raft applied last, the requests it has answered, its nodes, join tokens, root key and placement. A
+/// Raft applied last, the requests it has answered, its nodes, join tokens, root key, placement and zones. A
 /// backup's digest leaves these out (`View::data_digest`), so a cluster restored from it —
 /// which has a Raft history, nodes and requests of its own — still shows the same data.
 pub fn is_bookkeeping(key: &[u8]) -> bool {
@@ -150,6 +158,7 @@ pub fn is_bookkeeping(key: &[u8]) -> bool {
         || key == LAST_AT
         || key == ROOT_KEY
         || key == PLACEMENT
+        || key.starts_with(ZONES)
         || key.starts_with(REQUEST)
         || key.starts_with(REQUEST_AT)
         || key.starts_with(NODES)

@@ -126,6 +126,27 @@ impl Engine {
         Ok(out)
     }
 
+    /// Each node's zone, by node id (nodes that named one).
+    pub fn cluster_zones(
+        &self,
+    ) -> std::result::Result<std::collections::BTreeMap<u64, String>, StorageError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_META), keys::ZONES) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(keys::ZONES) {
+                break;
+            }
+            let Ok(id) = <[u8; 8]>::try_from(&k[keys::ZONES.len()..]) else {
+                continue;
+            };
+            out.insert(
+                u64::from_be_bytes(id),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+        Ok(out)
+    }
+
     /// Whether any file chunk names `blob`, as applied now.
     pub fn blob_referenced(&self, blob: &str) -> std::result::Result<bool, StorageError> {
         Ok(self

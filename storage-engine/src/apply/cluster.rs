@@ -73,6 +73,21 @@ pub(super) fn apply(txn: &mut Txn, op: &ClusterOp, at: i64) -> R<Outcome> {
             txn.put(META, keys::PLACEMENT.to_vec(), encode(policy));
             Ok(Outcome::Done)
         }
+        ClusterOp::SetZone { node, zone } => {
+            if !zone.is_empty() && !model::schema::valid_region(zone) {
+                return Err(err(
+                    ErrorCode::GeneralArgumentInvalid,
+                    "a zone name is 1-64 of a-z, A-Z, 0-9, '.', '_' and '-'",
+                ));
+            }
+            let k = keys::cluster_zone(*node);
+            if zone.is_empty() {
+                txn.del(META, k);
+            } else {
+                txn.put(META, k, zone.as_bytes().to_vec());
+            }
+            Ok(Outcome::Done)
+        }
         ClusterOp::SetRootKey { sha256, initial } => {
             if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err(

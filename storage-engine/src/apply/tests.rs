@@ -910,6 +910,28 @@ fn a_placement_policy_is_kept_only_if_it_can_be_in_force() {
     assert_eq!(f.eng.cluster_placement().unwrap(), good);
     assert!(good.votes("b") && !good.votes("d") && !good.votes("elsewhere"));
     assert!(Placement::default().votes("elsewhere"));
+
+    let zone = |node, zone: &str| {
+        cluster(
+            ClusterOp::SetZone {
+                node,
+                zone: zone.into(),
+            },
+            1_200,
+        )
+    };
+    let out = f.apply(vec![
+        zone(2, "eu-1a"),
+        zone(3, "eu 1b"),
+        zone(4, "x"),
+        zone(4, ""),
+    ]);
+    assert_eq!(failed(&out[1]), Some(ErrorCode::GeneralArgumentInvalid));
+    let zones = f.eng.cluster_zones().unwrap();
+    assert_eq!(
+        zones.into_iter().collect::<Vec<_>>(),
+        vec![(2, "eu-1a".to_string())]
+    );
 }
 
 fn auth(op: model::command::AuthOp) -> Op {
