@@ -140,7 +140,8 @@ impl Closed {
 /// how far the stamping leader's clock runs ahead of this node's (`ahead`, ms) and the round
 /// trip of the probe that measured it (`rtt_ms`).
 pub fn staleness_ms(now: i64, stamp_q: i64, ahead: i64, rtt_ms: i64) -> u64 {
-    let bound = now - stamp_q + ahead + (rtt_ms + 1) / 2;
+    // Plus 2 ms for the millisecond clocks and the probe's halved round trip, both floored.
+    let bound = now - stamp_q + ahead + (rtt_ms + 1) / 2 + 2;
     bound.max(0) as u64
 }
 
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn staleness_allows_for_the_clock_estimate() {
         // The leader's clock runs 30 ms ahead, measured over a 100 ms round trip.
-        assert_eq!(staleness_ms(10_000, 9_900, 30, 100), 100 + 30 + 50);
+        assert_eq!(staleness_ms(10_000, 9_900, 30, 100), 100 + 30 + 50 + 2);
         assert_eq!(staleness_ms(10_000, 10_500, 0, 0), 0);
     }
 }

@@ -302,9 +302,8 @@ const CAUGHT_UP: u64 = 64;
 /// A leader outside the preferred region leads this long before handing over (it has just
 /// been elected: the preferred voters may still be coming back).
 const HANDOVER_AFTER: Duration = Duration::from_secs(2);
-/// A hand-over holds the leader's appends back this long at most.
-const HANDOVER_MAX: Duration = Duration::from_secs(3);
-/// A hand-over that did not move the lead is tried again after this long.
+/// A hand-over that did not move the lead is tried again after this long, doubled after each
+/// failure in a row (up to 32 times).
 const HANDOVER_RETRY: Duration = Duration::from_secs(10);
 
 pub struct RaftNode {
@@ -2404,14 +2403,20 @@ async fn track_quorum_acks(
     closed: Arc<crate::closed::Closed>,
     me: u64,
 ) {
+    // Metrics are reported at some moment after the last look at them: the wall clock taken
+    // just before that look is a lower bound on when they were reported, and so `floor - ms`
+    // on when the quorum acknowledged (less a millisecond for `ms` being floored). The first
+    // metrics seen may be older than that: they set nothing.
+    let mut floor: Option<i64> = None;
     loop {
+        let before = wall_clock_ms();
         let lead = {
             let m = watch.borrow_and_update();
-            match (m.state, m.millis_since_quorum_ack) {
-                (ServerState::Leader, Some(ms)) if m.current_leader == Some(me) => {
+            match (m.state, m.millis_since_quorum_ack, floor) {
+                (ServerState::Leader, Some(ms), Some(floor)) if m.current_leader == Some(me) => {
                     Some(crate::closed::Lead {
                         term: m.current_term,
-                        q: wall_clock_ms() - ms as i64,
+                        q: floor - ms as i64 - 1,
                         index: m.last_log_index.unwrap_or(0),
                     })
                 }
@@ -2419,6 +2424,7 @@ async fn track_quorum_acks(
             }
         };
         closed.set_lead(lead);
+        floor = Some(before);
         if watch.changed().await.is_err() {
             return;
         }
@@ -2446,9 +2452,20 @@ async fn measure_round_trip(addr: &str, transport: &Transport) -> Option<Duratio
     let mut best: Option<Duration> = None;
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        match client.ping(()).await {
-            Err(s) if s.code() == tonic::Code::Unavailable => return None,
-            _ => best = Some(best.map_or(t.elapsed(), |b| b.min(t.elapsed()))),
+        // An answer (a refusal too: a joiner is no member yet); not a timeout or a failed
+        // connection, which measure nothing.
+        let answered = match client.ping(()).await {
+            Ok(_) => true,
+            Err(s) => matches!(
+                s.code(),
+                tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::InvalidArgument
+            ),
+        };
+        if answered {
+            best = Some(best.map_or(t.elapsed(), |b| b.min(t.elapsed())));
         }
     }
     best
@@ -2515,13 +2532,15 @@ async fn probe_peers(node: std::sync::Weak<RaftNode>) {
 /// followers' leases run out, the preferred voter's election timer fires (the others do not
 /// campaign), and it wins, its log being caught up. Writes and reads wait meanwhile, as in any
 /// election, then go to the new leader; a hand-over that does not move the lead ends by itself
-/// after `HANDOVER_MAX`.
+/// after three election timeouts (the preferred voter campaigns within two of the last
+/// heartbeat), and is tried again later and later while they keep failing.
 async fn keep_placement(node: std::sync::Weak<RaftNode>) {
     use crate::placement::{preferred, should_campaign};
     use std::time::Instant;
     let mut leaderless_since: Option<Instant> = None;
     let mut leading_since: Option<Instant> = None;
     let mut last_handover: Option<Instant> = None;
+    let mut handovers_failed = 0u32;
     let mut last_reconcile = Instant::now();
     let mut campaigning = true;
     let mut handing_over = false;
@@ -2541,7 +2560,12 @@ async fn keep_placement(node: std::sync::Weak<RaftNode>) {
         };
         let policy = node.placement();
         let now = Instant::now();
-        if m.current_leader.is_some() {
+        // Leaderless: no leader known, or the one known answers no probe (a node that does not
+        // campaign keeps naming a dead leader: only an election would tell it otherwise).
+        let led = m
+            .current_leader
+            .is_some_and(|l| l == node.id || node.healthy(l));
+        if led {
             leaderless_since = None;
         } else {
             leaderless_since.get_or_insert(now);
@@ -2573,6 +2597,15 @@ async fn keep_placement(node: std::sync::Weak<RaftNode>) {
         if handing_over && !(node.handover.active() && m.current_leader == Some(node.id)) {
             // Over: the lead moved, or it did not in time. Heartbeats again (a follower's
             // setting is its setting when it next leads).
+            if m.current_leader == Some(node.id) {
+                handovers_failed = (handovers_failed + 1).min(5);
+                tracing::warn!(
+                    failed = handovers_failed,
+                    "placement: the preferred region did not take the lead; trying again later"
+                );
+            } else {
+                handovers_failed = 0;
+            }
             node.handover.clear();
             node.raft.runtime_config().heartbeat(true);
             handing_over = false;
@@ -2587,7 +2620,7 @@ async fn keep_placement(node: std::sync::Weak<RaftNode>) {
         }
         if !preferred(&policy, &me.region)
             && now - since >= HANDOVER_AFTER
-            && last_handover.is_none_or(|t| now - t >= HANDOVER_RETRY)
+            && last_handover.is_none_or(|t| now - t >= HANDOVER_RETRY * (1 << handovers_failed))
         {
             let ready = preferred_voters.iter().find(|v| {
                 node.healthy(**v)
@@ -2596,7 +2629,7 @@ async fn keep_placement(node: std::sync::Weak<RaftNode>) {
             if let Some(to) = ready {
                 tracing::info!(to, region = %me.region, "placement: handing the lead over to the preferred region");
                 node.raft.runtime_config().heartbeat(false);
-                node.handover.set(HANDOVER_MAX);
+                node.handover.set(node.timings.election_max * 3);
                 handing_over = true;
                 last_handover = Some(now);
                 continue;

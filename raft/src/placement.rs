@@ -39,8 +39,10 @@ pub struct Member {
 /// - Otherwise (one or two voting regions, or no policy): every candidate, up to `MAX_VOTERS`.
 /// - Within a region, current voters are kept first; new ones are taken from the zones with
 ///   the fewest voters, so a zone's loss takes as few as it can.
-/// - The leader keeps its vote (leadership moves first: see `should_campaign`/hand-over), and a
-///   plan never leaves no voter.
+/// - The leader keeps its vote (leadership moves first: see `should_campaign`/hand-over).
+/// - A plan never leaves fewer than two voters (or the current count, if fewer): a policy
+///   naming a region with no member yet, or misspelt, must not shrink the cluster to its
+///   leader alone, one failure away from an outage.
 pub fn plan_voters(policy: &Placement, members: &[Member], leader: u64) -> Option<BTreeSet<u64>> {
     if members.iter().any(|m| m.voter && !m.healthy) {
         return None;
@@ -75,7 +77,10 @@ pub fn plan_voters(policy: &Placement, members: &[Member], leader: u64) -> Optio
         }
     };
     wanted.insert(leader);
-    (!wanted.is_empty() && wanted != current).then_some(wanted)
+    if wanted.len() < current.len().min(2) {
+        return None;
+    }
+    (wanted != current).then_some(wanted)
 }
 
 /// `ms` (current voters first) reordered so that after the voters come, in turn, candidates
@@ -277,9 +282,13 @@ mod tests {
         assert_eq!(plan_voters(&p, &ms, 1), None);
         // The leader in a region that no longer votes keeps its vote until it hands over.
         let p = policy(&["a"], None);
-        let ms = [m(1, "a", true), m(2, "b", true)];
-        assert_eq!(plan_voters(&p, &ms, 2), None);
-        assert_eq!(plan_voters(&p, &ms, 1), Some(set(&[1])));
+        let ms = [m(1, "a", true), m(2, "b", true), m(3, "a", false)];
+        assert_eq!(plan_voters(&p, &ms, 2), Some(set(&[1, 2, 3])));
+        assert_eq!(plan_voters(&p, &ms, 1), Some(set(&[1, 3])));
+        // Never down to the leader alone (a misspelt region, one not deployed yet).
+        let p = policy(&["typo"], None);
+        let ms = [m(1, "a", true), m(2, "a", true), m(3, "a", true)];
+        assert_eq!(plan_voters(&p, &ms, 1), None);
     }
 
     #[test]
