@@ -289,30 +289,26 @@ impl Drill {
         Ok(v)
     }
 
+    /// `cluster status` as the console node answers it.
+    async fn status_json(&self) -> Result<Value> {
+        self.operator(
+            &self.console(),
+            reqwest::Method::GET,
+            "/cluster/status",
+            Value::Null,
+        )
+        .await
+    }
+
     /// The Raft term the console node is in.
     async fn term(&self) -> Result<u64> {
-        let s = self
-            .operator(
-                &self.console(),
-                reqwest::Method::GET,
-                "/cluster/status",
-                Value::Null,
-            )
-            .await?;
-        s["term"]
+        self.status_json().await?["term"]
             .as_u64()
             .ok_or_else(|| anyhow!("cluster status without a term"))
     }
 
     async fn status(&self) -> Result<(Option<u64>, Vec<Member>)> {
-        let s = self
-            .operator(
-                &self.console(),
-                reqwest::Method::GET,
-                "/cluster/status",
-                Value::Null,
-            )
-            .await?;
+        let s = self.status_json().await?;
         let members = s["members"]
             .as_array()
             .into_iter()

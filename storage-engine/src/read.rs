@@ -93,6 +93,9 @@ pub struct View {
     applied: u64,
 }
 
+/// Meta records keyed by node id: the id, the key and the value of each.
+type ByNode = Vec<(u64, Box<[u8]>, Box<[u8]>)>;
+
 impl Engine {
     /// What the cluster records about node `id` (admitted with which key, retired), as
     /// applied now: checked on every node-to-node request, so a point read, not a view.
@@ -110,17 +113,26 @@ impl Engine {
     /// Every node the cluster admitted and has not retired, with its pinned key.
     pub fn admitted_nodes(&self) -> std::result::Result<Vec<(u64, String)>, StorageError> {
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_META), keys::NODES) {
-            let (k, v) = item.map_err(StorageError::from)?;
-            if !k.starts_with(keys::NODES) {
-                break;
-            }
-            let Ok(id) = <[u8; 8]>::try_from(&k[keys::NODES.len()..]) else {
-                continue;
-            };
+        for (id, k, v) in self.by_node(keys::NODES)? {
             let record: model::schema::NodeRecord = decode(&k, &v)?;
             if record.retired_at.is_none() {
-                out.push((u64::from_be_bytes(id), record.key_sha256));
+                out.push((id, record.key_sha256));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The meta records under `prefix` that a node id (8 big-endian bytes) ends: each with its
+    /// id, key and value.
+    fn by_node(&self, prefix: &[u8]) -> std::result::Result<ByNode, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_META), prefix) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if let Ok(id) = <[u8; 8]>::try_from(&k[prefix.len()..]) {
+                out.push((u64::from_be_bytes(id), k, v));
             }
         }
         Ok(out)
@@ -130,21 +142,11 @@ impl Engine {
     pub fn cluster_zones(
         &self,
     ) -> std::result::Result<std::collections::BTreeMap<u64, String>, StorageError> {
-        let mut out = std::collections::BTreeMap::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_META), keys::ZONES) {
-            let (k, v) = item.map_err(StorageError::from)?;
-            if !k.starts_with(keys::ZONES) {
-                break;
-            }
-            let Ok(id) = <[u8; 8]>::try_from(&k[keys::ZONES.len()..]) else {
-                continue;
-            };
-            out.insert(
-                u64::from_be_bytes(id),
-                String::from_utf8_lossy(&v).into_owned(),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .by_node(keys::ZONES)?
+            .into_iter()
+            .map(|(id, _, v)| (id, String::from_utf8_lossy(&v).into_owned()))
+            .collect())
     }
 
     /// Whether any file chunk names `blob`, as applied now.
