@@ -994,7 +994,7 @@ impl Drill {
     }
 }
 
-/// The staleness bound far reads ask for.
+/// The staleness bound far reads ask for (`X-Basalt-Max-Staleness`).
 const FAR_BOUND: &str = "2s";
 
 /// One bounded read of the whole ledger: when it was sent (since the drill began), the
@@ -1024,7 +1024,7 @@ impl FarReads {
     /// The figures, and the check: a read that answered staleness S, sent at t, saw every
     /// write acknowledged before t - S, and S is within the bound.
     fn report(&self, writes: &[Write], fault_at: Duration, via_region: &[&str]) -> Value {
-        let bound_ms = 2000;
+        let bound_ms = api::stale::parse(FAR_BOUND).map_or(0, |d| d.as_millis() as u64);
         let mut violations = Vec::new();
         for r in &self.ledger {
             let horizon = r.sent.saturating_sub(Duration::from_millis(r.staleness_ms));

@@ -29,6 +29,13 @@ impl Until {
         let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
         until.is_some_and(|t| Instant::now() < t)
     }
+
+    /// Resolves once it no longer holds (ended, or cleared), checking every 10 ms.
+    pub(crate) async fn passed(&self) {
+        while self.active() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// This process's isolation (one node per process).

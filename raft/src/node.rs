@@ -290,8 +290,9 @@ struct PeerReport {
     smooth_rtt: Option<Duration>,
 }
 
-/// A peer that answered no probe for this long is unhealthy to placement decisions.
-const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
+/// A peer that answered no probe for this long is unhealthy to placement decisions, and its
+/// clock offset estimate is stale.
+const HEALTHY_WITHIN: Duration = PROBE_EVERY.saturating_mul(8);
 /// How often each node reviews placement: whether it may campaign, and (on the leader) whether
 /// to hand the lead over or change the voters.
 const PLACEMENT_EVERY: Duration = Duration::from_millis(250);
@@ -949,9 +950,7 @@ impl RaftNode {
     pub(crate) async fn read_index_local(&self) -> Result<u64, ReplicationError> {
         // Confirming the lead sends appends, which would renew the leases a hand-over waits
         // out: a read waits for it to end (and then asks the new leader).
-        while self.handover.active() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.handover.passed().await;
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -1869,8 +1868,10 @@ impl RaftNode {
             (a - b).abs() > 0.25 * a.max(b) && (a - b).abs() > 0.005
         });
         if moved {
+            // A file write: off the runtime's worker threads.
             let path = self.snapshots_dir.with_file_name(ROUND_TRIP_FILE);
-            let _ = std::fs::write(path, (slowest.as_millis() as u64).to_string());
+            let ms = (slowest.as_millis() as u64).to_string();
+            tokio::task::spawn_blocking(move || std::fs::write(path, ms));
             *remembered = Some(slowest);
         }
         let wanted = self.timings.clone().for_round_trip(slowest);
@@ -1936,10 +1937,10 @@ impl RaftNode {
     }
 
     /// How far each member's wall clock is ahead of this node's (ms; this node's own: 0), as
-    /// the probes of the last `PROBE_EVERY * 8` measured it; members not heard from in that
+    /// the probes of the last `HEALTHY_WITHIN` measured it; members not heard from in that
     /// time are left out.
     pub fn clock_offsets(&self) -> Vec<(u64, i64)> {
-        let fresh = PROBE_EVERY * 8;
+        let fresh = HEALTHY_WITHIN;
         let known = self.peer_applied.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = vec![(self.id, 0)];
         for (id, _) in self.peers() {
@@ -2252,9 +2253,7 @@ async fn group_commit(
         }
         // A leader handing the lead over proposes nothing meanwhile (each append would renew
         // its followers' leases); once it follows, these are passed on to the new leader.
-        while handover.active() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        handover.passed().await;
         let at = wall_clock_ms().max(last_at);
         last_at = at;
         let raft = raft.clone();
@@ -2394,8 +2393,6 @@ async fn seed_restored(node: std::sync::Weak<RaftNode>, marker: PathBuf) {
     }
 }
 
-/// Counts every change of the leader this node sees (`basalt_raft_leader_changes_total`),
-/// a leader lost included, until Raft stops.
 /// While this node leads: when a quorum last acknowledged it, on the wall clock, for the
 /// stamps its appends carry and its own bounded-staleness reads (`crate::closed`).
 async fn track_quorum_acks(
@@ -2431,6 +2428,8 @@ async fn track_quorum_acks(
     }
 }
 
+/// Counts every change of the leader this node sees (`basalt_raft_leader_changes_total`),
+/// a leader lost included, until Raft stops.
 async fn count_leader_changes(
     mut watch: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
 ) {
